@@ -1,0 +1,113 @@
+"""Configs shared by every model: the training-loop config and the model's input/output dims.
+
+Configs cross process boundaries as plain dicts (`dataclasses.asdict`) and are rebuilt
+with `from_dict`, which rejects unknown keys and casts Tune-sampled values to the field
+types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "step", "exponential", "plateau", "none")
+TASKS = ("direction", "return")
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str = "") -> T:
+    """Build dataclass `cls` from a dict: unknown keys are an error, values cast to types."""
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        label = where or cls.__name__
+        raise ValueError(
+            f"{label}: unknown field(s) {unknown}; allowed: {sorted(known)}"
+        )
+    cast: dict[str, Any] = {}
+    for name, value in values.items():
+        ftype = known[name].type
+        tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+        if value is not None and tname in ("int", "float", "bool", "str"):
+            if tname == "int" and isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{where or cls.__name__}.{name}: expected an integer, got {value}")
+            value = {"int": int, "float": float, "bool": bool, "str": str}[tname](value)
+        elif isinstance(value, list) and tname.startswith("tuple"):
+            value = tuple(value)
+        cast[name] = value
+    return cls(**cast)
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """What a deep model is built for. Output: (B, H, 3) logits for `direction`, (B, H) for `return`."""
+
+    n_features: int
+    seq_len: int
+    n_horizons: int
+    task: str = "direction"
+
+    def __post_init__(self) -> None:
+        if self.n_features < 1 or self.seq_len < 1 or self.n_horizons < 1:
+            raise ValueError(f"ModelDims must be positive, got {self}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_horizons * (3 if self.task == "direction" else 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the one training loop needs besides the model and data."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_epochs: int = 1
+    step_size: int = 10  # step scheduler
+    gamma: float = 0.5  # step / exponential scheduler
+    grad_clip: float = 1.0  # max-norm; 0 disables
+    patience: int = 5  # early stopping on the validation metric
+    min_delta: float = 1e-4
+    class_weights: bool = False
+    seed: int = 42
+    amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        def bad(field: str, fix: str) -> None:
+            raise ValueError(f"TrainConfig.{field}={getattr(self, field)!r}: {fix}")
+
+        if self.epochs < 1:
+            bad("epochs", "use at least 1 epoch")
+        if self.batch_size < 1:
+            bad("batch_size", "use a positive batch size such as 256")
+        if not self.lr > 0:
+            bad("lr", "use a positive learning rate such as 1e-3")
+        if self.weight_decay < 0:
+            bad("weight_decay", "use 0 or a small positive value such as 1e-4")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"choose one of {OPTIMIZERS}")
+        if self.scheduler not in SCHEDULERS:
+            bad("scheduler", f"choose one of {SCHEDULERS}")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", "use 0 or more")
+        if self.grad_clip < 0:
+            bad("grad_clip", "use 0 (off) or a positive max-norm such as 1.0")
+        if self.patience < 1:
+            bad("patience", "use at least 1")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            bad("amp", "choose auto, off, bf16 or fp16")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> TrainConfig:
+        return config_from_dict(cls, values, where="train")

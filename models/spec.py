@@ -1,0 +1,58 @@
+"""The model contract: a registry entry (`ModelSpec`) and what `fit` returns (`FittedModel`).
+
+Search spaces are data: param -> {"type": "choice", "values": [...]} |
+{"type": "uniform" | "loguniform", "low": x, "high": y} | {"type": "randint", "low": a, "high": b}.
+Keys are either model-config fields or `train.<TrainConfig field>`.
+Presets: {"fast" | "balanced" | "quality": {"model": {...}, "train": {...}, "seq_len": int}}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+PRESETS = ("fast", "balanced", "quality")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "linear" | "deep"
+    input: str  # "tabular" (B, F) | "sequence" (B, L, F)
+    config_cls: type  # frozen dataclass of the architecture (or linear estimator) settings
+    module_cls: Callable[..., Any] | None  # deep: nn.Module class, called as cls(config, dims)
+    presets: dict[str, dict[str, Any]]
+    search_space: dict[str, dict[str, Any]]
+    hooks: tuple[str, ...] = ()  # "hidden_states" and/or "attention"
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("linear", "deep"):
+            raise ValueError(f"{self.name}: kind must be 'linear' or 'deep'")
+        if self.input not in ("tabular", "sequence"):
+            raise ValueError(f"{self.name}: input must be 'tabular' or 'sequence'")
+        missing = [p for p in PRESETS if p not in self.presets]
+        if missing:
+            raise ValueError(f"{self.name}: presets {missing} missing")
+
+
+class FittedModel(Protocol):
+    """What `models.fit(...)` returns, the same for linear and deep models."""
+
+    name: str
+    history: list[dict[str, Any]]  # one dict per epoch (deep) or one summary (linear)
+
+    def predict_return(self, x: np.ndarray) -> np.ndarray | None:
+        """(n, H) predicted forward returns, or None for a direction classifier."""
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, H, 3) class probabilities (down, flat, up)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n, H) direction classes."""
+
+    def save(self, directory: str) -> None: ...

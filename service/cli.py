@@ -1,0 +1,38 @@
+"""`quantray` command line. Subcommands live next to the layer they drive and are
+imported only when used, so `quantray --help` stays fast and light."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module exposing `register(subparsers)`; each registers its own parser
+# and sets `func` on it.
+_COMMANDS: dict[str, str] = {
+    "data": "data.cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quantray",
+        description="quantray: Ray-based distributed training for market forecasting models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _COMMANDS.values():
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
