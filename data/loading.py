@@ -1,0 +1,229 @@
+"""Read bars and LOB snapshots from CSV or Parquet, local or object storage.
+
+The format comes from the URI: `.parquet`/`.pq` (one file), a directory (a Parquet dataset,
+hive partitions such as `symbol=AAPL/` allowed), `.csv` or `.csv.gz`. `sample:NAME` names a
+bundled sample (see `data.sample`). Parquet reads go through `pyarrow.dataset` with the
+symbol/time filter as a filter expression, so row groups whose statistics exclude the
+requested symbols and dates are never read (predicate pushdown). CSV has no statistics:
+it is read whole and filtered in memory.
+
+Time bounds are inclusive. A bound given as a plain date (`"2018-02-07"` or a
+`datetime.date`) covers that whole day, which matters for intraday `ts` columns.
+
+Loading checks structure only (file, columns, date parsing); values are checked by
+`data.validation`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from data.storage import resolve_uri
+from data.validation import BAR_COLUMNS, check_columns, lob_columns, to_datetime_column
+
+TimeBound = str | dt.date | pd.Timestamp | None
+_PARQUET = (".parquet", ".pq")
+_CSV = (".csv", ".csv.gz")
+
+
+def load_bars(
+    uri: str,
+    symbols: Sequence[str] | None = None,
+    start: TimeBound = None,
+    end: TimeBound = None,
+) -> pd.DataFrame:
+    """Long bars frame `symbol, date, open, high, low, close, volume` (date datetime64[ns]),
+    sorted by (symbol, date)."""
+    return _load(uri, lambda found: list(BAR_COLUMNS), "date", symbols, start, end)
+
+
+def load_lob(
+    uri: str,
+    symbols: Sequence[str] | None = None,
+    start: TimeBound = None,
+    end: TimeBound = None,
+) -> pd.DataFrame:
+    """Long LOB frame `symbol, ts, ask_price_1..L, ask_size_1..L, bid_price_1..L,
+    bid_size_1..L` with the number of levels L detected from the columns."""
+    return _load(uri, lambda found: lob_columns(found, uri), "ts", symbols, start, end)
+
+
+def list_symbols(uri: str) -> list[str]:
+    """Sorted distinct symbols, reading only the `symbol` column."""
+    fs, path, kind = _locate(uri)
+    if kind == "csv":
+        frame = _read_csv(fs, path, uri, ["symbol"])
+        return sorted(frame["symbol"].dropna().unique().tolist())
+    dataset = _dataset(fs, path, uri)
+    check_columns(dataset.schema.names, ["symbol"], uri)
+    values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"])
+    return sorted(v for v in values.to_pylist() if v is not None)
+
+
+def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
+    symbols = _check_symbols(symbols)
+    lo, hi = _bounds(start, end)
+    fs, path, kind = _locate(uri)
+    if kind == "csv":
+        frame = _read_csv(fs, path, uri, None)
+        columns = columns_for(frame.columns)
+        check_columns(frame.columns, columns, uri)
+        frame = frame.loc[:, columns]
+        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
+        if symbols is not None:
+            frame = frame[frame["symbol"].isin(symbols)]
+    else:
+        dataset = _dataset(fs, path, uri)
+        columns = columns_for(dataset.schema.names)
+        check_columns(dataset.schema.names, columns, uri)
+        expr = build_filter(dataset.schema, time_col, symbols, lo, hi)
+        table = dataset.to_table(columns=columns, filter=expr)
+        frame = table.to_pandas()
+        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
+    # exact bounds in pandas too: pushdown is an optimisation (a string-typed time column
+    # cannot be pushed down), and correctness must not depend on it
+    if lo is not None:
+        frame = frame[frame[time_col] >= lo]
+    if hi is not None:
+        frame = frame[frame[time_col] < hi]
+    if symbols is not None:
+        missing = sorted(set(symbols) - set(frame["symbol"].unique()))
+        if missing:
+            window = "" if lo is None and hi is None else f" between {start} and {end}"
+            raise ValueError(
+                f"{uri}: no rows for symbols {missing}{window}; "
+                f"list the available ones with `quantray data inspect {uri}`"
+            )
+    frame = frame.sort_values(["symbol", time_col], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def build_filter(
+    schema: pa.Schema,
+    time_col: str,
+    symbols: Sequence[str] | None,
+    lo: pd.Timestamp | None,
+    hi: pd.Timestamp | None,
+) -> ds.Expression | None:
+    """The pushdown expression for a symbol list and the half-open time range [lo, hi), or
+    None when nothing filters. Time bounds are left out when the column type has no order
+    that matches time (e.g. strings); `_load` then filters in memory."""
+    parts = []
+    if symbols is not None:
+        sym_type = schema.field("symbol").type
+        if pa.types.is_dictionary(sym_type):
+            sym_type = sym_type.value_type
+        parts.append(ds.field("symbol").isin(pa.array(list(symbols), type=sym_type)))
+    ttype = schema.field(time_col).type
+    for bound, op in ((lo, "ge"), (hi, "lt")):
+        if bound is None:
+            continue
+        scalar = _time_scalar(bound, ttype)
+        if scalar is not None:
+            field = ds.field(time_col)
+            parts.append(field >= scalar if op == "ge" else field < scalar)
+    if not parts:
+        return None
+    expr = parts[0]
+    for part in parts[1:]:
+        expr = expr & part
+    return expr
+
+
+def _time_scalar(bound: pd.Timestamp, ttype: pa.DataType) -> pa.Scalar | None:
+    if pa.types.is_timestamp(ttype):
+        # column values are whole multiples of its unit, so rounding the bound up to the unit
+        # keeps `>= lo` and `< hi` exact and makes the cast lossless
+        ceiled = bound.ceil(pd.Timedelta(1, ttype.unit))
+        return pa.scalar(ceiled.value, type=pa.timestamp("ns", tz=ttype.tz)).cast(ttype)
+    if pa.types.is_date(ttype):
+        # [lo, hi) on dates: a partial day at hi still needs that day's rows
+        day = bound.date() if bound == bound.normalize() else bound.date() + dt.timedelta(1)
+        return pa.scalar(day, type=pa.date32()).cast(ttype)
+    return None
+
+
+def _check_symbols(symbols: Sequence[str] | None) -> list[str] | None:
+    if symbols is None:
+        return None
+    if isinstance(symbols, str):
+        raise TypeError(f"symbols must be a list of tickers, got the string {symbols!r}; "
+                        f"pass [{symbols!r}] or {symbols.split(',')!r}")
+    symbols = list(symbols)
+    bad = [s for s in symbols if not isinstance(s, str) or not s.strip()]
+    if not symbols or bad:
+        raise ValueError(f"symbols must be a non-empty list of non-empty strings, got {symbols}")
+    return symbols
+
+
+def _bounds(start: TimeBound, end: TimeBound) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """Inclusive [start, end] as half-open [lo, hi); a date-only end covers its whole day."""
+    lo = None if start is None else _timestamp(start, "start")
+    hi = None
+    if end is not None:
+        hi = _timestamp(end, "end")
+        date_only = (isinstance(end, dt.date) and not isinstance(end, dt.datetime)) or (
+            isinstance(end, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", end.strip())
+        )
+        hi = hi + pd.Timedelta(days=1) if date_only else hi + pd.Timedelta(1, "ns")
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValueError(f"start {start} is after end {end}; swap them")
+    return lo, hi
+
+
+def _timestamp(value: TimeBound, name: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}={value!r} is not a date; use e.g. 2018-02-07") from exc
+    if ts is pd.NaT:
+        raise ValueError(f"{name}={value!r} is not a date; use e.g. 2018-02-07")
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tz is not None else ts
+
+
+def _locate(uri: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, path, "parquet" | "csv"); a missing path raises naming the URI."""
+    fs, path = resolve_uri(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"dataset not found: {uri}")
+    if info.type == pafs.FileType.Directory:
+        return fs, path, "parquet"
+    name = path.lower()
+    if name.endswith(_PARQUET):
+        return fs, path, "parquet"
+    if name.endswith(_CSV):
+        return fs, path, "csv"
+    raise ValueError(
+        f"{uri}: unknown file type; use {', '.join(_PARQUET + _CSV)} or a directory of Parquet"
+    )
+
+
+def _dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
+    try:
+        dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})") from exc
+    if not dataset.files:
+        raise FileNotFoundError(f"{uri}: directory holds no Parquet files")
+    return dataset
+
+
+def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | None) -> pd.DataFrame:
+    """Whole CSV through the filesystem (gzip detected from the name); symbols stay text."""
+    try:
+        if usecols is not None:  # check the header first: pandas' own error names no file
+            with fs.open_input_stream(path, compression="detect") as stream:
+                check_columns(pd.read_csv(stream, nrows=0).columns, usecols, uri)
+        with fs.open_input_stream(path, compression="detect") as stream:
+            return pd.read_csv(stream, usecols=usecols, dtype={"symbol": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{uri}: not a readable CSV file ({exc})") from exc

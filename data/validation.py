@@ -1,0 +1,319 @@
+"""Validation and repair of bar and LOB frames, with a report of everything done.
+
+Policy (bars, `validate_bars`)
+- Frame-level errors always raise `DataValidationError`: missing columns, an empty frame,
+  a price/volume column that is not numeric, a date that does not parse, a row without a
+  symbol. These mean the file is not a bars file, so no symbol can be trusted.
+- Per-symbol errors raise with `on_error="raise"`; with `on_error="drop"` the symbol is
+  removed and its error message kept in `report.dropped[symbol]`. Checked in this order
+  (the first hit is the reason): missing date, duplicate (symbol, date), NaN close,
+  non-positive open/high/low/close, missing or negative volume, more than 1% of rows
+  missing open/high/low, fewer than `min_rows` rows.
+- Repairs, counted per symbol in `report.repairs[symbol]`:
+  - `sorted`: rows out of date order are sorted (count = rows that moved);
+  - `open_filled`: a missing open takes the previous close (the first row: its own close);
+  - `high_low_filled`: a missing high becomes max(open, close), a missing low min(open, close);
+  - `bracket_widened`: high/low that do not bracket open and close are widened to
+    max(high, open, close) / min(low, open, close);
+  - `zero_volume`: zero-volume rows are legal and kept unchanged, only counted.
+  At most `MAX_FILL_FRACTION` (1%) of a symbol's rows may miss open/high/low; more is an
+  error, because filled bars would then shape the features instead of the market.
+- The result holds exactly the contract columns, sorted by (symbol, date), index reset,
+  dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
+
+LOB frames (`validate_lob`) follow the same scheme with columns `symbol, ts` and
+`{ask,bid}_{price,size}_{1..L}`: errors are missing ts, duplicate (symbol, ts), NaN,
+non-positive price or size, crossed book (best bid >= best ask), too few rows; the only
+repair is sorting by ts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from data.validation_report import BAR_REPAIRS, LOB_REPAIRS, ValidationReport
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume")
+LOB_FAMILIES = ("ask_price", "ask_size", "bid_price", "bid_size")
+MAX_FILL_FRACTION = 0.01
+ON_ERROR = ("raise", "drop")
+_SHOW = 5  # offending rows quoted in a message
+_DROP_FIX = "or pass on_error='drop' to skip this symbol"
+
+__all__ = [
+    "BAR_COLUMNS",
+    "BAR_REPAIRS",
+    "LOB_REPAIRS",
+    "DataValidationError",
+    "ValidationReport",
+    "check_columns",
+    "lob_columns",
+    "validate_bars",
+    "validate_lob",
+]
+
+
+class DataValidationError(ValueError):
+    """Bad input data. `symbol` is None for frame-level errors; `rows` lists the dates of the
+    offending rows (or input row positions when the date itself is missing), or None."""
+
+    def __init__(self, message: str, symbol: str | None = None, rows: list | None = None):
+        super().__init__(message)
+        self.symbol = symbol
+        self.rows = rows
+
+    def __reduce__(self):  # keep symbol/rows when pickled across processes (Ray)
+        return (type(self), (str(self), self.symbol, self.rows))
+
+
+def check_columns(found: Iterable[str], required: Sequence[str], source: str) -> None:
+    """Raise naming the missing columns, the columns found, and near-miss renames."""
+    found = [str(c) for c in found]
+    missing = [c for c in required if c not in found]
+    if not missing:
+        return
+    near = {c: r for c in found for r in missing if c.strip().lower() == r and c != r}
+    hint = (
+        "; column names are case- and whitespace-sensitive: rename "
+        + ", ".join(f"{c!r} -> {r!r}" for c, r in near.items())
+        if near
+        else f"; the file must have columns {list(required)}"
+    )
+    raise DataValidationError(f"{source}: missing columns {missing}; found {found}{hint}")
+
+
+def lob_columns(found: Iterable[str], source: str) -> list[str]:
+    """Contract column order `symbol, ts, ask_price_1..L, ask_size_1..L, bid_price_1..L,
+    bid_size_1..L` for the levels L present in `found`; errors name gaps and mismatches."""
+    found = [str(c) for c in found]
+    levels: dict[str, set[int]] = {f: set() for f in LOB_FAMILIES}
+    for col in found:
+        m = re.fullmatch(r"(ask_price|ask_size|bid_price|bid_size)_(\d+)", col)
+        if m:
+            levels[m.group(1)].add(int(m.group(2)))
+    n = max((max(v) for v in levels.values() if v), default=0)
+    if n == 0:
+        check_columns(found, ("symbol", "ts", *(f"{f}_1" for f in LOB_FAMILIES)), source)
+    expected = [f"{f}_{k}" for f in LOB_FAMILIES for k in range(1, n + 1)]
+    check_columns(found, ("symbol", "ts", *expected), source)
+    return ["symbol", "ts", *expected]
+
+
+def validate_bars(
+    df: pd.DataFrame, *, min_rows: int | None = None, on_error: str = "raise"
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check and repair a long bars frame; see the module docstring for the policy."""
+    frame, report, bad = _prepare(
+        df, list(BAR_COLUMNS), "date", BAR_COLUMNS[2:], min_rows, on_error
+    )
+    report.kind = "bars"
+    sym, close = frame["symbol"], frame["close"]
+    prices = frame[list(PRICE_COLUMNS)]
+    _flag(bad, frame, "date", close.isna(), "NaN close", "fill or remove these rows at the source")
+    _flag(bad, frame, "date", prices.le(0).any(axis=1), "non-positive prices",
+          "correct or remove these rows at the source")
+    _flag(bad, frame, "date", frame["volume"].isna(), "missing volume", "fill it at the source")
+    _flag(bad, frame, "date", frame["volume"].lt(0), "negative volume",
+          "correct or remove these rows at the source")
+    gaps = frame[["open", "high", "low"]].isna().any(axis=1)
+    n_gaps, n_rows = gaps.groupby(sym).sum(), sym.value_counts()
+    for s in n_gaps.index[n_gaps > MAX_FILL_FRACTION * n_rows[n_gaps.index]]:
+        if s not in bad:
+            rows = list(frame.loc[gaps & sym.eq(s), "date"])
+            bad[s] = _error(s, f"{n_gaps[s]} of {n_rows[s]} rows miss open/high/low (at most "
+                            f"{MAX_FILL_FRACTION:.0%} are filled)", rows,
+                            "fill them at the source or choose a cleaner date range")
+    _flag_min_rows(bad, frame, min_rows)
+    frame = _resolve(frame, bad, on_error, report)
+    sym, close = frame["symbol"], frame["close"]
+
+    # repairs, on kept symbols only
+    open_missing = frame["open"].isna()
+    prev_close = frame.groupby(sym, sort=False)["close"].shift(1).fillna(close)
+    frame["open"] = frame["open"].fillna(prev_close)
+    hl_missing = frame["high"].isna() | frame["low"].isna()
+    top, bottom = np.maximum(frame["open"], close), np.minimum(frame["open"], close)
+    frame["high"] = frame["high"].fillna(top)
+    frame["low"] = frame["low"].fillna(bottom)
+    unbracketed = frame["high"].lt(top) | frame["low"].gt(bottom)
+    frame["high"] = np.maximum(frame["high"], top)
+    frame["low"] = np.minimum(frame["low"], bottom)
+    counts = {
+        "sorted": frame.pop("_moved"),
+        "open_filled": open_missing,
+        "high_low_filled": hl_missing,
+        "bracket_widened": unbracketed,
+        "zero_volume": frame["volume"].eq(0),
+    }
+    return _finish(frame, counts, report)
+
+
+def validate_lob(
+    df: pd.DataFrame, *, min_rows: int | None = None, on_error: str = "raise"
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check a long LOB snapshot frame and sort it by (symbol, ts); see the module docstring."""
+    columns = lob_columns(df.columns, "LOB frame")
+    values = columns[2:]
+    frame, report, bad = _prepare(df, columns, "ts", values, min_rows, on_error)
+    report.kind = "lob"
+    block = frame[values]
+    _flag(bad, frame, "ts", block.isna().any(axis=1), "NaN prices or sizes",
+          "fill or remove these snapshots at the source")
+    _flag(bad, frame, "ts", block.le(0).any(axis=1), "non-positive prices or sizes",
+          "remove empty book levels or use fewer levels")
+    _flag(bad, frame, "ts", frame["bid_price_1"].ge(frame["ask_price_1"]),
+          "crossed book (best bid >= best ask)", "remove crossed snapshots at the source")
+    _flag_min_rows(bad, frame, min_rows)
+    frame = _resolve(frame, bad, on_error, report)
+    return _finish(frame, {"sorted": frame.pop("_moved")}, report)
+
+
+# ---- shared steps -------------------------------------------------------------------------
+
+
+def _prepare(df, columns, time_col, numeric, min_rows, on_error):
+    """Frame-level checks, type normalisation, sort; returns (frame, report, bad-by-symbol)."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if min_rows is not None and (isinstance(min_rows, bool) or int(min_rows) != min_rows
+                                 or min_rows < 1):
+        raise ValueError(f"min_rows must be a positive integer or None, got {min_rows!r}")
+    check_columns(df.columns, columns, "frame")
+    if len(df) == 0:
+        raise DataValidationError("frame is empty: check the file, the symbols and start/end")
+    frame = df.loc[:, columns].reset_index(drop=True)
+    frame["_pos"] = np.arange(len(frame))
+    if frame["symbol"].isna().any():
+        pos = list(np.flatnonzero(frame["symbol"].isna()))
+        raise DataValidationError(f"{len(pos)} rows have no symbol (row positions "
+                                  f"{_fmt(pos)}); fill or remove them", rows=pos)
+    if not frame["symbol"].map(type).eq(str).all():
+        example = frame["symbol"][~frame["symbol"].map(type).eq(str)].iloc[0]
+        raise DataValidationError(f"column 'symbol' must hold strings, found {example!r}; "
+                                  "read it as text (e.g. dtype={'symbol': str})")
+    frame[time_col] = to_datetime_column(frame[time_col], time_col, "frame")
+    for col in numeric:
+        frame[col] = to_numeric_column(frame[col], col, "frame")
+    report = ValidationReport(rows_in=len(frame), symbols_in=int(frame["symbol"].nunique()))
+    # stable sort; `_moved` marks rows whose place inside their symbol changed
+    before = frame.groupby("symbol", sort=False).cumcount()
+    frame = frame.sort_values(["symbol", time_col], kind="stable", na_position="first")
+    frame["_moved"] = frame.groupby("symbol", sort=False).cumcount().ne(before[frame.index])
+    frame = frame.reset_index(drop=True)
+    bad: dict[str, DataValidationError] = {}
+    _flag(bad, frame, "_pos", frame[time_col].isna(), f"missing {time_col}",
+          "fill or remove these rows at the source")
+    _flag(bad, frame, time_col, frame.duplicated(["symbol", time_col], keep=False),
+          f"duplicate (symbol, {time_col}) rows", "keep one row per time at the source")
+    return frame, report, bad
+
+
+def to_numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
+    """`values` as a numeric series; a non-numeric value raises naming column and value."""
+    if pd.api.types.is_bool_dtype(values) or not (
+        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_object_dtype(values)
+        or pd.api.types.is_string_dtype(values)
+    ):
+        raise DataValidationError(f"{source}: column {col!r} has type {values.dtype}, "
+                                  "expected numbers; fix the column type at the source")
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    converted = pd.to_numeric(values, errors="coerce")
+    bad = converted.isna() & values.notna()
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataValidationError(
+            f"{source}: column {col!r} is not numeric: {int(bad.sum())} values do not parse, "
+            f"e.g. {values.iloc[pos]!r} at row {pos}; fix or remove them at the source", rows=[pos]
+        )
+    return converted
+
+
+def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
+    """`values` as naive datetime64[ns] (tz-aware -> UTC); unparseable values raise."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if not pd.api.types.is_datetime64_dtype(values):
+        parsed = pd.to_datetime(values, errors="coerce")
+        bad = parsed.isna() & values.notna()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataValidationError(
+                f"{source}: column {col!r} holds values that are not dates, e.g. "
+                f"{values.iloc[pos]!r} at row {pos}; use ISO dates such as 2018-02-07",
+                rows=[pos],
+            )
+        values = parsed
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.astype("datetime64[ns]")
+
+
+def _flag(bad, frame, row_col, mask, what, fix) -> None:
+    """Record `what` for each symbol with rows in `mask` that has no earlier problem."""
+    if not mask.any():
+        return
+    hits = frame.loc[mask, ["symbol", row_col]].groupby("symbol", sort=True)[row_col]
+    for symbol, rows in hits:
+        if symbol not in bad:
+            bad[symbol] = _error(symbol, f"{len(rows)} rows with {what}", list(rows), fix)
+
+
+def _flag_min_rows(bad, frame, min_rows) -> None:
+    if min_rows is None:
+        return
+    sizes = frame["symbol"].value_counts().sort_index()
+    for symbol, n in sizes[sizes < min_rows].items():
+        if symbol not in bad:
+            bad[symbol] = DataValidationError(
+                f"symbol {symbol!r}: {n} rows, at least {min_rows} are needed (seq_len, "
+                "horizons and the split sizes set this need); fix: load a longer date range, "
+                f"lower seq_len/horizons, {_DROP_FIX}", symbol=symbol, rows=None)
+
+
+def _error(symbol, what, rows, fix) -> DataValidationError:
+    return DataValidationError(f"symbol {symbol!r}: {what} at {_fmt(rows)}; fix: {fix}, "
+                               f"{_DROP_FIX}", symbol=symbol, rows=rows)
+
+
+def _fmt(rows: list) -> str:
+    def one(r):
+        if isinstance(r, pd.Timestamp):
+            return r.strftime("%Y-%m-%d") if r == r.normalize() else r.isoformat()
+        return str(r)
+
+    more = f" (+{len(rows) - _SHOW} more)" if len(rows) > _SHOW else ""
+    return ", ".join(one(r) for r in rows[:_SHOW]) + more
+
+
+def _resolve(frame, bad, on_error, report) -> pd.DataFrame:
+    """Raise or drop the failing symbols. Dropping every symbol is an error even with
+    on_error="drop": an empty result would only fail later, further from the cause."""
+    if not bad:
+        return frame
+    first = bad[min(bad)]
+    if on_error == "raise" or len(bad) == report.symbols_in:
+        message = str(first)
+        if on_error == "drop":  # dropping is what failed: do not suggest it
+            message = "every symbol fails validation: " + message.replace(f", {_DROP_FIX}", "")
+        others = sorted(bad)[1:]
+        first.args = (message + (f" (also failing: {_fmt(others)})" if others else ""),)
+        raise first
+    report.dropped = {s: str(bad[s]).replace(f", {_DROP_FIX}", "") for s in sorted(bad)}
+    return frame[~frame["symbol"].isin(bad.keys())].reset_index(drop=True)
+
+
+def _finish(frame, counts, report) -> tuple[pd.DataFrame, ValidationReport]:
+    table = pd.DataFrame({k: v.astype(np.int64) for k, v in counts.items()})
+    per_symbol = table.groupby(frame["symbol"]).sum()
+    report.repairs = {
+        s: {k: int(v) for k, v in row.items() if v} for s, row in per_symbol.iterrows() if row.any()
+    }
+    report.rows_out = len(frame)
+    frame = frame.drop(columns="_pos")
+    return frame, report

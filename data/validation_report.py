@@ -1,0 +1,85 @@
+"""`ValidationReport`: what `data.validation` repaired and dropped, as plain values.
+
+Kept apart from the checks so that readers of reports (CLI, service, leaderboards) need
+not import pandas-heavy validation code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# repair names in report order; see the policy in data/validation.py
+BAR_REPAIRS = ("sorted", "open_filled", "high_low_filled", "bracket_widened", "zero_volume")
+LOB_REPAIRS = ("sorted",)
+
+
+@dataclass
+class ValidationReport:
+    """What validation did: repairs per symbol (non-zero counts only), dropped symbols with
+    their error messages, and row/symbol totals. Plain values only, so it crosses process
+    boundaries as `to_dict()` and merges across per-symbol validations with `merge`."""
+
+    kind: str = "bars"
+    rows_in: int = 0
+    rows_out: int = 0
+    symbols_in: int = 0
+    repairs: dict[str, dict[str, int]] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def repair_names(self) -> tuple[str, ...]:
+        return BAR_REPAIRS if self.kind == "bars" else LOB_REPAIRS
+
+    @property
+    def symbols_out(self) -> int:
+        return self.symbols_in - len(self.dropped)
+
+    def totals(self) -> dict[str, int]:
+        """Rows per repair over all kept symbols (zero included)."""
+        return {k: sum(r.get(k, 0) for r in self.repairs.values()) for k in self.repair_names}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "rows_in": self.rows_in, "rows_out": self.rows_out,
+            "symbols_in": self.symbols_in, "symbols_out": self.symbols_out,
+            "totals": self.totals(), "repairs": {s: dict(r) for s, r in self.repairs.items()},
+            "dropped": dict(self.dropped),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
+        keys = ("kind", "rows_in", "rows_out", "symbols_in", "repairs", "dropped")
+        return cls(**{k: d[k] for k in keys})
+
+    @classmethod
+    def merge(cls, reports: Sequence[ValidationReport]) -> ValidationReport:
+        """One report for disjoint symbol sets (e.g. one validation per symbol)."""
+        kinds = {r.kind for r in reports}
+        if len(kinds) != 1:
+            raise ValueError(f"cannot merge reports of kinds {sorted(kinds)}; merge one kind")
+        out = cls(kind=kinds.pop())
+        for r in reports:
+            out.rows_in, out.rows_out = out.rows_in + r.rows_in, out.rows_out + r.rows_out
+            out.symbols_in += r.symbols_in
+            out.repairs.update(r.repairs)
+            out.dropped.update(r.dropped)
+        return out
+
+    def summary(self) -> str:
+        """Text table: totals, repairs per symbol, dropped symbols with reasons."""
+        names = self.repair_names
+        width = {n: len(n) + 2 for n in names}
+        lines = [
+            f"validation ({self.kind}): {self.symbols_in} symbols in, {self.symbols_out} kept, "
+            f"{len(self.dropped)} dropped; {self.rows_in} rows in, {self.rows_out} rows out",
+            f"{'symbol':<8}" + "".join(f"{n:>{width[n]}}" for n in names),
+        ]
+        for s in sorted(self.repairs):
+            counts = self.repairs[s]
+            lines.append(f"{s:<8}" + "".join(f"{counts.get(n, 0):>{width[n]}}" for n in names))
+        totals = self.totals()
+        lines.append(f"{'TOTAL':<8}" + "".join(f"{totals[n]:>{width[n]}}" for n in names))
+        lines += [f"dropped {s}: {msg}" for s, msg in sorted(self.dropped.items())]
+        return "\n".join(lines)

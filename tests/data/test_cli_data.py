@@ -1,0 +1,146 @@
+"""`quantray data inspect|prepare` through service.cli.main."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from service.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(["data", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _assert_one_line_error(rc: int, out: str, err: str, words: str) -> None:
+    assert rc == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and words in err
+
+
+def test_inspect_prints_overview_and_validation_report(capsys, bars, write_frame):
+    df = bars(("AAA", "BBB", "CCC"), n=120)
+    df = df.drop(index=df.index[(df["symbol"] == "CCC")][30:])  # CCC: 30 rows
+    df.loc[df.index[df["symbol"] == "BBB"][40], "volume"] = 0
+    path = write_frame(df, "csv")
+
+    rc, out, err = _run(capsys, "inspect", path, "--min-rows", "100")
+    assert rc == 0, err
+    assert "symbols: 3" in out
+    assert "rows: 270" in out
+    assert "date range: 2020-01-01 .. 2020-06-16" in out
+    assert "rows per symbol: min 30, median 120, max 120" in out
+    assert "shortest: CCC 30" in out
+    assert "3 symbols in, 2 kept, 1 dropped" in out
+    assert "dropped CCC: symbol 'CCC': 30 rows, at least 100" in out
+    bbb = next(line for line in out.splitlines() if line.startswith("BBB "))
+    assert bbb.split() == ["BBB", "0", "0", "0", "0", "1"]
+
+
+def test_inspect_json_on_the_sample(capsys):
+    rc, out, _ = _run(capsys, "inspect", "sample:sp500", "--symbols", "AOS,AAPL", "--json")
+    assert rc == 0
+    info = json.loads(out)
+    assert info["symbols"] == 2 and info["rows"] == 2 * 1259
+    assert (info["start"], info["end"]) == ("2013-02-08", "2018-02-07")
+    assert info["validation"]["repairs"] == {"AOS": {"bracket_widened": 1}}
+
+
+def test_inspect_lob(capsys, lob, write_frame):
+    rc, out, err = _run(capsys, "inspect", write_frame(lob(("AAA",), n=12, levels=3), "parquet"),
+                        "--kind", "lob")
+    assert rc == 0, err
+    assert "book levels: 3" in out and "ts range: 2021-03-01T09:30:00 .. " in out
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["inspect", "/no/such/bars.parquet"], "dataset not found: /no/such/bars.parquet"),
+        (["inspect", "sample:sp500", "--symbols", "AAPL,ZZZ"], "no rows for symbols ['ZZZ']"),
+        (["inspect", "sample:sp500", "--start", "someday"], "start='someday' is not a date"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL,,ABT"], "--symbols 'AAPL,,ABT'"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL,AAPL"], "given twice"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "1,x"], "--horizons '1,x'"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "0,5"], "integers >= 1"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "5,1"], "horizons=(5, 1)"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "0"], "--seq-len 0"),
+        (["prepare", "s3://b/k?bogus=1"], "unknown query parameter 'bogus'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, words):
+    _assert_one_line_error(*_run(capsys, *argv), words)
+
+
+def test_malformed_file_exits_2_with_one_line(capsys, bars, write_frame):
+    df = bars(("AAA",), n=5)
+    df["close"] = df["close"].astype(object)
+    df.loc[2, "close"] = "oops"
+    _assert_one_line_error(*_run(capsys, "inspect", write_frame(df, "csv")), "'oops'")
+    renamed = bars(("AAA",), n=5).rename(columns={"close": "Close"})
+    path = write_frame(renamed, "parquet", name="renamed")
+    _assert_one_line_error(*_run(capsys, "inspect", path), "'Close' -> 'close'")
+
+
+def test_prepare_prints_split_sizes_and_class_balance(capsys):
+    from data.loading import load_bars
+    from data.prepare import PrepareConfig, prepare_frame
+
+    rc, out, err = _run(capsys, "prepare", "sample:sp500", "--symbols", "ABT,AAPL",
+                        "--seq-len", "20", "--horizons", "1,5", "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    cfg = PrepareConfig(horizons=(1, 5), seq_len=20)
+    direct = prepare_frame(load_bars("sample:sp500", symbols=["ABT", "AAPL"]), cfg)
+    expected = {
+        (s, split): len(idx) for s, folds in direct.prepared.items()
+        for split, idx in folds[0].splits.items()
+    }
+    assert {(r["symbol"], r["split"]): r["n"] for r in got["splits"]} == expected
+    for r in got["splits"]:
+        prep = direct.prepared[r["symbol"]][0]
+        y = prep.y_class[prep.splits[r["split"]], 1]  # horizon 5
+        assert r["balance"]["5"] == pytest.approx(np.bincount(y, minlength=3) / len(y), abs=1e-3)
+    assert got["min_rows"] == cfg.min_rows() and got["dropped"] == {}
+
+    rc, out, _ = _run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "20",
+                      "--horizons", "1,5")
+    assert rc == 0
+    assert "prepared 1 symbols, dropped 0 (holdout, seq_len 20" in out
+    train = next(line for line in out.splitlines() if line.startswith("AAPL") and "train" in line)
+    assert train.split()[3] == str(expected[("AAPL", "train")])
+    assert len(train.split()) == 6  # symbol fold split samples + one cell per horizon
+
+
+def test_prepare_walk_forward_prints_every_fold(capsys):
+    rc, out, err = _run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "10",
+                        "--horizons", "1", "--split", "walk_forward", "--n-folds", "2")
+    assert rc == 0, err
+    folds = {line.split()[1] for line in out.splitlines() if line.startswith("AAPL ")}
+    assert folds == {"0", "1"}
+
+
+def test_prepare_with_every_symbol_too_short_exits_2(capsys):
+    rc, out, err = _run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL",
+                        "--start", "2018-01-01")
+    _assert_one_line_error(rc, out, err, "every symbol fails validation")
+
+
+def test_data_without_action_prints_help(capsys):
+    rc, out, _ = _run(capsys)
+    assert rc == 2 and "inspect" in out and "prepare" in out
+
+
+def test_cli_module_imports_only_the_stdlib():
+    code = (
+        "import sys, data.cli; heavy = {'pandas', 'numpy', 'pyarrow', 'torch', 'ray'}"
+        " & set(sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

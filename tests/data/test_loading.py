@@ -1,0 +1,207 @@
+"""data.loading: CSV/Parquet/dataset/S3 reads, filters with pushdown, column checks, LOB."""
+
+from __future__ import annotations
+
+import gzip
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from data import loading
+from data.loading import build_filter, list_symbols, load_bars, load_lob
+from data.validation import BAR_COLUMNS, DataValidationError
+
+SYMS = tuple(f"S{i:02d}" for i in range(10))
+
+
+def test_csv_and_parquet_load_identically(bars, write_frame):
+    df = bars(("BBB", "AAA"), n=25)
+    from_csv = load_bars(write_frame(df, "csv"))
+    from_parquet = load_bars(write_frame(df, "parquet"))
+    pd.testing.assert_frame_equal(from_csv, from_parquet)
+    assert list(from_csv.columns) == list(BAR_COLUMNS)
+    assert from_csv["date"].dtype == "datetime64[ns]"
+    assert from_csv["symbol"].tolist()[:1] == ["AAA"]  # sorted by (symbol, date)
+    expected = df.sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(from_parquet, expected, check_dtype=False)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_symbol_and_inclusive_date_filters(bars, write_frame, fmt):
+    df = bars(("AAA", "BBB", "CCC"), n=30)
+    out = load_bars(write_frame(df, fmt), symbols=["CCC", "AAA"], start="2020-01-03",
+                    end="2020-01-10")
+    assert sorted(out["symbol"].unique()) == ["AAA", "CCC"]
+    assert out["date"].min() == pd.Timestamp("2020-01-03")
+    assert out["date"].max() == pd.Timestamp("2020-01-10")  # end is inclusive
+    assert len(out) == 2 * 6  # business days 3rd..10th
+
+
+def test_symbol_filter_is_pushed_down_to_row_groups(bars, write_frame, counting_fs, monkeypatch):
+    # one row group per symbol, so statistics on `symbol` can exclude 9 of 10 groups
+    n = 2000
+    path = write_frame(bars(SYMS, n=n), "parquet", row_group_size=n)
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == len(SYMS)
+    group_bytes = [
+        sum(meta.row_group(i).column(j).total_compressed_size for j in range(meta.num_columns))
+        for i in range(meta.num_row_groups)
+    ]
+
+    fs = pafs.PyFileSystem(counting_fs)
+    monkeypatch.setattr(loading, "resolve_uri", lambda uri: (fs, path))
+    full = load_bars(path)
+    full_bytes = counting_fs.counter["bytes"]
+    counting_fs.counter["bytes"] = 0
+    one = load_bars(path, symbols=["S03"])
+    one_bytes = counting_fs.counter["bytes"]
+
+    assert one["symbol"].unique().tolist() == ["S03"]
+    pd.testing.assert_frame_equal(one, full[full["symbol"] == "S03"].reset_index(drop=True))
+    # both reads pay the same footer reads; beyond them, the filtered read fetched one row
+    # group's pages where the full read fetched all ten
+    footer = full_bytes - sum(group_bytes)
+    assert one_bytes - footer < 1.5 * max(group_bytes), (one_bytes, footer, group_bytes)
+    assert one_bytes < 0.4 * full_bytes
+
+
+def test_filter_expression_prunes_row_groups_by_statistics(bars, write_frame):
+    path = write_frame(bars(SYMS, n=100), "parquet", row_group_size=100)
+    fragment = next(ds.dataset(path, format="parquet").get_fragments())
+    schema = fragment.physical_schema
+    by_symbol = build_filter(schema, "date", ["S02", "S07"], None, None)
+    assert len(fragment.split_by_row_group(by_symbol)) == 2
+    lo, hi = pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02")
+    assert len(fragment.split_by_row_group(build_filter(schema, "date", ["S02"], lo, hi))) == 1
+    assert build_filter(schema, "date", None, None, None) is None
+
+
+@pytest.mark.parametrize("kind", ["date32", "tz", "string"])
+def test_date_filters_on_other_time_column_types(bars, tmp_path, kind):
+    df = bars(("AAA",), n=10)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    dates = {
+        "date32": pa.array(df["date"].dt.date, pa.date32()),
+        "tz": pa.array(df["date"].dt.tz_localize("UTC"), pa.timestamp("ms", tz="UTC")),
+        "string": pa.array(df["date"].dt.strftime("%Y-%m-%d")),
+    }[kind]
+    table = table.set_column(1, "date", dates)
+    pq.write_table(table, tmp_path / "b.parquet")
+    out = load_bars(str(tmp_path / "b.parquet"), start="2020-01-02", end="2020-01-06")
+    assert out["date"].dtype == "datetime64[ns]"
+    assert out["date"].dt.strftime("%Y-%m-%d").tolist() == [
+        "2020-01-02", "2020-01-03", "2020-01-06"
+    ]
+
+
+def test_directory_dataset_with_hive_partitions(bars, tmp_path):
+    df = bars(("AAA", "BBB", "CCC"), n=12)
+    for symbol, part in df.groupby("symbol"):
+        (tmp_path / f"symbol={symbol}").mkdir()
+        pq.write_table(
+            pa.Table.from_pandas(part.drop(columns="symbol"), preserve_index=False),
+            tmp_path / f"symbol={symbol}" / "part-0.parquet",
+        )
+    out = load_bars(str(tmp_path), symbols=["BBB"])
+    assert out["symbol"].unique().tolist() == ["BBB"] and len(out) == 12
+    assert list_symbols(str(tmp_path)) == ["AAA", "BBB", "CCC"]
+
+
+def test_gzipped_csv(bars, tmp_path):
+    df = bars(("AAA",), n=5)
+    with gzip.open(tmp_path / "b.csv.gz", "wt") as f:
+        df.to_csv(f, index=False)
+    pd.testing.assert_frame_equal(load_bars(str(tmp_path / "b.csv.gz")), df, check_dtype=False)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_misnamed_columns_error_lists_missing_found_and_renames(bars, write_frame, fmt):
+    df = bars(("AAA",), n=5).rename(columns={"close": "Close", "volume": " volume"})
+    path = write_frame(df.drop(columns="high"), fmt)
+    with pytest.raises(DataValidationError) as err:
+        load_bars(path)
+    msg = str(err.value)
+    assert "missing columns ['high', 'close', 'volume']" in msg
+    assert "found ['symbol', 'date', 'open', 'low', 'Close', ' volume']" in msg
+    assert "'Close' -> 'close'" in msg and "' volume' -> 'volume'" in msg
+    assert path in msg
+
+
+def test_missing_file_and_unknown_type_name_the_uri(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        load_bars(str(tmp_path / "nope.parquet"))
+    (tmp_path / "bars.txt").write_text("x")
+    with pytest.raises(ValueError, match="bars.txt: unknown file type"):
+        load_bars(str(tmp_path / "bars.txt"))
+
+
+def test_bad_filter_arguments(bars, write_frame):
+    path = write_frame(bars(("AAA",), n=5), "parquet")
+    with pytest.raises(ValueError, match=r"no rows for symbols \['ZZZ'\]"):
+        load_bars(path, symbols=["AAA", "ZZZ"])
+    with pytest.raises(TypeError, match="list of tickers"):
+        load_bars(path, symbols="AAA")
+    with pytest.raises(ValueError, match="is after end"):
+        load_bars(path, start="2020-02-01", end="2020-01-01")
+    with pytest.raises(ValueError, match="start='soon' is not a date"):
+        load_bars(path, start="soon")
+
+
+def test_list_symbols_reads_only_the_symbol_column(bars, write_frame, tmp_path):
+    df = bars(("CCC", "AAA", "BBB"), n=3)
+    assert list_symbols(write_frame(df, "parquet")) == ["AAA", "BBB", "CCC"]
+    # a CSV holding nothing but symbols is enough: no other column is needed
+    df[["symbol"]].to_csv(tmp_path / "only.csv", index=False)
+    assert list_symbols(str(tmp_path / "only.csv")) == ["AAA", "BBB", "CCC"]
+    with pytest.raises(DataValidationError, match="missing columns"):
+        list_symbols(write_frame(df.drop(columns="symbol"), "csv", name="nosym"))
+
+
+def test_sample_dataset_loads_from_the_package():
+    out = load_bars("sample:sp500", symbols=["AAPL"], start="2018-01-01")
+    assert out["symbol"].unique().tolist() == ["AAPL"]
+    assert out["date"].max() == pd.Timestamp("2018-02-07")
+    assert len(list_symbols("sample:sp500")) == 102
+
+
+def test_load_bars_from_s3(bars, s3_bucket, moto_endpoint, tmp_path):
+    client, bucket = s3_bucket
+    df = bars(("AAA", "BBB"), n=20)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "b.parquet")
+    client.upload_file(str(tmp_path / "b.parquet"), bucket, "data/bars.parquet")
+    uri = f"s3://{bucket}/data/bars.parquet?endpoint_override={moto_endpoint}&region=us-east-1"
+    out = load_bars(uri, symbols=["BBB"], end="2020-01-07")
+    expected = df[(df["symbol"] == "BBB") & (df["date"] <= "2020-01-07")]
+    pd.testing.assert_frame_equal(out, expected.reset_index(drop=True), check_dtype=False)
+    assert list_symbols(uri) == ["AAA", "BBB"]
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        load_bars(uri.replace("bars.parquet", "missing.parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_load_lob_detects_levels_and_orders_columns(lob, write_frame, fmt):
+    df = lob(("AAA", "BBB"), n=10, levels=3)
+    shuffled = df[list(reversed(df.columns))]
+    out = load_lob(write_frame(shuffled, fmt), symbols=["BBB"])
+    expected_cols = ["symbol", "ts"] + [
+        f"{fam}_{k}" for fam in ("ask_price", "ask_size", "bid_price", "bid_size")
+        for k in (1, 2, 3)
+    ]
+    assert list(out.columns) == expected_cols
+    assert out["symbol"].unique().tolist() == ["BBB"] and len(out) == 10
+
+
+def test_load_lob_date_only_end_covers_the_whole_day(lob, write_frame):
+    path = write_frame(lob(("AAA",), n=20), "parquet")
+    assert len(load_lob(path, end="2021-03-01")) == 20  # snapshots at 09:30 on that day
+    assert len(load_lob(path, end="2021-03-01 09:30:04")) == 5  # inclusive timestamp
+
+
+def test_load_lob_rejects_inconsistent_levels(lob, write_frame):
+    df = lob(("AAA",), n=5, levels=2).drop(columns="bid_size_2")
+    with pytest.raises(DataValidationError, match=r"missing columns \['bid_size_2'\]"):
+        load_lob(write_frame(df, "parquet"))

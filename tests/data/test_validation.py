@@ -1,0 +1,294 @@
+"""data.validation: every error path on real CSV and Parquet files, every repair with its
+count, the shared S&P file's known quirks, the report, and LOB checks."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.loading import load_bars
+from data.validation import DataValidationError, ValidationReport, validate_bars, validate_lob
+
+FORMATS = ["csv", "parquet"]
+
+
+def _at(df: pd.DataFrame, symbol: str, i: int) -> int:
+    """Label of the i-th row of `symbol`."""
+    return df.index[df["symbol"] == symbol][i]
+
+
+# ---- per-symbol errors: each breaks symbol BBB; AAA stays clean -------------------------
+
+
+def _nonpositive(df):
+    df.loc[_at(df, "BBB", 7), "low"] = 0.0
+    return "non-positive prices", ["2020-01-10"]
+
+
+def _nan_close(df):
+    df.loc[_at(df, "BBB", 3), "close"] = np.nan
+    return "NaN close", ["2020-01-06"]
+
+
+def _duplicate(df):
+    df.loc[_at(df, "BBB", 5), "date"] = df.loc[_at(df, "BBB", 4), "date"]
+    return r"duplicate \(symbol, date\)", ["2020-01-07", "2020-01-07"]
+
+
+def _negative_volume(df):
+    df.loc[_at(df, "BBB", 9), "volume"] = -5
+    return "negative volume", ["2020-01-14"]
+
+
+def _too_short(df):
+    return "39 rows, at least 40 are needed", None
+
+
+CASES = {
+    "nonpositive": _nonpositive,
+    "nan_close": _nan_close,
+    "duplicate": _duplicate,
+    "negative_volume": _negative_volume,
+    "too_short": _too_short,
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_symbol_errors_raise_or_drop(bars, write_frame, fmt, case):
+    df = bars(("AAA", "BBB"), n=40)
+    what, rows = CASES[case](df)
+    if case == "too_short":
+        df = df.drop(index=_at(df, "BBB", 0))
+    frame = load_bars(write_frame(df, fmt))
+
+    with pytest.raises(DataValidationError, match=what) as err:
+        validate_bars(frame, min_rows=40)
+    assert err.value.symbol == "BBB"
+    assert "'BBB'" in str(err.value) and "fix:" in str(err.value)
+    if rows is None:
+        assert err.value.rows is None
+        assert "seq_len" in str(err.value) and "horizons" in str(err.value)
+    else:
+        assert [r.strftime("%Y-%m-%d") for r in err.value.rows] == rows
+        assert rows[0] in str(err.value)
+
+    clean, report = validate_bars(frame, min_rows=40, on_error="drop")
+    assert list(report.dropped) == ["BBB"]
+    assert "'BBB'" in report.dropped["BBB"]
+    assert clean["symbol"].unique().tolist() == ["AAA"]
+    assert report.symbols_in == 2 and report.symbols_out == 1 and report.rows_out == 40
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_non_numeric_column_is_a_frame_error(bars, write_frame, fmt):
+    df = bars(("AAA", "BBB"), n=10)
+    df["close"] = df["close"].astype(object)
+    df.loc[_at(df, "BBB", 2), "close"] = "n/a?"
+    df.loc[:, "close"] = df["close"].astype(str)  # parquet: a string column
+    frame = load_bars(write_frame(df, fmt))
+    for on_error in ("raise", "drop"):
+        with pytest.raises(DataValidationError, match="column 'close' is not numeric") as err:
+            validate_bars(frame, on_error=on_error)
+        assert "'n/a?'" in str(err.value) and err.value.symbol is None
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_missing_column_is_a_frame_error(bars, write_frame, fmt):
+    df = bars(("AAA",), n=5)
+    with pytest.raises(DataValidationError, match=r"missing columns \['volume'\]"):
+        load_bars(write_frame(df.drop(columns="volume"), fmt))
+    with pytest.raises(DataValidationError, match=r"missing columns \['volume'\]"):
+        validate_bars(df.drop(columns="volume"), on_error="drop")
+
+
+def test_other_frame_errors(bars):
+    df = bars(("AAA",), n=5)
+    with pytest.raises(DataValidationError, match="frame is empty"):
+        validate_bars(df.iloc[:0])
+    no_symbol = df.copy()
+    no_symbol.loc[2, "symbol"] = None
+    with pytest.raises(DataValidationError, match="1 rows have no symbol") as err:
+        validate_bars(no_symbol, on_error="drop")
+    assert err.value.rows == [2]
+    bad_date = df.astype({"date": str})
+    bad_date.loc[3, "date"] = "yesterday"
+    with pytest.raises(DataValidationError, match="'yesterday' at row 3"):
+        validate_bars(bad_date)
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        validate_bars(df, on_error="ignore")
+    with pytest.raises(ValueError, match="min_rows must be a positive integer"):
+        validate_bars(df, min_rows=0)
+
+
+def test_all_symbols_failing_raises_even_when_dropping(bars):
+    with pytest.raises(DataValidationError, match="every symbol fails validation") as err:
+        validate_bars(bars(("AAA", "BBB"), n=10), min_rows=11, on_error="drop")
+    assert "also failing: BBB" in str(err.value)
+    assert "on_error='drop'" not in str(err.value)
+
+
+# ---- repairs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_repairs_are_applied_and_counted(bars, write_frame, fmt):
+    df = bars(("AAA", "BBB"), n=300)
+    i_open, i_first, i_hl, i_wide, i_zero = (_at(df, "BBB", k) for k in (50, 0, 80, 120, 150))
+    df.loc[[i_open, i_first], "open"] = np.nan  # with the high/low gap: 3 of 300 rows, 1%
+    df.loc[i_hl, ["high", "low"]] = np.nan
+    df.loc[i_wide, "high"] = df.loc[i_wide, ["open", "close"]].max() - 0.5
+    df.loc[i_zero, "volume"] = 0
+    expected_prev_close = df.loc[i_open - 1, "close"]
+    shuffled = pd.concat([df[df["symbol"] == "AAA"], df[df["symbol"] == "BBB"].iloc[::-1]])
+
+    clean, report = validate_bars(load_bars(write_frame(shuffled, fmt)))
+    assert "AAA" not in report.repairs  # AAA needed nothing
+    assert report.repairs["BBB"] == {
+        "open_filled": 2, "high_low_filled": 1, "bracket_widened": 1, "zero_volume": 1
+    }
+    assert report.totals()["sorted"] == 0  # load_bars already sorts
+    bbb = clean[clean["symbol"] == "BBB"].reset_index(drop=True)
+    assert bbb.loc[50, "open"] == pytest.approx(expected_prev_close)
+    assert bbb.loc[0, "open"] == bbb.loc[0, "close"]  # no previous close: its own close
+    assert bbb.loc[80, "high"] == max(bbb.loc[80, "open"], bbb.loc[80, "close"])
+    assert bbb.loc[80, "low"] == min(bbb.loc[80, "open"], bbb.loc[80, "close"])
+    assert bbb.loc[120, "high"] == max(bbb.loc[120, "open"], bbb.loc[120, "close"])
+    assert bbb.loc[150, "volume"] == 0
+    prices = clean[["open", "high", "low", "close"]]
+    assert not prices.isna().any().any()
+    assert (clean["high"] >= prices.max(axis=1)).all()
+    assert (clean["low"] <= prices.min(axis=1)).all()
+
+
+def test_unsorted_rows_are_sorted_and_counted(bars):
+    df = bars(("AAA", "BBB"), n=30)
+    swapped = df.copy()
+    a, b = _at(df, "BBB", 3), _at(df, "BBB", 10)
+    swapped.loc[[a, b]] = swapped.loc[[b, a]].to_numpy()
+    # symbols interleaved (AAA, BBB, AAA, ...) is not a repair: only BBB's swap counts
+    mixed = swapped.iloc[np.argsort(swapped.groupby("symbol").cumcount(), kind="stable")]
+    assert mixed["symbol"].iloc[:2].tolist() == ["AAA", "BBB"]
+    clean, report = validate_bars(mixed)
+    assert report.repairs == {"BBB": {"sorted": 2}}
+    pd.testing.assert_frame_equal(clean, df, check_dtype=False)
+    assert clean.index.equals(pd.RangeIndex(len(df)))
+
+
+def test_more_than_one_percent_missing_is_an_error(bars):
+    df = bars(("AAA", "BBB"), n=200)
+    df.loc[[_at(df, "BBB", k) for k in (10, 20, 30)], "high"] = np.nan  # 1.5%
+    with pytest.raises(DataValidationError, match="3 of 200 rows miss open/high/low") as err:
+        validate_bars(df)
+    assert len(err.value.rows) == 3
+    _, report = validate_bars(df, on_error="drop")
+    assert list(report.dropped) == ["BBB"]
+
+
+# ---- the shared S&P file ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sp500(sp500_shared) -> pd.DataFrame:
+    return load_bars(str(sp500_shared))
+
+
+def test_shared_file_quirks_are_met_and_counted(sp500):
+    clean, report = validate_bars(sp500)
+    assert report.totals() == {
+        "sorted": 0, "open_filled": 11, "high_low_filled": 8, "bracket_widened": 12,
+        "zero_volume": 4,
+    }
+    assert report.dropped == {} and report.rows_out == len(sp500) == 619_040
+    assert report.repairs["O"] == {
+        "open_filled": 2, "high_low_filled": 1, "bracket_widened": 2, "zero_volume": 1
+    }
+    assert not clean[["open", "high", "low", "close"]].isna().any().any()
+
+
+def test_shared_file_short_symbols_dropped_or_raised(sp500):
+    clean, report = validate_bars(sp500, min_rows=300, on_error="drop")
+    assert "APTV" in report.dropped and "44 rows, at least 300" in report.dropped["APTV"]
+    assert set(report.dropped) == {"APTV", "DWDP", "BHF", "BHGE", "DXC", "HLT", "EVHC"}
+    assert clean["symbol"].nunique() == 498
+    with pytest.raises(DataValidationError, match="'APTV': 44 rows") as err:
+        validate_bars(sp500, min_rows=300)
+    assert err.value.symbol == "APTV"
+
+
+# ---- report and error objects -----------------------------------------------------------
+
+
+def test_report_roundtrip_merge_and_summary(bars):
+    df = bars(("AAA", "BBB"), n=30)
+    df.loc[_at(df, "AAA", 4), "volume"] = 0
+    _, ra = validate_bars(df[df["symbol"] == "AAA"])
+    _, rb = validate_bars(bars(("CCC",), n=5), min_rows=1)
+    merged = ValidationReport.merge([ra, rb])
+    assert merged.symbols_in == 2 and merged.rows_in == 35 and merged.totals()["zero_volume"] == 1
+    assert ValidationReport.from_dict(merged.to_dict()) == merged
+    text = merged.summary()
+    assert "2 symbols in, 2 kept, 0 dropped" in text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    assert rows["AAA"] == ["0", "0", "0", "0", "1"] and rows["TOTAL"][-1] == "1"
+    with pytest.raises(ValueError, match="cannot merge reports of kinds"):
+        ValidationReport.merge([ra, ValidationReport(kind="lob")])
+
+
+def test_error_pickles_with_its_attributes(bars):
+    df = bars(("AAA",), n=10)
+    df.loc[3, "close"] = np.nan
+    with pytest.raises(DataValidationError) as err:
+        validate_bars(df)
+    copy = pickle.loads(pickle.dumps(err.value))
+    assert (copy.symbol, copy.rows, str(copy)) == (err.value.symbol, err.value.rows, str(err.value))
+
+
+# ---- LOB --------------------------------------------------------------------------------
+
+
+def _lob_crossed(df):
+    df.loc[_at(df, "BBB", 4), "bid_price_1"] = df.loc[_at(df, "BBB", 4), "ask_price_1"]
+    return "crossed book"
+
+
+def _lob_size(df):
+    df.loc[_at(df, "BBB", 6), "ask_size_2"] = 0.0
+    return "non-positive prices or sizes"
+
+
+def _lob_nan(df):
+    df.loc[_at(df, "BBB", 2), "bid_size_1"] = np.nan
+    return "NaN prices or sizes"
+
+
+def _lob_dup(df):
+    df.loc[_at(df, "BBB", 8), "ts"] = df.loc[_at(df, "BBB", 7), "ts"]
+    return r"duplicate \(symbol, ts\)"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("breaker", [_lob_crossed, _lob_size, _lob_nan, _lob_dup])
+def test_lob_errors_raise_or_drop(lob, write_frame, fmt, breaker):
+    from data.loading import load_lob
+
+    df = lob(("AAA", "BBB"), n=20)
+    what = breaker(df)
+    frame = load_lob(write_frame(df, fmt))
+    with pytest.raises(DataValidationError, match=what) as err:
+        validate_lob(frame)
+    assert err.value.symbol == "BBB"
+    clean, report = validate_lob(frame, on_error="drop")
+    assert list(report.dropped) == ["BBB"] and clean["symbol"].unique().tolist() == ["AAA"]
+
+
+def test_lob_unsorted_is_repaired_and_too_short_dropped(lob):
+    df = lob(("AAA", "BBB"), n=20)
+    shuffled = pd.concat([df.iloc[:20].iloc[::-1], df.iloc[20:]])
+    clean, report = validate_lob(shuffled.iloc[:-5], min_rows=16, on_error="drop")
+    assert report.kind == "lob" and report.repairs == {"AAA": {"sorted": 20}}
+    assert list(report.dropped) == ["BBB"] and "15 rows, at least 16" in report.dropped["BBB"]
+    pd.testing.assert_frame_equal(clean, df.iloc[:20][clean.columns], check_dtype=False)
