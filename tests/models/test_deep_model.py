@@ -1,0 +1,159 @@
+"""fit_deep + DeepModel with real zoo models: predictions, save/load round trip,
+return task, interpret hooks, resume through fit_deep."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data.prepared import PreparedSymbol
+from models.deep import DeepModel, fit_deep
+from models.training import CheckpointEvery, StopAfter
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(n: int = 500, f: int = 5, seq_len: int = 10, seed: int = 2) -> PreparedSymbol:
+    """Feature 0 at the decision time decides the class of both horizons."""
+    rng = np.random.default_rng(seed)
+    t = n + seq_len - 1
+    features = rng.standard_normal((t, f)).astype(np.float32)
+    signal = features[seq_len - 1 :, 0]
+    y = np.where(signal > 0.4, 2, np.where(signal < -0.4, 0, 1)).astype(np.int64)
+    idx = np.arange(n)
+    return PreparedSymbol(
+        symbol="SYN",
+        features=features,
+        feature_names=tuple(f"f{i}" for i in range(f)),
+        timestamps=np.datetime64("2015-01-01", "ns") + np.arange(t) * np.timedelta64(1, "D"),
+        y_return=np.stack([signal * 0.01, signal * 0.02], 1).astype(np.float32),
+        y_class=np.stack([y, y], 1),
+        horizons=(1, 5),
+        seq_len=seq_len,
+        splits={"train": idx[:350], "val": idx[350:425], "test": idx[425:]},
+        thresholds=np.array([0.004, 0.008], dtype=np.float32),
+        scaler_mean=np.zeros(f, dtype=np.float32),
+        scaler_std=np.ones(f, dtype=np.float32),
+        meta={"source": "synthetic"},
+    )
+
+
+PREPARED = planted()
+FAST = {"seq_len": 8, "train.epochs": 4, "train.lr": 1e-2}
+
+
+def inputs(model: DeepModel, split: str = "test") -> np.ndarray:
+    return PREPARED.split_arrays(split, sequence=model.input_kind == "sequence")[0]
+
+
+@pytest.fixture(scope="module")
+def mlp() -> DeepModel:
+    with torch.random.fork_rng():
+        return fit_deep("mlp", PREPARED, overrides={**FAST, "train.epochs": 8})
+
+
+@pytest.fixture(scope="module")
+def lstm() -> DeepModel:
+    with torch.random.fork_rng():
+        return fit_deep("lstm", PREPARED, overrides=FAST)
+
+
+def test_mlp_learns_and_predicts_consistently(mlp):
+    x = inputs(mlp)
+    proba = mlp.predict_proba(x)
+    y = PREPARED.y_class[PREPARED.splits["test"]]
+    assert proba.shape == (len(x), 2, 3) and np.allclose(proba.sum(-1), 1, atol=1e-5)
+    assert np.array_equal(mlp.predict(x), proba.argmax(-1))
+    majority = max(np.mean(y == c) for c in range(3))
+    assert np.mean(mlp.predict(x) == y) > majority + 0.2
+    assert mlp.predict_return(x) is None
+    assert mlp.result.epochs_run >= 1 and mlp.history == mlp.result.history
+    assert mlp.result.history[mlp.result.best_epoch]["val_loss"] == mlp.result.best_metric
+
+
+def test_batched_inference_matches_one_batch(lstm):
+    x = inputs(lstm)
+    assert np.allclose(lstm.outputs(x, batch_size=7), lstm.outputs(x), atol=1e-6)
+
+
+def test_sequence_model_takes_the_last_steps_of_longer_windows(lstm):
+    x = inputs(lstm)  # prepared windows have 10 steps, the model uses 8
+    assert x.shape[1] == 10 and lstm.seq_len == 8
+    assert np.array_equal(lstm.predict_proba(x), lstm.predict_proba(x[:, -8:]))
+    with pytest.raises(ValueError, match="expected windows"):
+        lstm.predict_proba(x[:, -5:])
+    with pytest.raises(ValueError, match="expected windows"):
+        lstm.predict(PREPARED.X[PREPARED.splits["test"]])  # tabular rows to a sequence model
+
+
+def test_tabular_model_refuses_windows(mlp):
+    with pytest.raises(ValueError, match="expected tabular inputs"):
+        mlp.predict(PREPARED.split_arrays("test", sequence=True)[0])
+
+
+@pytest.mark.parametrize("fixture", ["mlp", "lstm"])
+def test_save_load_round_trip(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    model.save(str(tmp_path))
+    loaded = DeepModel.load(str(tmp_path))
+    x = inputs(model)
+    assert np.array_equal(model.predict_proba(x), loaded.predict_proba(x))
+    assert loaded.result.best_epoch == model.result.best_epoch
+    state = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert state.keys() == model.module.state_dict().keys()
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["model"] == fixture and meta["kind"] == "deep" and meta["preset"] == "fast"
+    assert meta["feature_names"] == list(PREPARED.feature_names)
+    assert meta["thresholds"] == pytest.approx(PREPARED.thresholds.tolist())
+    assert meta["data_window"]["train"]["n"] == 350 and meta["data_meta"] == {"source": "synthetic"}
+    assert set(meta["versions"]) == {"torch", "numpy", "quantray"}
+    assert len(meta["history"]) == model.result.epochs_run
+    assert meta["train_config"]["lr"] == 1e-2 and meta["dims"]["n_horizons"] == 2
+
+
+def test_interpret_hooks(lstm, mlp):
+    x = inputs(lstm)[:4]
+    hidden = lstm.interpret(x)["hidden_states"]
+    assert hidden.shape[:2] == (4, 8) and np.isfinite(hidden).all()
+    with pytest.raises(ValueError, match="no interpret hook"):
+        mlp.interpret(inputs(mlp)[:4])
+
+
+def test_return_task_predicts_returns_and_band_probabilities(tmp_path):
+    model = fit_deep("mlp", PREPARED, overrides={**FAST, "train.epochs": 8}, task="return")
+    x = inputs(model)
+    r = model.predict_return(x)
+    truth = PREPARED.y_return[PREPARED.splits["test"]]
+    assert r.shape == truth.shape
+    assert np.corrcoef(r[:, 1], truth[:, 1])[0, 1] > 0.8  # learned the planted signal
+    assert np.allclose(model.target_scale, PREPARED.y_return[PREPARED.splits["train"]].std(0))
+    proba = model.predict_proba(x)
+    assert np.allclose(proba.sum(-1), 1, atol=1e-5) and model.result.monitor == "val_mse"
+    up = r[:, 0] > 3 * PREPARED.thresholds[0]
+    assert up.any() and (model.predict(x)[up, 0] == 2).all()
+    model.save(str(tmp_path))
+    assert np.array_equal(DeepModel.load(str(tmp_path)).predict_return(x), r)
+
+
+def test_fit_deep_resumes_from_a_checkpoint_dir(tmp_path):
+    full = fit_deep("lstm", PREPARED, overrides=FAST)
+    fit_deep("lstm", PREPARED, overrides=FAST,
+             callbacks=[CheckpointEvery(tmp_path), StopAfter(2)])  # fmt: skip
+    resumed = fit_deep("lstm", PREPARED, overrides=FAST, resume_from=str(tmp_path))
+    assert resumed.result.epochs_run == full.result.epochs_run
+    got = [h["val_loss"] for h in resumed.history]
+    assert got == pytest.approx([h["val_loss"] for h in full.history], rel=1e-5)
+
+
+def test_fit_deep_rejects_linear_models():
+    with pytest.raises(ValueError, match="linear model"):
+        fit_deep("ridge", PREPARED)
