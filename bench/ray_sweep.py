@@ -1,0 +1,149 @@
+"""Ray sweep benchmarks (issue 4), each measured side by side in one run.
+
+    .venv/bin/python bench/ray_sweep.py linear [--symbols 102]
+    .venv/bin/python bench/ray_sweep.py deep1 [--model lstm]
+    .venv/bin/python bench/ray_sweep.py full [--symbols 102] [--seq-symbols 6]
+
+linear: 102 symbols x {ols, ridge, lasso} x 4 horizons. Sequential = the in-process loop of
+        `quantray train` (load, validate, prepare, fit, score; models.api.train_symbols);
+        Ray = the job driver on a local 2-CPU Ray (prepare tasks + one task per unit, with
+        artifacts, predictions, ensembles, leaderboard and plots written to storage).
+deep1:  one deep unit: the bare loop's samples/s vs the same unit inside a TorchTrainer run,
+        and the run's fixed overhead (run wall time - the unit's own fit time).
+full:   symbols x all 14 models, fast preset, through Ray: wall time, units/min, and the
+        share of (wall x CPUs) not spent fitting; sequential loop timed on --seq-symbols
+        symbols and scaled up.
+Ray starts before the clock (a cluster is already up in production); each timing is wall.
+Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any
+
+HORIZONS = (1, 5, 10, 20)
+LINEAR = ["ols", "ridge", "lasso"]
+
+
+def _spec(models: list[str], symbols: int, name: str, **extra: Any):
+    from ray_jobs.spec import JobSpec
+
+    return JobSpec.from_dict({
+        "name": name, "dataset": {"uri": "sample:sp500", "symbols": symbols},
+        "target": {"kind": "direction", "horizons": list(HORIZONS)},
+        "features": {"seq_len": 30}, "models": models, "preset": "fast", **extra,
+    })  # fmt: skip
+
+
+def sequential(models: list[str], symbols: int) -> dict[str, Any]:
+    """What `quantray train` does, timed: load, validate, prepare, fit and score."""
+    from data.loading import list_symbols, load_bars
+    from data.prepare import PrepareConfig, prepare_frame
+    from models.api import train_symbols
+
+    t0 = time.perf_counter()
+    syms = list_symbols("sample:sp500")[:symbols]
+    frame = load_bars("sample:sp500", symbols=syms)
+    prep = prepare_frame(frame, PrepareConfig(horizons=HORIZONS, seq_len=30))
+    t1 = time.perf_counter()
+    rows = train_symbols(prep.prepared, models, preset="fast")
+    t2 = time.perf_counter()
+    fit_s = sum(r["train_seconds"] or 0 for r in rows if r["split"] == "test"
+                and r["horizon"] == HORIZONS[0])
+    return {"wall_s": t2 - t0, "prepare_s": t1 - t0, "train_s": t2 - t1, "rows": len(rows),
+            "units": symbols * len(models), "fit_s": fit_s,
+            "errors": sum(1 for r in rows if r.get("error"))}
+
+
+def ray_job(spec, storage_root: str) -> dict[str, Any]:
+    from ray_jobs.driver import run_job
+    from ray_jobs.storage import JobStorage
+
+    storage = JobStorage(f"file://{storage_root}", spec.name)
+    t0 = time.perf_counter()
+    summary = run_job(spec, storage, progress_interval_s=5.0)
+    wall = time.perf_counter() - t0
+    statuses = storage.unit_statuses()
+    fit_s = 0.0
+    for s in statuses.values():
+        rows = [r for r in s.get("rows", []) if r.get("train_seconds") is not None]
+        fit_s += rows[0]["train_seconds"] if rows else 0.0
+    return {"wall_s": wall, "units": len(statuses), "fit_s": fit_s,
+            "failed": len(summary["failed_units"]), "plan": summary["plan"]}
+
+
+def bench_linear(args) -> dict[str, Any]:
+    seq = sequential(LINEAR, args.symbols)
+    with tempfile.TemporaryDirectory() as d:
+        ray_res = ray_job(_spec(LINEAR, args.symbols, "bench-linear"), d)
+    return {"sequential": seq, "ray": ray_res, "speedup": seq["wall_s"] / ray_res["wall_s"]}
+
+
+def bench_deep1(args) -> dict[str, Any]:
+    from data.loading import load_bars
+    from data.prepare import PrepareConfig, prepare_frame
+    from models.deep import fit_deep
+
+    frame = load_bars("sample:sp500", symbols=["AAPL"])
+    prep = prepare_frame(frame, PrepareConfig(horizons=HORIZONS, seq_len=30)).prepared["AAPL"][0]
+    overrides = {"seq_len": 30} if args.model != "mlp" else {}
+    fit_deep(args.model, prep, overrides=overrides)  # warm-up (imports, first-call costs)
+    t0 = time.perf_counter()
+    bare = fit_deep(args.model, prep, overrides=overrides)
+    bare_wall = time.perf_counter() - t0
+    spec = _spec([args.model], 1, "bench-deep1", dataset={"uri": "sample:sp500",
+                                                          "symbols": ["AAPL"]})
+    with tempfile.TemporaryDirectory() as d:
+        res = ray_job(spec, d)
+        from ray_jobs.storage import JobStorage
+
+        status = next(iter(JobStorage(f"file://{d}", spec.name).unit_statuses().values()))
+    hist = status["history"]
+    ray_sps = sum(h["samples_per_sec"] for h in hist) / len(hist)
+    bare_sps = sum(h["samples_per_sec"] for h in bare.result.history) / len(bare.result.history)
+    return {"model": args.model, "bare_samples_per_s": bare_sps, "ray_samples_per_s": ray_sps,
+            "ratio": ray_sps / bare_sps, "bare_fit_wall_s": bare_wall,
+            "ray_job_wall_s": res["wall_s"], "ray_unit_fit_s": res["fit_s"],
+            "fixed_overhead_s": res["wall_s"] - res["fit_s"]}
+
+
+def bench_full(args) -> dict[str, Any]:
+    from ray_jobs.spec import MODEL_NAMES
+
+    seq = sequential(list(MODEL_NAMES), args.seq_symbols)
+    with tempfile.TemporaryDirectory() as d:
+        res = ray_job(_spec(list(MODEL_NAMES), args.symbols, "bench-full"), d)
+    cpus = 2
+    scaled = seq["wall_s"] * args.symbols / args.seq_symbols
+    return {"sequential_subset": seq, "sequential_scaled_s": scaled, "ray": res,
+            "units_per_min": res["units"] / res["wall_s"] * 60,
+            "not_training_share": 1 - res["fit_s"] / (res["wall_s"] * cpus),
+            "speedup_vs_scaled_sequential": scaled / res["wall_s"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("which", choices=["linear", "deep1", "full"])
+    p.add_argument("--symbols", type=int, default=102)
+    p.add_argument("--seq-symbols", type=int, default=6)
+    p.add_argument("--model", default="lstm")
+    args = p.parse_args()
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    out = {"which": args.which, "machine": f"{platform.node()} {os.cpu_count()} CPUs",
+           "load_avg_start": os.getloadavg()}
+    out.update({"linear": bench_linear, "deep1": bench_deep1, "full": bench_full}[args.which](args))
+    out["load_avg_end"] = os.getloadavg()
+    print(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Deep units on Ray Train V2: each run group is one Tune trial whose function builds a
+`TorchTrainer`; the trainer's single worker trains the group's units one after another
+(amortizing the run's fixed cost), reporting a checkpoint every epoch.
+
+Fault tolerance:
+- a killed worker: `FailureConfig(max_failures)` restarts the worker group; the loop finds
+  the latest checkpoint with `ray.train.get_checkpoint()`, skips units already stored and
+  resumes the checkpoint's unit at its next epoch;
+- a killed driver: a rerun of the job uses the same run names and storage path, so Train
+  restores each run's checkpoint manager from storage and the same resume applies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from ray_jobs.planner import Plan, RunGroup, Unit
+from ray_jobs.progress import ProgressTracker
+from ray_jobs.spec import JobSpec
+from ray_jobs.storage import JobStorage
+from ray_jobs.tasks import ProgressRelay, apply_events
+from ray_jobs.units import fail_unit, run_unit
+
+log = logging.getLogger("quantray.deep")
+
+MAX_FAILURES = 2  # worker-group restarts per run before its remaining units fail
+TRIAL_CPU = 0.01  # a trial only drives its trainer; the trainer's worker holds the CPU
+UNIT_FILE = "unit.json"
+SCORE = "val_score"  # higher is better: -val_loss, so "keep the best" is one order
+
+
+def deep_slots(spec: JobSpec, resources: dict[str, float]) -> int:
+    """Deep runs at once: `resources.max_concurrent_runs`, or auto from the cluster."""
+    if spec.resources.max_concurrent_runs != "auto":
+        return int(spec.resources.max_concurrent_runs)
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = resources.get("GPU", 0)
+    if gpus > 0:
+        frac = gpu_fraction(spec, resources)
+        return max(1, min(cpus, int(gpus / frac)))
+    return cpus
+
+
+def gpu_fraction(spec: JobSpec, resources: dict[str, float]) -> float:
+    """The GPU share of one run: the spec's, or auto = 1/4 of a GPU (daily-bar models need
+    well under a quarter of a modern GPU's memory; see `models.training.memory`)."""
+    if resources.get("GPU", 0) <= 0:
+        return 0.0
+    if spec.resources.gpu_fraction != "auto":
+        return float(spec.resources.gpu_fraction)
+    return 0.25
+
+
+class DeepRuns:
+    """The deep part of a job, running in a background thread of the driver."""
+
+    def __init__(self, groups: list[RunGroup], spec: JobSpec, storage: JobStorage,
+                 tracker: ProgressTracker) -> None:
+        self.groups, self.spec, self.storage, self.tracker = groups, spec, storage, tracker
+        self.relay = ProgressRelay.remote() if groups else None
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.trial_errors: dict[str, str] = {}
+
+    def start(self, target: Callable[[], None]) -> DeepRuns:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # surfaced by wait(); units get marked failed
+                self.error = exc
+
+        self._thread = threading.Thread(target=guarded, name="deep-runs", daemon=True)
+        self._thread.start()
+        return self
+
+    def poll(self) -> None:
+        if self.relay is not None:
+            events = ray.get(self.relay.drain.remote())
+            apply_events(self.tracker, events)
+            for e in events:
+                if e.get("type") == "done":
+                    self.tracker.unit_done(e["unit_id"])
+                elif e.get("type") == "failed":
+                    self.tracker.unit_failed(e["unit_id"], e.get("error", ""))
+
+    def wait(self) -> None:
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+            self.poll()
+        self.poll()
+        # Units that never stored a status: their run failed past its restarts.
+        for group in self.groups:
+            for unit in group.units:
+                if not self.storage.exists(f"status/{unit.unit_id}.json"):
+                    why = self.trial_errors.get(group.run_name) or (
+                        f"{type(self.error).__name__}: {self.error}" if self.error else
+                        "run ended without training this unit"
+                    )
+                    fail_unit(unit, self.spec.target.horizons, f"run {group.run_name}: {why}",
+                              self.storage)
+                    self.tracker.unit_failed(unit.unit_id, why)
+
+
+def run_deep_groups(
+    todo: Plan, prepared: dict[str, Any], spec: JobSpec, storage: JobStorage,
+    tracker: ProgressTracker, refit: dict[str, dict[str, Any]] | None = None,
+) -> DeepRuns:
+    """Start every pending deep group whose symbols were prepared; returns at once.
+    `refit`: model -> overrides of its Tune search's best config (refit on train+val)."""
+    groups = [
+        RunGroup(g.run_name, tuple(u for u in g.units if u.symbol in prepared))
+        for g in todo.deep_groups
+    ]
+    groups = [g for g in groups if g.units]
+    runs = DeepRuns(groups, spec, storage, tracker)
+    if not groups:
+        return runs.start(lambda: None)
+    resources = ray.cluster_resources()
+    ctx = {
+        "spec": spec.to_dict(),
+        "storage_uri": storage.storage_uri,
+        "job_id": storage.job_id,
+        "groups": {g.run_name: [u.to_dict() for u in g.units] for g in groups},
+        "prepared": {s: prepared[s] for g in groups for s in {u.symbol for u in g.units}},
+        "relay": runs.relay,
+        "gpu": gpu_fraction(spec, resources),
+        "attempt": f"{time.time():.0f}",
+        "refit": refit or {},
+    }
+    slots = deep_slots(spec, resources)
+    return runs.start(lambda: _tune(groups, ctx, slots, storage, runs))
+
+
+def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,
+          runs: DeepRuns) -> None:
+    from ray import tune
+
+    ray_storage = storage.ray_storage()
+    trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": TRIAL_CPU})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"run": tune.grid_search([g.run_name for g in groups])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"deep-{ctx['attempt']}", storage_path=ray_storage.storage_path,
+            storage_filesystem=ray_storage.storage_filesystem, verbose=0,
+        ),  # fmt: skip
+    )
+    results = tuner.fit()
+    for result in results:
+        if result.error is not None:
+            runs.trial_errors[result.config["run"]] = f"{type(result.error).__name__}: " + str(
+                result.error
+            ).strip().splitlines()[-1][:500]
+
+
+def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """Tune function: build and fit the TorchTrainer of one run group (Train V2 style)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    name = config["run"]
+    storage = JobStorage(ctx["storage_uri"], ctx["job_id"])
+    ray_storage = storage.ray_storage()
+    gpu = float(ctx["gpu"])
+    worker = {"CPU": 1} | ({"GPU": gpu} if gpu > 0 else {})
+    trainer = TorchTrainer(
+        _train_group,
+        train_loop_config={**ctx, "run_name": name, "units": ctx["groups"][name],
+                           "groups": None},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=gpu > 0, resources_per_worker=worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=f"{ray_storage.storage_path}/train",
+            storage_filesystem=ray_storage.storage_filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"
+            ),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+class _ReportEachEpoch:
+    """Training-loop callback: checkpoint + `ray.train.report` every epoch, and a progress
+    event to the driver."""
+
+    def __init__(self, unit: Unit, run_name: str, relay: Any) -> None:
+        self.unit, self.run_name, self.relay = unit, run_name, relay
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, Any], trainer_state: Any) -> None:
+        import ray.train
+
+        from models.training.checkpoint import save_checkpoint
+
+        val_loss = float(metrics.get("val_loss", math.nan))
+        report = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        report.update(unit_id=self.unit.unit_id, epoch=epoch,
+                      **{SCORE: -val_loss if math.isfinite(val_loss) else -math.inf})
+        with tempfile.TemporaryDirectory(prefix="quantray-ckpt-") as d:
+            save_checkpoint(d, trainer_state())
+            with open(os.path.join(d, UNIT_FILE), "w", encoding="utf-8") as f:
+                json.dump({"unit_id": self.unit.unit_id, "epoch": epoch}, f)
+            ray.train.report(
+                report,
+                checkpoint=ray.train.Checkpoint.from_directory(d),
+                checkpoint_dir_name=f"{self.unit.unit_id}/epoch_{epoch:04d}",
+            )
+        self.relay.push.remote({"type": "epoch", "unit_id": self.unit.unit_id, "epoch": epoch,
+                                "metric": "val_loss", "value": val_loss,
+                                "run_name": self.run_name})
+
+
+def _latest_checkpoint() -> tuple[str | None, str | None, int | None]:
+    """(unit id, local dir, epoch) of the run's latest checkpoint, if any."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None, None, None
+    local = ckpt.to_directory()
+    with open(os.path.join(local, UNIT_FILE), encoding="utf-8") as f:
+        info = json.load(f)
+    return info["unit_id"], local, int(info["epoch"])
+
+
+def _train_group(cfg: dict[str, Any]) -> None:
+    """Per-worker loop: the run's units one after another, each stored when it ends."""
+    spec = JobSpec.from_dict(cfg["spec"])
+    storage = JobStorage(cfg["storage_uri"], cfg["job_id"])
+    relay, run_name = cfg["relay"], cfg["run_name"]
+    resume_unit, resume_dir, resume_epoch = _latest_checkpoint()
+    for unit_dict in cfg["units"]:
+        unit = Unit(**unit_dict)
+        status_rel = f"status/{unit.unit_id}.json"
+        if storage.exists(status_rel):
+            status = storage.read_json(status_rel)
+            if status.get("state") == "done" or status.get("attempt") == cfg["attempt"]:
+                continue  # finished, or failed earlier in this attempt: not retrained
+        folds = ray.get(cfg["prepared"][unit.symbol])
+        resume = resume_dir if resume_unit == unit.unit_id else None
+        relay.push.remote({"type": "start", "unit_id": unit.unit_id, "run_name": run_name})
+        extra = {"run_name": run_name, "attempt": cfg["attempt"],
+                 "resumed_from_epoch": resume_epoch if resume else None}
+        rows = run_unit(unit, folds[unit.fold], spec, storage,
+                        callbacks=[_ReportEachEpoch(unit, run_name, relay)],
+                        resume_from=resume, extra=extra, refit=cfg["refit"].get(unit.model))
+        error = next((r["error"] for r in rows if r.get("error")), None)
+        relay.push.remote({"type": "failed" if error else "done", "unit_id": unit.unit_id,
+                           "error": error or ""})

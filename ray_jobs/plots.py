@@ -1,0 +1,130 @@
+"""Result plots, rendered headless (Agg) to PNG bytes.
+
+- `comparison.png`: four panels: linear R² by horizon, classifiers' accuracy by horizon
+  (with the baseline), macro-F1 by horizon, best model per horizon (win counts).
+- `heatmap_macro_f1.png`: symbol x model test macro-F1 (mean over horizons).
+- `learning_curves.png`: per deep model, mean train/val loss by epoch over its symbols.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _by_horizon(ok: pd.DataFrame, metric: str, models: list[str]) -> pd.DataFrame:
+    table = ok[ok["model"].isin(models)].pivot_table(
+        index="horizon", columns="model", values=metric, aggfunc="mean"
+    )
+    return table.sort_index()
+
+
+def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "test") -> bytes:
+    plt = _pyplot()
+    ok = frame[(frame["split"] == split) & frame["error"].isna()].copy()
+    ok["horizon"] = ok["horizon"].astype(int)
+    all_models = sorted(ok["model"].unique())
+    linear = [m for m in all_models if m in linear_models]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+
+    ax = axes[0, 0]
+    r2 = _by_horizon(ok, "r2", linear)
+    if not r2.empty:
+        r2.plot(ax=ax, marker="o")
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_title(f"Linear models: out-of-sample R² ({split})")
+    ax.set_xlabel("horizon (bars)")
+
+    ax = axes[0, 1]
+    acc = _by_horizon(ok, "accuracy", all_models)
+    if not acc.empty:
+        acc.plot(ax=ax, marker="o", legend=False)
+        base = ok.groupby("horizon")["baseline_accuracy"].mean()
+        ax.plot(base.index, base.values, color="black", ls="--", lw=2, label="baseline")
+    ax.set_title(f"Direction accuracy by horizon ({split}, mean over symbols)")
+    ax.set_xlabel("horizon (bars)")
+
+    ax = axes[1, 0]
+    f1 = _by_horizon(ok, "macro_f1", all_models)
+    if not f1.empty:
+        f1.plot(ax=ax, marker="o", legend=False)
+    ax.set_title("Macro-F1 by horizon")
+    ax.set_xlabel("horizon (bars)")
+
+    ax = axes[1, 1]
+    if not f1.empty:
+        best = f1.idxmax(axis=1)
+        vals = f1.max(axis=1)
+        bars = ax.bar([str(h) for h in f1.index], vals.values, color="tab:blue")
+        for bar, name in zip(bars, best.values, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), name,
+                    ha="center", va="bottom", fontsize=8, rotation=20)
+    ax.set_title("Best model per horizon (mean macro-F1)")
+    ax.set_xlabel("horizon (bars)")
+
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return _png(fig)
+
+
+def heatmap_plot(frame: pd.DataFrame, split: str = "test", metric: str = "macro_f1") -> bytes:
+    plt = _pyplot()
+    ok = frame[(frame["split"] == split) & frame["error"].isna()]
+    table = ok.pivot_table(index="symbol", columns="model", values=metric, aggfunc="mean")
+    n_sym, n_mod = max(len(table.index), 1), max(len(table.columns), 1)
+    fig, ax = plt.subplots(figsize=(2 + 0.7 * n_mod, 2 + 0.18 * n_sym))
+    data = table.to_numpy(dtype=float) if not table.empty else np.zeros((1, 1))
+    im = ax.imshow(data, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=45, ha="right")
+    ax.set_yticks(range(len(table.index)), list(table.index), fontsize=6)
+    ax.set_title(f"{split} {metric} (mean over horizons)")
+    fig.colorbar(im, ax=ax, shrink=0.6)
+    return _png(fig)
+
+
+def learning_curves_plot(histories: dict[str, list[list[dict[str, Any]]]]) -> bytes:
+    """histories: model -> list (one per unit) of per-epoch dicts with train_loss/val_loss."""
+    plt = _pyplot()
+    names = sorted(histories)
+    cols = 3
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for key, color in (("train_loss", "tab:blue"), ("val_loss", "tab:orange")):
+            curves = [[e.get(key) for e in h if e.get(key) is not None] for h in histories[name]]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            length = max(len(c) for c in curves)
+            padded = np.full((len(curves), length), np.nan)
+            for i, c in enumerate(curves):
+                padded[i, : len(c)] = c
+            ax.plot(np.arange(1, length + 1), np.nanmean(padded, axis=0), color=color, label=key)
+        ax.set_title(f"{name} ({len(histories[name])} units)")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)

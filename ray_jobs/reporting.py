@@ -1,0 +1,75 @@
+"""The end of a job: leaderboard (.parquet + .csv), summary.json and plots, built from the
+units' stored statuses, so a resumed job reports on every unit, old and new."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray_jobs.planner import Plan
+from ray_jobs.plots import comparison_plot, heatmap_plot, learning_curves_plot
+from ray_jobs.results import (
+    format_summary_table,
+    leaderboard_frame,
+    summarize,
+    to_csv_bytes,
+    to_parquet_bytes,
+)
+from ray_jobs.spec import LINEAR_MODELS, JobSpec
+from ray_jobs.storage import JobStorage
+
+log = logging.getLogger("quantray.report")
+
+
+def write_results(
+    spec: JobSpec,
+    plan: Plan,
+    storage: JobStorage,
+    ensemble_rows: list[dict[str, Any]],
+    prep_errors: dict[str, str],
+    *,
+    elapsed_s: float,
+) -> dict[str, Any]:
+    from models.metrics import LEADERBOARD_COLUMNS
+
+    statuses = storage.unit_statuses()
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, list[list[dict[str, Any]]]] = {}
+    missing = []
+    for unit in plan.units:
+        status = statuses.get(unit.unit_id)
+        if status is None:
+            missing.append(unit.unit_id)
+            continue
+        rows += status.get("rows", [])
+        if status.get("state") == "done" and status.get("history") and unit.kind == "deep":
+            histories.setdefault(unit.model, []).append(status["history"])
+    if missing:  # every unit ends with a status; a gap is a bug worth shouting about
+        raise RuntimeError(f"{len(missing)} units have no status, e.g. {missing[:3]}")
+    rows += ensemble_rows
+    frame = leaderboard_frame(rows, LEADERBOARD_COLUMNS)
+    storage.write_bytes("results/leaderboard.parquet", to_parquet_bytes(frame))
+    storage.write_bytes("results/leaderboard.csv", to_csv_bytes(frame))
+
+    summary = summarize(frame)
+    summary.update(
+        job_id=storage.job_id, name=spec.name, elapsed_s=round(elapsed_s, 2),
+        units=len(plan.units), plan=plan.summary(), data_errors=prep_errors,
+        failed_units=[
+            {"unit_id": u, "error": s.get("error", "")}
+            for u, s in sorted(statuses.items()) if s.get("state") == "failed"
+            and u in {x.unit_id for x in plan.units}
+        ],
+    )  # fmt: skip
+    storage.write_json("results/summary.json", summary)
+    plots = {
+        "comparison.png": lambda: comparison_plot(frame, set(LINEAR_MODELS)),
+        "heatmap_macro_f1.png": lambda: heatmap_plot(frame),
+        "learning_curves.png": lambda: learning_curves_plot(histories),
+    }
+    for name, render in plots.items():
+        if name == "learning_curves.png" and not histories:
+            continue
+        storage.write_bytes(f"results/plots/{name}", render())
+    log.info("results written:\n%s", format_summary_table(summary))
+    return summary

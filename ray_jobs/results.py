@@ -1,0 +1,132 @@
+"""Job results: the leaderboard table, the per model x horizon summary, and win counts.
+
+Pure pandas; no Ray. Rows follow `models.metrics.LEADERBOARD_COLUMNS` plus the job's own
+columns (`unit_id`, `artifact_uri`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+JOB_COLUMNS = ("unit_id", "artifact_uri")
+SUMMARY_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "mcc",
+    "baseline_accuracy",
+    "p_value",
+    "r2",
+    "ic",
+    "rank_ic",
+    "directional_accuracy",
+    "train_seconds",
+)
+
+
+def leaderboard_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """Rows -> a frame with exactly `columns` + JOB_COLUMNS, in that order, sorted."""
+    cols = list(columns) + [c for c in JOB_COLUMNS if c not in columns]
+    frame = pd.DataFrame(rows, columns=cols)
+    for c in ("horizon", "fold", "epochs", "best_epoch", "params"):
+        if c in frame:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("Int64")
+    for c in ("symbol", "model", "split", "error", *JOB_COLUMNS):
+        if c in frame:
+            frame[c] = frame[c].astype("string")
+    numeric = [c for c in cols if c not in ("symbol", "model", "split", "error", *JOB_COLUMNS)]
+    for c in numeric:
+        if frame[c].dtype == object:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    return frame.sort_values(["symbol", "model", "fold", "split", "horizon"], na_position="last")
+
+
+def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode()
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
+    """Mean +- std over symbols per model x horizon on `split`, win counts, failures."""
+    ok = frame[(frame["split"] == split) & frame["error"].isna()]
+    failed = frame[frame["error"].notna()]
+    models: list[dict[str, Any]] = []
+    for (model, horizon), group in ok.groupby(["model", "horizon"], sort=True):
+        entry: dict[str, Any] = {
+            "model": str(model),
+            "horizon": int(horizon),
+            "n_symbols": int(group["symbol"].nunique()),
+        }
+        for metric in SUMMARY_METRICS:
+            values = pd.to_numeric(group[metric], errors="coerce").dropna()
+            entry[metric] = {
+                "mean": _clean(values.mean()) if len(values) else None,
+                "std": _clean(values.std(ddof=1)) if len(values) > 1 else None,
+            }
+        sig = pd.to_numeric(group["p_value"], errors="coerce")
+        entry["share_significant_1pct"] = _clean((sig < 0.01).mean()) if sig.notna().any() else None
+        models.append(entry)
+    return {
+        "split": split,
+        "rows": int(len(frame)),
+        "symbols": int(frame["symbol"].nunique()),
+        "models": models,
+        "wins": win_counts(ok),
+        "failed_units": sorted(
+            {
+                (str(r.symbol), str(r.model), str(r.error))
+                for r in failed[["symbol", "model", "error"]].itertuples(index=False)
+            }
+        ),
+    }
+
+
+def win_counts(ok: pd.DataFrame, metric: str = "macro_f1") -> dict[str, dict[str, int]]:
+    """horizon -> model -> number of symbols on which the model has the best `metric`."""
+    scored = ok.dropna(subset=[metric])
+    scored = scored[~scored["model"].str.startswith("ensemble")]
+    out: dict[str, dict[str, int]] = {}
+    for horizon, group in scored.groupby("horizon"):
+        best = group.loc[group.groupby("symbol")[metric].idxmax(), "model"]
+        out[str(int(horizon))] = {str(k): int(v) for k, v in best.value_counts().items()}
+    return out
+
+
+def format_summary_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of the summary: one line per model x horizon."""
+    header = f"{'model':<20}{'h':>4}{'n':>5}{'accuracy':>17}{'macro_f1':>17}{'baseline':>10}"
+    header += f"{'r2':>17}{'sig<1%':>8}"
+    lines = [header, "-" * len(header)]
+
+    def ms(d: dict[str, Any]) -> str:
+        if d["mean"] is None:
+            return "-"
+        std = f"{d['std']:.3f}" if d["std"] is not None else "-"
+        return f"{d['mean']:.3f}±{std}"
+
+    for e in summary["models"]:
+        base = e["baseline_accuracy"]["mean"]
+        sig = e["share_significant_1pct"]
+        lines.append(
+            f"{e['model']:<20}{e['horizon']:>4}{e['n_symbols']:>5}{ms(e['accuracy']):>17}"
+            f"{ms(e['macro_f1']):>17}{(f'{base:.3f}' if base is not None else '-'):>10}"
+            f"{ms(e['r2']):>17}{(f'{sig:.0%}' if sig is not None else '-'):>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Job entrypoint: `python -m ray_jobs.run --spec FILE | --job-id ID [--storage URI]`.
+
+Runs on the Ray cluster in `RAY_ADDRESS` (inside a Ray job it is set for us), or starts a
+local Ray when none is given. Exit status: 0 all units done, 1 some units failed (partial
+results kept), 2 bad input (spec, storage, job id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def default_storage() -> str:
+    return os.environ.get("QUANTRAY_STORAGE_URI") or (
+        Path.cwd() / ".quantray" / "storage"
+    ).resolve().as_uri()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ray_jobs.run", description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spec", help="job spec file (.yaml, .yml or .json)")
+    src.add_argument("--job-id", help="run (or resume) the job whose spec.json is in storage")
+    p.add_argument("--storage", default=None, help="storage URI (default: QUANTRAY_STORAGE_URI "
+                   "or ./.quantray/storage)")
+    p.add_argument("--name", dest="job_name", default=None,
+                   help="with --spec: the job id (default: spec name + spec fingerprint)")
+    p.add_argument("--smoke-test", action="store_true", help="a tiny version of the job")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stdout)
+    args = parse_args(argv)
+    from ray_jobs.spec import JobSpec, SpecError
+    from ray_jobs.storage import JobStorage, StorageError
+
+    storage_uri = args.storage or default_storage()
+    try:
+        if args.spec:
+            text = Path(args.spec).read_text(encoding="utf-8")
+            spec = (JobSpec.from_json(text) if args.spec.endswith(".json")
+                    else JobSpec.from_yaml(text))
+            if args.smoke_test:
+                spec = spec.smoke()
+            job_id = args.job_name or f"{spec.name}-{spec.fingerprint()[:8]}"
+            storage = JobStorage(storage_uri, job_id)
+        else:
+            storage = JobStorage(storage_uri, args.job_id)
+            spec = JobSpec.from_dict(storage.read_spec())
+            if args.smoke_test:
+                spec = spec.smoke()
+    except SpecError as exc:
+        print(f"error: invalid spec: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, StorageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from ray_jobs.driver import JobSpecMismatch, run_job
+
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    try:
+        summary = run_job(spec, storage)
+    except JobSpecMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"job {storage.job_id}: results at {storage.uri_of('results')}")
+    return 1 if summary["failed_units"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

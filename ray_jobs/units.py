@@ -1,0 +1,161 @@
+"""One unit of a job, start to finish, with no Ray in sight: fit one model on one prepared
+symbol (one fold), score it, and put everything it produced in the job's storage.
+
+Per unit, under `units/{symbol}/{model}/f{fold}/`:
+- `model/`             the saved model (`metadata.json` + weights or coefficients)
+- `predictions.parquet` val and test predictions (classes, probabilities, returns) next to
+                       the truth, so ensembles and later analysis need no refit
+- `metrics.json`       the leaderboard rows and the training history
+and last, `status/{unit_id}.json` (`done` or `failed`): the marker a resubmitted job reads
+to skip the unit. A unit that raises leaves error rows and a `failed` marker; the sweep
+goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data.prepared import PreparedSymbol
+from ray_jobs.planner import Unit
+from ray_jobs.spec import JobSpec
+from ray_jobs.storage import JobStorage
+
+SPLITS = ("val", "test")
+log = logging.getLogger(__name__)
+
+
+def unit_overrides(spec: JobSpec, model: str) -> dict[str, Any]:
+    """The spec's overrides for `model`, with the job's `max_epochs` cap applied to the
+    preset's epochs too (the spec caps explicit overrides itself), and the job's
+    `features.seq_len` as the window of every sequence model unless overridden."""
+    arch, train = spec.model_overrides(model)
+    if model in spec.deep_models:
+        from models.registry import get_spec, resolve
+
+        if spec.max_epochs is not None and "epochs" not in train:
+            preset_epochs = resolve(model, spec.preset).train.epochs
+            train["epochs"] = min(preset_epochs, spec.max_epochs)
+        if get_spec(model).input == "sequence" and "seq_len" not in arch:
+            arch["seq_len"] = spec.features.seq_len
+    return {**arch, **{f"train.{k}": v for k, v in train.items()}}
+
+
+def predictions_frame(fitted: Any, prepared: PreparedSymbol) -> pd.DataFrame:
+    """Val and test predictions next to the truth, one row per sample."""
+    from models.leaderboard import model_inputs
+
+    parts = []
+    for split in SPLITS:
+        idx = prepared.splits[split]
+        x = model_inputs(fitted, prepared, split)
+        proba = np.asarray(fitted.predict_proba(x), dtype=np.float32)  # [n, H, 3]
+        classes = np.asarray(fitted.predict(x))  # [n, H]: the model's own class rule
+        ret = fitted.predict_return(x)
+        cols: dict[str, Any] = {
+            "split": split,
+            "sample": idx,
+            "time": prepared.sample_times[idx],
+        }
+        for j, h in enumerate(prepared.horizons):
+            cols[f"y_class_h{h}"] = prepared.y_class[idx, j]
+            cols[f"y_return_h{h}"] = prepared.y_return[idx, j]
+            cols[f"pred_class_h{h}"] = classes[:, j]
+            for c, name in enumerate(("down", "flat", "up")):
+                cols[f"p_{name}_h{h}"] = proba[:, j, c]
+            if ret is not None:
+                cols[f"pred_return_h{h}"] = np.asarray(ret, dtype=np.float32)[:, j]
+        parts.append(pd.DataFrame(cols))
+    return pd.concat(parts, ignore_index=True)
+
+
+def run_unit(
+    unit: Unit,
+    prepared: PreparedSymbol,
+    spec: JobSpec,
+    storage: JobStorage,
+    *,
+    callbacks: Sequence[Any] = (),
+    resume_from: str | None = None,
+    device: str | None = None,
+    extra: dict[str, Any] | None = None,
+    refit: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Fit, score and store one unit; returns its leaderboard rows (errors become rows).
+
+    `refit`: overrides from a Tune search; the model is then trained on train+val for a
+    fixed number of epochs and scored on test only (val is in-sample for it).
+    """
+    from models import api
+
+    started = time.time()
+    try:
+        overrides = unit_overrides(spec, unit.model)
+        splits = SPLITS
+        if refit is not None:
+            from ray_jobs.tune_search import train_plus_val
+
+            prepared, splits = train_plus_val(prepared), ("test",)
+            overrides = {**overrides, **refit}
+        fitted = api.fit(
+            unit.model, prepared, preset=spec.preset, overrides=overrides,
+            task=spec.target.kind, callbacks=callbacks, resume_from=resume_from, device=device,
+        )  # fmt: skip
+        rows = api.evaluate(fitted, prepared, splits=splits, model_name=unit.model)
+        artifact_uri = storage.uri_of(f"{unit.rel_dir}/model")
+        for row in rows:
+            row.update(unit_id=unit.unit_id, artifact_uri=artifact_uri)
+        with tempfile.TemporaryDirectory(prefix="quantray-unit-") as tmp:
+            fitted.save(os.path.join(tmp, "model"))
+            predictions_frame(fitted, prepared).to_parquet(
+                os.path.join(tmp, "predictions.parquet"), index=False
+            )
+            storage.upload_dir(tmp, unit.rel_dir)
+        history = list(getattr(fitted, "history", []) or [])
+        storage.write_json(f"{unit.rel_dir}/metrics.json", {"rows": rows, "history": history})
+        storage.write_unit_status(unit.unit_id, {
+            "state": "done", "rows": rows, "started": started, "finished": time.time(),
+            "history": history, **(extra or {}),
+        })  # fmt: skip
+        return rows
+    except Exception as exc:  # a failed unit is recorded; the sweep goes on
+        return fail_unit(unit, prepared.horizons, exc, storage, started=started, extra=extra)
+
+
+def fail_unit(
+    unit: Unit,
+    horizons: Sequence[int],
+    exc: BaseException | str,
+    storage: JobStorage | None,
+    *,
+    started: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Error rows for a unit and a `failed` status marker (best effort on storage)."""
+    from models.metrics import error_rows
+
+    message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    rows = error_rows(unit.symbol, unit.model, list(horizons), message, fold=unit.fold)
+    for row in rows:
+        row.update(unit_id=unit.unit_id, artifact_uri=None)
+    if storage is not None:
+        detail = "" if isinstance(exc, str) else "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
+        )
+        try:
+            storage.write_unit_status(unit.unit_id, {
+                "state": "failed", "error": message, "traceback": detail, "rows": rows,
+                "started": started, "finished": time.time(), **(extra or {}),
+            })  # fmt: skip
+        except Exception as store_exc:  # the rows still carry the error to the leaderboard
+            log.warning("unit %s failed and its status could not be stored: %s",
+                        unit.unit_id, store_exc)
+    return rows
