@@ -37,6 +37,15 @@ MAX_FAILURES = 2  # worker-group restarts per run before its remaining units fai
 TRIAL_CPU = 0.01  # a trial only drives its trainer; the trainer's worker holds the CPU
 UNIT_FILE = "unit.json"
 SCORE = "val_score"  # higher is better: -val_loss, so "keep the best" is one order
+# Ray Train V2 polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default)
+# and a worker holds one report at a time, so each per-epoch report would block ~1.8 s:
+# longer than a fast-preset epoch on daily data. These are read by the process calling
+# fit() and passed on to the controller and workers (docs/ray-notes.md has the numbers).
+TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+}
 
 
 def deep_slots(spec: JobSpec, resources: dict[str, float]) -> int:
@@ -170,6 +179,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    os.environ.update(TRAIN_ENV)
     name = config["run"]
     storage = JobStorage(ctx["storage_uri"], ctx["job_id"])
     ray_storage = storage.ray_storage()
@@ -212,15 +222,18 @@ class _ReportEachEpoch:
         report = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         report.update(unit_id=self.unit.unit_id, epoch=epoch,
                       **{SCORE: -val_loss if math.isfinite(val_loss) else -math.inf})
-        with tempfile.TemporaryDirectory(prefix="quantray-ckpt-") as d:
-            save_checkpoint(d, trainer_state())
-            with open(os.path.join(d, UNIT_FILE), "w", encoding="utf-8") as f:
-                json.dump({"unit_id": self.unit.unit_id, "epoch": epoch}, f)
-            ray.train.report(
-                report,
-                checkpoint=ray.train.Checkpoint.from_directory(d),
-                checkpoint_dir_name=f"{self.unit.unit_id}/epoch_{epoch:04d}",
-            )
+        # A directory of its own: with ASYNC upload Ray uploads it in the background and
+        # deletes it afterwards, so the loop does not wait for storage.
+        d = tempfile.mkdtemp(prefix="quantray-ckpt-")
+        save_checkpoint(d, trainer_state())
+        with open(os.path.join(d, UNIT_FILE), "w", encoding="utf-8") as f:
+            json.dump({"unit_id": self.unit.unit_id, "epoch": epoch}, f)
+        ray.train.report(
+            report,
+            checkpoint=ray.train.Checkpoint.from_directory(d),
+            checkpoint_dir_name=f"{self.unit.unit_id}/epoch_{epoch:04d}",
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+        )
         self.relay.push.remote({"type": "epoch", "unit_id": self.unit.unit_id, "epoch": epoch,
                                 "metric": "val_loss", "value": val_loss,
                                 "run_name": self.run_name})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,9 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from ray_jobs.deep_runs import TRAIN_ENV
+
+    os.environ.update(TRAIN_ENV)
     gpu = float(ctx["gpu"])
     storage = JobStorage(ctx["storage_uri"], ctx["job_id"])
     ray_storage = storage.ray_storage()
