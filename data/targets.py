@@ -1,0 +1,80 @@
+"""Targets: forward log returns per horizon and their direction classes.
+
+Classes: 0 down (r < -tau_h), 1 flat (|r| <= tau_h), 2 up (r > tau_h). The flat band
+tau_h is fitted on the training rows only, so no statistic of the future leaks into
+the labels' definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Threshold = str | float | Sequence[float]
+
+# "auto": tau_h is this quantile of |r| on the training rows, so about a third of the
+# training samples are flat and the rest split between down and up (roughly balanced).
+AUTO_QUANTILE = 1.0 / 3.0
+
+
+def forward_log_returns(close: np.ndarray, horizons: Sequence[int]) -> np.ndarray:
+    """(T, H) float64: r[t, j] = log(close[t + h_j] / close[t]); NaN where t + h_j >= T."""
+    close = np.asarray(close, dtype=np.float64)
+    if close.ndim != 1:
+        raise ValueError(f"forward_log_returns: close must be 1-D, got shape {close.shape}")
+    if any(int(h) < 1 for h in horizons) or not len(horizons):
+        raise ValueError(f"forward_log_returns: horizons must be >= 1, got {list(horizons)}")
+    logc = np.log(close)
+    out = np.full((len(close), len(horizons)), np.nan)
+    for j, h in enumerate(horizons):  # loop over horizons (few), not rows
+        if h < len(close):
+            out[: len(close) - h, j] = logc[h:] - logc[:-h]
+    return out
+
+
+def fit_thresholds(train_returns: np.ndarray, threshold: Threshold) -> np.ndarray:
+    """(H,) float32 flat-band half-widths from (n, H) TRAINING returns.
+
+    threshold: "auto" -> per-horizon 1/3 quantile of |r|; a float -> that tau for every
+    horizon; a sequence -> one tau per horizon.
+    """
+    train_returns = np.asarray(train_returns, dtype=np.float64)
+    if train_returns.ndim != 2:
+        raise ValueError(f"fit_thresholds: expected (n, H) returns, got {train_returns.shape}")
+    n_h = train_returns.shape[1]
+    if isinstance(threshold, str):
+        if threshold != "auto":
+            raise ValueError(f"threshold={threshold!r}: use 'auto', a float or one per horizon")
+        if (np.isfinite(train_returns).sum(axis=0) == 0).any():
+            raise ValueError(
+                "fit_thresholds: a horizon has no finite training return to fit 'auto' on;"
+                " the training split is empty or shorter than the horizon"
+            )
+        absr = np.abs(train_returns)
+        # np.quantile is much faster; nanquantile only when some rows lack a return
+        quantile = np.quantile if np.isfinite(absr).all() else np.nanquantile
+        tau = quantile(absr, AUTO_QUANTILE, axis=0)
+    elif isinstance(threshold, int | float):
+        tau = np.full(n_h, float(threshold))
+    else:
+        tau = np.asarray(list(threshold), dtype=np.float64)
+        if tau.shape != (n_h,):
+            raise ValueError(
+                f"threshold has {tau.size} values but there are {n_h} horizons; give one each"
+            )
+    if not (np.isfinite(tau).all() and (tau >= 0).all()):
+        raise ValueError(f"threshold values must be finite and >= 0, got {tau.tolist()}")
+    return tau.astype(np.float32)
+
+
+def to_classes(returns: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n, H) int64 classes of (n, H) returns: 0 down, 1 flat, 2 up.
+
+    NaN is an error rather than silently "flat": label only rows that have a return.
+    """
+    returns = np.asarray(returns)
+    if np.isnan(returns).any():
+        raise ValueError("to_classes: returns contain NaN; drop rows without a label first")
+    tau = np.asarray(thresholds).reshape(1, -1)
+    return np.where(returns > tau, 2, np.where(returns < -tau, 0, 1)).astype(np.int64)

@@ -1,0 +1,145 @@
+"""Targets (forward returns, thresholds, classes) and purged/embargoed splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.splits import (
+    SplitError,
+    check_fractions,
+    holdout_split,
+    min_samples,
+    walk_forward_splits,
+)
+from data.targets import fit_thresholds, forward_log_returns, to_classes
+
+
+# ---- targets ----------------------------------------------------------------------------
+def test_forward_log_returns_known_values() -> None:
+    close = np.array([100.0, 110.0, 99.0, 99.0, 121.0])
+    r = forward_log_returns(close, (1, 3))
+    assert r.shape == (5, 2)
+    np.testing.assert_allclose(r[:, 0][:4], np.log([1.1, 0.9, 1.0, 121 / 99]))
+    np.testing.assert_allclose(r[:2, 1], np.log([99 / 100, 121 / 110]))
+    assert np.isnan(r[4, 0]) and np.isnan(r[2:, 1]).all()  # window passes the end
+
+
+def test_forward_log_returns_rejects_bad_horizons() -> None:
+    with pytest.raises(ValueError, match="horizons"):
+        forward_log_returns(np.ones(5), (0,))
+
+
+def test_fit_thresholds_modes() -> None:
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal((3000, 2)) * np.array([0.01, 0.05])
+    tau = fit_thresholds(r, "auto")
+    assert tau.dtype == np.float32 and tau.shape == (2,)
+    np.testing.assert_allclose(tau, np.quantile(np.abs(r), 1 / 3, axis=0), rtol=1e-6)
+    # auto roughly balances the three classes on the rows it was fitted on
+    counts = np.bincount(to_classes(r[:, 0], tau[:1]).ravel(), minlength=3) / len(r)
+    np.testing.assert_allclose(counts, 1 / 3, atol=0.03)
+    np.testing.assert_array_equal(fit_thresholds(r, 0.02), np.float32([0.02, 0.02]))
+    np.testing.assert_array_equal(fit_thresholds(r, [0.01, 0.03]), np.float32([0.01, 0.03]))
+    with pytest.raises(ValueError, match="one each"):
+        fit_thresholds(r, [0.01])
+    with pytest.raises(ValueError, match="auto"):
+        fit_thresholds(r, "median")
+    with pytest.raises(ValueError, match=">= 0"):
+        fit_thresholds(r, -0.1)
+
+
+def test_fit_thresholds_uses_only_the_rows_given() -> None:
+    rng = np.random.default_rng(1)
+    r = rng.standard_normal((500, 1)) * 0.01
+    later = np.concatenate([r, 100 * rng.standard_normal((500, 1))])  # wild future rows
+    assert fit_thresholds(r, "auto")[0] != fit_thresholds(later, "auto")[0]
+    assert fit_thresholds(later[:500], "auto")[0] == fit_thresholds(r, "auto")[0]
+
+
+def test_to_classes_boundaries() -> None:
+    r = np.array([[-0.02, -0.01, 0.0, 0.01, 0.02]]).T
+    np.testing.assert_array_equal(to_classes(r, np.array([0.01])).ravel(), [0, 1, 1, 1, 2])
+    assert to_classes(r, np.array([0.01])).dtype == np.int64
+    with pytest.raises(ValueError, match="NaN"):
+        to_classes(np.array([[np.nan]]), np.array([0.01]))
+
+
+# ---- splits -----------------------------------------------------------------------------
+def assert_purged(splits: dict[str, np.ndarray], max_h: int, purge: int, embargo: int) -> None:
+    """Chronological, contiguous, label windows never reach a later split, exact gaps."""
+    order = ["train", "val", "test"]
+    for name in order:
+        idx = splits[name]
+        assert idx.dtype == np.int64 and len(idx) > 0
+        np.testing.assert_array_equal(idx, np.arange(idx[0], idx[-1] + 1))  # contiguous
+    for i, early in enumerate(order):
+        for late in order[i + 1 :]:
+            # every sample t of the earlier split: t + max_h < first sample of the later one
+            assert splits[early][-1] + max_h < splits[late][0], (early, late)
+    for early, late in zip(order, order[1:], strict=False):
+        gap = splits[late][0] - splits[early][-1] - 1
+        assert gap == purge + embargo, (early, late, gap)
+
+
+@pytest.mark.parametrize("n,purge,embargo", [(1000, 20, 5), (400, 5, 0), (777, 10, 13)])
+def test_holdout_purge_and_embargo(n: int, purge: int, embargo: int) -> None:
+    s = holdout_split(n, 0.7, 0.15, 0.15, purge, embargo)
+    assert_purged(s, max_h=purge, purge=purge, embargo=embargo)
+    assert s["train"][0] == 0 and s["test"][-1] == n - 1
+    assert len(s["test"]) == n - int(n * 0.85 + 1e-9)  # the test block is never shortened
+    assert abs(len(s["train"]) - (0.7 * n - purge)) <= 1
+
+
+def test_holdout_without_purge_is_a_plain_partition() -> None:
+    s = holdout_split(100, 0.6, 0.2, 0.2, 0, 0)
+    np.testing.assert_array_equal(np.concatenate([s["train"], s["val"], s["test"]]),
+                                  np.arange(100))
+
+
+@pytest.mark.parametrize("n_folds,purge,embargo", [(3, 20, 5), (5, 10, 0), (1, 3, 2)])
+def test_walk_forward_folds(n_folds: int, purge: int, embargo: int) -> None:
+    n = 1200
+    folds = walk_forward_splits(n, n_folds, 0.6, 0.15, purge, embargo)
+    assert len(folds) == n_folds
+    for fold in folds:
+        assert_purged(fold, max_h=purge, purge=purge, embargo=embargo)
+        assert fold["train"][0] == 0
+    tests = [f["test"] for f in folds]
+    # consecutive, non-overlapping test blocks that tile the tail exactly
+    np.testing.assert_array_equal(np.concatenate(tests), np.arange(tests[0][0], n))
+    assert tests[0][0] == int(0.6 * n) + int(0.15 * n)
+    # expanding training window, fixed-size validation block
+    train_ends = [f["train"][-1] for f in folds]
+    assert train_ends == sorted(train_ends) and len(set(train_ends)) == n_folds
+    assert len({len(f["val"]) for f in folds}) == 1
+
+
+def test_fraction_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        check_fractions(0.7, 0.2, 0.2)
+    with pytest.raises(ValueError, match="val"):
+        holdout_split(100, 0.7, 0.0, 0.3, 0, 0)
+    with pytest.raises(ValueError, match="train"):
+        walk_forward_splits(100, 2, 1.5, 0.1, 0, 0)
+    with pytest.raises(ValueError, match="purge"):
+        holdout_split(100, 0.7, 0.15, 0.15, -1, 0)
+    with pytest.raises(ValueError, match="n_folds"):
+        walk_forward_splits(100, 0, 0.7, 0.15, 0, 0)
+
+
+@pytest.mark.parametrize("method", ["holdout", "walk_forward"])
+@pytest.mark.parametrize("min_size", [1, 30])
+def test_min_samples_is_the_exact_edge(method: str, min_size: int) -> None:
+    kw = {"train": 0.7, "val": 0.15, "test": 0.15, "purge": 20, "embargo": 5}
+    n = min_samples(method, n_folds=3, min_size=min_size, **kw)
+
+    def make(m: int) -> list[dict[str, np.ndarray]]:
+        if method == "holdout":
+            return [holdout_split(m, 0.7, 0.15, 0.15, 20, 5, min_size=min_size)]
+        return walk_forward_splits(m, 3, 0.7, 0.15, 20, 5, min_size=min_size)
+
+    assert min(len(v) for f in make(n) for v in f.values()) >= min_size
+    with pytest.raises(SplitError, match=f"need at least {n}") as err:
+        make(n - 1)
+    assert err.value.needed == n
