@@ -11,6 +11,11 @@ import sys
 # and sets `func` on it.
 _COMMANDS: dict[str, str] = {
     "data": "data.cli",
+    "train": "models.cli",
+    "serve": "service.cli_serve",
+    # submit, status, list, results, cancel, resume, logs, models: one module registers all.
+    "submit": "service.cli_jobs",
+    "keys": "service.cli_keys",
 }
 
 

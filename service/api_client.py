@@ -1,0 +1,96 @@
+"""A thin synchronous HTTP client of the quantray API, used by the CLI (httpx only)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+class ApiClientError(RuntimeError):
+    """The API refused the request or could not be reached; the message is for the user."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ApiClient:
+    def __init__(self, api: str | None, api_key: str | None, *, timeout_s: float = 30.0) -> None:
+        self.base = (api or os.environ.get("QUANTRAY_API") or DEFAULT_API).rstrip("/")
+        key = api_key or os.environ.get("QUANTRAY_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiClientError(
+                f"cannot reach the quantray API at {self.base} ({type(exc).__name__}: {exc}); "
+                "start it with `quantray serve` or set QUANTRAY_API / --api"
+            ) from None
+        if resp.status_code >= 400:
+            raise ApiClientError(_error_text(resp), resp.status_code)
+        return resp
+
+    def submit(self, body: bytes, content_type: str, idempotency_key: str | None) -> dict:
+        headers = {"Content-Type": content_type}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.request("POST", "/v1/jobs", content=body, headers=headers).json()
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"/v1/jobs/{job_id}").json()
+
+    def jobs(self, *, status: str | None, page: int, page_size: int | None) -> dict:
+        params: dict[str, Any] = {"page": page}
+        if status:
+            params["status"] = status
+        if page_size:
+            params["page_size"] = page_size
+        return self.request("GET", "/v1/jobs", params=params).json()
+
+    def cancel(self, job_id: str) -> dict:
+        return self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def resume(self, job_id: str) -> dict:
+        return self.request("POST", f"/v1/jobs/{job_id}/resume").json()
+
+    def logs(self, job_id: str) -> str:
+        return self.request("GET", f"/v1/jobs/{job_id}/logs").text
+
+    def results(self, job_id: str, filters: dict[str, list], *, csv: bool) -> httpx.Response:
+        params = {k: v for k, v in filters.items() if v}
+        headers = {"Accept": "text/csv" if csv else "application/json"}
+        return self.request("GET", f"/v1/jobs/{job_id}/results", params=params, headers=headers)
+
+    def models(self) -> dict:
+        return self.request("GET", "/v1/models").json()
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return f"HTTP {resp.status_code}: {resp.text.strip()[:500]}"
+    if isinstance(body, dict) and "message" in body:
+        errors = body.get("errors") or []
+        if not errors:
+            return f"HTTP {resp.status_code}: {body['message']}"
+        lines = [f"HTTP {resp.status_code} ({body.get('error', 'error')}):"]
+        lines += [f"  {e.get('field') or '(body)'}: {e.get('message')}" for e in errors]
+        return "\n".join(lines)
+    return f"HTTP {resp.status_code}: {body}"

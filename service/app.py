@@ -1,0 +1,46 @@
+"""The FastAPI application: `create_app(settings)` wires state, middleware and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.body_limit import BodyLimitMiddleware
+from service.errors import install_handlers
+from service.metrics import MetricsMiddleware
+from service.routes_jobs import router as jobs_router
+from service.routes_results import router as results_router
+from service.routes_system import router as system_router
+from service.settings import Settings
+from service.state import AppState
+
+DESCRIPTION = """Submit market-forecasting training jobs to a Ray cluster, follow them, and
+read their leaderboards, plots and model artifacts. Authenticate with
+`Authorization: Bearer <API key>`."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; its state (DB, Ray client, dispatcher) is created here, so bad settings
+    fail before the server binds, and the dispatcher starts with the lifespan."""
+    state = AppState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(title="quantray", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.qr = state
+    install_handlers(app)
+    app.include_router(jobs_router)
+    app.include_router(results_router)
+    app.include_router(system_router)
+    # Outermost first: metrics see every request, including those the body limit refuses.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

@@ -1,0 +1,81 @@
+"""Text rendering for the HTTP CLI: progress bar, tables, durations. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+RESULT_COLUMNS = (
+    "symbol", "model", "fold", "split", "horizon", "accuracy", "macro_f1", "mcc", "r2", "ic",
+    "directional_accuracy", "error",
+)  # fmt: skip
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "--"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def progress_line(job: dict[str, Any], width: int = 30) -> str:
+    """`[########......] 12/40 units  30%  ETA 1m05s  running` from a job status body."""
+    progress = job.get("progress") or {}
+    done, total = progress.get("units_done"), progress.get("units_total")
+    status = job.get("status", "?")
+    if not total:
+        return f"[{'.' * width}] waiting for progress  {status}"
+    fraction = min(1.0, (done or 0) / total)
+    filled = int(round(fraction * width))
+    failed = progress.get("units_failed") or 0
+    failed_text = f"  {failed} failed" if failed else ""
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done or 0}/{total} units  "
+        f"{fraction:4.0%}  ETA {duration(progress.get('eta_seconds'))}{failed_text}  {status}"
+    )
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Left-aligned text table of `columns` (floats to 4 decimals, None as '-')."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return str(value)
+
+    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def job_summary(job: dict[str, Any]) -> str:
+    pending = job.get("cancel_requested") and job["status"] not in FINAL_STATUSES
+    cancel = "  (cancel requested)" if pending else ""
+    lines = [
+        f"id:        {job['id']}",
+        f"name:      {job['name']}",
+        f"status:    {job['status']}{cancel}",
+        f"owner:     {job['owner']}",
+        f"attempt:   {job['attempt']}",
+        f"created:   {job['created_at']}",
+        f"started:   {job.get('started_at') or '-'}",
+        f"finished:  {job.get('finished_at') or '-'}",
+        f"ray:       {(job.get('ray') or {}).get('submission_id') or '-'}",
+    ]
+    dashboard = (job.get("ray") or {}).get("dashboard_url")
+    if dashboard:
+        lines.append(f"dashboard: {dashboard}")
+    if job.get("progress"):
+        lines.append(f"progress:  {progress_line(job)}")
+    if job.get("message"):
+        lines.append(f"message:   {job['message']}")
+    for error in job.get("errors") or []:
+        lines.append(f"  error: {error.get('unit', '?')}: {error.get('error', error)}")
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""`quantray submit|status|list|results|cancel|resume|logs|models`: HTTP clients of the API.
+
+The API is `--api` or QUANTRAY_API (default http://127.0.0.1:8000); the key is `--api-key`
+or QUANTRAY_API_KEY. Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+POLL_S = 2.0
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--api", help="API URL (default: $QUANTRAY_API or http://127.0.0.1:8000)")
+    parent.add_argument("--api-key", help="API key (default: $QUANTRAY_API_KEY)")
+    return parent
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    if "submit" in subparsers.choices:  # registered already (several names map here)
+        return
+    common = _common()
+    p = subparsers.add_parser("submit", parents=[common], help="submit a job spec (YAML/JSON)")
+    p.add_argument("spec", help="spec file (.yaml/.yml/.json), or - for YAML on stdin")
+    p.add_argument("--wait", action="store_true", help="follow it with a progress bar")
+    p.add_argument("--idempotency-key", help="retry-safe key: resubmitting returns the same job")
+    p.add_argument("--interval", type=float, default=POLL_S, help="poll seconds for --wait")
+    p.set_defaults(func=_submit)
+
+    p = subparsers.add_parser("status", parents=[common], help="show one job")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser("list", parents=[common], help="list your jobs, newest first")
+    p.add_argument("--status", help="only jobs in this status")
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--page-size", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_list)
+
+    p = subparsers.add_parser("results", parents=[common], help="a job's leaderboard")
+    p.add_argument("job_id")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--symbol", action="append", help="filter (repeatable)")
+    p.add_argument("--model", action="append", help="filter (repeatable)")
+    p.add_argument("--horizon", action="append", type=int, help="filter (repeatable)")
+    p.set_defaults(func=_results)
+
+    for name, helptext in (("cancel", "stop a job (keeps partial results)"),
+                           ("resume", "requeue a failed/cancelled/interrupted job")):  # fmt: skip
+        p = subparsers.add_parser(name, parents=[common], help=helptext)
+        p.add_argument("job_id")
+        p.set_defaults(func=_cancel if name == "cancel" else _resume)
+
+    p = subparsers.add_parser("logs", parents=[common], help="the job driver's log from Ray")
+    p.add_argument("job_id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    p.add_argument("--interval", type=float, default=POLL_S)
+    p.set_defaults(func=_logs)
+
+    p = subparsers.add_parser("models", parents=[common], help="model kinds and presets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_models)
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    """Call `body(client)`; API errors become a message on stderr and exit code 1."""
+    from service.api_client import ApiClient, ApiClientError
+
+    try:
+        with ApiClient(args.api, args.api_key) as client:
+            return int(body(client) or 0)
+    except ApiClientError as exc:
+        print(f"quantray {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`quantray results ID | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _read_spec(path: str) -> tuple[bytes, str]:
+    if path == "-":
+        return sys.stdin.buffer.read(), "application/yaml"
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"quantray submit: no such spec file {path!r}")
+    kind = "application/json" if file.suffix.lower() == ".json" else "application/yaml"
+    return file.read_bytes(), kind
+
+
+def _submit(args: argparse.Namespace) -> int:
+    body, content_type = _read_spec(args.spec)
+
+    def go(client: Any) -> int:
+        job = client.submit(body, content_type, args.idempotency_key)
+        print(job["id"])
+        sys.stdout.flush()
+        return _wait(client, job["id"], args.interval) if args.wait else 0
+
+    return _run(args, go)
+
+
+def _wait(client: Any, job_id: str, interval: float) -> int:
+    """Poll until the job is final; progress bar on stderr; 0 only if it succeeded."""
+    from service.cli_format import FINAL_STATUSES, progress_line
+
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        job = client.job(job_id)
+        line = progress_line(job)
+        if tty:
+            sys.stderr.write("\r" + line.ljust(len(last)))
+        elif line != last:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        last = line
+        if job["status"] in FINAL_STATUSES:
+            if tty:
+                sys.stderr.write("\n")
+            if job.get("message"):
+                sys.stderr.write(f"{job['status']}: {job['message']}\n")
+            return 0 if job["status"] == "succeeded" else 1
+        time.sleep(interval)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from service.cli_format import job_summary
+
+    def go(client: Any) -> None:
+        job = client.job(args.job_id)
+        print(json.dumps(job, indent=2) if args.json else job_summary(job))
+
+    return _run(args, go)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from service.cli_format import table
+
+    def go(client: Any) -> None:
+        page = client.jobs(status=args.status, page=args.page, page_size=args.page_size)
+        if args.json:
+            print(json.dumps(page, indent=2))
+            return
+        print(table(page["items"], ("id", "name", "status", "owner", "created_at")))
+        shown = len(page["items"])
+        print(f"page {page['page']}: {shown} of {page['total']} jobs", file=sys.stderr)
+
+    return _run(args, go)
+
+
+def _results(args: argparse.Namespace) -> int:
+    from service.cli_format import RESULT_COLUMNS, table
+
+    def go(client: Any) -> None:
+        filters = {"symbol": args.symbol, "model": args.model, "horizon": args.horizon}
+        resp = client.results(args.job_id, filters, csv=args.format == "csv")
+        if args.format == "csv":
+            sys.stdout.write(resp.text)
+        elif args.format == "json":
+            print(json.dumps(resp.json()["rows"], indent=2))
+        else:
+            rows = resp.json()["rows"]
+            present = [c for c in RESULT_COLUMNS if any(c in r for r in rows)]
+            print(table(rows, present) if rows else "(no rows)")
+
+    return _run(args, go)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    def go(client: Any) -> None:
+        job = client.cancel(args.job_id)
+        pending = job["status"] != "cancelled"
+        print(f"{job['id']}: {job['status']}" + (" (stop requested)" if pending else ""))
+
+    return _run(args, go)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    def go(client: Any) -> None:
+        job = client.resume(args.job_id)
+        print(f"{job['id']}: {job['status']} (attempt {job['attempt']})")
+
+    return _run(args, go)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from service.cli_format import FINAL_STATUSES
+
+    def go(client: Any) -> None:
+        printed = 0
+        while True:
+            final = client.job(args.job_id)["status"] in FINAL_STATUSES
+            text = client.logs(args.job_id)
+            # Ray returns the whole log each time; print only what is new.
+            sys.stdout.write(text[printed:] if len(text) >= printed else text)
+            sys.stdout.flush()
+            printed = len(text)
+            if not args.follow or final:
+                return
+            time.sleep(args.interval)
+
+    return _run(args, go)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from service.cli_format import table
+
+    def go(client: Any) -> None:
+        catalog = client.models()
+        if args.json:
+            print(json.dumps(catalog, indent=2))
+            return
+        models = catalog.get("models", [])
+        if isinstance(models, dict):  # {name: {kind, ...}} form of an exported catalog
+            models = [{"name": k, **(v if isinstance(v, dict) else {})} for k, v in models.items()]
+        print(table(models, ("name", "kind")))
+        if catalog.get("presets"):
+            print(f"presets: {', '.join(map(str, catalog['presets']))}")
+
+    return _run(args, go)

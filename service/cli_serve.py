@@ -1,0 +1,88 @@
+"""`quantray serve`: run the HTTP API with uvicorn (and a private local Ray head when
+QUANTRAY_RAY_ADDRESS is not set)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from types import FrameType
+
+DESCRIPTION = """Start the quantray API. Settings come from QUANTRAY_* environment variables
+(QUANTRAY_RAY_ADDRESS, QUANTRAY_DATABASE_URL, QUANTRAY_STORAGE_URI, QUANTRAY_MAX_RUNNING_JOBS,
+QUANTRAY_DATA_ROOTS, QUANTRAY_AUTH, ...). Without QUANTRAY_RAY_ADDRESS a single-node Ray head
+is started for this server (own temp dir and ports) and stopped when it exits."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    if "serve" in subparsers.choices:
+        return
+    p = subparsers.add_parser("serve", help="run the HTTP API", description=DESCRIPTION)
+    p.add_argument("--host", help="bind address (default $QUANTRAY_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default $QUANTRAY_PORT or 8000)")
+    p.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="queue only: never start or contact Ray (needs QUANTRAY_MAX_RUNNING_JOBS=0)",
+    )
+    p.add_argument("--ray-dashboard-port", type=int, default=8265,
+                   help="dashboard port of the local Ray head (0: any free port)")  # fmt: skip
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=_serve)
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.local_ray import LocalRayHead
+    from service.settings import Settings, SettingsError
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Ray poll otherwise
+    env = dict(os.environ)
+    if args.host:
+        env["QUANTRAY_HOST"] = args.host
+    if args.port is not None:
+        env["QUANTRAY_PORT"] = str(args.port)
+    try:
+        settings = Settings.from_env(env)
+        if args.no_ray and settings.max_running_jobs > 0:
+            raise SettingsError("--no-ray needs QUANTRAY_MAX_RUNNING_JOBS=0 (nothing could run)")
+    except SettingsError as exc:
+        print(f"quantray serve: {exc}", file=sys.stderr)
+        return 2
+    # uvicorn re-raises a captured SIGTERM after its graceful shutdown; with the default
+    # handler that kills the process before `finally` could stop our Ray head.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    head = None
+    try:
+        if not settings.ray_address and not args.no_ray:
+            try:
+                head = LocalRayHead.start(dashboard_port=args.ray_dashboard_port)
+            except RuntimeError as exc:
+                print(f"quantray serve: cannot start a local Ray head: {exc}", file=sys.stderr)
+                return 1
+            print(f"quantray serve: local Ray head at {head.dashboard_url} "
+                  f"(temp dir {head.temp_dir})", file=sys.stderr)  # fmt: skip
+            settings = dataclasses.replace(settings, ray_address=head.dashboard_url)
+        app = create_app(settings)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    except SettingsError as exc:
+        print(f"quantray serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if head is not None:
+            head.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,237 @@
+"""The dispatcher: keeps at most `max_running_jobs` jobs on Ray, oldest queued first, and
+mirrors Ray's job states into the job table.
+
+One `tick()` = sync every job Ray has (or may have) with Ray's answer, then submit queued
+jobs into the free slots. Reconciling after a restart is the same sync: a job whose
+submission Ray no longer knows becomes `interrupted` (resumable). DB and storage calls are
+blocking, so they run in worker threads; Ray calls are async httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+
+from service.job_files import JobFiles, Progress
+from service.ray_client import (
+    RayAuthError,
+    RayError,
+    RayJobInfo,
+    RayJobsClient,
+    RaySubmissionExists,
+    RayUnavailable,
+)
+from service.store import JobRecord, JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a Ray state means for our job: new status, a message, per-unit errors."""
+
+    status: str
+    message: str | None = None
+    errors: tuple[dict, ...] = ()
+
+
+def map_ray_state(
+    info: RayJobInfo, *, cancel_requested: bool, progress: Progress | None
+) -> Outcome:
+    """PENDING/RUNNING -> running; SUCCEEDED -> succeeded, or failed when progress reports
+    failed units; FAILED -> failed; STOPPED -> cancelled if we asked, else interrupted."""
+    if info.status in ("PENDING", "RUNNING"):
+        return Outcome("running")
+    if info.status == "SUCCEEDED":
+        if progress is not None and progress.units_failed > 0:
+            total = progress.units_total if progress.units_total is not None else "?"
+            return Outcome(
+                "failed",
+                f"{progress.units_failed} of {total} units failed; partial results kept",
+                tuple(progress.errors),
+            )
+        return Outcome("succeeded")
+    if info.status == "FAILED":
+        errors = tuple(progress.errors) if progress is not None else ()
+        kind = f" ({info.error_type})" if info.error_type else ""
+        return Outcome("failed", f"Ray job failed{kind}: {info.message or 'no message'}", errors)
+    if info.status == "STOPPED":
+        if cancel_requested:
+            return Outcome("cancelled", "cancelled on request; partial results kept")
+        return Outcome(
+            "interrupted",
+            f"Ray stopped the job without a cancel request: {info.message or ''}".strip(),
+        )
+    raise ValueError(f"unknown Ray job status {info.status!r}")
+
+
+def submission_id(job: JobRecord) -> str:
+    """Ray refuses to reuse a submission id, so each resume gets a new one: the job id for
+    the first attempt, `{job_id}-r{attempt}` after that. The job id itself never changes."""
+    return job.id if job.attempt == 0 else f"{job.id}-r{job.attempt}"
+
+
+class Dispatcher:
+    """Owns the job table <-> Ray synchronisation for one API process."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        ray: RayJobsClient | None,
+        files: JobFiles,
+        *,
+        max_running_jobs: int,
+        storage_uri: str,
+        entrypoint_python: str = "python",
+        runtime_env: dict | None = None,
+    ) -> None:
+        if ray is None and max_running_jobs > 0:
+            raise ValueError("a Dispatcher with max_running_jobs > 0 needs a Ray client")
+        self.store = store
+        self.ray = ray
+        self.files = files
+        self.max_running_jobs = max_running_jobs
+        self.storage_uri = storage_uri
+        self.entrypoint_python = entrypoint_python
+        self.runtime_env = dict(runtime_env or {})
+        self.last_error: str | None = None
+        self.last_tick_at: float | None = None
+
+    def entrypoint(self, job: JobRecord) -> str:
+        return shlex.join(
+            [self.entrypoint_python, "-m", "ray_jobs.run", "--job-id", job.id,
+             "--storage", self.storage_uri]
+        )  # fmt: skip
+
+    async def tick(self) -> None:
+        """Sync with Ray, then fill free slots. Ray being down (or refusing our token) is
+        logged, not raised: the next tick retries and /readyz reports it."""
+        try:
+            if self.ray is not None:
+                await self.sync()
+            await self.submit_queued()
+            self.last_error = None
+        except RayError as exc:
+            self.last_error = str(exc)
+            log.warning("dispatcher: %s", exc)
+        self.last_tick_at = time.time()
+
+    async def reconcile(self) -> None:
+        """At startup, before serving: mirror Ray's view of every job it should have (those
+        it lost become `interrupted`). Submitting waits for the background loop, so a slow
+        Ray cannot hold up the API's start."""
+        if self.ray is None:
+            return
+        try:
+            await self.sync()
+        except RayError as exc:
+            self.last_error = str(exc)
+            log.warning("reconcile at startup skipped, Ray not reachable: %s", exc)
+
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # keep dispatching; the traceback goes to the log
+                log.exception("dispatcher tick failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+
+    async def sync(self) -> None:
+        assert self.ray is not None
+        for job in await asyncio.to_thread(self.store.on_ray):
+            sid = job.ray_submission_id
+            assert sid is not None or job.status == "running"
+            info = await self.ray.get(sid) if sid else None
+            if info is None:
+                await self._vanished(job)
+            else:
+                await self._apply(job, info)
+
+    async def _vanished(self, job: JobRecord) -> None:
+        if job.status == "queued":
+            # We claimed it but the POST never reached Ray (crash or Ray down): submit now.
+            if job.cancel_requested:
+                await asyncio.to_thread(
+                    self.store.transition, job.id, "queued", status="cancelled",
+                    finished_at=time.time(), message="cancelled before it started",
+                )  # fmt: skip
+            else:
+                await self._post(job)
+            return
+        await asyncio.to_thread(
+            self.store.transition, job.id, "running", status="interrupted",
+            finished_at=time.time(),
+            message=f"Ray has no record of submission {job.ray_submission_id} (the Ray head "
+            "was restarted or the job was deleted); resume the job to continue",
+        )  # fmt: skip
+
+    async def _apply(self, job: JobRecord, info: RayJobInfo) -> None:
+        assert self.ray is not None
+        if job.status == "queued":
+            # Submitted before a crash, never marked running: adopt it.
+            adopted = await asyncio.to_thread(
+                self.store.transition, job.id, "queued", status="running", started_at=time.time()
+            )
+            if not adopted:
+                return
+        progress = None
+        if info.status in ("SUCCEEDED", "FAILED"):
+            try:
+                progress = await asyncio.to_thread(self.files.read_progress, job.id)
+            except ValueError as exc:
+                log.warning("job %s: unreadable progress.json: %s", job.id, exc)
+        outcome = map_ray_state(info, cancel_requested=job.cancel_requested, progress=progress)
+        if outcome.status == "running":
+            if job.cancel_requested:
+                await self.ray.stop(info.submission_id)  # re-sent until Ray reports STOPPED
+            return
+        await asyncio.to_thread(
+            self.store.transition, job.id, "running", status=outcome.status,
+            message=outcome.message, errors=list(outcome.errors), finished_at=time.time(),
+        )  # fmt: skip
+
+    async def submit_queued(self) -> None:
+        if self.max_running_jobs <= 0:
+            return
+        active = len(await asyncio.to_thread(self.store.on_ray))
+        free = self.max_running_jobs - active
+        if free <= 0:
+            return
+        for job in await asyncio.to_thread(self.store.queued, free):
+            sid = submission_id(job)
+            if await asyncio.to_thread(self.store.claim_for_submission, job, sid):
+                await self._post(await asyncio.to_thread(self.store.get, job.id))
+
+    async def _post(self, job: JobRecord) -> None:
+        assert self.ray is not None and job.ray_submission_id is not None
+        sid = job.ray_submission_id
+        try:
+            await self.ray.submit(
+                entrypoint=self.entrypoint(job),
+                submission_id=sid,
+                runtime_env=self.runtime_env,
+                metadata={"quantray_job_id": job.id, "quantray_owner": job.owner,
+                          "quantray_attempt": str(job.attempt)},
+            )  # fmt: skip
+        except RaySubmissionExists:
+            log.info("job %s: Ray already has submission %s; adopting it", job.id, sid)
+        except (RayUnavailable, RayAuthError):
+            raise  # not the job's fault: it stays queued with its submission id; retried
+        except RayError as exc:
+            await asyncio.to_thread(
+                self.store.transition, job.id, "queued", status="failed",
+                finished_at=time.time(), message=f"Ray rejected the submission: {exc}",
+            )  # fmt: skip
+            return
+        started = await asyncio.to_thread(
+            self.store.transition, job.id, "queued", status="running", started_at=time.time()
+        )
+        if not started:
+            # Cancelled while we were submitting: make sure it does not run.
+            await self.ray.stop(sid)

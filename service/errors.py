@@ -1,0 +1,79 @@
+"""The one HTTP error type, raised at the edge (routes, dependencies) only, and its
+handlers: every error body is `{"error", "message", "errors": [{"field", "message"}]}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    """An HTTP error with a message that says what is wrong and how to fix it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.errors = errors or []
+        self.headers = headers
+
+
+class BodyTooLarge(Exception):
+    """Raised from `receive` when a streamed body passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+def error_body(code: str, message: str, errors: list[dict[str, str]] | None = None) -> dict:
+    return {"error": code, "message": message, "errors": errors or []}
+
+
+def too_large_message(limit: int) -> str:
+    return (
+        f"request body exceeds the {limit}-byte limit (QUANTRAY_MAX_BODY_BYTES); "
+        "send a smaller spec"
+    )
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.errors), exc.status, headers=exc.headers
+        )
+
+    async def too_large(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BodyTooLarge)
+        return JSONResponse(error_body("too_large", too_large_message(exc.limit)), 413)
+
+    async def validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg"))}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(error_body("invalid", f"invalid request: {summary}", errors), 422)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers: Any = getattr(exc, "headers", None)
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(BodyTooLarge, too_large)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)

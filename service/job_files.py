@@ -1,0 +1,200 @@
+"""What the service reads and writes under `{storage}/jobs/{job_id}/` (pyarrow.fs only).
+
+Layout (ARCHITECTURE.md): spec.json, progress.json, results/leaderboard.parquet,
+results/summary.json, results/plots/*.png, units/{symbol}/{model}/... Every user-supplied
+path piece is checked by `safe_relpath` before it touches a filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from data.storage import exists, join_uri, list_dir, read_bytes, resolve_uri, write_bytes
+
+# One path segment: starts with a letter/digit (so never "." or ".." or a hidden file).
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,199}$")
+_PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$")
+CHUNK_BYTES = 1 << 16
+
+
+class UnsafePath(ValueError):
+    """A user-supplied path could leave the job's prefix; the message says which part."""
+
+
+def safe_relpath(path: str, *, what: str = "artifact path") -> str:
+    """`path` as a relative POSIX path of plain segments, or `UnsafePath`. Rejects absolute
+    paths, `..`/`.`, empty segments, backslashes and `%` (an encoded traversal that survived
+    one round of URL decoding)."""
+    if not path:
+        raise UnsafePath(f"{what} is empty")
+    if path.startswith("/"):
+        raise UnsafePath(f"{what} {path!r} is absolute; give a path relative to the job")
+    for bad, why in (("\\", "a backslash"), ("%", "a percent-encoded character"), ("\x00", "NUL")):
+        if bad in path:
+            raise UnsafePath(f"{what} {path!r} contains {why}; use plain '/'-separated names")
+    for segment in path.split("/"):
+        if segment in ("..", "."):
+            raise UnsafePath(f"{what} {path!r} contains {segment!r}; paths cannot leave the job")
+        if not _SEGMENT_RE.match(segment):
+            raise UnsafePath(
+                f"{what} {path!r}: segment {segment!r} is not allowed (letters, digits and "
+                "._=+@- only, not starting with '.')"
+            )
+    return path
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The fields of progress.json the service interprets; `raw` keeps the whole document."""
+
+    phase: str | None
+    message: str | None
+    units_total: int | None
+    units_done: int | None
+    units_failed: int
+    units_running: int | None
+    eta_seconds: float | None
+    errors: list[dict[str, Any]]
+    raw: dict[str, Any]
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.units_total:
+            return None
+        return min(1.0, ((self.units_done or 0) + self.units_failed) / self.units_total)
+
+
+def parse_progress(doc: Any) -> Progress:
+    """Interpret progress.json as `ray_jobs.progress.ProgressTracker.to_dict` writes it:
+    `{phase, message, units: {total, done, failed, running, ...}, failures: [{unit_id,
+    error}], eta_s, ...}`. Wrong types raise ValueError naming the field."""
+    if not isinstance(doc, dict):
+        raise ValueError("progress.json must hold a JSON object")
+    units = doc.get("units") or {}
+    if not isinstance(units, dict):
+        raise ValueError("progress.json field 'units' must be an object")
+
+    def number(where: dict[str, Any], key: str, label: str, kind: type) -> Any:
+        value = where.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"progress.json field {label!r} must be a number, got {value!r}")
+        return kind(value)
+
+    failures = doc.get("failures") or []
+    if not isinstance(failures, list):
+        raise ValueError("progress.json field 'failures' must be a list")
+    errors = [f if isinstance(f, dict) else {"error": str(f)} for f in failures]
+    failed = number(units, "failed", "units.failed", int)
+    text = {k: doc.get(k) if isinstance(doc.get(k), str) else None for k in ("phase", "message")}
+    return Progress(
+        phase=text["phase"],
+        message=text["message"],
+        units_total=number(units, "total", "units.total", int),
+        units_done=number(units, "done", "units.done", int),
+        units_failed=failed if failed is not None else len(errors),
+        units_running=number(units, "running", "units.running", int),
+        eta_seconds=number(doc, "eta_s", "eta_s", float),
+        errors=errors,
+        raw=doc,
+    )
+
+
+class JobFiles:
+    """Reads and writes one storage root's `jobs/` tree."""
+
+    def __init__(self, storage_uri: str) -> None:
+        self.storage_uri = storage_uri
+
+    def uri(self, job_id: str, *parts: str) -> str:
+        safe_relpath(job_id, what="job id")
+        return join_uri(self.storage_uri, "jobs", job_id, *parts)
+
+    def check(self) -> None:
+        """Raise if the storage root cannot be reached (for /readyz)."""
+        fs, path = resolve_uri(self.storage_uri)
+        fs.get_file_info(path)
+
+    def write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        text = json.dumps(spec, indent=2, sort_keys=True, default=str)
+        write_bytes(self.uri(job_id, "spec.json"), text.encode())
+
+    def remove_job(self, job_id: str) -> None:
+        """Delete everything under jobs/{job_id}/ (undo of a job whose row never landed)."""
+        fs, path = resolve_uri(self.uri(job_id))
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+
+    def read_progress(self, job_id: str) -> Progress | None:
+        """None while the job has not written progress.json yet."""
+        uri = self.uri(job_id, "progress.json")
+        try:
+            raw = read_bytes(uri)
+        except FileNotFoundError:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"{uri} is not valid JSON: {exc}") from None
+        return parse_progress(doc)
+
+    def read_summary(self, job_id: str) -> Any:
+        return json.loads(read_bytes(self.uri(job_id, "results", "summary.json")))
+
+    def read_leaderboard(self, job_id: str) -> pa.Table:
+        fs, path = resolve_uri(self.uri(job_id, "results", "leaderboard.parquet"))
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise FileNotFoundError(f"job {job_id} has no results/leaderboard.parquet yet")
+        return pq.read_table(path, filesystem=fs)
+
+    def plot_bytes(self, job_id: str, name: str) -> bytes:
+        if not _PLOT_RE.match(name):
+            raise UnsafePath(f"plot name {name!r} must be a plain file name ending in .png")
+        return read_bytes(self.uri(job_id, "results", "plots", name))
+
+    def list_plots(self, job_id: str) -> list[str]:
+        uri = self.uri(job_id, "results", "plots")
+        return [n for n in _list_or_empty(uri) if n.endswith(".png")]
+
+    def list_artifacts(self, job_id: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Files under units/ (recursively) as {path, size}, paths relative to units/."""
+        base = (
+            self.uri(job_id, "units", safe_relpath(prefix)) if prefix else self.uri(job_id, "units")
+        )
+        fs, root = resolve_uri(base)
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
+            raise FileNotFoundError(f"job {job_id} has no artifacts under units/{prefix}")
+        units_root = resolve_uri(self.uri(job_id, "units"))[1].rstrip("/") + "/"
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        return [
+            {"path": info.path[len(units_root) :], "size": info.size}
+            for info in sorted(infos, key=lambda i: i.path)
+            if info.type == pafs.FileType.File
+        ]
+
+    def open_artifact(self, job_id: str, relpath: str) -> tuple[int, Iterator[bytes]]:
+        """(size, chunk iterator) for file units/{relpath}; FileNotFoundError if absent."""
+        fs, path = resolve_uri(self.uri(job_id, "units", safe_relpath(relpath)))
+        info = fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(f"job {job_id} has no artifact {relpath!r}")
+
+        def chunks() -> Iterator[bytes]:
+            with fs.open_input_stream(path) as stream:
+                while chunk := stream.read(CHUNK_BYTES):
+                    yield chunk
+
+        return int(info.size or 0), chunks()
+
+
+def _list_or_empty(uri: str) -> list[str]:
+    return list_dir(uri) if exists(uri) else []

@@ -1,0 +1,227 @@
+"""/v1/jobs: submit, list, get, cancel, resume, logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from service.deps import PrincipalDep, StateDep
+from service.errors import ApiError
+from service.keys import Principal
+from service.ray_client import RayError, RayUnavailable
+from service.schemas import (
+    SPEC_EXAMPLE,
+    SPEC_YAML_EXAMPLE,
+    ErrorPublic,
+    JobPublic,
+    JobsPublic,
+    job_public,
+)
+from service.state import AppState
+from service.store import JobConflict, JobNotFound, JobRecord
+from service.validation import InputError, parse_body, spec_from_data
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+_INPUT_STATUS = {"malformed": 400, "unsupported_media": 415, "invalid": 422}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic, "description": why}
+    for code, why in {
+        400: "Malformed body (bad JSON/YAML, bad header)",
+        401: "Missing, invalid or revoked API key",
+        404: "No such job (or it belongs to another key)",
+        409: "The job's state forbids this, or the Idempotency-Key was used for another spec",
+        413: "Body larger than QUANTRAY_MAX_BODY_BYTES",
+        415: "Content-Type is not application/json or application/yaml",
+        422: "Invalid spec; `errors` names each field",
+    }.items()
+}
+_SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "description": "A job spec (see ray_jobs/spec.py)"},
+                "examples": {
+                    "sp500": {"summary": "Three models on 5 symbols", "value": SPEC_EXAMPLE}
+                },
+            },
+            "application/yaml": {
+                "schema": {"type": "string"},
+                "examples": {
+                    "sp500": {"summary": "The same spec as YAML", "value": SPEC_YAML_EXAMPLE}
+                },
+            },
+        },
+    }
+}
+
+
+def _input_error(exc: InputError) -> ApiError:
+    return ApiError(_INPUT_STATUS[exc.kind], exc.kind, exc.message, exc.errors)
+
+
+def _get(state: AppState, job_id: str, principal: Principal) -> JobRecord:
+    try:
+        return state.store.get(job_id, principal)
+    except JobNotFound as exc:
+        raise ApiError(404, "not_found", f"{exc}: check the id (`quantray list`)") from None
+
+
+def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
+    progress, progress_error = None, None
+    if detail and job.status != "queued":
+        try:
+            progress = state.files.read_progress(job.id)
+        except (OSError, ValueError) as exc:
+            progress_error = str(exc)
+    return job_public(
+        job,
+        dashboard_url=state.dashboard_url(job.ray_submission_id),
+        progress=progress,
+        progress_error=progress_error,
+        with_spec=detail,
+    )
+
+
+def _create(
+    state: AppState, principal: Principal, body: bytes, content_type: str | None, key: str | None
+) -> tuple[JobRecord, bool]:
+    try:
+        spec = spec_from_data(parse_body(body, content_type))
+        state.policy.check(spec)
+    except InputError as exc:
+        raise _input_error(exc) from None
+    spec_dict = spec.to_dict()
+    try:
+        return state.store.create(
+            owner=principal.name,
+            name=spec.name,
+            spec=spec_dict,
+            idempotency_key=key,
+            write_files=lambda job_id: state.files.write_spec(job_id, spec_dict),
+            remove_files=state.files.remove_job,
+        )
+    except JobConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+
+
+@router.post(
+    "", status_code=201, response_model=JobPublic, responses=_ERRORS, openapi_extra=_SPEC_BODY,
+    summary="Submit a job (JSON, or YAML with Content-Type: application/yaml)",
+)  # fmt: skip
+async def create_job(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None, Header(description="Retry-safe key: same key + same spec = same job")
+    ] = None,
+) -> JobPublic:
+    if idempotency_key is not None and not _IDEMPOTENCY_RE.match(idempotency_key):
+        raise ApiError(400, "malformed", "Idempotency-Key must be 1-200 visible ASCII characters")
+    body = await request.body()
+    job, created = await run_in_threadpool(
+        _create, state, principal, body, request.headers.get("content-type"), idempotency_key
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _public(state, job, detail=False)
+
+
+@router.get("", response_model=JobsPublic, responses=_ERRORS, summary="List your jobs")
+def list_jobs(
+    request: Request,
+    state: StateDep,
+    principal: PrincipalDep,
+    status: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None,
+        Query(description="Only jobs in this status"),
+    ] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int | None, Query(ge=1, description="Default QUANTRAY_PAGE_SIZE")] = None,
+) -> JobsPublic:
+    size = page_size or state.settings.page_size
+    if size > state.settings.max_page_size:
+        raise ApiError(
+            422, "invalid", f"page_size {size} exceeds {state.settings.max_page_size}",
+            [{"field": "query.page_size", "message": f"at most {state.settings.max_page_size}"}],
+        )  # fmt: skip
+    items, total = state.store.list(principal, status=status, offset=(page - 1) * size, limit=size)
+    has_next = page * size < total
+    next_url = (
+        str(request.url.include_query_params(page=page + 1, page_size=size)) if has_next else None
+    )
+    return JobsPublic(
+        items=[_public(state, j, detail=False) for j in items],
+        total=total, page=page, page_size=size, next=next_url,
+    )  # fmt: skip
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS, summary="Job status")
+def get_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
+    return _public(state, _get(state, job_id, principal), detail=True)
+
+
+@router.post(
+    "/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS,
+    summary="Cancel: stops the Ray job, keeps partial results",
+)  # fmt: skip
+async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
+    job = await run_in_threadpool(_get, state, job_id, principal)
+    try:
+        job = await run_in_threadpool(state.store.request_cancel, job)
+    except JobConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    if job.status != "cancelled" and job.ray_submission_id and state.ray is not None:
+        try:
+            await state.ray.stop(job.ray_submission_id)
+        except RayError as exc:
+            # cancel_requested is stored: the dispatcher re-sends the stop until Ray obeys.
+            log.warning("job %s: stop not delivered yet: %s", job.id, exc)
+    return _public(state, job, detail=True)
+
+
+@router.post(
+    "/{job_id}/resume", response_model=JobPublic, responses=_ERRORS,
+    summary="Resume a failed/cancelled/interrupted job (finished units are skipped)",
+)  # fmt: skip
+def resume_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
+    job = _get(state, job_id, principal)
+    try:
+        return _public(state, state.store.resume(job), detail=True)
+    except JobConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+
+
+@router.get(
+    "/{job_id}/logs", response_class=PlainTextResponse, responses=_ERRORS,
+    summary="The job driver's log, from Ray",
+)  # fmt: skip
+async def job_logs(job_id: str, state: StateDep, principal: PrincipalDep) -> PlainTextResponse:
+    job = await run_in_threadpool(_get, state, job_id, principal)
+    if job.ray_submission_id is None:
+        raise ApiError(409, "conflict", f"job {job.id} is {job.status} and has no Ray logs yet")
+    if state.ray is None:
+        raise ApiError(503, "unavailable", "no Ray cluster configured (QUANTRAY_RAY_ADDRESS)")
+    try:
+        text = await state.ray.logs(job.ray_submission_id)
+    except RayUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+    except RayError as exc:
+        raise ApiError(502, "ray_error", str(exc)) from None
+    if text is None:
+        raise ApiError(
+            404, "not_found",
+            f"Ray has no record of submission {job.ray_submission_id} (the head was restarted?)",
+        )  # fmt: skip
+    return PlainTextResponse(text)

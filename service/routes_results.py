@@ -1,0 +1,161 @@
+"""/v1/jobs/{id}/results, /summary, /plots/{name}, /artifacts/{path}: read from storage."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.deps import PrincipalDep, StateDep
+from service.errors import ApiError
+from service.job_files import UnsafePath
+from service.routes_jobs import _ERRORS, _get
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+FILTER_COLUMNS = ("symbol", "model", "horizon")
+
+
+def _missing(job_id: str, status: str, what: str) -> ApiError:
+    return ApiError(
+        404, "not_found",
+        f"job {job_id} ({status}) has no {what} yet: results appear when units finish",
+    )  # fmt: skip
+
+
+def _unsafe(exc: UnsafePath, field_path: str) -> ApiError:
+    return ApiError(400, "malformed", str(exc), [{"field": field_path, "message": str(exc)}])
+
+
+def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:
+    for column, value in filters.items():
+        if value is None:
+            continue
+        if column not in table.column_names:
+            raise ApiError(
+                400, "malformed", f"the leaderboard has no {column!r} column to filter on",
+                [{"field": f"query.{column}", "message": "column not in this leaderboard"}],
+            )  # fmt: skip
+        values = value if isinstance(value, list) else [value]
+        column_data = table[column]
+        if pa.types.is_dictionary(column_data.type):
+            column_data = column_data.cast(column_data.type.value_type)
+        try:
+            value_set = pa.array(values, type=column_data.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise ApiError(
+                400, "malformed", f"{values!r} do not match the {column!r} column's type",
+                [{"field": f"query.{column}", "message": f"expected {column_data.type}"}],
+            ) from None  # fmt: skip
+        mask = pc.is_in(column_data, value_set=value_set)
+        table = table.filter(mask)
+    return table
+
+
+@router.get(
+    "/results", responses=_ERRORS,
+    summary="Leaderboard (JSON rows; CSV with Accept: text/csv), filtered by symbol/model/horizon",
+)  # fmt: skip
+def results(
+    job_id: str,
+    request: Request,
+    state: StateDep,
+    principal: PrincipalDep,
+    symbol: Annotated[list[str] | None, Query(max_length=600)] = None,
+    model: Annotated[list[str] | None, Query(max_length=50)] = None,
+    horizon: Annotated[list[int] | None, Query(max_length=50)] = None,
+) -> Response:
+    job = _get(state, job_id, principal)
+    try:
+        table = state.files.read_leaderboard(job.id)
+    except FileNotFoundError:
+        raise _missing(job.id, job.status, "results/leaderboard.parquet") from None
+    table = _filter(table, {"symbol": symbol, "model": model, "horizon": horizon})
+    if "text/csv" in request.headers.get("accept", ""):
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        return Response(buf.getvalue(), media_type="text/csv")
+    # pyarrow -> Python: NaN stays float('nan'), which JSON cannot carry; map it to null.
+    rows = [{k: _json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
+    return JSONResponse({"job_id": job.id, "status": job.status, "count": len(rows), "rows": rows})
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+@router.get("/summary", responses=_ERRORS, summary="results/summary.json")
+def summary(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+    job = _get(state, job_id, principal)
+    try:
+        return JSONResponse(state.files.read_summary(job.id))
+    except FileNotFoundError:
+        raise _missing(job.id, job.status, "results/summary.json") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(500, "corrupt", f"job {job.id} summary.json is not JSON: {exc}") from None
+
+
+@router.get("/plots", responses=_ERRORS, summary="Names of the job's plots")
+def plots(job_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, list[str]]:
+    job = _get(state, job_id, principal)
+    return {"plots": state.files.list_plots(job.id)}
+
+
+@router.get(
+    "/plots/{name}", responses={**_ERRORS, 200: {"content": {"image/png": {}}}},
+    response_class=Response, summary="One plot (PNG)",
+)  # fmt: skip
+def plot(job_id: str, name: str, state: StateDep, principal: PrincipalDep) -> Response:
+    job = _get(state, job_id, principal)
+    try:
+        return Response(state.files.plot_bytes(job.id, name), media_type="image/png")
+    except UnsafePath as exc:
+        raise _unsafe(exc, "path.name") from None
+    except FileNotFoundError:
+        raise _missing(job.id, job.status, f"plot {name!r}") from None
+
+
+@router.get("/artifacts", responses=_ERRORS, summary="List the job's artifact files")
+def list_artifacts(
+    job_id: str,
+    state: StateDep,
+    principal: PrincipalDep,
+    prefix: Annotated[str, Query(max_length=1000)] = "",
+) -> dict[str, Any]:
+    job = _get(state, job_id, principal)
+    try:
+        return {"job_id": job.id, "files": state.files.list_artifacts(job.id, prefix)}
+    except UnsafePath as exc:
+        raise _unsafe(exc, "query.prefix") from None
+    except FileNotFoundError:
+        raise _missing(job.id, job.status, "artifacts") from None
+
+
+@router.get(
+    "/artifacts/{path:path}",
+    responses={**_ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=StreamingResponse, summary="Stream one artifact file from units/",
+)  # fmt: skip
+def artifact(job_id: str, path: str, state: StateDep, principal: PrincipalDep) -> StreamingResponse:
+    job = _get(state, job_id, principal)
+    try:
+        size, chunks = state.files.open_artifact(job.id, path)
+    except UnsafePath as exc:
+        raise _unsafe(exc, "path.path") from None
+    except FileNotFoundError:
+        raise _missing(job.id, job.status, f"artifact {path!r}") from None
+    filename = path.rsplit("/", 1)[-1]
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,96 @@
+"""/healthz, /readyz, /metrics and /v1/models."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+
+from ray_jobs import spec as job_spec
+from service.deps import PrincipalDep, StateDep
+from service.errors import ApiError
+from service.ray_client import RayError
+
+router = APIRouter(tags=["system"])
+CATALOG_FILE = "model_catalog.json"
+
+
+@router.get("/healthz", summary="Liveness: the process serves requests")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz", summary="Readiness: database, storage and Ray reachable (503 names what is down)"
+)
+async def readyz(state: StateDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+
+    def database() -> None:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    for name, probe in (("database", database), ("storage", state.files.check)):
+        try:
+            await run_in_threadpool(probe)
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means "not ready"; report it, do not raise
+            checks[name] = f"down: {type(exc).__name__}: {exc}"
+    if state.ray is None:
+        checks["ray"] = "down: no Ray cluster configured (QUANTRAY_RAY_ADDRESS is empty)"
+    else:
+        try:
+            version = await state.ray.version()
+            checks["ray"] = f"ok (Ray {version.get('ray_version', '?')})"
+        except RayError as exc:
+            checks["ray"] = f"down: {exc}"
+    down = sorted(name for name, result in checks.items() if not result.startswith("ok"))
+    body = {
+        "status": "ready" if not down else "not ready",
+        "down": down,
+        "checks": checks,
+        "dispatcher": {
+            "max_running_jobs": state.settings.max_running_jobs,
+            "last_error": state.dispatcher.last_error,
+        },
+    }
+    return JSONResponse(body, status_code=503 if down else 200)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(state: StateDep) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def read_catalog() -> dict[str, Any] | None:
+    """`ray_jobs/model_catalog.json` (exported from the model registry), if it ships."""
+    resource = resources.files("ray_jobs").joinpath(CATALOG_FILE)
+    if not resource.is_file():
+        return None
+    try:
+        return json.loads(resource.read_text())
+    except ValueError as exc:
+        raise ApiError(
+            500, "corrupt", f"ray_jobs/{CATALOG_FILE} is not valid JSON ({exc}): re-export it"
+        ) from None
+
+
+@router.get("/v1/models", tags=["models"], summary="Model kinds, presets and search spaces")
+def models(_: PrincipalDep) -> dict[str, Any]:
+    catalog = read_catalog()
+    if catalog is not None:
+        return {"source": CATALOG_FILE, **catalog}
+    return {
+        "source": "ray_jobs.spec (no model_catalog.json exported: names only)",
+        "models": [
+            {"name": m, "kind": "linear" if m in job_spec.LINEAR_MODELS else "deep"}
+            for m in job_spec.MODEL_NAMES
+        ],
+        "presets": list(job_spec.PRESETS),
+    }

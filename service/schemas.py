@@ -1,0 +1,144 @@
+"""Pydantic models of the HTTP API (the edge only; the layers below use dataclasses)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.job_files import Progress
+from service.store import JobRecord
+
+SPEC_EXAMPLE: dict[str, Any] = {
+    "name": "sp500-weekly",
+    "dataset": {"uri": "sample:sp500", "symbols": 5, "start": "2013-02-08", "end": "2018-02-07"},
+    "target": {"kind": "direction", "horizons": [1, 5, 10, 20], "threshold": "auto"},
+    "features": {"set": "technical", "seq_len": 60},
+    "split": {"method": "holdout", "train": 0.7, "val": 0.15, "test": 0.15, "embargo": 5},
+    "models": ["ols", "ridge", "lstm"],
+    "preset": "fast",
+    "overrides": {"lstm": {"hidden_size": 128}},
+    "tune": {"num_samples": 0},
+    "seed": 42,
+}
+SPEC_YAML_EXAMPLE = """name: sp500-weekly
+dataset: {uri: "sample:sp500", symbols: 5}
+target: {kind: direction, horizons: [1, 5, 10, 20]}
+models: [ols, ridge, lstm]
+preset: fast
+"""
+
+
+class ErrorItem(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, '' for the whole body")
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    error: str = Field(description="Machine-readable error kind", examples=["invalid"])
+    message: str = Field(description="What is wrong and how to fix it")
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+class ProgressPublic(BaseModel):
+    phase: str | None = Field(description="planning, preparing, training, tuning, reporting...")
+    message: str | None
+    units_total: int | None
+    units_done: int | None
+    units_failed: int
+    units_running: int | None
+    fraction: float | None = Field(description="(done + failed) / total")
+    eta_seconds: float | None
+
+
+class RayPublic(BaseModel):
+    submission_id: str | None
+    dashboard_url: str | None
+
+
+class JobPublic(BaseModel):
+    id: str = Field(examples=["qr-5f3a9c2e1b7d4a60"])
+    name: str
+    status: str = Field(
+        description="queued | running | succeeded | failed | cancelled | interrupted"
+    )
+    owner: str
+    attempt: int = Field(description="0 for the first run, +1 per resume")
+    cancel_requested: bool
+    message: str | None
+    errors: list[dict[str, Any]] = Field(description="Per-unit errors ({unit, error})")
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    ray: RayPublic
+    progress: ProgressPublic | None = None
+    progress_error: str | None = None
+    links: dict[str, str]
+    spec: dict[str, Any] | None = None
+
+
+class JobsPublic(BaseModel):
+    items: list[JobPublic]
+    total: int
+    page: int
+    page_size: int
+    next: str | None = Field(description="URL of the next page, null on the last one")
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def job_public(
+    job: JobRecord,
+    *,
+    dashboard_url: str | None,
+    progress: Progress | None = None,
+    progress_error: str | None = None,
+    with_spec: bool = False,
+) -> JobPublic:
+    base = f"/v1/jobs/{job.id}"
+    links = {
+        "self": base,
+        "cancel": f"{base}/cancel",
+        "resume": f"{base}/resume",
+        "results": f"{base}/results",
+        "summary": f"{base}/summary",
+        "logs": f"{base}/logs",
+        "artifacts": f"{base}/artifacts",
+    }
+    if dashboard_url:
+        links["ray_dashboard"] = dashboard_url
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        owner=job.owner,
+        attempt=job.attempt,
+        cancel_requested=job.cancel_requested,
+        message=job.message,
+        # Final jobs carry their errors; a running one shows what progress.json reports.
+        errors=job.errors or (progress.errors if progress is not None else []),
+        created_at=iso(job.created_at) or "",
+        updated_at=iso(job.updated_at) or "",
+        started_at=iso(job.started_at),
+        finished_at=iso(job.finished_at),
+        ray=RayPublic(submission_id=job.ray_submission_id, dashboard_url=dashboard_url),
+        progress=None
+        if progress is None
+        else ProgressPublic(
+            phase=progress.phase,
+            message=progress.message,
+            units_total=progress.units_total,
+            units_done=progress.units_done,
+            units_failed=progress.units_failed,
+            units_running=progress.units_running,
+            fraction=progress.fraction,
+            eta_seconds=progress.eta_seconds,
+        ),
+        progress_error=progress_error,
+        links=links,
+        spec=job.spec if with_spec else None,
+    )

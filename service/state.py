@@ -1,0 +1,99 @@
+"""Everything one running API owns, built from `Settings` at startup and closed at shutdown.
+Held on `app.state.qr`; nothing lives in module globals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from service.dataset_probe import DatasetProbe
+from service.db import make_engine
+from service.dispatcher import Dispatcher
+from service.job_files import JobFiles
+from service.metrics import Metrics
+from service.ray_client import RayJobsClient, resolve_ray_token
+from service.settings import Settings
+from service.store import JobStore
+from service.validation import DatasetPolicy
+
+log = logging.getLogger(__name__)
+SHUTDOWN_GRACE_S = 5.0
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    store: JobStore
+    files: JobFiles
+    policy: DatasetPolicy
+    ray: RayJobsClient | None
+    dispatcher: Dispatcher
+    metrics: Metrics
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppState:
+        settings.require_ray()
+        engine = make_engine(settings.database_url)
+        store = JobStore(engine)
+        files = JobFiles(settings.storage_uri)
+        ray = None
+        if settings.ray_address:
+            token = resolve_ray_token(settings.ray_auth_token, os.environ, Path.home())
+            ray = RayJobsClient(settings.ray_address, token=token, timeout_s=settings.ray_timeout_s)
+        dispatcher = Dispatcher(
+            store,
+            ray,
+            files,
+            max_running_jobs=settings.max_running_jobs,
+            storage_uri=settings.storage_uri,
+            entrypoint_python=settings.entrypoint_python,
+            runtime_env=settings.runtime_env,
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            store=store,
+            files=files,
+            policy=DatasetPolicy(settings.data_roots, DatasetProbe()),
+            ray=ray,
+            dispatcher=dispatcher,
+            metrics=Metrics(store),
+        )
+
+    def dashboard_url(self, submission_id: str | None) -> str | None:
+        if self.ray is None or submission_id is None:
+            return None
+        return self.ray.dashboard_url(submission_id)
+
+    async def start(self) -> None:
+        """Reconcile with Ray once (jobs Ray lost become `interrupted`), then dispatch."""
+        if not self.settings.auth:
+            log.warning(
+                "QUANTRAY_AUTH=off: every request is treated as admin; bound to %s only",
+                self.settings.host,
+            )
+        await self.dispatcher.reconcile()
+        self.task = asyncio.create_task(
+            self.dispatcher.run(self.settings.poll_interval_s, self.stop), name="dispatcher"
+        )
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            # A tick may sit in a long submit; cutting it is safe: a claimed job whose POST
+            # did not finish is looked up on Ray at the next start (adopted or resubmitted).
+            try:
+                await asyncio.wait_for(self.task, timeout=SHUTDOWN_GRACE_S)
+            except TimeoutError:
+                log.warning("dispatcher did not stop within %ss; cancelled", SHUTDOWN_GRACE_S)
+        if self.ray is not None:
+            await self.ray.aclose()
+        self.engine.dispose()

@@ -1,0 +1,278 @@
+"""The job table's operations. Every state change is a compare-and-set on (id, status), so
+the dispatcher and the API never overwrite each other's transitions, even across processes.
+
+Raises domain errors (`JobNotFound`, `JobConflict`); the HTTP layer maps them to 404/409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service.db import jobs
+from service.keys import Principal
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
+
+
+class JobNotFound(LookupError):
+    """No such job, or it belongs to another key (both look the same to the caller)."""
+
+
+class JobConflict(RuntimeError):
+    """The request is valid but the job's state (or an idempotency key) forbids it."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    seq: int
+    owner: str
+    name: str
+    status: str
+    spec: dict[str, Any]
+    spec_hash: str
+    idempotency_key: str | None
+    ray_submission_id: str | None
+    attempt: int
+    cancel_requested: bool
+    message: str | None
+    errors: list[dict[str, Any]]
+    created_at: float
+    updated_at: float
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRecord:
+        values = dict(row)
+        values["spec"] = json.loads(values["spec"])
+        values["errors"] = json.loads(values["errors"]) if values["errors"] else []
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return cls(**values)
+
+
+def new_job_id() -> str:
+    return "qr-" + secrets.token_hex(8)
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """Hash of the canonical spec: the same spec sent as JSON or YAML hashes the same."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobStore:
+    """Job rows on one engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        *,
+        owner: str,
+        name: str,
+        spec: dict[str, Any],
+        idempotency_key: str | None,
+        write_files: Callable[[str], None],
+        remove_files: Callable[[str], None],
+    ) -> tuple[JobRecord, bool]:
+        """Insert a queued job; returns (job, created).
+
+        `write_files(job_id)` (spec.json) runs first and outside the transaction, so slow
+        storage never holds the database's write lock; if it raises, nothing is inserted,
+        and if the insert fails, `remove_files(job_id)` takes the files back: no half-made
+        job either way. With an idempotency key already used by `owner`, returns the existing
+        job when the spec is the same and raises `JobConflict` when it differs."""
+        digest = spec_hash(spec)
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(owner, idempotency_key)
+            if existing is not None:
+                return self._replay(existing, digest, idempotency_key), False
+        now = time.time()
+        row = {
+            "id": new_job_id(),
+            "owner": owner,
+            "name": name,
+            "status": "queued",
+            "spec": json.dumps(spec, sort_keys=True, default=str),
+            "spec_hash": digest,
+            "idempotency_key": idempotency_key,
+            "ray_submission_id": None,
+            "attempt": 0,
+            "cancel_requested": False,
+            "message": None,
+            "errors": None,
+            "created_at": now,
+            "updated_at": now,
+            "queued_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+        write_files(row["id"])
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(jobs).values(**row))
+                record = JobRecord.from_row(
+                    conn.execute(select(jobs).where(jobs.c.id == row["id"])).mappings().one()
+                )
+        except IntegrityError:
+            remove_files(row["id"])
+            # A concurrent request with the same idempotency key won the insert.
+            existing = self._by_idempotency_key(owner, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return self._replay(existing, digest, idempotency_key or ""), False
+        except BaseException:
+            remove_files(row["id"])
+            raise
+        return record, True
+
+    def _by_idempotency_key(self, owner: str, key: str) -> JobRecord | None:
+        query = select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return JobRecord.from_row(row) if row else None
+
+    @staticmethod
+    def _replay(existing: JobRecord, digest: str, key: str) -> JobRecord:
+        if existing.spec_hash != digest:
+            raise JobConflict(
+                f"Idempotency-Key {key!r} was already used for job {existing.id} with a "
+                "different spec: use a new key for a new job, or resend the original spec"
+            )
+        return existing
+
+    def get(self, job_id: str, principal: Principal | None = None) -> JobRecord:
+        """The job, if `principal` (None = internal caller) may see it; else `JobNotFound`."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None or (
+            principal is not None and not principal.admin and row["owner"] != principal.name
+        ):
+            raise JobNotFound(f"job {job_id!r} not found")
+        return JobRecord.from_row(row)
+
+    def list(
+        self, principal: Principal, *, status: str | None, offset: int, limit: int
+    ) -> tuple[list[JobRecord], int]:
+        """Newest first; returns (page, total matching)."""
+        where = []
+        if not principal.admin:
+            where.append(jobs.c.owner == principal.name)
+        if status is not None:
+            where.append(jobs.c.status == status)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(jobs).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(jobs).where(*where).order_by(jobs.c.seq.desc()).offset(offset).limit(limit)
+            ).mappings()
+            return [JobRecord.from_row(r) for r in rows], int(total)
+
+    def counts_by_status(self) -> dict[str, int]:
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        with self.engine.connect() as conn:
+            counts = {status: int(n) for status, n in conn.execute(query)}
+        return {status: counts.get(status, 0) for status in STATUSES}
+
+    def queued(self, limit: int) -> list[JobRecord]:
+        """Queued jobs not yet handed to Ray, oldest (re)queue first."""
+        query = (
+            select(jobs)
+            .where(jobs.c.status == "queued", jobs.c.ray_submission_id.is_(None))
+            .order_by(jobs.c.queued_at, jobs.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [JobRecord.from_row(r) for r in conn.execute(query).mappings()]
+
+    def on_ray(self) -> list[JobRecord]:
+        """Jobs Ray knows about (or may: a submission was started): running, or queued with
+        a submission id whose POST may or may not have reached Ray."""
+        query = select(jobs).where(
+            (jobs.c.status == "running")
+            | ((jobs.c.status == "queued") & jobs.c.ray_submission_id.is_not(None))
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(jobs.c.seq)).mappings()
+            return [JobRecord.from_row(r) for r in rows]
+
+    def transition(self, job_id: str, expect: str, **values: Any) -> bool:
+        """Compare-and-set: apply `values` only if the job is still in status `expect`."""
+        if "errors" in values and values["errors"] is not None:
+            values["errors"] = json.dumps(values["errors"], default=str)
+        values["updated_at"] = time.time()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.status == expect).values(**values)
+            )
+        return result.rowcount == 1
+
+    def claim_for_submission(self, job: JobRecord, submission_id: str) -> bool:
+        """Record the submission id before POSTing to Ray, so a crash in between is visible
+        at restart (the job is then looked up on Ray instead of submitted twice)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job.id,
+                    jobs.c.status == "queued",
+                    jobs.c.ray_submission_id.is_(None),
+                )
+                .values(ray_submission_id=submission_id, updated_at=time.time())
+            )
+        return result.rowcount == 1
+
+    def request_cancel(self, job: JobRecord) -> JobRecord:
+        """Cancel: a job not yet on Ray is cancelled now; one on Ray gets cancel_requested
+        and becomes `cancelled` when Ray reports it stopped."""
+        for _ in range(3):  # the dispatcher may move the job between our read and write
+            if job.status in FINAL:
+                raise JobConflict(f"job {job.id} is already {job.status}; nothing to cancel")
+            if job.status == "queued" and job.ray_submission_id is None:
+                done = self.transition(
+                    job.id, "queued", status="cancelled", cancel_requested=True,
+                    finished_at=time.time(), message="cancelled before it started",
+                )  # fmt: skip
+            else:
+                done = self.transition(job.id, job.status, cancel_requested=True)
+            job = self.get(job.id)
+            if done:
+                return job
+        raise JobConflict(f"job {job.id} keeps changing state; retry the cancel")
+
+    def resume(self, job: JobRecord) -> JobRecord:
+        """Requeue a failed/cancelled/interrupted job; it keeps its id (and its storage, so
+        the job skips the units it already finished)."""
+        if job.status not in RESUMABLE:
+            raise JobConflict(
+                f"job {job.id} is {job.status}; only {sorted(RESUMABLE)} jobs can be resumed"
+            )
+        done = self.transition(
+            job.id,
+            job.status,
+            status="queued",
+            attempt=job.attempt + 1,
+            ray_submission_id=None,
+            cancel_requested=False,
+            message=None,
+            errors=None,
+            queued_at=time.time(),
+            started_at=None,
+            finished_at=None,
+        )
+        if not done:
+            raise JobConflict(f"job {job.id} changed state meanwhile; retry the resume")
+        return self.get(job.id)

@@ -1,0 +1,154 @@
+"""Test doubles served over real HTTP on loopback: `LiveServer` runs any ASGI app in a
+thread; `FakeRay` speaks the Ray 2.60 Jobs REST API (shapes as in service/ray_client.py)
+from a dict the test controls, recording every call."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
+
+
+class LiveServer:
+    """Serve an ASGI app over real HTTP on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.sock.close()
+
+
+@dataclass
+class FakeRay:
+    token: str | None = None
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    submissions: list[dict[str, Any]] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
+    auth_headers: list[str | None] = field(default_factory=list)
+
+    def set_status(self, sid: str, status: str, message: str | None = None) -> None:
+        self.jobs[sid]["status"] = status
+        self.jobs[sid]["message"] = message
+
+    def forget_all(self) -> None:
+        """What a restarted Ray head knows about earlier submissions: nothing."""
+        self.jobs.clear()
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.middleware("http")
+        async def auth(request: Request, call_next: Any) -> Any:
+            header = request.headers.get("authorization")
+            self.auth_headers.append(header)
+            if self.token is not None:
+                if not header:
+                    return PlainTextResponse("Unauthorized: Missing authentication token", 401)
+                if header != f"Bearer {self.token}":
+                    return PlainTextResponse("Forbidden: Invalid authentication token", 403)
+            return await call_next(request)
+
+        @app.get("/api/version")
+        def version() -> dict:
+            return {
+                "version": "4",
+                "ray_version": "2.60.0",
+                "ray_commit": "fake",
+                "session_name": "fake",
+            }
+
+        @app.post("/api/jobs/")
+        async def submit(request: Request) -> Any:
+            body = await request.json()
+            if not isinstance(body.get("entrypoint"), str):
+                return PlainTextResponse("TypeError: entrypoint must be a string", 400)
+            metadata = body.get("metadata") or {}
+            if any(not isinstance(v, str) for v in metadata.values()):
+                return PlainTextResponse("TypeError: metadata values must be strings", 400)
+            sid = body.get("submission_id") or f"raysubmit_{len(self.jobs)}"
+            if sid in self.jobs:
+                # What a real 2.60 head answers: the agent's 400, relayed as a 500.
+                return PlainTextResponse(
+                    "Traceback (most recent call last):\nRuntimeError: Request failed with "
+                    "status code 400: Traceback (most recent call last):\nValueError: Job with "
+                    f"submission_id {sid} already exists. Please use a different submission_id."
+                    "\n.",
+                    500,
+                )
+            self.submissions.append(body)
+            self.jobs[sid] = {
+                "type": "SUBMISSION",
+                "job_id": None,
+                "submission_id": sid,
+                "status": "PENDING",
+                "entrypoint": body["entrypoint"],
+                "message": None,
+                "error_type": None,
+                "start_time": 0,
+                "end_time": None,
+                "metadata": metadata,
+                "runtime_env": body.get("runtime_env") or {},
+                "logs": f"log of {sid}\n",
+            }
+            return {"job_id": sid, "submission_id": sid}
+
+        @app.get("/api/jobs/{sid}")
+        def get(sid: str) -> Any:
+            if sid not in self.jobs:
+                return PlainTextResponse(f"Job {sid} does not exist", 404)
+            return {k: v for k, v in self.jobs[sid].items() if k != "logs"}
+
+        @app.post("/api/jobs/{sid}/stop")
+        def stop(sid: str) -> Any:
+            self.stops.append(sid)
+            if sid not in self.jobs:
+                return PlainTextResponse(f"Job {sid} does not exist", 404)
+            job = self.jobs[sid]
+            stopped = job["status"] not in TERMINAL
+            if stopped:
+                job["status"] = "STOPPED"
+            return JSONResponse({"stopped": stopped})
+
+        @app.get("/api/jobs/{sid}/logs")
+        def logs(sid: str) -> Any:
+            if sid not in self.jobs:
+                return PlainTextResponse(f"Job {sid} does not exist", 404)
+            return {"logs": self.jobs[sid]["logs"]}
+
+        @app.delete("/api/jobs/{sid}")
+        def delete(sid: str) -> Any:
+            if sid not in self.jobs:
+                return PlainTextResponse(f"Job {sid} does not exist", 404)
+            del self.jobs[sid]
+            return {"deleted": True}
+
+        return app

@@ -1,0 +1,231 @@
+"""The job API over real HTTP: idempotency, paging and filters, ownership, key revocation,
+results/summary/plots/artifacts from storage, /metrics, /v1/models, /readyz, OpenAPI."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
+
+from service.keys import revoke_key
+from service.store import JobStore
+
+SPEC: dict[str, Any] = {
+    "name": "t1",
+    "dataset": {"uri": "sample:sp500", "symbols": 2},
+    "models": ["ols", "lstm"],
+}
+
+
+def test_submit_returns_queued_job_with_links_and_writes_spec(api: Any) -> None:
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=SPEC)
+        assert resp.status_code == 201, resp.text
+        job = resp.json()
+        assert job["status"] == "queued" and job["owner"] == "alice" and job["attempt"] == 0
+        assert resp.headers["location"] == f"/v1/jobs/{job['id']}"
+        assert job["links"]["results"] == f"/v1/jobs/{job['id']}/results"
+        detail = c.get(f"/v1/jobs/{job['id']}").json()
+    stored = json.loads((api.storage / "jobs" / job["id"] / "spec.json").read_text())
+    assert stored == detail["spec"]
+    assert stored["dataset"]["uri"] == "sample:sp500" and stored["models"] == ["ols", "lstm"]
+
+
+def test_yaml_submission_equals_json(api: Any) -> None:
+    with api.client() as c:
+        resp = c.post(
+            "/v1/jobs",
+            content=yaml.safe_dump(SPEC).encode(),
+            headers={"Content-Type": "application/yaml; charset=utf-8"},
+        )
+        assert resp.status_code == 201, resp.text
+        from_yaml = c.get(f"/v1/jobs/{resp.json()['id']}").json()["spec"]
+        from_json = c.get(f"/v1/jobs/{c.post('/v1/jobs', json=SPEC).json()['id']}").json()["spec"]
+    assert from_yaml == from_json
+
+
+def test_idempotency_key_makes_retries_safe(api: Any) -> None:
+    with api.client() as c:
+        first = c.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": "k-1"})
+        # The same spec as YAML is the same request.
+        yaml_headers = {"Idempotency-Key": "k-1", "Content-Type": "application/yaml"}
+        retry = c.post("/v1/jobs", content=yaml.safe_dump(SPEC).encode(), headers=yaml_headers)
+        other = c.post("/v1/jobs", json={**SPEC, "name": "t2"}, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201 and retry.status_code == 201
+    assert retry.json()["id"] == first.json()["id"]
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert other.status_code == 409 and "k-1" in other.json()["message"]
+    assert api.job_count() == 1
+    # Keys are per owner: bob's k-1 is a different job.
+    with api.client("bob") as c:
+        bobs = c.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": "k-1"})
+    assert bobs.status_code == 201 and bobs.json()["id"] != first.json()["id"]
+    assert api.job_count() == 2
+
+
+def test_paging_and_status_filter(api: Any) -> None:
+    with api.client() as c:
+        ids = [c.post("/v1/jobs", json={**SPEC, "name": f"j{i}"}).json()["id"] for i in range(7)]
+        for job_id in ids[:3]:
+            assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        page1 = c.get("/v1/jobs", params={"page_size": 3}).json()
+        page3 = c.get("/v1/jobs", params={"page_size": 3, "page": 3}).json()
+        cancelled = c.get("/v1/jobs", params={"status": "cancelled"}).json()
+        queued = c.get("/v1/jobs", params={"status": "queued", "page_size": 100}).json()
+        walked: list[str] = []
+        url: str | None = "/v1/jobs?page_size=2"
+        while url:
+            page = c.get(url).json()
+            walked += [j["id"] for j in page["items"]]
+            url = page["next"]
+    assert page1["total"] == 7 and len(page1["items"]) == 3 and page1["next"]
+    assert [j["id"] for j in page1["items"]] == ids[::-1][:3]  # newest first
+    assert len(page3["items"]) == 1 and page3["next"] is None
+    assert {j["id"] for j in cancelled["items"]} == set(ids[:3]) and cancelled["total"] == 3
+    assert {j["id"] for j in queued["items"]} == set(ids[3:])
+    assert walked == ids[::-1]
+
+
+def test_ownership_other_key_gets_404_admin_sees_all(api: Any) -> None:
+    with api.client("alice") as alice, api.client("bob") as bob, api.client("admin") as admin:
+        a = alice.post("/v1/jobs", json=SPEC).json()["id"]
+        b = bob.post("/v1/jobs", json=SPEC).json()["id"]
+        for path in ("", "/results", "/summary", "/artifacts", "/logs", "/plots"):
+            resp = bob.get(f"/v1/jobs/{a}{path}")
+            assert resp.status_code == 404, (path, resp.text)
+        assert bob.post(f"/v1/jobs/{a}/cancel").status_code == 404
+        assert bob.post(f"/v1/jobs/{a}/resume").status_code == 404
+        assert [j["id"] for j in bob.get("/v1/jobs").json()["items"]] == [b]
+        assert {j["id"] for j in admin.get("/v1/jobs").json()["items"]} == {a, b}
+        assert admin.get(f"/v1/jobs/{a}").json()["owner"] == "alice"
+        assert admin.post(f"/v1/jobs/{b}/cancel").json()["status"] == "cancelled"
+        assert alice.get(f"/v1/jobs/{a}").json()["status"] == "queued"
+        assert alice.get("/v1/jobs/qr-doesnotexist").status_code == 404
+
+
+def test_revoked_key_gets_401_at_once(api: Any) -> None:
+    with api.client("bob") as bob:
+        assert bob.get("/v1/jobs").status_code == 200
+        revoke_key(api.engine, "bob")
+        resp = bob.get("/v1/jobs")
+    assert resp.status_code == 401 and "revoked" in resp.json()["message"]
+
+
+def test_cancel_and_resume_state_rules(api: Any) -> None:
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        assert c.post(f"/v1/jobs/{job_id}/resume").status_code == 409  # queued: nothing to resume
+        assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        again = c.post(f"/v1/jobs/{job_id}/cancel")
+        assert again.status_code == 409 and "already cancelled" in again.json()["message"]
+        resumed = c.post(f"/v1/jobs/{job_id}/resume").json()
+        assert resumed["status"] == "queued" and resumed["attempt"] == 1 and resumed["id"] == job_id
+        logs = c.get(f"/v1/jobs/{job_id}/logs")
+        assert logs.status_code == 409 and "no Ray logs" in logs.json()["message"]
+
+
+def _write_results(api: Any, job_id: str, progress: dict[str, Any]) -> None:
+    base = api.storage / "jobs" / job_id
+    (base / "results" / "plots").mkdir(parents=True)
+    table = pa.table(
+        {
+            "symbol": ["AAA", "AAA", "BBB", "BBB"],
+            "model": ["ols", "lstm", "ols", "lstm"],
+            "horizon": [1, 5, 1, 5],
+            "accuracy": [0.5, 0.6, float("nan"), 0.7],
+        }
+    )
+    pq.write_table(table, base / "results" / "leaderboard.parquet")
+    (base / "results" / "summary.json").write_text(json.dumps({"models": [{"model": "ols"}]}))
+    (base / "results" / "plots" / "accuracy.png").write_bytes(b"\x89PNG fake")
+    (base / "units" / "AAA" / "ols").mkdir(parents=True)
+    (base / "units" / "AAA" / "ols" / "model.bin").write_bytes(bytes(range(256)) * 1000)
+    (base / "progress.json").write_text(json.dumps(progress))
+
+
+def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        missing = c.get(f"/v1/jobs/{job_id}/results")
+        assert missing.status_code == 404 and "no results" in missing.json()["message"]
+        _write_results(api, job_id, qr.progress_doc(4, 4))
+        rows = c.get(f"/v1/jobs/{job_id}/results").json()["rows"]
+        assert len(rows) == 4 and rows[2]["accuracy"] is None  # NaN -> null
+        only = c.get(f"/v1/jobs/{job_id}/results", params={"model": "lstm", "horizon": 5}).json()
+        assert [(r["symbol"], r["model"]) for r in only["rows"]] == [
+            ("AAA", "lstm"),
+            ("BBB", "lstm"),
+        ]
+        two = c.get(
+            f"/v1/jobs/{job_id}/results",
+            params=[("symbol", "AAA"), ("symbol", "BBB"), ("model", "ols")],
+        ).json()
+        assert two["count"] == 2
+        csv = c.get(
+            f"/v1/jobs/{job_id}/results", params={"symbol": "BBB"}, headers={"Accept": "text/csv"}
+        )
+        assert csv.headers["content-type"].startswith("text/csv")
+        parsed = pacsv.read_csv(io.BytesIO(csv.content))
+        assert parsed.num_rows == 2 and parsed.column("symbol").to_pylist() == ["BBB", "BBB"]
+        assert c.get(f"/v1/jobs/{job_id}/summary").json() == {"models": [{"model": "ols"}]}
+        assert c.get(f"/v1/jobs/{job_id}/plots").json() == {"plots": ["accuracy.png"]}
+        png = c.get(f"/v1/jobs/{job_id}/plots/accuracy.png")
+        assert png.headers["content-type"] == "image/png" and png.content == b"\x89PNG fake"
+        assert c.get(f"/v1/jobs/{job_id}/plots/other.png").status_code == 404
+        listing = c.get(f"/v1/jobs/{job_id}/artifacts").json()["files"]
+        assert listing == [{"path": "AAA/ols/model.bin", "size": 256_000}]
+        blob = c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/model.bin")
+        assert blob.status_code == 200 and blob.content == bytes(range(256)) * 1000
+        assert c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/nope.bin").status_code == 404
+
+
+def test_status_carries_progress_eta_and_unit_errors(api: Any, qr: Any) -> None:
+    """progress.json as the driver writes it: 2 done, 1 failed, 1 running of 4 after 10 s."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        _write_results(api, job_id, qr.progress_doc(4, 2, (("BBB/lstm", "boom"),), running=1))
+        # progress is read once the job has left the queue.
+        JobStore(api.engine).transition(
+            job_id, "queued", status="running", ray_submission_id=job_id
+        )
+        job = c.get(f"/v1/jobs/{job_id}").json()
+    assert job["progress"] == {
+        "phase": "training",
+        "message": "",
+        "units_total": 4,
+        "units_done": 2,
+        "units_failed": 1,
+        "units_running": 1,
+        "fraction": 0.75,
+        "eta_seconds": 3.3,  # 1 unit left at 10 s per 3 finished
+    }
+    assert job["errors"] == [{"unit_id": "BBB/lstm", "error": "boom"}]
+
+
+def test_metrics_models_health_openapi(api: Any) -> None:
+    with api.client() as c:
+        c.post("/v1/jobs", json=SPEC)
+        c.get("/v1/jobs")
+        text = c.get("/metrics").text
+        models = c.get("/v1/models").json()
+        ready = c.get("/readyz")
+        health = c.get("/healthz")
+        spec = c.get("/openapi.json").json()
+    assert 'quantray_jobs{status="queued"} 1.0' in text
+    assert "quantray_queue_depth 1.0" in text
+    post_201 = '{method="POST",route="/v1/jobs",status="201"} 1.0'
+    assert f"quantray_http_request_duration_seconds_count{post_201}" in text
+    names = {m["name"] for m in models["models"]}
+    assert {"ols", "lstm", "transformer"} <= names
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 503 and ready.json()["down"] == ["ray"]
+    assert ready.json()["checks"]["database"] == "ok" and ready.json()["checks"]["storage"] == "ok"
+    body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/yaml"}
+    assert body["application/json"]["examples"]["sp500"]["value"]["models"]

@@ -1,0 +1,142 @@
+"""The `quantray` HTTP CLI end to end: keys (database), serve-less API + fake Ray, then
+submit --wait with a progress bar, status, list, results, logs, cancel, resume, models."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from service.cli import main
+
+SPEC_YAML = """name: cli-job
+dataset: {uri: "sample:sp500", symbols: 2}
+models: [ols, ridge]
+"""
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _play_ray(fake: Any, storage: Path, stop: threading.Event, qr: Any) -> None:
+    """Stand-in for the job driver: progress, then a leaderboard, then SUCCEEDED."""
+    while not stop.is_set():
+        for sid, job in list(fake.jobs.items()):
+            if job["status"] != "PENDING" or job["metadata"].get("quantray_owner") != "alice":
+                continue
+            job_dir = storage / "jobs" / job["metadata"]["quantray_job_id"]
+            (job_dir / "results").mkdir(parents=True, exist_ok=True)
+            (job_dir / "progress.json").write_text(json.dumps(qr.progress_doc(2, 1, running=1)))
+            fake.set_status(sid, "RUNNING")
+            time.sleep(0.3)
+            table = pa.table(
+                {
+                    "symbol": ["AAA", "BBB"],
+                    "model": ["ols", "ridge"],
+                    "horizon": [1, 1],
+                    "accuracy": [0.51, 0.55],
+                }
+            )
+            pq.write_table(table, job_dir / "results" / "leaderboard.parquet")
+            (job_dir / "progress.json").write_text(json.dumps(qr.progress_doc(2, 2)))
+            fake.set_status(sid, "SUCCEEDED")
+        time.sleep(0.02)
+
+
+def test_cli_against_the_api(
+    tmp_path: Path,
+    fake_ray: tuple[Any, str],
+    qr: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    fake, ray_url = fake_ray
+    monkeypatch.setenv("QUANTRAY_HOME", str(tmp_path))
+    code, key, err = _run(capsys, "keys", "create", "--name", "alice")
+    assert code == 0 and key.startswith("qr_") and "shown only this once" in err
+    assert _run(capsys, "keys", "create", "--name", "alice")[0] == 1
+    code, out, _ = _run(capsys, "keys", "list")
+    assert "alice" in out and key.strip() not in out
+
+    settings = qr.make_settings(tmp_path, ray_address=ray_url, max_running_jobs=1)
+    server, api = qr.start_api(settings, {})
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    monkeypatch.setenv("QUANTRAY_API_KEY", key.strip())
+    stop = threading.Event()
+    player = threading.Thread(target=_play_ray, args=(fake, api.storage, stop, qr), daemon=True)
+    player.start()
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SPEC_YAML)
+    try:
+        code, out, err = _run(capsys, "submit", str(spec), "--wait", "--interval", "0.05")
+        job_id = out.strip()
+        assert code == 0, err
+        assert job_id.startswith("qr-")
+        assert "1/2 units" in err or "2/2 units" in err
+        assert "succeeded" in err.splitlines()[-1]
+
+        code, out, _ = _run(capsys, "status", job_id)
+        assert code == 0 and "status:    succeeded" in out and f"ray:       {job_id}" in out
+        code, out, _ = _run(capsys, "list")
+        assert job_id in out and "cli-job" in out
+        code, out, _ = _run(capsys, "results", job_id, "--model", "ridge")
+        assert out.splitlines()[0].split() == ["SYMBOL", "MODEL", "HORIZON", "ACCURACY"]
+        assert out.splitlines()[1].split() == ["BBB", "ridge", "1", "0.5500"]
+        code, out, _ = _run(capsys, "results", job_id, "--format", "csv")
+        assert out.splitlines()[0] == '"symbol","model","horizon","accuracy"'
+        code, out, _ = _run(capsys, "results", job_id, "--format", "json", "--symbol", "AAA")
+        assert json.loads(out) == [
+            {"symbol": "AAA", "model": "ols", "horizon": 1, "accuracy": 0.51}
+        ]
+        code, out, _ = _run(capsys, "logs", job_id)
+        assert out == f"log of {job_id}\n"
+        code, out, _ = _run(capsys, "models")
+        assert code == 0 and "ols" in out and "linear" in out
+
+        code, out, _ = _run(capsys, "resume", job_id)
+        assert code == 1  # succeeded jobs cannot be resumed
+        code, out, err = _run(capsys, "status", "qr-nope")
+        assert code == 1 and "HTTP 404" in err
+        bad = tmp_path / "bad.json"
+        bad.write_text(
+            json.dumps({"name": "x", "dataset": {"uri": "sample:sp500"}, "models": ["nope"]})
+        )
+        code, out, err = _run(capsys, "submit", str(bad))
+        assert code == 1 and "models[0]" in err and "unknown model 'nope'" in err
+        code, out, err = _run(capsys, "keys", "revoke", "alice")
+        assert code == 0
+        code, out, err = _run(capsys, "list")
+        assert code == 1 and "HTTP 401" in err
+    finally:
+        stop.set()
+        player.join(timeout=5)
+        server.__exit__()
+
+
+def test_cli_reports_an_unreachable_api(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("QUANTRAY_API", "http://127.0.0.1:9")
+    code, _, err = _run(capsys, "list")
+    assert code == 1 and "cannot reach the quantray API" in err and "quantray serve" in err
+
+
+def test_serve_refuses_bad_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("QUANTRAY_HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTRAY_AUTH", "off")
+    code, _, err = _run(capsys, "serve", "--host", "0.0.0.0", "--no-ray")
+    assert code == 2 and "loopback" in err
+    monkeypatch.setenv("QUANTRAY_AUTH", "on")
+    code, _, err = _run(capsys, "serve", "--no-ray")
+    assert code == 2 and "QUANTRAY_MAX_RUNNING_JOBS=0" in err

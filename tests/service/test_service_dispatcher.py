@@ -1,0 +1,320 @@
+"""The dispatcher against a fake Ray Jobs server over real HTTP: the running cap, oldest
+first, Ray state mapping, cancel, reconcile after a restart, resume, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.db import make_engine
+from service.dispatcher import Dispatcher, map_ray_state, submission_id
+from service.job_files import JobFiles, parse_progress
+from service.ray_client import (
+    RayError,
+    RayJobInfo,
+    RayJobsClient,
+    RaySubmissionExists,
+    RayUnavailable,
+)
+from service.store import JobStore
+
+SPEC: dict[str, Any] = {"name": "a", "models": ["ols"], "dataset": {"uri": "sample:sp500"}}
+
+
+def _nothing(_job_id: str) -> None:
+    """No files to write or remove for store-level tests."""
+
+
+class Rig:
+    """A store, a storage root and a dispatcher wired to the fake Ray server."""
+
+    def __init__(self, tmp: Path, ray_url: str, max_running: int = 2, token: str | None = None):
+        self.engine = make_engine(f"sqlite:///{tmp / 'q.db'}")
+        self.store = JobStore(self.engine)
+        self.storage = f"file://{tmp / 'storage'}"
+        self.files = JobFiles(self.storage)
+        self.ray_url, self.max_running, self.token = ray_url, max_running, token
+
+    def new_job(self) -> str:
+        job, _ = self.store.create(
+            owner="alice",
+            name="a",
+            spec=SPEC,
+            idempotency_key=None,
+            write_files=_nothing,
+            remove_files=_nothing,
+        )
+        return job.id
+
+    def status(self, job_id: str) -> str:
+        return self.store.get(job_id).status
+
+    def ticks(self, n: int = 1, *, max_running: int | None = None) -> Dispatcher:
+        """Run `n` ticks of a fresh dispatcher (a fresh one = what a restarted API builds)."""
+
+        async def go() -> Dispatcher:
+            ray = RayJobsClient(self.ray_url, token=self.token, timeout_s=5)
+            cap = self.max_running if max_running is None else max_running
+            env = {"env_vars": {"A": "1"}}
+            disp = Dispatcher(
+                self.store,
+                ray,
+                self.files,
+                max_running_jobs=cap,
+                storage_uri=self.storage,
+                runtime_env=env,
+            )
+            try:
+                for _ in range(n):
+                    await disp.tick()
+            finally:
+                await ray.aclose()
+            return disp
+
+        return asyncio.run(go())
+
+
+@pytest.fixture
+def rig(tmp_path: Path, fake_ray: tuple[Any, str]) -> tuple[Rig, Any]:
+    fake, url = fake_ray
+    return Rig(tmp_path, url), fake
+
+
+def test_cap_respected_oldest_first_and_exact_submission(rig: tuple[Rig, Any]) -> None:
+    r, fake = rig
+    ids = [r.new_job() for _ in range(5)]
+    r.ticks(2)
+    assert [s["submission_id"] for s in fake.submissions] == ids[:2]
+    assert [r.status(i) for i in ids] == ["running"] * 2 + ["queued"] * 3
+    first = fake.submissions[0]
+    assert shlex.split(first["entrypoint"]) == [
+        "python",
+        "-m",
+        "ray_jobs.run",
+        "--job-id",
+        ids[0],
+        "--storage",
+        r.storage,
+    ]
+    assert first["metadata"] == {
+        "quantray_job_id": ids[0],
+        "quantray_owner": "alice",
+        "quantray_attempt": "0",
+    }
+    assert first["runtime_env"] == {"env_vars": {"A": "1"}}
+    fake.set_status(ids[1], "SUCCEEDED")
+    r.ticks()
+    assert r.status(ids[1]) == "succeeded"
+    assert [s["submission_id"] for s in fake.submissions] == ids[:3]
+    fake.set_status(ids[0], "RUNNING")
+    r.ticks(3)
+    assert len(fake.submissions) == 3  # still two running: the cap holds
+
+
+def test_max_running_zero_submits_nothing(tmp_path: Path, fake_ray: tuple[Any, str]) -> None:
+    fake, url = fake_ray
+    r = Rig(tmp_path, url, max_running=0)
+    ids = [r.new_job() for _ in range(3)]
+    r.ticks(2)
+    assert fake.submissions == [] and {r.status(i) for i in ids} == {"queued"}
+
+
+def _info(status: str, message: str | None = None) -> RayJobInfo:
+    return RayJobInfo("sid", status, message, None, None, None, {})
+
+
+@pytest.mark.parametrize(
+    ("ray", "cancelled", "progress", "expected", "text"),
+    [
+        ("PENDING", False, None, "running", None),
+        ("RUNNING", True, None, "running", None),
+        ("SUCCEEDED", False, None, "succeeded", None),
+        ("SUCCEEDED", False, (4, 4, ()), "succeeded", None),
+        ("SUCCEEDED", False, (4, 3, (("AAA/lstm", "nan loss"),)), "failed", "1 of 4 units failed"),
+        ("FAILED", False, None, "failed", "driver crashed"),
+        ("STOPPED", True, None, "cancelled", "cancelled"),
+        ("STOPPED", False, None, "interrupted", "without a cancel request"),
+    ],
+)
+def test_state_mapping(
+    ray: str, cancelled: bool, progress: Any, expected: str, text: Any, qr: Any
+) -> None:
+    """`progress`: (total, done, failures) for a progress.json written by the driver's code."""
+    parsed = parse_progress(qr.progress_doc(*progress)) if progress is not None else None
+    out = map_ray_state(_info(ray, "driver crashed"), cancel_requested=cancelled, progress=parsed)
+    assert out.status == expected
+    if text:
+        assert text in (out.message or "")
+    if expected == "failed" and progress:
+        assert out.errors == ({"unit_id": "AAA/lstm", "error": "nan loss"},)
+
+
+def test_failed_units_from_progress_fail_the_job(rig: tuple[Rig, Any], qr: Any) -> None:
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    progress = Path(r.storage[len("file://") :]) / "jobs" / job_id / "progress.json"
+    progress.parent.mkdir(parents=True)
+    progress.write_text(json.dumps(qr.progress_doc(2, 1, (("BBB/ols", "singular matrix"),))))
+    fake.set_status(job_id, "SUCCEEDED")
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "failed" and "1 of 2 units failed" in (job.message or "")
+    assert job.errors == [{"unit_id": "BBB/ols", "error": "singular matrix"}]
+    assert job.finished_at is not None
+
+
+def test_cancel_stops_on_ray_then_cancelled(rig: tuple[Rig, Any]) -> None:
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    fake.set_status(job_id, "RUNNING")
+    r.store.request_cancel(r.store.get(job_id))
+    r.ticks()  # sees RUNNING + cancel_requested: (re)sends the stop
+    assert fake.stops == [job_id] and fake.jobs[job_id]["status"] == "STOPPED"
+    r.ticks()
+    assert r.status(job_id) == "cancelled"
+
+
+def test_restart_reconcile_marks_vanished_interrupted_and_resume_resubmits(
+    rig: tuple[Rig, Any],
+) -> None:
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    fake.forget_all()  # the Ray head restarted while the API was down
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "interrupted" and job_id in (job.message or "")
+    resumed = r.store.resume(job)
+    assert submission_id(resumed) == f"{job_id}-r1"
+    r.ticks()
+    assert r.status(job_id) == "running"
+    last = fake.submissions[-1]
+    assert last["submission_id"] == f"{job_id}-r1"
+    assert shlex.split(last["entrypoint"])[4] == job_id  # same job id: finished units skipped
+    assert last["metadata"]["quantray_attempt"] == "1"
+
+
+def test_crash_between_claim_and_post(rig: tuple[Rig, Any]) -> None:
+    """A claimed-but-unposted job is posted once; a posted-but-unrecorded one is adopted."""
+    r, fake = rig
+    lost, posted = r.new_job(), r.new_job()
+    for job_id in (lost, posted):
+        assert r.store.claim_for_submission(r.store.get(job_id), job_id)
+    fake.jobs[posted] = {
+        "type": "SUBMISSION",
+        "submission_id": posted,
+        "status": "RUNNING",
+        "entrypoint": "x",
+        "message": None,
+        "error_type": None,
+        "start_time": 0,
+        "end_time": None,
+        "metadata": {},
+        "logs": "",
+    }
+    r.ticks(2)
+    assert [s["submission_id"] for s in fake.submissions] == [lost]
+    assert r.status(lost) == "running" and r.status(posted) == "running"
+
+
+def test_ray_down_or_bad_token_is_reported_not_raised(
+    tmp_path: Path, fake_ray: tuple[Any, str]
+) -> None:
+    fake, url = fake_ray
+    fake.token = "s3cret"
+    r = Rig(tmp_path, url, token=None)
+    job_id = r.new_job()
+    disp = r.ticks()
+    assert "QUANTRAY_RAY_AUTH_TOKEN" in (disp.last_error or "")
+    assert fake.auth_headers[-1] is None
+    r.token = "s3cret"
+    assert r.ticks().last_error is None
+    assert fake.auth_headers[-1] == "Bearer s3cret" and r.status(job_id) == "running"
+    r.ray_url = "http://127.0.0.1:9"  # nothing listens there
+    disp = r.ticks()
+    assert "unreachable" in (disp.last_error or "") and r.status(job_id) == "running"
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_api_restart_keeps_jobs_and_reconciles(
+    tmp_path: Path, db_url: str, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    """Through real HTTP, on SQLite and PostgreSQL: stop the API, lose the Ray side, start a
+    new API on the same database: nothing is lost, the vanished job is interrupted, the
+    queued one starts, and resume brings the first back under the same id."""
+    fake, url = fake_ray
+    settings = qr.make_settings(tmp_path, database_url=db_url, ray_address=url, max_running_jobs=1)
+    server, api = qr.start_api(settings, {"alice": False})
+    with api.client() as c:
+        first = c.post("/v1/jobs", json=qr.SPEC).json()["id"]
+        second = c.post("/v1/jobs", json={**qr.SPEC, "name": "t2"}).json()["id"]
+        _wait(lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "running", "first running")
+        job = c.get(f"/v1/jobs/{first}").json()
+        assert job["ray"]["submission_id"] == first
+        assert job["ray"]["dashboard_url"] == f"{url}/#/jobs/{first}"
+        assert c.get(f"/v1/jobs/{first}/logs").text == f"log of {first}\n"
+        assert c.get(f"/v1/jobs/{second}").json()["status"] == "queued"
+    server.__exit__()
+    fake.forget_all()
+    server, api2 = qr.start_api(settings, {})
+    api2.keys.update(api.keys)  # the keys live in the same database
+    try:
+        with api2.client() as c:
+            _wait(
+                lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "interrupted",
+                "first interrupted",
+            )
+            _wait(
+                lambda: c.get(f"/v1/jobs/{second}").json()["status"] == "running", "second running"
+            )
+            assert c.get("/v1/jobs").json()["total"] == 2
+            fake.set_status(second, "SUCCEEDED")
+            resumed = c.post(f"/v1/jobs/{first}/resume").json()
+            assert resumed["id"] == first and resumed["attempt"] == 1
+            _wait(
+                lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "running",
+                "first running again",
+            )
+            assert c.get(f"/v1/jobs/{second}").json()["status"] == "succeeded"
+            sids = [s["submission_id"] for s in fake.submissions]
+            assert sids == [first, second, f"{first}-r1"]
+    finally:
+        server.__exit__()
+
+
+def test_client_maps_ray_answers_to_errors(fake_ray: tuple[Any, str]) -> None:
+    fake, url = fake_ray
+
+    async def go() -> None:
+        client = RayJobsClient(url, token=None)
+        try:
+            await client.submit(entrypoint="echo", submission_id="dup", metadata={"a": "1"})
+            with pytest.raises(RaySubmissionExists, match="dup"):
+                await client.submit(entrypoint="echo", submission_id="dup")
+            with pytest.raises(RayError, match="entrypoint must be a string") as err:
+                await client.submit(entrypoint=None, submission_id="bad")  # type: ignore[arg-type]
+            assert not isinstance(err.value, RayUnavailable)
+            assert (await client.get("dup")).metadata == {"a": "1"}
+            assert await client.get("nope") is None and await client.logs("nope") is None
+            assert await client.stop("dup") is True and await client.stop("dup") is False
+            assert await client.delete("dup") is True and await client.get("dup") is None
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())

@@ -1,0 +1,183 @@
+"""The job table and API keys on SQLite and PostgreSQL (the `db_url` fixture runs each test
+on both): transactions, idempotency, paging, ownership, compare-and-set transitions."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from service.db import make_engine
+from service.keys import ApiKeyError, Principal, create_key, list_keys, revoke_key, verify_key
+from service.store import JobConflict, JobNotFound, JobStore
+
+ALICE, BOB, ADMIN = Principal("alice", False), Principal("bob", False), Principal("root", True)
+SPEC: dict[str, Any] = {"name": "a", "models": ["ols"], "dataset": {"uri": "sample:sp500"}}
+
+
+def _nothing(_job_id: str) -> None:
+    """No files to write or remove for store-level tests."""
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _create(store: JobStore, owner: str = "alice", key: str | None = None, **spec: Any) -> Any:
+    job, _ = store.create(
+        owner=owner,
+        name="a",
+        spec={**SPEC, **spec},
+        idempotency_key=key,
+        write_files=_nothing,
+        remove_files=_nothing,
+    )
+    return job
+
+
+def test_no_half_created_job_when_storage_or_insert_fails(engine: Engine) -> None:
+    store = JobStore(engine)
+    written: list[str] = []
+    removed: list[str] = []
+
+    def explode(_job_id: str) -> None:
+        raise OSError("storage down")
+
+    with pytest.raises(OSError, match="storage down"):
+        store.create(
+            owner="alice",
+            name="a",
+            spec=SPEC,
+            idempotency_key="k",
+            write_files=explode,
+            remove_files=removed.append,
+        )
+    assert store.list(ADMIN, status=None, offset=0, limit=10) == ([], 0)
+    # An insert that fails (NOT NULL owner) takes back the files it wrote.
+    with pytest.raises(IntegrityError):
+        store.create(
+            owner=None,
+            name="a",
+            spec=SPEC,
+            idempotency_key=None,  # type: ignore[arg-type]
+            write_files=written.append,
+            remove_files=removed.append,
+        )
+    assert written == removed and len(written) == 1
+    assert store.list(ADMIN, status=None, offset=0, limit=10) == ([], 0)
+    # The idempotency key was not consumed by the failures.
+    assert _create(store, key="k").idempotency_key == "k"
+
+
+def test_idempotency_same_spec_same_job_different_spec_conflict(engine: Engine) -> None:
+    store = JobStore(engine)
+    kwargs = {"owner": "alice", "name": "a", "idempotency_key": "k"}
+    first, created = store.create(spec=SPEC, write_files=_nothing, remove_files=_nothing, **kwargs)
+    again, created_again = store.create(
+        spec=dict(SPEC), write_files=_nothing, remove_files=_nothing, **kwargs
+    )
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(JobConflict, match="different spec"):
+        _create(store, key="k", seed=7)
+    assert _create(store, owner="bob", key="k").id != first.id
+
+
+def test_concurrent_same_key_inserts_make_one_job(engine: Engine) -> None:
+    store = JobStore(engine)
+    ids: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        ids.append(_create(store, key="race").id)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1
+    assert store.list(ADMIN, status=None, offset=0, limit=10)[1] == 1
+
+
+def test_ownership_paging_and_counts(engine: Engine) -> None:
+    store = JobStore(engine)
+    mine = [_create(store).id for _ in range(5)]
+    theirs = _create(store, owner="bob").id
+    page, total = store.list(ALICE, status=None, offset=0, limit=2)
+    assert total == 5 and [j.id for j in page] == mine[::-1][:2]
+    page, _ = store.list(ALICE, status=None, offset=4, limit=2)
+    assert [j.id for j in page] == [mine[0]]
+    assert store.list(ADMIN, status=None, offset=0, limit=50)[1] == 6
+    with pytest.raises(JobNotFound):
+        store.get(theirs, ALICE)
+    assert store.get(theirs, ADMIN).owner == "bob"
+    assert store.get(theirs, BOB).id == theirs
+    store.request_cancel(store.get(mine[0]))
+    assert store.list(ALICE, status="cancelled", offset=0, limit=9)[1] == 1
+    assert store.counts_by_status() == {
+        "queued": 5,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 1,
+        "interrupted": 0,
+    }
+
+
+def test_queue_order_claim_and_compare_and_set(engine: Engine) -> None:
+    store = JobStore(engine)
+    a, b, c = (_create(store) for _ in range(3))
+    assert [j.id for j in store.queued(2)] == [a.id, b.id]
+    assert store.claim_for_submission(a, a.id)
+    assert not store.claim_for_submission(a, "again")  # already claimed
+    assert [j.id for j in store.queued(5)] == [b.id, c.id]
+    assert [j.id for j in store.on_ray()] == [a.id]
+    assert store.transition(a.id, "queued", status="running")
+    assert not store.transition(a.id, "queued", status="failed")  # stale expectation
+    assert store.get(a.id).status == "running"
+
+
+def test_cancel_and_resume(engine: Engine) -> None:
+    store = JobStore(engine)
+    queued, on_ray = _create(store), _create(store)
+    assert store.request_cancel(queued).status == "cancelled"
+    with pytest.raises(JobConflict, match="already cancelled"):
+        store.request_cancel(store.get(queued.id))
+    store.claim_for_submission(on_ray, on_ray.id)
+    store.transition(on_ray.id, "queued", status="running")
+    flagged = store.request_cancel(store.get(on_ray.id))
+    assert flagged.status == "running" and flagged.cancel_requested  # Ray has to stop it
+    with pytest.raises(JobConflict, match="only"):
+        store.resume(flagged)
+    store.transition(on_ray.id, "running", status="interrupted", errors=[{"unit": "x"}])
+    resumed = store.resume(store.get(on_ray.id))
+    assert (resumed.status, resumed.attempt, resumed.ray_submission_id) == ("queued", 1, None)
+    assert not resumed.cancel_requested and resumed.errors == []
+    assert resumed.queued_at > on_ray.queued_at
+
+
+def test_api_keys_hashed_verified_revoked(engine: Engine) -> None:
+    key = create_key(engine, "alice")
+    admin_key = create_key(engine, "ops", admin=True)
+    assert verify_key(engine, key) == Principal("alice", False)
+    assert verify_key(engine, admin_key) == Principal("ops", True)
+    secret = key.split("_", 2)[2]
+    stored = {k.name: k for k in list_keys(engine)}
+    assert stored["alice"].key_id in key and secret not in repr(stored)
+    assert verify_key(engine, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert verify_key(engine, "qr_" + "0" * 16 + "_" + secret) is None
+    with pytest.raises(ApiKeyError, match="already exists"):
+        create_key(engine, "alice")
+    with pytest.raises(ApiKeyError, match="invalid"):
+        create_key(engine, "no spaces allowed")
+    revoke_key(engine, "alice")
+    assert verify_key(engine, key) is None
+    with pytest.raises(ApiKeyError, match="no active key"):
+        revoke_key(engine, "alice")

@@ -1,0 +1,156 @@
+"""Pure pieces: settings from the environment, Ray token lookup, safe paths, progress.json,
+the CLI's progress bar, and the local Ray head's process selection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli_format import duration, progress_line, table
+from service.job_files import UnsafePath, parse_progress, safe_relpath
+from service.local_ray import LocalRayHead
+from service.ray_client import RayAuthError, resolve_ray_token
+from service.settings import Settings, SettingsError
+
+
+def test_settings_defaults_live_under_home(tmp_path: Path) -> None:
+    s = Settings.from_env({}, cwd=tmp_path)
+    assert s.home == tmp_path / ".quantray"
+    assert s.storage_uri == f"file://{tmp_path / '.quantray' / 'storage'}"
+    assert s.database_url == f"sqlite:///{tmp_path / '.quantray' / 'quantray.db'}"
+    assert (s.auth, s.host, s.port, s.max_running_jobs) == (True, "127.0.0.1", 8000, 2)
+    env = {
+        "QUANTRAY_DATABASE_URL": "postgresql://u@h/db",
+        "QUANTRAY_DATA_ROOTS": "/a/, s3://b/p",
+        "QUANTRAY_RAY_ADDRESS": "http://127.0.0.1:8265/",
+        "QUANTRAY_MAX_RUNNING_JOBS": "0",
+    }
+    s = Settings.from_env(env, cwd=tmp_path)
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+    assert s.data_roots == ("file:///a", "s3://b/p")
+    assert s.ray_address == "http://127.0.0.1:8265"
+
+
+@pytest.mark.parametrize(
+    ("env", "text"),
+    [
+        ({"QUANTRAY_MAX_RUNNING_JOBS": "-1"}, "QUANTRAY_MAX_RUNNING_JOBS"),
+        ({"QUANTRAY_PORT": "http"}, "QUANTRAY_PORT"),
+        ({"QUANTRAY_AUTH": "maybe"}, "QUANTRAY_AUTH"),
+        ({"QUANTRAY_AUTH": "off", "QUANTRAY_HOST": "0.0.0.0"}, "loopback"),
+        ({"QUANTRAY_RAY_ADDRESS": "127.0.0.1:6379"}, "dashboard URL"),
+        ({"QUANTRAY_STORAGE_URI": "ftp://x/y"}, "QUANTRAY_STORAGE_URI"),
+        ({"QUANTRAY_DATABASE_URL": "mysql://x"}, "QUANTRAY_DATABASE_URL"),
+        ({"QUANTRAY_DATA_ROOTS": "relative/dir"}, "QUANTRAY_DATA_ROOTS"),
+        ({"QUANTRAY_RAY_RUNTIME_ENV": "[1]"}, "JSON object"),
+        ({"QUANTRAY_PAGE_SIZE": "1000"}, "QUANTRAY_PAGE_SIZE"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_variable_named(
+    tmp_path: Path, env: dict, text: str
+) -> None:
+    with pytest.raises(SettingsError, match=text):
+        Settings.from_env(env, cwd=tmp_path)
+
+
+def test_auth_off_allowed_on_loopback_and_ray_required_to_dispatch(tmp_path: Path) -> None:
+    assert not Settings.from_env(
+        {"QUANTRAY_AUTH": "off", "QUANTRAY_HOST": "::1"}, cwd=tmp_path
+    ).auth
+    with pytest.raises(SettingsError, match="QUANTRAY_RAY_ADDRESS is empty"):
+        Settings.from_env({}, cwd=tmp_path).require_ray()
+    Settings.from_env({"QUANTRAY_MAX_RUNNING_JOBS": "0"}, cwd=tmp_path).require_ray()
+
+
+def test_ray_token_lookup_order(tmp_path: Path) -> None:
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-file\n")
+    other = tmp_path / "tok"
+    other.write_text("from-path")
+    assert resolve_ray_token("explicit", {"RAY_AUTH_TOKEN": "env"}, tmp_path) == "explicit"
+    assert resolve_ray_token(None, {"RAY_AUTH_TOKEN": "env"}, tmp_path) == "env"
+    assert resolve_ray_token(None, {"RAY_AUTH_TOKEN_PATH": str(other)}, tmp_path) == "from-path"
+    assert resolve_ray_token(None, {}, tmp_path) == "from-file"
+    assert resolve_ray_token(None, {}, tmp_path / "nohome") is None
+    with pytest.raises(RayAuthError, match="RAY_AUTH_TOKEN_PATH"):
+        resolve_ray_token(None, {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}, tmp_path)
+
+
+@pytest.mark.parametrize("path", ["AAA/ols/model.pt", "BRK.B/lstm/metrics.json", "x"])
+def test_safe_relpath_accepts_plain_paths(path: str) -> None:
+    assert safe_relpath(path) == path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../b",
+        "a/./b",
+        "a//b",
+        "a\\b",
+        "%2e%2e/x",
+        ".ssh/id_rsa",
+        "a/\x00b",
+        "~/x",
+    ],
+)
+def test_safe_relpath_rejects_escapes(path: str) -> None:
+    with pytest.raises(UnsafePath):
+        safe_relpath(path)
+
+
+def test_progress_parsing(qr: Any) -> None:
+    p = parse_progress(qr.progress_doc(10, 3, (("A/ols", "x"),), running=2))
+    assert (p.units_total, p.units_done, p.units_failed, p.units_running) == (10, 3, 1, 2)
+    assert p.fraction == 0.4 and p.eta_seconds == 15.0 and p.phase == "training"
+    assert p.errors == [{"unit_id": "A/ols", "error": "x"}]
+    with pytest.raises(ValueError, match="units.done"):
+        parse_progress({"units": {"done": "four"}})
+    with pytest.raises(ValueError, match="failures"):
+        parse_progress({"failures": "many"})
+    with pytest.raises(ValueError, match="object"):
+        parse_progress([1, 2])
+
+
+def test_progress_bar_and_table() -> None:
+    job = {
+        "status": "running",
+        "progress": {"units_total": 40, "units_done": 12, "units_failed": 1, "eta_seconds": 65},
+    }
+    line = progress_line(job, width=10)
+    assert line.startswith("[###.......] 12/40 units")
+    assert "30%" in line and "ETA 1m05s" in line and "1 failed" in line and line.endswith("running")
+    assert "waiting for progress" in progress_line({"status": "queued", "progress": None})
+    assert duration(3725) == "1h02m" and duration(None) == "--"
+    text = table([{"a": 1.23456, "b": None}, {"a": "long value", "b": "x"}], ["a", "b"])
+    assert text.splitlines() == ["A           B", "1.2346      -", "long value  x"]
+
+
+def test_local_ray_head_selects_only_its_own_processes(tmp_path: Path) -> None:
+    """`stop` must never touch another Ray: it signals processes naming its temp dir (and
+    their children) only. A decoy process stands in for a foreign Ray."""
+    mine = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", f"--temp-dir={tmp_path}"]
+    )
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--temp-dir=/tmp/someone-elses-ray"]
+    )
+    try:
+        head = LocalRayHead(temp_dir=tmp_path, gcs_port=1, dashboard_port=2)
+        assert head.pids() == [mine.pid]
+        head.stop(grace_s=5)
+        assert mine.wait(timeout=5) is not None
+        assert decoy.poll() is None and not tmp_path.exists()
+    finally:
+        for proc in (mine, decoy):
+            if proc.poll() is None:
+                os.kill(proc.pid, 9)
+                proc.wait()
