@@ -22,9 +22,9 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The main job: a local Ray head + the API, the demo sweep over HTTP, its summary table.
 run: $(STAMP)
-	$(VENV)/bin/quantray data inspect sample:sp500
-	$(VENV)/bin/quantray data prepare sample:sp500 --symbols 102 --seq-len 60 --horizons 1,5,10,20
+	$(VENV)/bin/quantray demo --spec examples/demo.yaml
 
 bench: $(STAMP)
 	$(PY) bench/prepare_sp500.py

@@ -16,6 +16,7 @@ _COMMANDS: dict[str, str] = {
     # submit, status, list, results, cancel, resume, logs, models: one module registers all.
     "submit": "service.cli_jobs",
     "keys": "service.cli_keys",
+    "demo": "service.cli_demo",
 }
 
 

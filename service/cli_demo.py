@@ -1,0 +1,129 @@
+"""`quantray demo`: the one-command main job. Starts `quantray serve` (a local single-node
+Ray head on loopback, SQLite, local storage; auth off, which the server allows on loopback
+only), submits the demo spec over HTTP, follows its progress, prints the summary and where
+the plots are, then stops the server and its Ray head. Talks HTTP only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_SPEC = "examples/demo.yaml"
+READY_TIMEOUT_S = 240
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="serve + submit the demo sweep + print its summary",
+                              description=__doc__)
+    p.add_argument("--spec", default=DEFAULT_SPEC, help=f"job spec (default {DEFAULT_SPEC})")
+    p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    p.add_argument("--home", default=".quantray", help="state dir: DB, storage, logs")
+    p.add_argument("--keep", action="store_true", help="leave the server running at the end")
+    p.set_defaults(func=_demo)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(client, proc: subprocess.Popen, log: Path) -> None:
+    from service.api_client import ApiClientError
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"quantray demo: the server exited ({proc.returncode}); see {log}")
+        try:
+            if client.request("GET", "/readyz").status_code == 200:
+                return
+        except (ApiClientError, OSError):
+            pass
+        time.sleep(1.0)
+    raise SystemExit(f"quantray demo: the server was not ready in {READY_TIMEOUT_S}s; see {log}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from service.api_client import ApiClient, ApiClientError
+    from service.cli_format import table
+    from service.cli_jobs import _wait
+
+    spec = Path(args.spec)
+    if not spec.is_file():
+        print(f"quantray demo: no such spec file {args.spec!r}", file=sys.stderr)
+        return 2
+    home = Path(args.home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = args.port or _free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "QUANTRAY_HOME": str(home), "QUANTRAY_HOST": "127.0.0.1",
+           "QUANTRAY_PORT": str(port), "QUANTRAY_AUTH": "off"}
+    env.pop("QUANTRAY_RAY_ADDRESS", None)  # the demo brings its own local head
+    log = home / "serve.log"
+    print(f"quantray demo: starting the API and a local Ray head (log: {log}) ...",
+          file=sys.stderr)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve",
+                                 "--ray-dashboard-port", "0"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with ApiClient(api, None, timeout_s=120) as client:
+            _wait_ready(client, proc, log)
+            print(f"quantray demo: API at {api} (docs {api}/docs)", file=sys.stderr)
+            kind = "application/json" if spec.suffix == ".json" else "application/yaml"
+            job = client.submit(spec.read_bytes(), kind, None)
+            job_id = job["id"]
+            info = client.job(job_id)
+            if info.get("ray_dashboard_url"):
+                print(f"quantray demo: job {job_id}; Ray dashboard: "
+                      f"{info['ray_dashboard_url']}", file=sys.stderr)
+            code = _wait(client, job_id, 2.0)
+            summary = client.request("GET", f"/v1/jobs/{job_id}/summary").json()
+            _print_summary(summary, table)
+            plots = client.request("GET", f"/v1/jobs/{job_id}/plots").json()
+            names = [p["name"] if isinstance(p, dict) else p for p in plots.get("plots", plots)]
+            print(f"\nplots ({api}/v1/jobs/{job_id}/plots/NAME, files under "
+                  f"{home}/storage/jobs/{job_id}/results/plots/): {', '.join(names)}")
+            print(f"leaderboard: quantray results {job_id} --api {api}")
+            return code
+    except ApiClientError as exc:
+        print(f"quantray demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"quantray demo: server left running (pid {proc.pid}) at {api}",
+                  file=sys.stderr)
+        else:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _print_summary(summary: dict, table) -> None:
+    rows = []
+    for e in summary.get("models", []):
+        def mean(key: str, e=e) -> str:
+            v = (e.get(key) or {}).get("mean")
+            return "-" if v is None else f"{v:.3f}"
+
+        rows.append({"model": e["model"], "h": e["horizon"], "symbols": e["n_symbols"],
+                     "accuracy": mean("accuracy"), "baseline": mean("baseline_accuracy"),
+                     "macro_f1": mean("macro_f1"), "r2": mean("r2"), "ic": mean("ic"),
+                     "sig<1%": "-" if e.get("share_significant_1pct") is None
+                     else f"{e['share_significant_1pct']:.0%}"})
+    print(f"\nsummary over {summary.get('symbols')} symbols, {summary.get('split')} split "
+          f"(mean over symbols; sig<1% = share of symbols beating the majority-class "
+          f"baseline at p < 0.01):")
+    print(table(rows, list(rows[0]) if rows else ["model"]))
+    failed = summary.get("failed_units") or []
+    if failed:
+        print(f"\n{len(failed)} units failed, e.g. {failed[0]}")
