@@ -1,0 +1,361 @@
+"""One job's files under one storage URI, through `pyarrow.fs`, with retries.
+
+Layout under `{storage_uri}/jobs/{job_id}/` (see ARCHITECTURE.md "Storage layout"):
+
+    spec.json, progress.json          the spec as submitted; the live status
+    results/                          leaderboard.parquet/.csv, summary.json, plots/*.png
+    units/{symbol}/{model}[/...]/     a unit's model files, metadata, metrics, predictions
+    status/{unit_id}.json             one small file per finished unit (done or failed):
+                                      the resume marker, listed with a single LIST call
+    ray/                              Ray Train/Tune `storage_path` (checkpoints)
+
+Transient errors (timeouts, refused or reset connections, 5xx, SlowDown/throttling) are
+retried with exponential backoff and jitter; permanent ones (not found, access denied,
+invalid request) fail at once. Either way the caller gets a `StorageError` that names the
+URI, the operation and the fix. Local writes are atomic (temp file + rename); an S3 PUT is
+atomic by itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from data.storage import join_uri, resolve_uri
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Lower-cased substrings of error messages (after the file's own path is cut out, so a
+# job id or a symbol cannot look like an error). Permanent wins over transient.
+_PERMANENT = (
+    "not found", "no such", "nosuchbucket", "nosuchkey", "access denied", "access_denied",
+    "accessdenied", "forbidden", "permission", "invalid", "signaturedoesnotmatch",
+    "not a directory", "is a directory", "unsupported", "already exists",
+)  # fmt: skip
+_TRANSIENT = (
+    "timed out", "timeout", "connection", "network", "temporarily", "slowdown", "slow down",
+    "slow_down", "throttl", "too many requests", "internal error", "internalerror",
+    "internal_failure", "service unavailable", "service_unavailable", "bad gateway",
+    "reset by peer", "broken pipe", "try again", "curl", "couldn't connect",
+)  # fmt: skip
+# "HTTP status 503", "status code: 404", "(status 500)": 5xx, 408 and 429 are transient.
+_STATUS_RE = re.compile(r"status(?: code)?\W{0,3}(\d{3})\b")
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed for good; the message names the URI and the fix."""
+
+    def __init__(self, op: str, uri: str, cause: BaseException | str, fix: str) -> None:
+        self.op, self.uri, self.cause = op, uri, cause
+        super().__init__(f"{op} {uri} failed: {cause}. {fix}")
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """The file or directory does not exist (a permanent error)."""
+
+
+def is_transient(exc: BaseException, *, redact: tuple[str, ...] = ()) -> bool:
+    """Whether retrying `exc` may help. `redact`: strings (the file's path, URI) cut out of
+    the message before it is read."""
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | ValueError):
+        return False
+    if isinstance(exc, NotADirectoryError | FileExistsError | TypeError):
+        return False
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    if not isinstance(exc, OSError):
+        return False
+    msg = str(exc)
+    for text in sorted((r for r in redact if r), key=len, reverse=True):
+        msg = msg.replace(text, "<path>")
+    msg = msg.lower()
+    status = _STATUS_RE.search(msg)
+    if status:
+        code = int(status.group(1))
+        return code >= 500 or code in (408, 429)
+    if any(s in msg for s in _PERMANENT):
+        return False
+    return any(s in msg for s in _TRANSIENT)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: attempt k (0-based) waits min(max_delay, base * 2**k) * (1 + u),
+    u ~ U(0, jitter), before attempt k + 1."""
+
+    attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts={self.attempts}: use at least 1")
+        if self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
+            raise ValueError(
+                f"RetryPolicy delays base={self.base_delay_s}, max={self.max_delay_s}: "
+                "use 0 <= base_delay_s <= max_delay_s"
+            )
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"RetryPolicy.jitter={self.jitter}: use a value in [0, 1]")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return min(self.max_delay_s, self.base_delay_s * 2**attempt) * (
+            1 + rng.uniform(0, self.jitter)
+        )
+
+
+@dataclass(frozen=True)
+class RayStorage:
+    """What `ray.train.RunConfig` / `ray.tune.RunConfig` take for this job's Ray files."""
+
+    storage_path: str  # local: absolute path; S3: "bucket/prefix/..." (scheme stripped)
+    storage_filesystem: pafs.FileSystem | None  # None for local paths
+
+    def run_config_kwargs(self) -> dict[str, Any]:
+        return {"storage_path": self.storage_path, "storage_filesystem": self.storage_filesystem}
+
+
+class JobStorage:
+    """Files of job `job_id` under `storage_uri` (`file:///abs`, `/abs`, `s3://b/p?...`).
+
+    `filesystem` replaces the filesystem resolved from the URI (tests inject failures with
+    it); paths still come from the URI. `sleep` and `seed` make retries testable.
+    """
+
+    def __init__(
+        self,
+        storage_uri: str,
+        job_id: str,
+        *,
+        retry: RetryPolicy | None = None,
+        filesystem: pafs.FileSystem | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+            raise ValueError(
+                f"job_id {job_id!r}: use 1-128 letters, digits, '.', '_', '-' (it is a path part)"
+            )
+        if isinstance(storage_uri, str) and storage_uri.startswith("sample:"):
+            raise ValueError(f"storage URI {storage_uri!r}: sample: URIs are read-only datasets")
+        try:
+            base_fs, root = resolve_uri(storage_uri)
+        except ValueError as exc:
+            raise StorageError("resolve", storage_uri, exc, "fix the storage URI") from exc
+        self.storage_uri, self.job_id = storage_uri, job_id
+        self.uri = join_uri(storage_uri, "jobs", job_id)
+        self.root = f"{root.rstrip('/')}/jobs/{job_id}"
+        self.local = isinstance(base_fs, pafs.LocalFileSystem)
+        self._base_fs = base_fs
+        self.fs = filesystem or base_fs
+        self.retry = retry or RetryPolicy()
+        self._sleep, self._rng = sleep, random.Random(seed)
+
+    # ---- paths ---------------------------------------------------------------------------
+    def path(self, rel: str = "") -> str:
+        """Filesystem path of `rel` (relative to the job root; no '..')."""
+        parts = PurePosixPath(rel).parts if rel else ()
+        if any(p in ("..", "/") for p in parts):
+            raise ValueError(f"{rel!r}: give a path inside the job directory, without '..'")
+        return "/".join((self.root, *parts))
+
+    def uri_of(self, rel: str) -> str:
+        return join_uri(self.uri, rel) if rel else self.uri
+
+    def ray_storage(self) -> RayStorage:
+        """Ray's `storage_path` (+ filesystem for S3, so an endpoint override reaches Ray)."""
+        if self.local:
+            return RayStorage(self.path("ray"), None)
+        return RayStorage(self.path("ray"), self._base_fs)
+
+    # ---- retrying core -------------------------------------------------------------------
+    def _call(self, op: str, rel: str, fn: Callable[[], T]) -> T:
+        uri, path = self.uri_of(rel), self.path(rel)
+        # S3 messages quote the key without its bucket; cut out every form of the path.
+        redact = (uri, path, path.split("/", 1)[-1])
+        for attempt in range(self.retry.attempts):
+            try:
+                return fn()
+            except Exception as exc:  # classified below; nothing is swallowed
+                if not is_transient(exc, redact=redact):
+                    raise _permanent(op, uri, exc) from exc
+                if attempt + 1 == self.retry.attempts:
+                    raise StorageError(
+                        op, uri, exc,
+                        f"still failing after {self.retry.attempts} attempts: check the "
+                        "endpoint, network and credentials, then resubmit (finished units "
+                        "are kept)",
+                    ) from exc  # fmt: skip
+                wait = self.retry.delay(attempt, self._rng)
+                log.warning("%s %s: transient error (%s); retry %d in %.2fs", op, uri, exc,
+                            attempt + 1, wait)  # fmt: skip
+                self._sleep(wait)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    # ---- bytes, JSON, Parquet ------------------------------------------------------------
+    def read_bytes(self, rel: str) -> bytes:
+        def read() -> bytes:
+            with self.fs.open_input_stream(self.path(rel)) as f:
+                return f.read()
+
+        return self._call("read", rel, read)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write `data` to `rel`; readers see the old or the new content, never half."""
+        path = self.path(rel)
+
+        def write() -> None:
+            if not self.local:  # an S3 PUT is atomic
+                with self.fs.open_output_stream(path) as f:
+                    f.write(data)
+                return
+            parent, name = path.rsplit("/", 1)
+            self.fs.create_dir(parent, recursive=True)
+            tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                with self.fs.open_output_stream(tmp) as f:
+                    f.write(data)
+                self.fs.move(tmp, path)  # rename(2): atomic on one filesystem
+            except BaseException:
+                _delete_quietly(self.fs, tmp)
+                raise
+
+        self._call("write", rel, write)
+
+    def read_json(self, rel: str) -> Any:
+        raw = self.read_bytes(rel)
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise StorageError("parse", self.uri_of(rel), exc, "the file is not JSON") from exc
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        """Write an Arrow table as Parquet (zstd)."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+    # ---- listing, deleting, directories --------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        info = self._call("stat", rel, lambda: self.fs.get_file_info(self.path(rel)))
+        return info.type != pafs.FileType.NotFound
+
+    def list_dir(self, rel: str, *, missing_ok: bool = False) -> list[str]:
+        """Sorted child names of directory `rel` (temp files hidden). A missing directory
+        is an error unless `missing_ok` (then `[]`)."""
+        sel = pafs.FileSelector(self.path(rel), recursive=False, allow_not_found=missing_ok)
+        infos = self._call("list", rel, lambda: self.fs.get_file_info(sel))
+        return sorted(i.base_name for i in infos if not i.base_name.endswith(".tmp"))
+
+    def list_files(self, rel: str) -> list[str]:
+        """Sorted paths (relative to `rel`) of every file below `rel`; [] if missing."""
+        base = self.path(rel)
+        sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        infos = self._call("list", rel, lambda: self.fs.get_file_info(sel))
+        return sorted(
+            i.path[len(base) + 1 :] for i in infos
+            if i.type == pafs.FileType.File and not i.base_name.endswith(".tmp")
+        )  # fmt: skip
+
+    def delete_dir(self, rel: str) -> None:
+        """Remove directory `rel` and its contents (missing is fine: the goal is reached)."""
+
+        def delete() -> None:
+            if self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound:
+                self.fs.delete_dir(self.path(rel))
+
+        self._call("delete", rel, delete)
+
+    def upload_dir(self, local_dir: str, rel: str) -> None:
+        """Copy local directory `local_dir` (recursively) to `rel`."""
+
+        def upload() -> None:
+            if self.local:
+                self.fs.create_dir(self.path(rel), recursive=True)
+            pafs.copy_files(local_dir, self.path(rel), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)  # fmt: skip
+
+        self._call("upload", rel, upload)
+
+    def download_dir(self, rel: str, local_dir: str) -> None:
+        """Copy directory `rel` (recursively) into local directory `local_dir`."""
+
+        def download() -> None:
+            if self.fs.get_file_info(self.path(rel)).type != pafs.FileType.Directory:
+                raise FileNotFoundError(f"{self.uri_of(rel)}: no such directory")
+            pafs.LocalFileSystem().create_dir(local_dir, recursive=True)
+            pafs.copy_files(self.path(rel), local_dir, source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+
+        self._call("download", rel, download)
+
+    # ---- the job layout ------------------------------------------------------------------
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        self.write_json("spec.json", spec)
+
+    def read_spec(self) -> dict[str, Any]:
+        return self.read_json("spec.json")
+
+    def write_progress(self, progress: dict[str, Any]) -> None:
+        self.write_json("progress.json", progress)
+
+    def read_progress(self) -> dict[str, Any]:
+        return self.read_json("progress.json")
+
+    def write_unit_status(self, unit_id: str, status: dict[str, Any]) -> None:
+        """Record a finished unit: `{"state": "done" | "failed", ...}`."""
+        if status.get("state") not in ("done", "failed"):
+            raise ValueError(f"unit status {status!r}: 'state' must be 'done' or 'failed'")
+        self.write_json(f"status/{unit_id}.json", dict(status, unit_id=unit_id))
+
+    def unit_statuses(self) -> dict[str, dict[str, Any]]:
+        """unit_id -> status of every finished unit (one LIST, then one GET each)."""
+        names = [n for n in self.list_dir("status", missing_ok=True) if n.endswith(".json")]
+        return {n[: -len(".json")]: self.read_json(f"status/{n}") for n in names}
+
+    def done_unit_ids(self) -> set[str]:
+        """Units to skip on resume: those whose status is `done` (failed ones rerun)."""
+        return {u for u, s in self.unit_statuses().items() if s.get("state") == "done"}
+
+
+def _permanent(op: str, uri: str, exc: BaseException) -> StorageError:
+    msg = str(exc).lower()
+    if isinstance(exc, FileNotFoundError) or "not found" in msg or "no such" in msg:
+        return StorageNotFoundError(
+            op, uri, exc, "check the storage URI and job id; nothing was written there yet"
+        )
+    if isinstance(exc, PermissionError) or any(s in msg for s in ("denied", "forbidden")):
+        return StorageError(
+            op, uri, exc, "grant this process's credentials (AWS_ACCESS_KEY_ID/... or the "
+            "instance role) read/write access to that bucket/prefix, or use another storage URI"
+        )  # fmt: skip
+    return StorageError(op, uri, exc, "not retried (a permanent error): fix the request or URI")
+
+
+def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except OSError as exc:  # the temp file may never have been created
+        log.debug("could not remove temp file %s: %s", path, exc)

@@ -1,0 +1,130 @@
+"""Planner: stable unit ids and run names, grouping sizes, walk-forward folds, tune trials,
+resume with `pending`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ray_jobs.planner import (
+    OVERHEAD_BUDGET,
+    WAVES,
+    Plan,
+    Unit,
+    auto_units_per_run,
+    plan,
+    safe_symbol,
+)
+from ray_jobs.spec import JobSpec
+
+SYMBOLS = [f"S{i:03d}" for i in range(102)]
+MODELS = ["ols", "ridge", "lasso", "mlp", "lstm", "cnn", "deeplob", "seq2seq", "transformer",
+          "temporal_attention"]  # fmt: skip
+
+
+def spec(**kw) -> JobSpec:
+    d = {"name": "t", "dataset": {"uri": "sample:sp500", "symbols": 102}, "models": MODELS}
+    d.update(kw)
+    return JobSpec.from_dict(d)
+
+
+def test_unit_ids_are_stable_and_path_safe() -> None:
+    assert Unit("AAPL", "lstm").unit_id == "AAPL__lstm__f0"
+    assert Unit("BRK.B", "lstm", 2, 7).unit_id == "BRK_B__lstm__f2__t007"
+    assert Unit("BRK.B", "lstm", 2, 7).rel_dir == "units/BRK_B/lstm/f2/t007"
+    assert Unit("^GSPC", "ols").kind == "linear"
+    assert Unit("^GSPC", "ols").unit_id == "_GSPC__ols__f0"
+    # "__" separates id parts; a symbol never holds it, nor ends in "_".
+    assert safe_symbol("A__B") == "A_B" and safe_symbol("A.") == "A"
+    with pytest.raises(ValueError, match="no letter or digit"):
+        safe_symbol("^")
+    with pytest.raises(ValueError, match=r"'BRK.B' and 'BRK_B' both map to 'BRK_B'"):
+        plan(spec(), ["BRK_B", "BRK.B"])
+
+
+def test_plan_counts_and_is_identical_across_calls() -> None:
+    s = spec()
+    p1, p2 = plan(s, SYMBOLS, slots=2), plan(s, SYMBOLS, slots=2)
+    assert p1 == p2
+    assert [g.run_name for g in p1.deep_groups] == [g.run_name for g in p2.deep_groups]
+    assert len(p1.units) == 102 * 10 == s.unit_count()
+    assert len(p1.linear_units) == 102 * 3
+    assert sorted(p1.deep_units) == sorted(u for u in p1.units if u.kind == "deep")
+    assert len({u.unit_id for u in p1.units}) == len(p1.units)
+    assert len({g.run_name for g in p1.deep_groups}) == len(p1.deep_groups)
+    for g in p1.deep_groups:  # one model and one fold per run, consecutive symbols
+        assert len({(u.model, u.fold) for u in g.units}) == 1
+        assert 1 <= len(g.units) <= p1.units_per_run
+    assert Plan.from_dict(p1.to_dict()) == p1
+
+
+def test_run_names_follow_their_units() -> None:
+    a = plan(spec(resources={"units_per_run": 4}), SYMBOLS)
+    b = plan(spec(resources={"units_per_run": 5}), SYMBOLS)
+    assert a.deep_groups[0].run_name.startswith("run__mlp__f0__g000-")
+    # Other members, other name: a checkpoint of one grouping never resumes another.
+    assert a.deep_groups[0].run_name != b.deep_groups[0].run_name
+
+
+def test_explicit_group_size() -> None:
+    p = plan(spec(resources={"units_per_run": 8}), SYMBOLS)
+    assert p.units_per_run == 8
+    sizes = [len(g.units) for g in p.deep_groups]
+    # 7 deep models x ceil(102 / 8) = 13 runs each: 12 of 8 and one of 6.
+    assert len(sizes) == 7 * 13 and sizes.count(8) == 7 * 12 and sizes.count(6) == 7
+
+
+def test_auto_group_size_meets_the_overhead_budget_when_units_are_plenty() -> None:
+    g, info = auto_units_per_run([102] * 7, slots=2, overhead_s=14.0, unit_s=5.0)
+    assert g == math.ceil((1 - OVERHEAD_BUDGET) / OVERHEAD_BUDGET * 14.0 / 5.0) == 26
+    assert 14.0 / (14.0 + g * 5.0) <= OVERHEAD_BUDGET
+    assert info["runs"] >= WAVES * 2
+    # Cheaper overhead (or longer units) -> smaller groups.
+    assert auto_units_per_run([102] * 7, 2, overhead_s=14.0, unit_s=60.0)[0] == 3
+
+
+def test_auto_group_size_trades_off_when_units_are_few() -> None:
+    # 20 units on 2 slots: the budget wants 26 per run, balance wants many runs. The
+    # estimated wall-clock is best with one wave of two runs of 10.
+    g, info = auto_units_per_run([20], slots=2, overhead_s=14.0, unit_s=5.0)
+    assert g == 10 and info["est_makespan_s"] == 14.0 + 10 * 5.0
+    assert "makespan" in info["rule"]
+    assert auto_units_per_run([], 2, 14.0, 5.0)[0] == 1
+    with pytest.raises(ValueError, match="slots"):
+        auto_units_per_run([5], 0, 14.0, 5.0)
+
+
+def test_walk_forward_folds_and_tune_trials() -> None:
+    s = spec(
+        dataset={"uri": "sample:sp500", "symbols": 5},
+        models=["ridge", "lstm", "cnn"],
+        split={"method": "walk_forward", "n_folds": 3},
+        tune={"num_samples": 4, "symbols": 2},
+        resources={"units_per_run": 10},
+    )
+    p = plan(s, SYMBOLS[:5])
+    assert len(p.units) == 5 * 3 * 3
+    assert {u.fold for u in p.units} == {0, 1, 2}
+    assert len(p.tune_units) == 2 * 2 * 4 == len(p.all_units) - len(p.units)
+    assert {u.symbol for u in p.tune_units} == {"S000", "S001"}
+    assert {u.fold for u in p.tune_units} == {2}  # the latest walk-forward window
+    assert {u.model for u in p.tune_units} == {"lstm", "cnn"}
+    assert p.tune_units[0].unit_id == "S000__lstm__f2__t000"
+    assert len(p.all_units) == s.unit_count()
+
+
+def test_pending_after_partial_completion() -> None:
+    p = plan(spec(models=["ols", "lstm"], resources={"units_per_run": 4}), SYMBOLS[:10])
+    first = p.deep_groups[0]
+    done = {u.unit_id for u in p.linear_units[:3]} | {u.unit_id for u in first.units[:2]}
+    done |= {u.unit_id for u in p.deep_groups[1].units}  # a whole run finished
+    rest = p.pending(done)
+    assert len(rest.units) == len(p.units) - len(done)
+    assert not {u.unit_id for u in rest.all_units} & done
+    # The half-done run keeps its name (its checkpoints resume) with the remaining units.
+    assert rest.deep_groups[0].run_name == first.run_name
+    assert rest.deep_groups[0].units == first.units[2:]
+    assert p.deep_groups[1].run_name not in {g.run_name for g in rest.deep_groups}
+    assert p.pending([]) == p
+    assert p.pending(u.unit_id for u in p.all_units).summary()["units"] == 0

@@ -1,0 +1,162 @@
+"""ProgressTracker counts, ETA math and summary line; ProgressWriter publishes and stops."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from ray_jobs.progress import ProgressTracker, ProgressWriter, format_duration
+from ray_jobs.storage import JobStorage
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(total: int = 10) -> tuple[ProgressTracker, FakeClock]:
+    clock = FakeClock()
+    return ProgressTracker(total, job_id="j1", clock=clock, wall=lambda: 0.0), clock
+
+
+def test_eta_from_the_rate_of_finished_units() -> None:
+    tr, clock = make(10)
+    assert tr.eta_s() is None  # nothing started
+    clock.t += 5  # planning time does not count in the rate
+    tr.set_phase("training")
+    tr.unit_started("A__lstm__f0")
+    tr.unit_started("B__lstm__f0")
+    clock.t += 10
+    assert tr.eta_s() is None  # nothing finished yet
+    tr.unit_done("A__lstm__f0")
+    tr.unit_failed("B__lstm__f0", "boom")
+    # 2 units finished in 10 s since the first start -> 0.2 units/s; 8 left -> 40 s.
+    assert tr.eta_s() == pytest.approx(40.0)
+    clock.t += 10
+    assert tr.eta_s() == pytest.approx(80.0)  # no progress for 10 more s: the rate halves
+
+    d = tr.to_dict()
+    assert d["units"] == {"total": 10, "done": 1, "failed": 1, "running": 0, "pending": 8,
+                          "skipped_on_resume": 0}  # fmt: skip
+    assert d["elapsed_s"] == 25.0 and d["eta_s"] == 80.0
+    assert d["failures"] == [{"unit_id": "B__lstm__f0", "error": "boom"}]
+    assert d["started_at"] == "1970-01-01T00:00:00+00:00"
+
+
+def test_resumed_units_count_as_done_but_not_in_the_rate() -> None:
+    tr, clock = make(10)
+    tr.skip_done(6)
+    tr.unit_started("C__cnn__f0")
+    clock.t += 30
+    tr.unit_done("C__cnn__f0")
+    # 1 unit in 30 s, 3 left -> 90 s (the 6 resumed units took no time now).
+    assert tr.eta_s() == pytest.approx(90.0)
+    assert tr.to_dict()["units"]["done"] == 7
+    for u in ("D", "E", "F"):
+        tr.unit_started(u)
+        tr.unit_done(u)
+    assert tr.eta_s() == 0.0
+
+
+def test_running_units_carry_epoch_and_metric_and_summary_line() -> None:
+    tr, clock = make(4)
+    tr.set_phase("training")
+    tr.unit_started("AAPL__lstm__f0", run_name="run__lstm__f0__g000-abc", max_epochs=20)
+    clock.t += 3
+    tr.unit_started("MSFT__lstm__f0")
+    tr.unit_epoch("AAPL__lstm__f0", 3, "val_loss", 0.81234)
+    clock.t += 62
+    tr.unit_done("MSFT__lstm__f0")
+    (running,) = tr.to_dict()["running"]
+    assert running == {"unit_id": "AAPL__lstm__f0", "run_name": "run__lstm__f0__g000-abc",
+                       "epoch": 3, "max_epochs": 20, "metric": "val_loss", "value": 0.81234,
+                       "running_s": 65.0}  # fmt: skip
+    # 1 done in 65 s, 3 left -> 195 s.
+    assert tr.summary_line() == (
+        "[training] 1/4 done, 0 failed, 1 running | elapsed 1m05s | ETA 3m15s"
+        " | AAPL__lstm__f0 epoch 3 val_loss=0.8123"
+    )
+    with pytest.raises(KeyError, match="unit_started first"):
+        tr.unit_epoch("NOPE", 1, "val_loss", 1.0)
+    with pytest.raises(ValueError, match="phase"):
+        tr.set_phase("trainning")
+
+
+def test_format_duration() -> None:
+    assert format_duration(None) == "?"
+    assert format_duration(9.4) == "9s"
+    assert format_duration(125) == "2m05s"
+    assert format_duration(3725.2) == "1h02m05s"
+
+
+def test_tracker_is_thread_safe() -> None:
+    tr, _ = make(4000)
+
+    def work(k: int) -> None:
+        for i in range(1000):
+            uid = f"S{k}_{i}"
+            tr.unit_started(uid)
+            tr.unit_epoch(uid, 0, "val_loss", 1.0)
+            tr.unit_done(uid)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    d = tr.to_dict()
+    assert d["units"]["done"] == 4000 and d["running"] == []
+
+
+def test_writer_publishes_periodically_and_on_stop(tmp_path: Path) -> None:
+    store = JobStorage(str(tmp_path), "j1")
+    tr = ProgressTracker(3, job_id="j1")
+    path = tmp_path / "jobs" / "j1" / "progress.json"
+    writer = ProgressWriter(tr, store, interval_s=0.02).start()
+    tr.set_phase("training")
+    deadline = threading.Event()
+    for _ in range(200):  # wait for at least two periodic writes
+        if writer.writes >= 2:
+            break
+        deadline.wait(0.01)
+    assert writer.writes >= 2
+    assert json.loads(path.read_text())["phase"] == "training"
+    tr.unit_started("a")
+    tr.unit_done("a")
+    tr.set_phase("succeeded")
+    writer.stop()
+    final = json.loads(path.read_text())
+    assert final["phase"] == "succeeded" and final["units"]["done"] == 1
+    assert not writer._thread.is_alive()
+
+
+def test_writer_survives_a_failed_periodic_write_and_raises_on_the_final_one() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.fail, self.got = True, []
+
+        def write_progress(self, progress: dict) -> None:
+            if self.fail:
+                raise OSError("storage down")
+            self.got.append(progress)
+
+    sink = Sink()
+    writer = ProgressWriter(ProgressTracker(1), sink, interval_s=0.01).start()
+    for _ in range(200):
+        if writer.last_error is not None:
+            break
+        threading.Event().wait(0.01)
+    assert isinstance(writer.last_error, OSError)
+    assert writer._thread.is_alive()  # still publishing
+    with pytest.raises(OSError, match="storage down"):
+        writer.stop()
+    sink.fail = False
+    with ProgressWriter(ProgressTracker(1), sink, interval_s=10):
+        pass
+    assert len(sink.got) == 1  # the final write of the context manager

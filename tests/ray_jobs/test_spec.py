@@ -1,0 +1,251 @@
+"""JobSpec: YAML/JSON round trips, every invalid case names its field, limits, smoke(),
+the PrepareConfig mapping, agreement with the model registry, and a light import."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ray_jobs import spec as spec_mod
+from ray_jobs.spec import (
+    LINEAR_MODELS,
+    MAX_EPOCHS,
+    MAX_HORIZON,
+    MAX_SEQ_LEN,
+    MAX_SYMBOLS,
+    MIN_SEQ_LEN,
+    MODEL_NAMES,
+    JobSpec,
+    SpecError,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+ARCH_YAML = """
+name: sp500-weekly
+dataset: {uri: "sample:sp500", symbols: 102, start: 2013-02-08, end: 2018-02-07}
+target: {kind: direction, horizons: [1, 5, 10, 20], threshold: auto}
+features: {set: technical, seq_len: 60}
+split: {method: holdout, train: 0.7, val: 0.15, test: 0.15, purge: auto, embargo: 5}
+models: [ols, ridge, lasso, mlp, lstm, cnn, deeplob, seq2seq, transformer, temporal_attention]
+preset: fast                    # fast | balanced | quality
+overrides: {lstm: {hidden_size: 128}}
+tune: {num_samples: 0}          # > 0: Ray Tune search over the model's search space
+resources: {gpu_fraction: auto, max_concurrent_runs: auto}
+seed: 42
+"""
+
+FULL = {
+    "name": "wf-job",
+    "dataset": {"uri": "s3://bucket/bars.parquet?endpoint_override=http://127.0.0.1:9000",
+                "symbols": ["AAPL", "BRK.B", "MSFT"], "start": "2014-01-02", "kind": "bars"},
+    "target": {"kind": "direction", "horizons": [1, 5], "threshold": [0.001, 0.004]},
+    "features": {"set": "technical", "seq_len": 30},
+    "split": {"method": "walk_forward", "train": 0.6, "val": 0.2, "test": 0.2, "n_folds": 4,
+              "purge": 10, "embargo": 2},
+    "models": ["ridge", "lstm", "gru"],
+    "preset": "balanced",
+    "overrides": {"lstm": {"hidden_size": 64, "train": {"epochs": 7, "lr": 0.003}}},
+    "tune": {"num_samples": 8, "symbols": ["AAPL"], "metric": "val_f1", "max_concurrent": 2,
+             "grace_period": 2},
+    "resources": {"gpu_fraction": 0.25, "max_concurrent_runs": 4, "units_per_run": 6},
+    "seed": 7,
+    "max_epochs": 5,
+}  # fmt: skip
+
+
+def errors_of(data: Any) -> list[tuple[str, str]]:
+    with pytest.raises(SpecError) as info:
+        JobSpec.from_dict(data)
+    return info.value.errors
+
+
+def mutated(path: str, value: Any, base: dict | None = None) -> dict:
+    d = copy.deepcopy(base or FULL)
+    *parents, leaf = path.split(".")
+    node = d
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return d
+
+
+# ---- valid specs ------------------------------------------------------------------------
+def test_architecture_yaml_parses_and_round_trips() -> None:
+    s = JobSpec.from_yaml(ARCH_YAML)
+    assert s.dataset.symbols == 102 and s.dataset.start == "2013-02-08"  # YAML date -> ISO
+    assert s.models[-1] == "temporal_attention" and s.linear_models == ("ols", "ridge", "lasso")
+    assert s.overrides == {"lstm": {"hidden_size": 128}}
+    assert JobSpec.from_yaml(s.to_yaml()) == s
+    assert JobSpec.from_json(s.to_json()) == s
+    assert JobSpec.from_dict(s.to_dict()) == s
+
+
+def test_full_json_round_trips_and_normalises_overrides() -> None:
+    s = JobSpec.from_json(json.dumps(FULL))
+    assert s.dataset.symbols == ("AAPL", "BRK.B", "MSFT")
+    assert s.target.threshold == (0.001, 0.004)
+    assert s.overrides == {"lstm": {"hidden_size": 64, "train.epochs": 7, "train.lr": 0.003}}
+    assert s.model_overrides("lstm") == ({"hidden_size": 64}, {"epochs": 5, "lr": 0.003})
+    assert s.tune.mode == "max" and s.split.folds == 4
+    again = JobSpec.from_dict(json.loads(s.to_json()))
+    assert again == s and again.fingerprint() == s.fingerprint()
+    assert JobSpec.from_dict(mutated("seed", 8)).fingerprint() != s.fingerprint()
+    assert s.unit_count() == 3 * 3 * 4 + 1 * 2 * 8
+
+
+def test_yaml_scientific_notation_is_a_number() -> None:
+    # YAML 1.1 reads `1e-3` as a string; a float field accepts it as the number it is.
+    s = JobSpec.from_yaml(ARCH_YAML.replace("threshold: auto", "threshold: 1e-3"))
+    assert s.target.threshold == 0.001
+
+
+# ---- invalid specs: every case names its field -----------------------------------------
+@pytest.mark.parametrize(
+    ("path", "value", "where", "says"),
+    [
+        ("bogus", 1, "bogus", "unknown field; allowed: name, dataset"),
+        ("dataset.bogus", 1, "dataset.bogus", "unknown field"),
+        ("models", ["ridge", "lstm", "lstmm"], "models[2]",
+         "unknown model 'lstmm'; known: ols, ridge"),
+        ("models", ["lstm", "lstm"], "models[1]", "listed twice"),
+        ("models", [], "models", "non-empty"),
+        ("overrides", {"lstm": {"train": {"epochs": -3}}}, "overrides.lstm.train.epochs",
+         "at least 1 epoch"),
+        ("overrides", {"lstm": {"train.epochs": MAX_EPOCHS + 1}}, "overrides.lstm.train.epochs",
+         f"at most {MAX_EPOCHS}"),
+        ("overrides", {"lstm": {"epochs": 3}}, "overrides.lstm.epochs", "write it as train.epochs"),
+        ("overrides", {"lstm": {"train.bogus": 3}}, "overrides.lstm.train.bogus",
+         "unknown training setting"),
+        ("overrides", {"lstm": {"seq_len": 30}}, "overrides.lstm.seq_len", "features.seq_len"),
+        ("overrides", {"cnn": {"kernel_size": 3}}, "overrides.cnn", "not in models"),
+        ("dataset.symbols", MAX_SYMBOLS + 1, "dataset.symbols", f"[1, {MAX_SYMBOLS}]"),
+        ("dataset.symbols", [f"S{i}" for i in range(MAX_SYMBOLS + 1)], "dataset.symbols",
+         f"at most {MAX_SYMBOLS} per job"),
+        ("dataset.symbols", ["AAPL", "AAPL"], "dataset.symbols", "duplicate"),
+        ("dataset.symbols", ["AAPL", "a/b"], "dataset.symbols[1]", "not a ticker"),
+        ("dataset.uri", "gs://bucket/bars.parquet", "dataset.uri", "unsupported URI scheme 'gs'"),
+        ("dataset.uri", "data/bars.parquet", "dataset.uri", "relative"),
+        ("dataset.uri", "file://host/x", "dataset.uri", "file:///abs/path"),
+        ("dataset.start", "2014-13-01", "dataset.start", "YYYY-MM-DD"),
+        ("dataset.end", "2013-01-01", "dataset.end", "after start"),
+        ("target.horizons", [], "target.horizons", "non-empty"),
+        ("target.horizons", [1, -5], "target.horizons[1]", "out of range"),
+        ("target.horizons", [1, MAX_HORIZON + 1], "target.horizons[1]", f"[1, {MAX_HORIZON}]"),
+        ("target.horizons", [5, 1], "target.horizons", "increasing"),
+        ("target.threshold", [0.001], "target.threshold", "1 thresholds for 2 horizons"),
+        ("target.threshold", -0.1, "target.threshold", ">= 0"),
+        ("features.seq_len", MIN_SEQ_LEN - 1, "features.seq_len", "out of range"),
+        ("features.seq_len", MAX_SEQ_LEN + 1, "features.seq_len", f"{MAX_SEQ_LEN}]"),
+        ("split.val", 0.3, "split", "sum to 1"),
+        ("split.train", 1.2, "split.train", "(0, 1)"),
+        ("split.n_folds", 1, "split.n_folds", "[2, 20]"),
+        ("split.purge", "some", "split.purge", "'auto'"),
+        ("resources.gpu_fraction", 0, "resources.gpu_fraction", "(0, 1]"),
+        ("resources.gpu_fraction", 1.5, "resources.gpu_fraction", "(0, 1]"),
+        ("resources.units_per_run", 0, "resources.units_per_run", "out of range"),
+        ("tune.num_samples", 10_000, "tune.num_samples", "out of range"),
+        ("tune.symbols", ["TSLA"], "tune.symbols", "not in dataset.symbols"),
+        ("tune.metric", "val_mse", "tune.metric", "return targets only"),
+        ("tune.grace_period", 9, "tune.grace_period", "max_epochs=5"),
+        ("seed", True, "seed", "expected an integer"),
+        ("preset", "turbo", "preset", "fast, balanced, quality"),
+        ("name", "bad name!", "name", "letters, digits"),
+        ("max_epochs", 0, "max_epochs", "out of range"),
+    ],
+)  # fmt: skip
+def test_invalid_field_is_named(path: str, value: Any, where: str, says: str) -> None:
+    errors = errors_of(mutated(path, value))
+    assert any(p == where and says in m for p, m in errors), errors
+
+
+def test_missing_required_and_all_errors_at_once() -> None:
+    d = {k: v for k, v in FULL.items() if k != "name"}
+    d["models"] = ["lstmm"]
+    d["split"] = dict(FULL["split"], train=0.9)
+    paths = [p for p, _ in errors_of(d)]
+    assert paths == ["name", "split"]  # models are checked once the spec can be built
+    d["name"], d["extra"] = "ok", 1
+    paths = [p for p, _ in errors_of(d)]
+    assert {"extra", "split", "models[0]"} <= set(paths)
+
+
+def test_error_payload_for_a_422() -> None:
+    with pytest.raises(SpecError) as info:
+        JobSpec.from_dict(mutated("models", ["lstmm"]))
+    payload = info.value.to_list()
+    assert payload[0]["loc"] == "models[0]" and "unknown model" in payload[0]["msg"]
+    assert str(info.value).startswith("models[0]: unknown model 'lstmm'")
+    with pytest.raises(SpecError, match="invalid JSON at line 1"):
+        JobSpec.from_json("{nope")
+    with pytest.raises(SpecError, match="invalid YAML"):
+        JobSpec.from_yaml("a: [1, 2")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        JobSpec.from_yaml("- just\n- a list\n")
+
+
+def test_too_many_units_is_refused() -> None:
+    d = mutated("dataset.symbols", MAX_SYMBOLS)
+    d["models"] = list(MODEL_NAMES)
+    d["split"] = dict(d["split"], n_folds=20)
+    d["tune"] = {"num_samples": 0}
+    d["overrides"] = {}
+    assert any("units; at most" in m for _, m in errors_of(d))
+
+
+# ---- derived views ----------------------------------------------------------------------
+def test_smoke_reduces_the_job() -> None:
+    s = JobSpec.from_dict(FULL).smoke()
+    assert s.name == "wf-job-smoke"
+    assert s.dataset.symbols == ("AAPL", "BRK.B")
+    assert s.max_epochs == 2 and s.features.seq_len == 20 and s.split.n_folds == 2
+    assert s.tune.num_samples == 2 and s.tune.symbols == ("AAPL",) and s.tune.grace_period == 1
+    assert s.unit_count() < JobSpec.from_dict(FULL).unit_count()
+    arch = JobSpec.from_yaml(ARCH_YAML).smoke()
+    assert arch.dataset.symbols == 2 and arch.split.n_folds == 3  # holdout keeps its field
+    assert arch.smoke() == arch
+
+
+def test_prepare_config_kwargs_build_a_prepare_config() -> None:
+    prepare = pytest.importorskip("data.prepare", reason="data.prepare not written yet")
+    s = JobSpec.from_dict(FULL)
+    cfg = prepare.PrepareConfig(**s.prepare_config_kwargs())
+    assert cfg.horizons == (1, 5) and cfg.seq_len == 30 and cfg.split == "walk_forward"
+    assert cfg.threshold == (0.001, 0.004) and cfg.purge == 10 and cfg.n_folds == 4
+
+
+def test_model_names_match_the_registry() -> None:
+    registry = pytest.importorskip("models.registry", reason="models.registry not written yet")
+    assert set(MODEL_NAMES) == set(registry.REGISTRY)
+    assert set(LINEAR_MODELS) == set(registry.list_models("linear"))
+
+
+def test_check_against_registry_catches_bad_model_fields() -> None:
+    pytest.importorskip("models.registry", reason="models.registry not written yet")
+    spec_mod.check_against_registry(JobSpec.from_dict(FULL))
+    bad = JobSpec.from_dict(mutated("overrides", {"lstm": {"hiden_size": 64}}))
+    with pytest.raises(SpecError, match="overrides.lstm: .*hiden_size"):
+        spec_mod.check_against_registry(bad)
+
+
+def test_tune_metrics_are_loop_metrics() -> None:
+    loop = pytest.importorskip("models.training.loop", reason="training loop not written yet")
+    # EPOCH_METRICS lists the common ones; the loop adds val_f1/val_accuracy or val_mse.
+    reported = set(loop.EPOCH_METRICS) | {"val_f1", "val_accuracy", "val_mse"}
+    assert set(spec_mod.TUNE_METRICS) <= reported
+
+
+def test_import_and_validation_stay_light() -> None:
+    code = (
+        "import sys; from ray_jobs.spec import JobSpec; "
+        f"JobSpec.from_yaml({ARCH_YAML!r}); "
+        "heavy = [m for m in ('torch', 'ray', 'pandas', 'numpy') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
