@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stdout)
     args = parse_args(argv)
-    from ray_jobs.spec import JobSpec, SpecError
+    from ray_jobs.spec import JobSpec, SpecError, check_against_registry
     from ray_jobs.storage import JobStorage, StorageError
 
     storage_uri = args.storage or default_storage()
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = JobSpec.from_dict(storage.read_spec())
             if args.smoke_test:
                 spec = spec.smoke()
+        check_against_registry(spec)  # bad override values fail here, not in every unit
     except SpecError as exc:
         print(f"error: invalid spec: {exc}", file=sys.stderr)
         return 2

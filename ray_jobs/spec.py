@@ -18,6 +18,7 @@ form the models' search spaces use.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -25,6 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
@@ -547,6 +549,7 @@ def _check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> N
     from models.config import TrainConfig, config_from_dict  # plain dataclasses, no torch
 
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = _model_fields()
     for model, values in overrides.items():
         where = f"overrides.{model}"
         if model not in models:
@@ -564,6 +567,10 @@ def _check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> N
             elif name == "seq_len":
                 iss.add(f"{where}.{key}", "all models of a job share one window: set "
                         "features.seq_len instead")  # fmt: skip
+            elif not is_train and model in model_fields and name not in model_fields[model]:
+                allowed = ", ".join(sorted(model_fields[model])) or "none"
+                iss.add(f"{where}.{key}", f"unknown setting of {model}; allowed: {allowed}"
+                        " (training settings as train.<field>)")  # fmt: skip
             elif not _scalar_or_list(value):
                 iss.add(f"{where}.{key}", f"{value!r}: use a number, string, bool or list")
             elif is_train and name not in train_fields:
@@ -576,6 +583,16 @@ def _check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> N
                     config_from_dict(TrainConfig, {name: value})
                 except (ValueError, TypeError) as exc:
                     iss.add(f"{where}.{key}", str(exc))
+
+
+@functools.lru_cache(maxsize=1)
+def _model_fields() -> dict[str, frozenset[str]]:
+    """model -> its config fields, from the committed catalog (no torch import here)."""
+    catalog = json.loads(Path(__file__).with_name("model_catalog.json").read_text("utf-8"))
+    return {
+        m["name"]: frozenset(m["presets"]["fast"]) - {"train", "seq_len"}
+        for m in catalog["models"]
+    }
 
 
 def _flatten_train(values: Any) -> Any:
