@@ -1,0 +1,197 @@
+"""Evaluation metrics for one horizon of one split, and the leaderboard row schema.
+
+Direction metrics (classes 0 down / 1 flat / 2 up)
+- accuracy, macro_f1, weighted_f1 (labels fixed to {0, 1, 2}, so a class absent from
+  both truth and prediction scores 0 instead of being dropped), mcc (multiclass
+  Matthews), kappa (Cohen).
+- baseline_accuracy: the share of the most frequent class IN THE EVALUATED SPLIT, i.e.
+  the accuracy of the best constant prediction in hindsight. Every model must beat every
+  constant guess. (The training split's majority class is a weaker bar: when the class
+  mix shifts between train and test — a calmer test period makes "flat" common — a model
+  that only tracks volatility beats it without any directional skill, and it would differ
+  between models trained on different windows, e.g. a train+val refit.)
+- p_value: one-sided exact binomial test of H0 "accuracy <= baseline_accuracy":
+  P(X >= correct) for X ~ Binomial(n, baseline_accuracy).
+
+Return metrics (only for models that predict returns)
+- r2: out-of-sample R^2 = 1 - SSE(prediction) / SSE(training-mean forecast), i.e. skill
+  over the naive forecast a model could have made from the training split alone
+  (Campbell & Thompson 2008); it can be negative.
+- rmse, mae; ic (Pearson) and rank_ic (Spearman) between prediction and realized return;
+  directional_accuracy = share of samples with sign(prediction) == sign(realized).
+
+Degenerate inputs never raise. A metric that is mathematically undefined on the data is
+NaN: ic/rank_ic when either side is constant, r2 when the realized returns equal the
+training mean everywhere, kappa when truth and prediction are one and the same class,
+p_value on an empty split. mcc follows scikit-learn's convention and is 0.0 when its
+denominator vanishes (constant predictions carry no information). A metric that does not
+apply to the model (return metrics of a pure classifier) is None.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest, rankdata
+
+LABELS = (0, 1, 2)
+
+LEADERBOARD_COLUMNS = [
+    "symbol", "model", "horizon", "split", "fold",
+    "accuracy", "macro_f1", "weighted_f1", "mcc", "kappa", "baseline_accuracy", "p_value",
+    "r2", "rmse", "mae", "ic", "rank_ic", "directional_accuracy",
+    "train_seconds", "epochs", "best_epoch", "params", "error",
+]  # fmt: skip
+
+DIRECTION_METRICS = (
+    "accuracy", "macro_f1", "weighted_f1", "mcc", "kappa", "baseline_accuracy", "p_value",
+)  # fmt: skip
+RETURN_METRICS = ("r2", "rmse", "mae", "ic", "rank_ic", "directional_accuracy")
+
+
+def majority_class(y_train: np.ndarray) -> int:
+    """Most frequent class of a (n,) training label vector (ties -> lower label)."""
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=len(LABELS))
+    return int(np.argmax(counts))
+
+
+def multiclass_mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation for K classes (Gorodkin 2004); 0.0 when undefined."""
+    k = len(LABELS)
+    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
+    n = cm.sum()
+    correct = np.trace(cm)
+    t = cm.sum(axis=1)  # true counts per class
+    p = cm.sum(axis=0)  # predicted counts per class
+    cov = correct * n - t @ p
+    denom = math.sqrt(n * n - p @ p) * math.sqrt(n * n - t @ t)
+    return float(cov / denom) if denom > 0 else 0.0
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """(3, 3) counts: rows = true class, columns = predicted class."""
+    k = len(LABELS)
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def _f1_per_class(cm: np.ndarray) -> np.ndarray:
+    """F1 of each class; 0 where precision + recall is 0 (scikit-learn's zero_division=0)."""
+    tp = np.diag(cm)
+    t, p = cm.sum(axis=1), cm.sum(axis=0)
+    denom = t + p  # F1 = 2 tp / (t + p)
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def direction_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, y_train: np.ndarray | None = None
+) -> dict:
+    """Direction metrics of one horizon, from the confusion matrix (vectorized: a sweep
+    scores thousands of unit x horizon x split combinations). `y_train` is accepted for
+    callers that have it; the baseline is the evaluated split's majority share."""
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    n = y_true.size
+    if n == 0:
+        return dict.fromkeys(DIRECTION_METRICS, math.nan)
+    for name, arr in (("y_true", y_true), ("y_pred", y_pred)):
+        if arr.min() < 0 or arr.max() > 2:
+            raise ValueError(f"{name} holds classes outside {{0, 1, 2}}: {np.unique(arr)}")
+    cm = confusion(y_true, y_pred)
+    correct = int(np.trace(cm))
+    true_counts = cm.sum(axis=1)
+    base = float(true_counts.max() / n)
+    f1 = _f1_per_class(cm)
+    return {
+        "accuracy": correct / n,
+        "macro_f1": float(f1.mean()),
+        "weighted_f1": float(f1 @ true_counts / n),
+        "mcc": multiclass_mcc(y_true, y_pred),
+        "kappa": _kappa(cm),
+        "baseline_accuracy": base,
+        "p_value": float(binomtest(correct, n, base, alternative="greater").pvalue)
+        if base < 1.0 else 1.0,
+    }
+
+
+def _kappa(cm: np.ndarray) -> float:
+    """Cohen's kappa; NaN when chance agreement is 1 (truth and prediction one class)."""
+    n = cm.sum()
+    po = np.trace(cm) / n
+    pe = float(cm.sum(axis=1) @ cm.sum(axis=0)) / (n * n)
+    return math.nan if pe >= 1.0 else float((po - pe) / (1.0 - pe))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b) / denom if denom > 0 else math.nan
+
+
+def return_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float) -> dict:
+    """Return metrics of one horizon; `train_mean` is the training split's mean return."""
+    y_true = np.asarray(y_true, dtype=np.float64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.float64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    if y_true.size == 0:
+        return dict.fromkeys(RETURN_METRICS, math.nan)
+    if not np.all(np.isfinite(y_pred)):
+        raise ValueError("predicted returns contain NaN or inf; check the model's inputs")
+    err = y_true - y_pred
+    sse = float(err @ err)
+    sst = float(((y_true - train_mean) ** 2).sum())
+    return {
+        "r2": 1.0 - sse / sst if sst > 0 else math.nan,
+        "rmse": math.sqrt(sse / y_true.size),
+        "mae": float(np.abs(err).mean()),
+        "ic": _pearson(y_true, y_pred),
+        "rank_ic": _pearson(rankdata(y_true), rankdata(y_pred)),
+        "directional_accuracy": float(np.mean(np.sign(y_pred) == np.sign(y_true))),
+    }
+
+
+def empty_row(symbol: str, model: str, horizon: int, split: str, fold: int) -> dict[str, Any]:
+    """A leaderboard row with every metric None."""
+    row: dict[str, Any] = dict.fromkeys(LEADERBOARD_COLUMNS)
+    row.update(symbol=symbol, model=model, horizon=int(horizon), split=split, fold=int(fold))
+    return row
+
+
+def error_rows(
+    symbol: str,
+    model: str,
+    horizons: tuple[int, ...] | list[int],
+    error: BaseException | str,
+    *,
+    split: str = "test",
+    fold: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows for a unit that failed: one per horizon, metrics None, `error` = the message."""
+    if isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {error}"
+    else:
+        message = str(error)
+    rows = []
+    for h in horizons:
+        row = empty_row(symbol, model, h, split, fold)
+        row["error"] = message
+        rows.append(row)
+    return rows
+
+
+def leaderboard_rows(
+    symbol: str,
+    model_name: str,
+    fitted: Any,
+    prepared: Any,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> list[dict[str, Any]]:
+    """One row per horizon x split for a fitted model; see `models.leaderboard`."""
+    from models.leaderboard import fitted_rows
+
+    return fitted_rows(symbol, model_name, fitted, prepared, splits)

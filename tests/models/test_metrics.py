@@ -1,0 +1,174 @@
+"""Metrics against scikit-learn / scipy, degenerate inputs, and leaderboard rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from data.prepared import PreparedSymbol
+from models.metrics import (
+    LEADERBOARD_COLUMNS,
+    direction_metrics,
+    error_rows,
+    leaderboard_rows,
+    majority_class,
+    multiclass_mcc,
+    return_metrics,
+)
+
+
+def test_leaderboard_columns_are_the_contract():
+    assert LEADERBOARD_COLUMNS == [
+        "symbol", "model", "horizon", "split", "fold", "accuracy", "macro_f1", "weighted_f1",
+        "mcc", "kappa", "baseline_accuracy", "p_value", "r2", "rmse", "mae", "ic", "rank_ic",
+        "directional_accuracy", "train_seconds", "epochs", "best_epoch", "params", "error",
+    ]  # fmt: skip
+
+
+def test_baseline_is_the_evaluated_splits_best_constant_guess():
+    # Training dominated by class 2; the evaluated split is mostly "flat" (a calm period).
+    y_train = np.r_[np.full(70, 2), np.full(30, 0)]
+    y_true = np.r_[np.full(60, 1), np.full(25, 2), np.full(15, 0)]
+    always_flat = np.ones_like(y_true)
+    m = direction_metrics(y_true, always_flat, y_train)
+    assert majority_class(y_train) == 2
+    assert m["baseline_accuracy"] == pytest.approx(0.60)  # not 0.25 (train's class 2)
+    assert m["accuracy"] == pytest.approx(0.60) and m["p_value"] > 0.5  # no edge claimed
+
+
+def test_direction_metrics_match_sklearn_and_scipy():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, 500)
+    y_pred = np.where(rng.random(500) < 0.4, y_true, rng.integers(0, 3, 500))
+    y_train = np.r_[np.full(60, 2), np.full(40, 0)]
+    m = direction_metrics(y_true, y_pred, y_train)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert m["weighted_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="weighted"))
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y_true, y_pred))
+    assert m["kappa"] == pytest.approx(skm.cohen_kappa_score(y_true, y_pred))
+    assert m["baseline_accuracy"] == pytest.approx(np.bincount(y_true).max() / y_true.size)
+    k = int((y_true == y_pred).sum())
+    expected_p = stats.binom.sf(k - 1, y_true.size, m["baseline_accuracy"])  # P(X >= k)
+    assert m["p_value"] == pytest.approx(expected_p, rel=1e-9)
+    assert m["p_value"] < 1e-6  # 60% accuracy vs a ~1/3 baseline over 500 samples
+
+
+def test_p_value_is_large_without_skill():
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, 400)
+    m = direction_metrics(y_true, rng.integers(0, 3, 400), y_true)
+    assert m["p_value"] > 0.05
+
+
+def test_majority_tie_takes_lower_label():
+    assert majority_class(np.array([2, 2, 0, 0, 1])) == 0
+
+
+def test_return_metrics_match_references():
+    rng = np.random.default_rng(2)
+    y = rng.normal(0.001, 0.02, 300)
+    pred = 0.3 * y + rng.normal(0, 0.01, 300)
+    train_mean = 0.004  # differs from the evaluated mean: OOS R2 != sklearn's r2_score
+    m = return_metrics(y, pred, train_mean)
+    expected_r2 = 1 - ((y - pred) ** 2).sum() / ((y - train_mean) ** 2).sum()
+    assert m["r2"] == pytest.approx(expected_r2)
+    assert m["r2"] != pytest.approx(skm.r2_score(y, pred))
+    assert m["rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(y, pred)))
+    assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert m["ic"] == pytest.approx(stats.pearsonr(y, pred)[0])
+    assert m["rank_ic"] == pytest.approx(stats.spearmanr(y, pred)[0])
+    assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(y) == np.sign(pred)))
+
+
+def test_degenerate_inputs_do_not_crash():
+    one = np.ones(50, dtype=np.int64)
+    m = direction_metrics(one, one, one)  # one class everywhere, perfect and constant
+    assert m["accuracy"] == 1.0 and m["baseline_accuracy"] == 1.0
+    assert m["mcc"] == 0.0 and math.isnan(m["kappa"])
+    assert m["p_value"] == pytest.approx(1.0)
+    mixed = np.r_[np.zeros(25), np.full(25, 2)].astype(np.int64)
+    m = direction_metrics(mixed, one, mixed)  # constant predictions of an absent class
+    assert m["accuracy"] == 0.0 and m["mcc"] == 0.0 and m["kappa"] == pytest.approx(0.0)
+    assert m["macro_f1"] == 0.0
+    empty = np.array([], dtype=np.int64)
+    assert all(math.isnan(v) for v in direction_metrics(empty, empty, one).values())
+    r = return_metrics(np.linspace(-1, 1, 20), np.zeros(20), 0.0)  # constant forecast
+    assert math.isnan(r["ic"]) and math.isnan(r["rank_ic"]) and r["r2"] == pytest.approx(0.0)
+    r = return_metrics(np.zeros(20), np.linspace(-1, 1, 20), 0.0)  # constant truth
+    assert math.isnan(r["r2"]) and math.isnan(r["ic"])
+
+
+def test_mcc_matches_sklearn_on_many_random_cases():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a, b = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+        assert multiclass_mcc(a, b) == pytest.approx(skm.matthews_corrcoef(a, b), abs=1e-12)
+
+
+def test_bad_classes_and_shapes_raise():
+    with pytest.raises(ValueError, match="outside"):
+        direction_metrics(np.array([0, 3]), np.array([0, 1]), np.array([0]))
+    with pytest.raises(ValueError, match="shape"):
+        return_metrics(np.zeros(3), np.zeros(4), 0.0)
+
+
+def test_error_rows_have_every_column():
+    rows = error_rows("AAPL", "lstm", (1, 5), RuntimeError("boom"), fold=2)
+    assert [r["horizon"] for r in rows] == [1, 5]
+    for r in rows:
+        assert list(r) == LEADERBOARD_COLUMNS
+        assert r["error"] == "RuntimeError: boom" and r["fold"] == 2 and r["accuracy"] is None
+
+
+def _oracle_prepared(n: int = 300) -> PreparedSymbol:
+    """Feature 0 carries the horizon-0 class and feature 1 the horizon-0 return."""
+    rng = np.random.default_rng(4)
+    y_ret = rng.normal(0, 0.01, (n, 2)).astype(np.float32)
+    tau = np.full(2, 0.004, dtype=np.float32)
+    y_cls = np.where(y_ret > tau, 2, np.where(y_ret < -tau, 0, 1)).astype(np.int64)
+    feats = np.stack([y_cls[:, 0], y_ret[:, 0], rng.normal(size=n)], 1).astype(np.float32)
+    splits = {"train": np.arange(0, 200), "val": np.arange(205, 250), "test": np.arange(255, n)}
+    return PreparedSymbol(
+        "ORCL", feats, ("c", "r", "z"), np.arange(n).astype("datetime64[ns]"), y_ret, y_cls,
+        (1, 5), 1, splits, tau, np.zeros(3, np.float32), np.ones(3, np.float32), fold=1,
+    )  # fmt: skip
+
+
+class _Oracle:
+    name = "oracle"
+    input_kind = "tabular"
+    history: list = []
+    train_seconds = 1.5
+    n_params = 7
+
+    def predict(self, x):
+        return np.repeat(x[:, :1].astype(np.int64), 2, axis=1)
+
+    def predict_return(self, x):
+        return np.repeat(x[:, 1:2], 2, axis=1)
+
+    def predict_proba(self, x):
+        return np.eye(3)[self.predict(x)]
+
+
+def test_leaderboard_rows_score_the_right_samples():
+    p = _oracle_prepared()
+    rows = leaderboard_rows("ORCL", "oracle", _Oracle(), p, splits=("val", "test"))
+    assert [(r["split"], r["horizon"]) for r in rows] == [
+        ("val", 1), ("val", 5), ("test", 1), ("test", 5)
+    ]
+    for r in rows:
+        assert list(r) == LEADERBOARD_COLUMNS
+        assert r["fold"] == 1 and r["train_seconds"] == 1.5 and r["params"] == 7
+        assert r["epochs"] is None and r["error"] is None
+    h1 = [r for r in rows if r["horizon"] == 1]
+    # misaligned split indices would break these exact values
+    assert all(r["accuracy"] == 1.0 and r["ic"] == pytest.approx(1.0) for r in h1)
+    assert all(r["rmse"] == pytest.approx(0.0, abs=1e-9) for r in h1)
+    h5 = [r for r in rows if r["horizon"] == 5]
+    assert all(r["accuracy"] < 0.8 for r in h5)
