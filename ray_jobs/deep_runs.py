@@ -272,7 +272,8 @@ def _train_group(cfg: dict[str, Any]) -> None:
                  "resumed_from_epoch": resume_epoch if resume else None}
         rows = run_unit(unit, folds[unit.fold], spec, storage,
                         callbacks=[_ReportEachEpoch(unit, run_name, relay)],
-                        resume_from=resume, extra=extra, refit=cfg["refit"].get(unit.model))
+                        resume_from=resume, extra=extra, refit=cfg["refit"].get(unit.model),
+                        propagate=(ray.exceptions.RayError,))
         error = next((r["error"] for r in rows if r.get("error")), None)
         relay.push.remote({"type": "failed" if error else "done", "unit_id": unit.unit_id,
                            "error": error or ""})

@@ -88,11 +88,16 @@ def run_unit(
     device: str | None = None,
     extra: dict[str, Any] | None = None,
     refit: dict[str, Any] | None = None,
+    propagate: tuple[type[BaseException], ...] = (),
 ) -> list[dict[str, Any]]:
     """Fit, score and store one unit; returns its leaderboard rows (errors become rows).
 
     `refit`: overrides from a Tune search; the model is then trained on train+val for a
     fixed number of epochs and scored on test only (val is in-sample for it).
+    `propagate`: exception types that mean the unit's run broke, not the unit (Ray's own
+    errors raised by a callback's `ray.train.report` once the Train controller is gone);
+    they are re-raised, so the run's failure handling applies (restart from the latest
+    checkpoint), instead of being recorded as the unit's failure.
     """
     from models import api
 
@@ -126,6 +131,8 @@ def run_unit(
             "history": history, **(extra or {}),
         })  # fmt: skip
         return rows
+    except propagate:
+        raise
     except Exception as exc:  # a failed unit is recorded; the sweep goes on
         return fail_unit(unit, prepared.horizons, exc, storage, started=started, extra=extra)
 

@@ -1,0 +1,149 @@
+"""Acceptance (issue 4, items 3 and 5) on a local Ray (2 CPUs):
+- a TorchTrainer worker process killed mid-run: the run restarts its worker and resumes the
+  unit from its latest checkpoint, the epoch count going on (no restart at epoch 0);
+- a symbol with too little data fails alone: its units are error rows in the leaderboard,
+  the summary lists them, the other symbols' rows are fine and the entrypoint exits 1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ray_jobs.spec import JobSpec
+from ray_jobs.storage import JobStorage
+from tests.ray_jobs._jobs import (
+    TINY_DATES,
+    epoch_dirs,
+    finish_entrypoint,
+    kill_and_reap,
+    log_tail,
+    own_ray_processes,
+    registered_epoch,
+    slow_lstm,
+    start_entrypoint,
+    tiny_spec,
+    wait_for,
+    write_spec,
+)
+
+EPOCHS = 16
+UNIT = "AAPL__lstm__f0"
+
+
+@pytest.mark.timeout(900)
+def test_killed_train_worker_resumes_from_its_checkpoint(ray_cluster: str,
+                                                         tmp_path: Path) -> None:
+    from ray_jobs.driver import run_job
+
+    spec = JobSpec.from_dict(tiny_spec(
+        "worker-kill", ["lstm"], max_epochs=None,
+        dataset={"uri": "sample:sp500", "symbols": ["AAPL"]}, overrides={"lstm": slow_lstm(EPOCHS)},
+    ))  # fmt: skip
+    storage = JobStorage(tmp_path.as_uri(), "ft")
+    train_root = tmp_path / "jobs" / "ft" / "ray" / "train"
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            outcome["summary"] = run_job(spec, storage, progress_interval_s=1.0)
+        except BaseException as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+
+    driver = threading.Thread(target=drive, name="run_job", daemon=True)
+    driver.start()
+    wait_for(
+        lambda: registered_epoch(train_root, UNIT) >= 2, timeout_s=400,
+        what=f"Ray Train to register a checkpoint epoch >= 2 of {UNIT} under {train_root}",
+        alive=lambda: None if driver.is_alive() else f"run_job ended early: {outcome}",
+    )  # fmt: skip
+    workers = own_ray_processes(b"ray::RayTrainWorker")
+    assert len(workers) == 1, f"expected one TorchTrainer worker, found {workers}"
+    killed_at = time.time()
+    registered = registered_epoch(train_root, UNIT)
+    kill_and_reap(workers)
+    assert not storage.exists(f"status/{UNIT}.json"), "the unit finished before the kill"
+
+    driver.join(timeout=400)
+    assert not driver.is_alive(), "run_job did not finish after the worker restart"
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["summary"]["failed_units"] == []
+
+    status = storage.read_json(f"status/{UNIT}.json")
+    assert status["state"] == "done"
+    resumed = status["resumed_from_epoch"]
+    assert resumed is not None and resumed >= registered >= 2, (
+        f"resumed from epoch {resumed}, but epoch {registered} was checkpointed before the kill"
+    )
+    # The history goes 0..EPOCHS-1 once: the epochs before the kill came from the
+    # checkpoint, the rest were trained after it; none twice, none missing.
+    assert [h["epoch"] for h in status["history"]] == list(range(EPOCHS))
+    assert status["rows"][0]["epochs"] == EPOCHS
+    # Checkpoints after the resume point were written by the restarted worker.
+    later = [e for e in epoch_dirs(train_root, UNIT) if e > resumed]
+    assert later, "no checkpoint after the resume point"
+    for e in later:
+        (marker,) = train_root.glob(f"*/{UNIT}/epoch_{e:04d}/unit.json")
+        assert marker.stat().st_mtime >= killed_at - 1.0, f"epoch {e} was not trained again"
+        assert json.loads(marker.read_text()) == {"unit_id": UNIT, "epoch": e}
+
+
+def _bars_with_a_short_symbol(path: Path) -> Path:
+    """Two healthy sample symbols (~500 rows each) and `TINY` with 80 rows."""
+    from data.loading import load_bars
+
+    bars = load_bars("sample:sp500", symbols=["AAPL", "ABT", "ACN"], **TINY_DATES)
+    tiny = bars[bars["symbol"] == "ACN"].tail(80).assign(symbol="TINY")
+    frame = pd.concat([bars[bars["symbol"] != "ACN"], tiny], ignore_index=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.timeout(600)
+def test_symbol_with_too_little_data_fails_alone(ray_cluster: str, tmp_path: Path) -> None:
+    data = _bars_with_a_short_symbol(tmp_path / "bars.parquet")
+    spec = tiny_spec(
+        "short-symbol", ["ols", "ridge", "mlp"],
+        dataset={"uri": str(data), "symbols": ["AAPL", "ABT", "TINY"]},
+        overrides={"mlp": {"hidden_size": 8}},
+        resources={"units_per_run": 3},  # TINY shares its mlp run with the healthy symbols
+    )  # fmt: skip
+    store = tmp_path / "store"
+    log = tmp_path / "driver.log"
+    proc = start_entrypoint(
+        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
+         "--name", "short"], ray_cluster, log,
+    )  # fmt: skip
+    rc = finish_entrypoint(proc, log, timeout_s=500)
+    assert rc == 1, f"exit status {rc}, expected 1 (some units failed); log:\n{log_tail(log)}"
+    assert "results at" in log.read_text(), log_tail(log)  # it ended normally, not by a crash
+
+    storage = JobStorage(store.as_uri(), "short")
+    summary = storage.read_json("results/summary.json")
+    tiny_units = {f"TINY__{m}__f0" for m in ("ols", "ridge", "mlp")}
+    assert {u["unit_id"] for u in summary["failed_units"]} == tiny_units
+    for failed in summary["failed_units"]:
+        assert "TINY" in failed["error"] and "80 rows" in failed["error"], failed
+    assert set(summary["data_errors"]) == {"TINY"}
+
+    board = storage.read_table("results/leaderboard.parquet").to_pandas()
+    units = board[~board["model"].str.startswith("ensemble")]
+    tiny = units[units["symbol"] == "TINY"]
+    assert sorted(zip(tiny["model"], tiny["horizon"].astype(int), strict=True)) == sorted(
+        (m, h) for m in ("ols", "ridge", "mlp") for h in (1, 5)
+    )
+    assert tiny["error"].str.contains("80 rows").all()
+    assert tiny["accuracy"].isna().all()
+    healthy = units[units["symbol"] != "TINY"]
+    test = healthy[healthy["split"] == "test"]
+    assert len(test) == 2 * 3 * 2  # 2 symbols x 3 models x 2 horizons
+    assert healthy["error"].isna().all(), healthy.loc[healthy["error"].notna(), "error"]
+    for symbol in ("AAPL", "ABT"):
+        for model in ("ols", "ridge", "mlp"):
+            assert storage.read_json(f"status/{symbol}__{model}__f0.json")["state"] == "done"
+    assert storage.read_json("status/TINY__mlp__f0.json")["state"] == "failed"
+    assert storage.read_json("progress.json")["phase"] == "failed"

@@ -1,0 +1,120 @@
+"""Acceptance (issue 4, item 4): the job driver (`python -m ray_jobs.run`) is SIGKILLed
+mid-job; rerunning the job id finishes without retraining finished units (their status
+stamps and files are untouched), and the deep unit that was mid-training resumes from its
+checkpoint under the same run name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ray_jobs.storage import JobStorage
+from tests.ray_jobs._jobs import (
+    finish_entrypoint,
+    log_tail,
+    registered_epoch,
+    slow_lstm,
+    start_entrypoint,
+    stop_entrypoint,
+    tiny_spec,
+    wait_for,
+    write_spec,
+)
+
+JOB = "resume"
+EPOCHS = 16
+LINEAR = ("AAPL__ols__f0", "AAPL__ridge__f0", "ABT__ols__f0", "ABT__ridge__f0")
+DEEP = ("AAPL__lstm__f0", "ABT__lstm__f0")  # one run: AAPL first, then ABT
+
+
+def _metrics_mtime(root: Path, unit_id: str) -> float:
+    symbol, model, fold = unit_id.split("__")
+    return (root / "units" / symbol / model / fold / "metrics.json").stat().st_mtime
+
+
+def _mid_training(storage: JobStorage, train_root: Path) -> tuple[str, int] | None:
+    """(deep unit, its registered checkpoint epoch) once some unit has finished and a deep
+    unit without a status has a registered checkpoint at epoch >= 2; else None."""
+    statuses = storage.unit_statuses()
+    if not statuses:
+        return None
+    for unit_id in DEEP:
+        epoch = registered_epoch(train_root, unit_id)
+        if unit_id not in statuses and epoch >= 2:
+            return unit_id, epoch
+    return None
+
+
+@pytest.mark.timeout(900)
+def test_rerun_after_driver_kill_skips_finished_units(ray_cluster: str, tmp_path: Path) -> None:
+    import ray
+
+    spec = tiny_spec(
+        "resume", ["ols", "ridge", "lstm"], max_epochs=None,
+        dataset={"uri": "sample:sp500", "symbols": ["AAPL", "ABT"]},
+        overrides={"lstm": slow_lstm(EPOCHS)}, resources={"units_per_run": 2},
+    )  # fmt: skip
+    store = tmp_path / "store"
+    storage = JobStorage(store.as_uri(), JOB)
+    train_root = store / "jobs" / JOB / "ray" / "train"
+    log = tmp_path / "driver.log"
+    first = start_entrypoint(
+        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
+         "--name", JOB], ray_cluster, log,
+    )  # fmt: skip
+    try:
+        # Kill when some units are done and a deep unit is mid-training. Which deep unit
+        # depends on how the linear tasks and the run share the 2 CPUs: either will do.
+        cut, registered = wait_for(
+            lambda: _mid_training(storage, train_root), timeout_s=400, every_s=0.3,
+            what="a finished unit and a registered checkpoint epoch >= 2 of an lstm unit",
+            alive=lambda: None if first.poll() is None else
+            f"the driver exited with {first.returncode}:\n{log_tail(log)}",
+        )  # fmt: skip
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        stop_entrypoint(first)
+    killed_at = time.time()
+    # Ray ends a dead driver's tasks and actors; wait until their CPUs are free again, so
+    # that nothing of the killed job still writes when we look, nor during the rerun.
+    wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, timeout_s=60,
+             what="the killed job's workers to exit")  # fmt: skip
+    before = storage.unit_statuses()
+    assert 0 < len(before) < len(LINEAR) + len(DEEP) and cut not in before, sorted(before)
+    job_root = store / "jobs" / JOB
+    files_before = {u: _metrics_mtime(job_root, u) for u in before}
+
+    second = start_entrypoint(["--job-id", JOB, "--storage", store.as_uri()], ray_cluster, log)
+    rc = finish_entrypoint(second, log, timeout_s=400)
+    assert rc == 0, f"rerun exit status {rc}; log:\n{log_tail(log)}"
+
+    after = storage.unit_statuses()
+    assert set(after) == set(LINEAR) | set(DEEP)
+    assert all(s["state"] == "done" for s in after.values()), after
+    for unit_id, old in before.items():  # finished units were not trained again
+        assert after[unit_id]["started"] == old["started"], unit_id
+        assert after[unit_id]["finished"] == old["finished"], unit_id
+        assert _metrics_mtime(job_root, unit_id) == files_before[unit_id], unit_id
+
+    # The unit killed mid-training resumed from its checkpoint (same run name), and went on
+    # counting epochs; the units that had not started trained after the restart.
+    resumed = after[cut]
+    assert resumed["resumed_from_epoch"] is not None, f"{cut} was trained from scratch"
+    assert resumed["resumed_from_epoch"] >= registered >= 2
+    assert [h["epoch"] for h in resumed["history"]] == list(range(EPOCHS))
+    assert resumed["finished"] > killed_at
+    for unit_id in set(after) - set(before) - {cut}:
+        assert after[unit_id]["started"] > killed_at, unit_id
+        assert after[unit_id].get("resumed_from_epoch") is None, unit_id
+
+    board = storage.read_table("results/leaderboard.parquet").to_pandas()
+    test = board[(board["split"] == "test") & ~board["model"].str.startswith("ensemble")]
+    assert sorted(test["unit_id"]) == sorted(u for u in after for _ in (1, 5))
+    assert test["error"].isna().all()
+    summary = storage.read_json("results/summary.json")
+    assert summary["failed_units"] == [] and summary["units"] == len(LINEAR) + len(DEEP)
