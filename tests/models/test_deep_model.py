@@ -12,6 +12,7 @@ import torch
 from data.prepared import PreparedSymbol
 from models.deep import DeepModel, fit_deep
 from models.training import CheckpointEvery, StopAfter
+from tests.models._planted import planted as _planted
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,28 +24,7 @@ def one_thread():
 
 
 def planted(n: int = 500, f: int = 5, seq_len: int = 10, seed: int = 2) -> PreparedSymbol:
-    """Feature 0 at the decision time decides the class of both horizons."""
-    rng = np.random.default_rng(seed)
-    t = n + seq_len - 1
-    features = rng.standard_normal((t, f)).astype(np.float32)
-    signal = features[seq_len - 1 :, 0]
-    y = np.where(signal > 0.4, 2, np.where(signal < -0.4, 0, 1)).astype(np.int64)
-    idx = np.arange(n)
-    return PreparedSymbol(
-        symbol="SYN",
-        features=features,
-        feature_names=tuple(f"f{i}" for i in range(f)),
-        timestamps=np.datetime64("2015-01-01", "ns") + np.arange(t) * np.timedelta64(1, "D"),
-        y_return=np.stack([signal * 0.01, signal * 0.02], 1).astype(np.float32),
-        y_class=np.stack([y, y], 1),
-        horizons=(1, 5),
-        seq_len=seq_len,
-        splits={"train": idx[:350], "val": idx[350:425], "test": idx[425:]},
-        thresholds=np.array([0.004, 0.008], dtype=np.float32),
-        scaler_mean=np.zeros(f, dtype=np.float32),
-        scaler_std=np.ones(f, dtype=np.float32),
-        meta={"source": "synthetic"},
-    )
+    return _planted(n, f, seq_len, (1, 5), seed, return_scales=(1.0, 2.0))
 
 
 PREPARED = planted()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from data.prepared import PreparedSymbol
 from models.deep import DeepModel, fit_deep
 from models.quantize import layer_counts, quantization_report, quantize_model
+from tests.models._planted import planted as _planted
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -20,26 +20,7 @@ def one_thread():
 
 
 def planted(n: int = 500, f: int = 5, seq_len: int = 8, seed: int = 3) -> PreparedSymbol:
-    rng = np.random.default_rng(seed)
-    t = n + seq_len - 1
-    features = rng.standard_normal((t, f)).astype(np.float32)
-    signal = features[seq_len - 1 :, 0]
-    y = np.where(signal > 0.4, 2, np.where(signal < -0.4, 0, 1)).astype(np.int64)
-    idx = np.arange(n)
-    return PreparedSymbol(
-        symbol="SYN",
-        features=features,
-        feature_names=tuple(f"f{i}" for i in range(f)),
-        timestamps=np.datetime64("2015-01-01", "ns") + np.arange(t) * np.timedelta64(1, "D"),
-        y_return=(signal[:, None] * 0.01).astype(np.float32),
-        y_class=y[:, None],
-        horizons=(1,),
-        seq_len=seq_len,
-        splits={"train": idx[:350], "val": idx[350:425], "test": idx[425:]},
-        thresholds=np.full(1, 0.004, dtype=np.float32),
-        scaler_mean=np.zeros(f, dtype=np.float32),
-        scaler_std=np.ones(f, dtype=np.float32),
-    )
+    return _planted(n, f, seq_len, (1,), seed)
 
 
 PREPARED = planted()

@@ -20,6 +20,7 @@ from models.training import (
     save_checkpoint,
     train,
 )
+from tests.models._planted import planted as _planted
 
 
 @pytest.fixture(autouse=True)
@@ -31,26 +32,7 @@ def one_thread():
 
 
 def planted(n: int = 300, f: int = 4, seq_len: int = 5, seed: int = 1) -> PreparedSymbol:
-    rng = np.random.default_rng(seed)
-    t = n + seq_len - 1
-    features = rng.standard_normal((t, f)).astype(np.float32)
-    signal = features[seq_len - 1 :, 0] + 0.5 * features[seq_len - 2 : -1, 1]
-    y = np.where(signal > 0.4, 2, np.where(signal < -0.4, 0, 1)).astype(np.int64)
-    idx = np.arange(n)
-    return PreparedSymbol(
-        symbol="SYN",
-        features=features,
-        feature_names=tuple(f"f{i}" for i in range(f)),
-        timestamps=np.datetime64("2015-01-01", "ns") + np.arange(t) * np.timedelta64(1, "D"),
-        y_return=(signal[:, None] * 0.01).astype(np.float32),
-        y_class=y[:, None],
-        horizons=(1,),
-        seq_len=seq_len,
-        splits={"train": idx[:200], "val": idx[200:250], "test": idx[250:]},
-        thresholds=np.full(1, 0.004, dtype=np.float32),
-        scaler_mean=np.zeros(f, dtype=np.float32),
-        scaler_std=np.ones(f, dtype=np.float32),
-    )
+    return _planted(n, f, seq_len, (1,), seed, lag_weight=0.5, cuts=(2 / 3, 5 / 6))
 
 
 class TinyGRU(nn.Module):

@@ -23,6 +23,7 @@ from models.training import (
     train,
 )
 from models.training import loop as loop_module
+from tests.models._planted import planted as _planted
 
 
 @pytest.fixture(autouse=True)
@@ -34,29 +35,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def planted(n: int = 600, f: int = 5, seq_len: int = 6, horizons: int = 2, seed: int = 0):
-    """Feature 0 at the decision time decides the class: > 0.4 up, < -0.4 down, else flat."""
-    rng = np.random.default_rng(seed)
-    t = n + seq_len - 1
-    features = rng.standard_normal((t, f)).astype(np.float32)
-    signal = features[seq_len - 1 :, 0]
-    y_class = np.where(signal > 0.4, 2, np.where(signal < -0.4, 0, 1)).astype(np.int64)
-    idx = np.arange(n)
-    cut1, cut2 = int(n * 0.7), int(n * 0.85)
-    return PreparedSymbol(
-        symbol="SYN",
-        features=features,
-        feature_names=tuple(f"f{i}" for i in range(f)),
-        timestamps=np.datetime64("2015-01-01", "ns") + np.arange(t) * np.timedelta64(1, "D"),
-        y_return=np.repeat((signal * 0.01)[:, None], horizons, 1).astype(np.float32),
-        y_class=np.repeat(y_class[:, None], horizons, 1),
-        horizons=tuple(range(1, horizons + 1)),
-        seq_len=seq_len,
-        splits={"train": idx[:cut1], "val": idx[cut1:cut2], "test": idx[cut2:]},
-        thresholds=np.full(horizons, 0.004, dtype=np.float32),
-        scaler_mean=np.zeros(f, dtype=np.float32),
-        scaler_std=np.ones(f, dtype=np.float32),
-    )
+def planted(n: int = 600, f: int = 5, seq_len: int = 6, seed: int = 0) -> PreparedSymbol:
+    return _planted(n, f, seq_len, (1, 2), seed)
 
 
 class TinyMLP(nn.Module):
