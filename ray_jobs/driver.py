@@ -120,13 +120,17 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
 
         tracker.set_phase("training", f"{len(todo.units)} units to train")
         spec_dict = spec.to_dict()
-        linear_refs: dict[Any, Unit] = {}
+        linear_refs: dict[Any, list[Unit]] = {}
+        by_symbol: dict[str, list[Unit]] = {}
         for unit in todo.linear_units:
             if unit.symbol in prepared:
+                by_symbol.setdefault(unit.symbol, []).append(unit)
+        for symbol, units in by_symbol.items():
+            for unit in units:
                 tracker.unit_started(unit.unit_id)
-                ref = linear_task.remote(unit.to_dict(), prepared[unit.symbol], spec_dict,
-                                         storage.storage_uri, storage.job_id)
-                linear_refs[ref] = unit
+            ref = linear_task.remote([u.to_dict() for u in units], prepared[symbol], spec_dict,
+                                     storage.storage_uri, storage.job_id)
+            linear_refs[ref] = units
         refit = _tune(spec, plan, todo, prepared, storage, tracker)
         tracker.set_phase("training", f"{len(todo.units)} units to train")
         deep = run_deep_groups(todo, prepared, spec, storage, tracker, refit)
@@ -134,8 +138,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             ready, _ = ray.wait(list(linear_refs), num_returns=1, timeout=1.0)
             deep.poll()
             for ref in ready:
-                unit = linear_refs.pop(ref)
-                _finish(tracker, unit, ref, spec, storage)
+                _finish(tracker, linear_refs.pop(ref), ref, spec, storage)
         deep.wait()
 
         tracker.set_phase("reporting", "leaderboard, ensembles, plots")
@@ -182,17 +185,20 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
     return refit
 
 
-def _finish(tracker: ProgressTracker, unit: Unit, ref: Any, spec: JobSpec,
+def _finish(tracker: ProgressTracker, units: list[Unit], ref: Any, spec: JobSpec,
             storage: JobStorage) -> None:
+    """Count a linear task's units as done or failed (all failed if its worker died)."""
     try:
-        rows = ray.get(ref)
-    except Exception as exc:  # worker died past its retries: the unit fails alone
-        rows = fail_unit(unit, spec.target.horizons, f"worker: {exc}", storage)
-    error = next((r["error"] for r in rows if r.get("error")), None)
-    if error:
-        tracker.unit_failed(unit.unit_id, error)
-    else:
-        tracker.unit_done(unit.unit_id)
+        per_unit = ray.get(ref)
+    except Exception as exc:  # worker died past its retries: its units fail, the rest go on
+        per_unit = [fail_unit(u, spec.target.horizons, f"worker: {exc}", storage)
+                    for u in units]
+    for unit, rows in zip(units, per_unit, strict=True):
+        error = next((r["error"] for r in rows if r.get("error")), None)
+        if error:
+            tracker.unit_failed(unit.unit_id, error)
+        else:
+            tracker.unit_done(unit.unit_id)
 
 
 def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage) -> list[dict]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 
 from data.prepared import PreparedSymbol
 from ray_jobs.storage import JobStorage
@@ -47,7 +46,7 @@ def symbol_ensemble_rows(
     (model -> unit dir holding `predictions.parquet`); needs at least two members."""
     from models.ensemble import soft_vote
     from models.leaderboard import prediction_rows
-    from models.metrics import LABELS
+    from models.metrics import direction_metrics
 
     if len(unit_dirs) < 2:
         return []
@@ -64,8 +63,7 @@ def symbol_ensemble_rows(
         part = f[f["split"] == "val"].set_index("sample").loc[val_idx]
         pred = part[[f"pred_class_h{h}" for h in prepared.horizons]].to_numpy()  # [n_val, H]
         for j in range(n_h):
-            scores[m, j] = f1_score(y_val[:, j], pred[:, j], labels=LABELS, average="macro",
-                                    zero_division=0)
+            scores[m, j] = direction_metrics(y_val[:, j], pred[:, j])["macro_f1"]
     totals = scores.sum(0, keepdims=True)
     weights = {
         "equal": np.full((n_m, n_h), 1.0 / n_m),

@@ -41,17 +41,21 @@ def prepare_task(spec_dict: dict[str, Any], symbol: str) -> list[PreparedSymbol]
 
 @ray.remote(num_cpus=1, max_retries=2)
 def linear_task(
-    unit_dict: dict[str, Any],
+    unit_dicts: list[dict[str, Any]],
     folds: list[PreparedSymbol],
     spec_dict: dict[str, Any],
     storage_uri: str,
     job_id: str,
-) -> list[dict[str, Any]]:
-    """Fit, score and store one linear unit (a Ray CPU task)."""
-    unit = Unit(**unit_dict)
-    storage = JobStorage(storage_uri, job_id)
-    prepared = folds[unit.fold]
-    return run_unit(unit, prepared, JobSpec.from_dict(spec_dict), storage)
+) -> list[list[dict[str, Any]]]:
+    """Fit, score and store one symbol's linear units (a Ray CPU task). A linear fit on
+    daily data takes milliseconds, so one task per symbol keeps Ray's per-task cost small
+    next to the work; each unit still has its own results, status and error."""
+    spec, storage = JobSpec.from_dict(spec_dict), JobStorage(storage_uri, job_id)
+    out = []
+    for d in unit_dicts:
+        unit = Unit(**d)
+        out.append(run_unit(unit, folds[unit.fold], spec, storage))
+    return out
 
 
 @ray.remote(num_cpus=1, max_retries=2)
