@@ -44,7 +44,7 @@ DEFAULT_RUN_OVERHEAD_S = 14.0  # measured TorchTrainer fixed cost, Ray 2.60 Trai
 OVERHEAD_BUDGET = 0.10  # eps: the fixed cost's share of a run we accept
 WAVES = 4  # runs per slot we want at least, when the overhead budget allows it
 # Rough CPU training seconds of one deep unit per preset; the executor may pass better ones.
-DEFAULT_UNIT_SECONDS = {"fast": 5.0, "balanced": 20.0, "quality": 60.0}
+DEFAULT_UNIT_SECONDS = {"fast": 2.5, "balanced": 15.0, "quality": 45.0}  # measured, 2 CPUs
 
 
 def safe_symbol(symbol: str) -> str:
