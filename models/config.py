@@ -34,7 +34,9 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str 
         tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
         if value is not None and tname in ("int", "float", "bool", "str"):
             if tname == "int" and isinstance(value, float) and not value.is_integer():
-                raise ValueError(f"{where or cls.__name__}.{name}: expected an integer, got {value}")
+                raise ValueError(
+                    f"{where or cls.__name__}.{name}: expected an integer, got {value}"
+                )
             value = {"int": int, "float": float, "bool": bool, "str": str}[tname](value)
         elif isinstance(value, list) and tname.startswith("tuple"):
             value = tuple(value)
@@ -44,7 +46,9 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str 
 
 @dataclass(frozen=True)
 class ModelDims:
-    """What a deep model is built for. Output: (B, H, 3) logits for `direction`, (B, H) for `return`."""
+    """What a deep model is built for.
+
+    Output: (B, H, 3) logits for `direction`, (B, H) for `return`."""
 
     n_features: int
     seq_len: int

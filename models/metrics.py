@@ -11,7 +11,10 @@ Direction metrics (classes 0 down / 1 flat / 2 up)
   that only tracks volatility beats it without any directional skill, and it would differ
   between models trained on different windows, e.g. a train+val refit.)
 - p_value: one-sided exact binomial test of H0 "accuracy <= baseline_accuracy":
-  P(X >= correct) for X ~ Binomial(n, baseline_accuracy).
+  P(X >= correct) for X ~ Binomial(n, baseline_accuracy). It treats samples as
+  independent; for h > 1 consecutive labels share h - 1 bars, so the effective sample
+  size is smaller (down to about n / h) and the p-value is optimistic. Compare models at
+  horizon h with that in mind (the acceptance tests use n / h).
 
 Return metrics (only for models that predict returns)
 - r2: out-of-sample R^2 = 1 - SSE(prediction) / SSE(training-mean forecast), i.e. skill

@@ -1,0 +1,237 @@
+"""`quantray train`: load, validate, prepare and train models in this process.
+
+    quantray train --data sample:sp500 --symbols AAPL,MSFT --models lstm,ridge --preset fast
+
+Stdout carries the result only (a table, a JSON array of leaderboard rows, or CSV); the
+progress bar and warnings go to stderr. Exit status: 0 when every unit trained, 1 when
+some unit failed (its rows carry the error), 2 on bad input (one line naming the flag).
+
+Only argparse and the standard library are imported at module level; data loading and
+the models are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any
+
+OUTPUTS = ("table", "json", "csv")
+TASKS = ("direction", "return")
+PRESETS = ("fast", "balanced", "quality")
+SPLIT_METHODS = ("holdout", "walk_forward")
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names the flag."""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train models on one machine and print their leaderboard",
+        description="Load bars, validate, prepare, train each model on each symbol in this"
+        " process and print the leaderboard (val and test rows per horizon).",
+    )
+    p.add_argument("--data", metavar="URI", help="bars: file, file:///, s3:// or sample:sp500")
+    p.add_argument("--symbols", metavar="A,B", help="comma-separated tickers")
+    p.add_argument("--models", metavar="M1,M2", help="comma-separated model names")
+    p.add_argument("--preset", default="fast", help=f"one of {', '.join(PRESETS)} (fast)")
+    p.add_argument("--horizons", default="1,5,10,20", help="forecast horizons in bars")
+    p.add_argument("--seq-len", metavar="N", help="window length (default: the longest preset"
+                   " seq_len among --models)")
+    p.add_argument("--task", default="direction", help=f"one of {', '.join(TASKS)}")
+    p.add_argument("--split", default="holdout", help=f"one of {', '.join(SPLIT_METHODS)}")
+    p.add_argument("--start", help="first date, e.g. 2014-01-01")
+    p.add_argument("--end", help="last date, e.g. 2018-02-07")
+    p.add_argument("--overrides", metavar="JSON",
+                   help='per-model overrides, e.g. \'{"lstm": {"hidden_size": 16}}\'')
+    p.add_argument("--no-ensembles", action="store_true",
+                   help="skip the ensemble_equal / ensemble_f1 rows")
+    p.add_argument("--output", default="table", help=f"one of {', '.join(OUTPUTS)}")
+    p.add_argument("--save-dir", metavar="DIR",
+                   help="save every fitted model under DIR/SYMBOL/MODEL")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"quantray train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _csv_list(flag: str, value: str | None) -> list[str]:
+    if not value:
+        raise UsageError(f"{flag} is required, e.g. {flag} AAPL,MSFT")
+    items = [v.strip() for v in value.split(",")]
+    if any(not v for v in items):
+        raise UsageError(f"{flag}={value!r} has an empty item; use comma-separated names")
+    if len(set(items)) != len(items):
+        raise UsageError(f"{flag}={value!r} repeats a name")
+    return items
+
+
+def _positive_ints(flag: str, value: str) -> list[int]:
+    try:
+        out = [int(v) for v in _csv_list(flag, value)]
+    except ValueError as exc:
+        raise UsageError(f"{flag}={value!r}: use comma-separated positive integers") from exc
+    if any(v < 1 for v in out):
+        raise UsageError(f"{flag}={value!r}: use comma-separated positive integers")
+    return out
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UsageError(f"{flag}={value!r}: choose one of {', '.join(allowed)}")
+    return value
+
+
+def _parse(args: argparse.Namespace) -> dict[str, Any]:
+    """Check every flag that needs no data; returns the typed request."""
+    if not args.data:
+        raise UsageError("--data is required, e.g. --data sample:sp500")
+    req: dict[str, Any] = {
+        "symbols": _csv_list("--symbols", args.symbols),
+        "models": _csv_list("--models", args.models),
+        "preset": _choice("--preset", args.preset, PRESETS),
+        "task": _choice("--task", args.task, TASKS),
+        "split": _choice("--split", args.split, SPLIT_METHODS),
+        "output": _choice("--output", args.output, OUTPUTS),
+        "horizons": tuple(_positive_ints("--horizons", args.horizons)),
+        "overrides": {},
+    }
+    if args.overrides:
+        try:
+            overrides = json.loads(args.overrides)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--overrides is not valid JSON ({exc.msg})") from exc
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in
+                                                       overrides.values()):
+            raise UsageError('--overrides: use a JSON object {"model": {"field": value}}')
+        stray = sorted(set(overrides) - set(req["models"]))
+        if stray:
+            raise UsageError(f"--overrides names {stray}, which are not in --models")
+        req["overrides"] = overrides
+    from models.registry import REGISTRY, resolve
+
+    unknown = [m for m in req["models"] if m not in REGISTRY]
+    if unknown:
+        raise UsageError(f"--models: unknown {unknown}; known: {', '.join(REGISTRY)}")
+    seq_lens = []
+    for name in req["models"]:
+        try:
+            seq_lens.append(resolve(name, req["preset"], req["overrides"].get(name)).seq_len)
+        except ValueError as exc:
+            raise UsageError(f"--overrides: {exc}") from exc
+    if args.seq_len is None:
+        req["seq_len"] = max(seq_lens)
+    else:
+        (req["seq_len"],) = _positive_ints("--seq-len", args.seq_len)
+    return req
+
+
+def _run(args: argparse.Namespace) -> int:
+    req = _parse(args)
+    from data.loading import list_symbols, load_bars
+    from data.prepare import PrepareConfig, prepare_frame
+    from models.api import train_symbols
+
+    try:
+        cfg = PrepareConfig(horizons=req["horizons"], seq_len=req["seq_len"], split=req["split"])
+    except ValueError as exc:
+        raise UsageError(f"--horizons/--seq-len/--split: {exc}") from exc
+    try:
+        available = set(list_symbols(args.data))
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"--data {args.data}: {exc}") from exc
+    missing = sorted(set(req["symbols"]) - available)
+    if missing:
+        raise UsageError(f"--symbols: {missing} not in --data {args.data}; it holds"
+                         f" {len(available)} symbols (see `quantray data inspect`)")
+    try:
+        frame = load_bars(args.data, symbols=req["symbols"], start=args.start, end=args.end)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"--data {args.data} (--start/--end): {exc}") from exc
+    try:
+        prepared = prepare_frame(frame, cfg, on_error="drop")
+    except ValueError as exc:
+        raise UsageError(f"--data {args.data}: {exc}") from exc
+    for symbol, reason in prepared.dropped.items():
+        print(f"warning: {symbol} dropped: {reason}", file=sys.stderr)
+    if not prepared.prepared:
+        raise UsageError("--symbols: every symbol was dropped (see the warnings above)")
+    rows = train_symbols(
+        prepared.prepared, req["models"], req["preset"], req["overrides"], req["task"],
+        progress=ProgressBar(sys.stderr), ensembles=not args.no_ensembles,
+        save_dir=args.save_dir,
+    )  # fmt: skip
+    _emit(rows, req["output"], sys.stdout)
+    return 1 if any(row["error"] for row in rows) else 0
+
+
+class ProgressBar:
+    """Plain-text progress on a stream: `[#####.....] 3/10 AAPL/lstm 2.1s (12s elapsed)`."""
+
+    def __init__(self, stream: Any, width: int = 24) -> None:
+        self.stream = stream
+        self.width = width
+        self.start = time.perf_counter()
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        filled = self.width * done // max(total, 1)
+        bar = "#" * filled + "." * (self.width - filled)
+        elapsed = time.perf_counter() - self.start
+        line = f"[{bar}] {done}/{total} {label} ({elapsed:.0f}s elapsed)"
+        end = "\n" if done == total or not self.tty else ""
+        self.stream.write(("\r" if self.tty else "") + line + end)
+        self.stream.flush()
+
+
+def _clean(value: Any) -> Any:
+    """NaN -> None so JSON output stays standard JSON."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _emit(rows: list[dict[str, Any]], output: str, stream: Any) -> None:
+    from models.metrics import LEADERBOARD_COLUMNS
+
+    if output == "json":
+        clean = [{c: _clean(row[c]) for c in LEADERBOARD_COLUMNS} for row in rows]
+        json.dump(clean, stream, indent=1, allow_nan=False)
+        stream.write("\n")
+    elif output == "csv":
+        import csv
+
+        writer = csv.DictWriter(stream, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({c: _clean(row[c]) for c in LEADERBOARD_COLUMNS} for row in rows)
+    else:
+        stream.write(format_table(rows) + "\n")
+
+
+TABLE = (  # (column, header, format)
+    ("symbol", "symbol", "{}"), ("model", "model", "{}"), ("horizon", "h", "{}"),
+    ("split", "split", "{}"), ("accuracy", "acc", "{:.3f}"),
+    ("baseline_accuracy", "base", "{:.3f}"), ("p_value", "p", "{:.3g}"),
+    ("macro_f1", "macro_f1", "{:.3f}"), ("mcc", "mcc", "{:.3f}"), ("r2", "r2", "{:.4f}"),
+    ("ic", "ic", "{:.3f}"), ("train_seconds", "secs", "{:.1f}"), ("error", "error", "{}"),
+)  # fmt: skip
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Aligned text table of the main leaderboard columns ('-' where a metric is None)."""
+    cells = [[h for _, h, _ in TABLE]]
+    for row in rows:
+        cells.append([
+            "-" if row.get(col) is None else fmt.format(row[col]) for col, _, fmt in TABLE
+        ])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(TABLE))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)

@@ -1,0 +1,165 @@
+"""The unified fit/load/evaluate API, the sequential sweep, and `quantray train`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data.prepared import PreparedSymbol
+from models import api
+from models.linear.base import LinearModel
+from models.metrics import LEADERBOARD_COLUMNS
+from service.cli import main
+
+TINY_MLP = {"hidden_size": 8, "num_layers": 1, "train.epochs": 2}
+
+
+def make_prepared(symbol: str = "SYN", n: int = 700, seq_len: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n + seq_len - 1, 4)).astype(np.float32)
+    x = feats[seq_len - 1 :]
+    y = (0.01 * (0.5 * x[:, :1] + rng.standard_normal((n, 2)))).astype(np.float32)
+    splits = {"train": np.arange(0, 400), "val": np.arange(410, 550), "test": np.arange(560, n)}
+    tau = np.quantile(np.abs(y[:400]), 1 / 3, axis=0).astype(np.float32)
+    y_cls = np.where(y > tau, 2, np.where(y < -tau, 0, 1)).astype(np.int64)
+    times = np.arange(n + seq_len - 1).astype("datetime64[D]").astype("datetime64[ns]")
+    return PreparedSymbol(
+        symbol, feats, tuple("abcd"), times, y, y_cls, (1, 5), seq_len, splits, tau,
+        np.zeros(4, np.float32), np.ones(4, np.float32),
+    )  # fmt: skip
+
+
+def test_fit_dispatches_and_load_picks_the_class(tmp_path):
+    p = make_prepared()
+    ridge = api.fit("ridge", p)
+    mlp = api.fit("mlp", p, overrides=TINY_MLP)
+    assert isinstance(ridge, LinearModel) and type(mlp).__name__ == "DeepModel"
+    for name, model in (("ridge", ridge), ("mlp", mlp)):
+        model.save(str(tmp_path / name))
+        loaded = api.load(str(tmp_path / name))
+        assert type(loaded) is type(model)
+        x = p.X[p.splits["test"]]
+        np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+        rows = api.evaluate(loaded, p)
+        assert len(rows) == 4 and all(r["model"] == name for r in rows)
+    with pytest.raises(FileNotFoundError, match="metadata.json"):
+        api.load(str(tmp_path / "nothing"))
+
+
+def test_linear_fit_rejects_deep_only_arguments():
+    p = make_prepared()
+    with pytest.raises(ValueError, match="callbacks"):
+        api.fit("ols", p, callbacks=[object()])
+    with pytest.raises(ValueError, match="resume_from"):
+        api.fit("ols", p, resume_from="/tmp/ckpt")
+    with pytest.raises(ValueError, match="CPU"):
+        api.fit("lasso", p, device="cuda")
+
+
+def test_train_symbols_keeps_going_after_a_failed_unit(tmp_path):
+    data = {"AAA": make_prepared("AAA"), "BBB": [make_prepared("BBB", seed=1)]}
+    calls = []
+    rows = api.train_symbols(
+        data, ["ridge", "no_such_model", "ols"], "fast", None, "direction",
+        progress=lambda done, total, label: calls.append((done, total, label)),
+        ensembles=True, save_dir=str(tmp_path),
+    )  # fmt: skip
+    assert [c[:2] for c in calls] == [(i, 6) for i in range(1, 7)]
+    assert "FAILED" in calls[1][2]
+    for symbol in ("AAA", "BBB"):
+        mine = [r for r in rows if r["symbol"] == symbol]
+        errors = [r for r in mine if r["error"]]
+        assert {r["model"] for r in errors} == {"no_such_model"} and len(errors) == 2
+        assert "no_such_model" in errors[0]["error"]
+        good = [r for r in mine if not r["error"]]
+        assert {r["model"] for r in good} == {"ridge", "ols", "ensemble_equal", "ensemble_f1"}
+        assert len(good) == 4 * 2 * 2  # models x splits x horizons
+        assert (tmp_path / symbol / "ridge" / "metadata.json").is_file()
+    assert all(list(r) == LEADERBOARD_COLUMNS for r in rows)
+
+
+def test_train_symbols_rejects_overrides_for_absent_models():
+    with pytest.raises(ValueError, match="lstm"):
+        api.train_symbols({"AAA": make_prepared()}, ["ridge"], overrides={"lstm": {}})
+
+
+def _train(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["train", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_json_rows_have_exactly_the_leaderboard_columns(capsys, tmp_path):
+    code, out, err = _train(
+        capsys, "--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge,mlp",
+        "--horizons", "1,5", "--output", "json", "--save-dir", str(tmp_path),
+        "--overrides", json.dumps({"mlp": TINY_MLP}),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 4 * 2 * 2  # (ridge, mlp, 2 ensembles) x splits x horizons
+    assert all(list(r) == LEADERBOARD_COLUMNS for r in rows)
+    assert {r["model"] for r in rows} == {"ridge", "mlp", "ensemble_equal", "ensemble_f1"}
+    assert all(r["symbol"] == "AAPL" and r["error"] is None for r in rows)
+    assert "2/2" in err  # progress bar on stderr
+    assert api.load(str(tmp_path / "AAPL" / "mlp")).name == "mlp"
+
+
+def test_cli_csv_and_table_outputs(capsys):
+    code, out, _ = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL,ABBV",
+                          "--models", "ols", "--horizons", "5", "--output", "csv")
+    assert code == 0
+    records = list(csv.DictReader(io.StringIO(out)))
+    assert list(records[0]) == LEADERBOARD_COLUMNS and len(records) == 2 * 2
+    code, out, _ = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL",
+                          "--models", "lasso", "--horizons", "1")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:4] == ["symbol", "model", "h", "split"] and len(lines) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--symbols", "AAPL", "--models", "ridge"], "--data"),
+        (["--data", "sample:sp500", "--models", "ridge"], "--symbols"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridgee"], "--models"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--horizons",
+          "1,0"], "--horizons"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--output",
+          "xml"], "--output"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--preset",
+          "turbo"], "--preset"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--seq-len",
+          "-3"], "--seq-len"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--overrides",
+          "{bad"], "--overrides"),
+        (["--data", "/nonexistent/bars.parquet", "--symbols", "AAPL", "--models", "ridge"],
+         "--data"),
+        (["--data", "sample:sp500", "--symbols", "AAPL,ZZZZ", "--models", "ridge"], "--symbols"),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_line_naming_the_flag(capsys, args, flag):
+    code, out, err = _train(capsys, *args)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in err
+
+
+def test_cli_module_imports_only_the_standard_library():
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import models.cli\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "extra = new - set(sys.stdlib_module_names)\n"
+        "assert extra <= {'models'}, extra\n"
+        "assert 'models.registry' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

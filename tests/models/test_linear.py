@@ -1,0 +1,185 @@
+"""Linear models: OLS/HAC inference, validation-only alpha selection, class mapping, storage."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from scipy.special import ndtr
+
+from data.prepared import PreparedSymbol
+from models.linear import LINEAR_SPECS, fit_linear, load_linear, resolve_linear
+from models.linear.lasso import LassoConfig
+from models.linear.ridge import RidgeConfig
+from models.metrics import leaderboard_rows
+from models.spec import PRESETS
+
+HORIZONS = (1, 5)
+
+
+def make_prepared(n: int = 1000, n_feat: int = 6, signal: float = 0.4, seed: int = 0,
+                  val_signal: bool = True) -> PreparedSymbol:
+    """Returns linear in features 0 and 1 plus noise; the 5-bar target overlaps (MA(4)).
+
+    Feature 0 is persistent (AR(1), phi 0.9) like a rolling indicator, so with the
+    overlapping target its score x_t e_t is autocorrelated and HAC matters.
+    """
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n + 4, n_feat))
+    for t in range(1, n + 4):
+        feats[t, 0] = 0.9 * feats[t - 1, 0] + np.sqrt(1 - 0.81) * feats[t, 0]
+    feats = feats.astype(np.float32)
+    eps = rng.standard_normal(n + 4)
+    r1 = 0.01 * (signal * feats[:, 0] - 0.5 * signal * feats[:, 1] + eps)
+    r5 = np.convolve(r1, np.ones(5), "valid")[:n]  # sum of the next 5 one-bar returns
+    y = np.stack([r1[:n], r5], 1).astype(np.float32)
+    feats = feats[:n]
+    splits = {"train": np.arange(0, 600), "val": np.arange(610, 800), "test": np.arange(810, n)}
+    if not val_signal:  # validation targets without any relation to the features
+        y[splits["val"]] = rng.permutation(y[splits["val"]])
+    tau = np.quantile(np.abs(y[splits["train"]]), 1 / 3, axis=0).astype(np.float32)
+    y_cls = np.where(y > tau, 2, np.where(y < -tau, 0, 1)).astype(np.int64)
+    return PreparedSymbol(
+        "SYN", feats, tuple(f"f{i}" for i in range(n_feat)),
+        np.arange(n).astype("datetime64[D]").astype("datetime64[ns]"), y, y_cls, HORIZONS, 1,
+        splits, tau, np.zeros(n_feat, np.float32), np.ones(n_feat, np.float32),
+    )  # fmt: skip
+
+
+def test_specs_registered_and_presets_resolve():
+    assert set(LINEAR_SPECS) == {"ols", "ridge", "lasso"}
+    for name, spec in LINEAR_SPECS.items():
+        assert spec.kind == "linear" and spec.input == "tabular" and spec.module_cls is None
+        for preset in PRESETS:
+            assert isinstance(resolve_linear(name, preset), spec.config_cls)
+        for key in spec.search_space:  # every search key is a config field
+            assert key in spec.config_cls.__dataclass_fields__
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="n_alphas"):
+        RidgeConfig(n_alphas=0)
+    with pytest.raises(ValueError, match="min_ratio"):
+        LassoConfig(min_ratio=2.0)
+    with pytest.raises(ValueError, match="predictive"):
+        RidgeConfig(predictive="laplace")
+    with pytest.raises(ValueError, match="alpha_typo"):
+        resolve_linear("ridge", "fast", {"alpha_typo": 1.0})
+    with pytest.raises(ValueError, match="known"):
+        fit_linear("elastic", make_prepared())
+
+
+def test_ols_matches_statsmodels_hac_directly():
+    p = make_prepared()
+    model = fit_linear("ols", p)
+    x, _, y = p.split_arrays("train", sequence=False)
+    design = sm.add_constant(x.astype(np.float64))
+    for j, h in enumerate(HORIZONS):
+        ref = sm.OLS(y[:, j].astype(np.float64), design).fit(
+            cov_type="HAC", cov_kwds={"maxlags": h, "use_correction": True}
+        )
+        np.testing.assert_allclose(model.intercept[j], ref.params[0], rtol=1e-8)
+        np.testing.assert_allclose(model.coef[j], ref.params[1:], rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(model.arrays["bse"][j], ref.bse, rtol=1e-8)
+        np.testing.assert_allclose(model.arrays["pvalues"][j], ref.pvalues, rtol=1e-8)
+        np.testing.assert_allclose(model.arrays["tvalues"][j], ref.tvalues, rtol=1e-8)
+    # the overlapping 5-bar target: HAC must widen the plain OLS standard errors
+    plain = sm.OLS(y[:, 1].astype(np.float64), design).fit()
+    assert model.arrays["bse"][1][1] > 1.1 * plain.bse[1]
+    # planted features are significant, the noise features mostly not
+    assert model.arrays["pvalues"][0][1] < 1e-6 and model.arrays["pvalues"][0][2] < 1e-3
+
+
+@pytest.mark.parametrize("name", ["ridge", "lasso"])
+def test_alpha_selection_never_touches_test(name):
+    p = make_prepared()
+    base = fit_linear(name, p)
+    test = p.splits["test"]
+    rng = np.random.default_rng(9)
+    perturbed = make_prepared()
+    perturbed.features[test] = rng.standard_normal(perturbed.features[test].shape) * 5
+    perturbed.y_return[test] = rng.standard_normal(perturbed.y_return[test].shape)
+    other = fit_linear(name, perturbed)
+    assert other.summary["alpha"] == base.summary["alpha"]
+    np.testing.assert_array_equal(other.coef, base.coef)
+    assert other.summary["val_mse"] == base.summary["val_mse"]
+
+
+@pytest.mark.parametrize("name", ["ridge", "lasso"])
+def test_alpha_is_chosen_on_validation(name):
+    signal = fit_linear(name, make_prepared(), preset="balanced")
+    noise = fit_linear(name, make_prepared(val_signal=False), preset="balanced")
+    scores = np.asarray(signal.summary["val_mse"])  # [H][A]
+    assert scores.shape == (len(HORIZONS), signal.config.n_alphas)
+    alphas = np.asarray(signal.summary["alphas"]).reshape(-1, scores.shape[1])[0]
+    assert signal.summary["alpha"][0] == pytest.approx(alphas[np.argmin(scores[0])])
+    # with signal-free validation targets the strongest shrinkage should win
+    assert noise.summary["alpha"][0] > signal.summary["alpha"][0]
+    assert np.abs(noise.coef[0]).sum() < 0.5 * np.abs(signal.coef[0]).sum()
+
+
+def test_predict_proba_is_the_gaussian_band_mapping():
+    p = make_prepared()
+    model = fit_linear("ridge", p)
+    x = p.X[p.splits["test"]]
+    proba = model.predict_proba(x)
+    assert proba.shape == (x.shape[0], 2, 3)
+    np.testing.assert_allclose(proba.sum(-1), 1.0, rtol=1e-5)
+    mu = model.predict_return(x).astype(np.float64)
+    np.testing.assert_allclose(mu, x @ model.coef.T + model.intercept, rtol=1e-5, atol=1e-7)
+    tau, sigma = p.thresholds[1], model.resid_std[1]
+    expected_up = 1 - ndtr((tau - mu[:, 1]) / sigma)
+    np.testing.assert_allclose(proba[:, 1, 2], expected_up, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(x), proba.argmax(-1))
+
+
+def test_empirical_predictive_probabilities_are_valid():
+    p = make_prepared()
+    model = fit_linear("ols", p, overrides={"predictive": "empirical"})
+    proba = model.predict_proba(p.X[p.splits["test"]])
+    assert np.all(proba >= 0) and np.allclose(proba.sum(-1), 1.0, atol=1e-6)
+    # on the training inputs the empirical bands reproduce the training class shares
+    proba_train = model.predict_proba(p.X[p.splits["train"]])
+    train_share = np.bincount(p.y_class[p.splits["train"], 0], minlength=3) / 600
+    proba_share = proba_train[:, 0].mean(0)
+    np.testing.assert_allclose(proba_share, train_share, atol=0.08)
+
+
+@pytest.mark.parametrize("name", ["ols", "ridge", "lasso"])
+def test_learns_a_planted_linear_signal(name):
+    p = make_prepared()
+    rows = leaderboard_rows("SYN", name, fit_linear(name, p), p, splits=("test",))
+    h1 = rows[0]
+    assert h1["horizon"] == 1 and h1["p_value"] < 0.01
+    assert h1["accuracy"] > h1["baseline_accuracy"] + 0.05 and h1["ic"] > 0.2
+
+
+@pytest.mark.parametrize("name", ["ols", "ridge", "lasso"])
+def test_save_load_round_trip_without_pickle(name, tmp_path):
+    p = make_prepared()
+    model = fit_linear(name, p)
+    model.save(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["arrays.npz", "metadata.json", "stats.json"]
+    with np.load(tmp_path / "arrays.npz", allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["coef"], model.coef)
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["kind"] == "linear" and meta["model"] == name and meta["horizons"] == [1, 5]
+    assert meta["data_window"]["test"]["n"] == p.splits["test"].size
+    loaded = load_linear(str(tmp_path))
+    x = p.X[p.splits["test"]]
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    np.testing.assert_array_equal(loaded.predict_return(x), model.predict_return(x))
+    assert loaded.config == model.config and loaded.summary == model.summary
+    table = json.loads((tmp_path / "stats.json").read_text())
+    assert set(table) == {"h1", "h5"} and set(table["h1"]) == {"const", *p.feature_names}
+    if name == "ols":
+        assert table["h1"]["f0"]["pvalues"] < 1e-6
+
+
+def test_wrong_input_width_is_a_clear_error():
+    model = fit_linear("ridge", make_prepared())
+    with pytest.raises(ValueError, match=r"\(n, 6\)"):
+        model.predict(np.zeros((3, 5), dtype=np.float32))
