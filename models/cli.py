@@ -54,6 +54,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", default="table", help=f"one of {', '.join(OUTPUTS)}")
     p.add_argument("--save-dir", metavar="DIR",
                    help="save every fitted model under DIR/SYMBOL/MODEL")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="BLAS and torch threads (default 1: daily-bar models are small, and"
+                        " more threads were 5x slower on 2 cores; docs/benchmarks.md)")
     p.set_defaults(func=run)
 
 
@@ -166,11 +169,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: {symbol} dropped: {reason}", file=sys.stderr)
     if not prepared.prepared:
         raise UsageError("--symbols: every symbol was dropped (see the warnings above)")
-    rows = train_symbols(
-        prepared.prepared, req["models"], req["preset"], req["overrides"], req["task"],
-        progress=ProgressBar(sys.stderr), ensembles=not args.no_ensembles,
-        save_dir=args.save_dir,
-    )  # fmt: skip
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: use 1 or more")
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads):
+        rows = train_symbols(
+            prepared.prepared, req["models"], req["preset"], req["overrides"], req["task"],
+            progress=ProgressBar(sys.stderr), ensembles=not args.no_ensembles,
+            save_dir=args.save_dir,
+        )  # fmt: skip
     _emit(rows, req["output"], sys.stdout)
     return 1 if any(row["error"] for row in rows) else 0
 
