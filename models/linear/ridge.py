@@ -67,8 +67,11 @@ def fit_ridge(
     for a, alpha in enumerate(alphas):
         # multi-output fit: one independent ridge per horizon column, same alpha
         est = Ridge(alpha=float(alpha), fit_intercept=True).fit(x_train, y_train)
-        coefs[a], intercepts[a] = est.coef_, est.intercept_
-        val_mse[a] = ((est.predict(x_val) - y_val) ** 2).mean(axis=0)
+        # reshape: with a single horizon scikit-learn may drop the target axis
+        coefs[a] = np.reshape(est.coef_, (n_h, n_f))
+        intercepts[a] = np.reshape(est.intercept_, (n_h,))
+        pred = np.reshape(est.predict(x_val), (-1, n_h))  # [n_val, H]
+        val_mse[a] = ((pred - y_val) ** 2).mean(axis=0)
     best = select_on_validation(val_mse)  # (H,)
     cols = np.arange(n_h)
     return LinearFit(

@@ -183,3 +183,16 @@ def test_wrong_input_width_is_a_clear_error():
     model = fit_linear("ridge", make_prepared())
     with pytest.raises(ValueError, match=r"\(n, 6\)"):
         model.predict(np.zeros((3, 5), dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", ["ols", "ridge", "lasso"])
+def test_single_horizon(name):
+    p = make_prepared()
+    one = PreparedSymbol(
+        p.symbol, p.features, p.feature_names, p.timestamps, p.y_return[:, :1],
+        p.y_class[:, :1], (1,), 1, p.splits, p.thresholds[:1], p.scaler_mean, p.scaler_std,
+    )  # fmt: skip
+    model = fit_linear(name, one)
+    assert model.coef.shape == (1, 6)
+    np.testing.assert_allclose(model.coef[0], fit_linear(name, p).coef[0], rtol=1e-6)
+    assert model.predict(one.X[one.splits["test"]]).shape == (one.splits["test"].size, 1)
