@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from ray_jobs.cluster_gc import remove_leaked_placement_groups
 from ray_jobs.planner import Plan, Unit
 from ray_jobs.planner import plan as make_plan
 from ray_jobs.progress import ProgressTracker, ProgressWriter
@@ -97,6 +98,9 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
 
     t0 = time.time()
     store_spec(spec, storage)
+    # A job stopped mid-training may have leaked a Train placement group that would starve
+    # this job's deep runs for good (see ray_jobs/cluster_gc.py).
+    remove_leaked_placement_groups()
     tracker = ProgressTracker(job_id=storage.job_id)
     with ProgressWriter(tracker, storage, interval_s=progress_interval_s):
         symbols, missing = resolve_symbols(spec)

@@ -38,10 +38,27 @@ def _port_busy(port: int) -> bool:
 
 
 def _free_port_outside_worker_range() -> int:
-    while True:
-        port = free_port()
-        if port != 6379 and not WORKER_PORTS[0] <= port <= WORKER_PORTS[1]:
-            return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports, none 6379 or in Ray's worker port range. All
+    sockets stay bound until every port is picked: one at a time, the OS may hand out the
+    same port twice, and `ray start` refuses a port given to two components."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port != 6379 and not WORKER_PORTS[0] <= port <= WORKER_PORTS[1]:
+                ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
 
 
 @dataclass
@@ -71,15 +88,11 @@ class LocalRayHead:
             raise RuntimeError(f"{ray_exe} not found: install quantray's ray dependency")
         # A short path: Ray's unix socket paths must stay under 108 bytes.
         temp_dir = Path(tempfile.mkdtemp(prefix="qr-ray-", dir="/tmp"))
-        head = cls(temp_dir=temp_dir, gcs_port=_free_port_outside_worker_range(),
-                   dashboard_port=dashboard_port)  # fmt: skip
-        ports = {
-            "--dashboard-agent-listen-port": _free_port_outside_worker_range(),
-            "--dashboard-agent-grpc-port": _free_port_outside_worker_range(),
-            "--ray-client-server-port": _free_port_outside_worker_range(),
-            "--runtime-env-agent-port": _free_port_outside_worker_range(),
-            "--metrics-export-port": _free_port_outside_worker_range(),
-        }
+        flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                 "--ray-client-server-port", "--runtime-env-agent-port", "--metrics-export-port")
+        picked = [p for p in free_ports(len(flags) + 2) if p != dashboard_port]
+        head = cls(temp_dir=temp_dir, gcs_port=picked[0], dashboard_port=dashboard_port)
+        ports = dict(zip(flags, picked[1:], strict=False))
         cmd = [
             str(ray_exe), "start", "--head", "--node-ip-address=127.0.0.1",
             f"--port={head.gcs_port}", "--dashboard-host=127.0.0.1",

@@ -1,0 +1,91 @@
+"""Give back what Ray leaked from earlier quantray jobs: placement groups of ended jobs.
+
+Ray 2.60 Train V2 can leave a training run's placement group behind when its job is stopped
+mid-run (a cancel, or Ray stopping the job): the run's controller dies while (re)starting its
+worker group and the detached `PlacementGroupCleaner` that should remove the group misses it
+(ray-project/ray#62753, #61689). The group stays CREATED and keeps its bundle (1 CPU, or a
+GPU share) for good; on a small cluster a single one blocks every later deep run, whose
+worker then waits for resources forever (seen in tests/e2e: cancel, then the next job).
+
+A non-detached placement group created by a quantray job that has ended can never be used
+again, so each job driver removes those before it plans. Groups of other jobs are left
+alone (a detached actor of an ended job may still own its group), and so are detached ones.
+Best effort: when the state API cannot answer, the job goes on and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+log = logging.getLogger("quantray.gc")
+ENDED = ("STOPPED", "SUCCEEDED", "FAILED")
+ENTRYPOINT_MARK = "ray_jobs.run"  # `python -m ray_jobs.run ...`: a quantray job driver
+STATE_LIMIT = 10_000
+
+
+def _field(obj: Any, name: str) -> Any:
+    """State API rows come as dicts or as schema objects depending on the call."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def ended_quantray_jobs(jobs: list[Any]) -> set[str]:
+    """Ray job ids (hex) of quantray drivers that have ended, from `list_jobs` rows."""
+    ended = set()
+    for job in jobs:
+        job_id = _field(job, "job_id")
+        metadata = _field(job, "metadata") or {}
+        ours = "quantray_job_id" in metadata or ENTRYPOINT_MARK in (
+            _field(job, "entrypoint") or ""
+        )
+        if job_id and ours and str(_field(job, "status")) in ENDED:
+            ended.add(str(job_id))
+    return ended
+
+
+def leaked_groups(groups: list[Any], ended_jobs: set[str]) -> list[str]:
+    """Ids of the live, non-detached placement groups that an ended quantray job created."""
+    return [
+        str(_field(g, "placement_group_id"))
+        for g in groups
+        if str(_field(g, "creator_job_id")) in ended_jobs
+        and str(_field(g, "state")) != "REMOVED"
+        and not _field(g, "is_detached")
+    ]
+
+
+def remove_leaked_placement_groups() -> list[str]:
+    """Remove the placement groups ended quantray jobs left behind; returns their ids."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_jobs, list_nodes, list_placement_groups
+
+    # This cluster's address, explicitly: left out, the state API picks any Ray it finds.
+    query = {"address": ray.get_runtime_context().gcs_address, "limit": STATE_LIMIT,
+             "detail": True, "raise_on_missing_output": False, "timeout": 30}  # fmt: skip
+    try:
+        # The state API finds the dashboard through the GCS and may fall back to another
+        # Ray's (127.0.0.1:8265): act only when it describes this cluster's nodes.
+        listed = {str(_field(n, "node_id")) for n in list_nodes(**query)}
+        if not listed & {str(n["NodeID"]) for n in ray.nodes()}:
+            raise RuntimeError("the state API answered for another Ray cluster")
+        ended = ended_quantray_jobs(list_jobs(**query))
+        if not ended:
+            return []
+        groups = list_placement_groups(**query)
+    except Exception as exc:  # no dashboard / state API: nothing to compare against
+        log.warning("could not look for leaked placement groups (Ray state API: %s); "
+                    "a stopped job's groups may still hold resources", exc)  # fmt: skip
+        return []
+    removed = []
+    for pg_id in leaked_groups(groups, ended):
+        try:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(pg_id)))
+            removed.append(pg_id)
+        except Exception as exc:  # one group we cannot remove does not stop the job
+            log.warning("could not remove leaked placement group %s: %s", pg_id, exc)
+    if removed:
+        log.warning("removed %d placement group(s) left by stopped jobs: %s",
+                    len(removed), ", ".join(removed))  # fmt: skip
+    return removed

@@ -1,0 +1,46 @@
+"""ray_jobs.cluster_gc's choice of leaked placement groups (no Ray needed): only live,
+non-detached groups whose creator is an ended quantray job. The e2e module shows the leak
+and its removal on a real head (test_stopped_jobs_leave_no_placement_groups)."""
+
+from __future__ import annotations
+
+from ray_jobs.cluster_gc import ended_quantray_jobs, leaked_groups
+
+JOBS = [
+    # A stopped quantray submission (the dispatcher's metadata), and a direct driver run.
+    {"job_id": "02000000", "status": "STOPPED", "metadata": {"quantray_job_id": "qr-1"},
+     "entrypoint": "python -m ray_jobs.run --job-id qr-1"},
+    {"job_id": "03000000", "status": "FAILED", "metadata": {},
+     "entrypoint": "/venv/bin/python -m ray_jobs.run --spec s.yaml"},
+    # Still running: its groups are in use.
+    {"job_id": "04000000", "status": "RUNNING", "metadata": {"quantray_job_id": "qr-2"},
+     "entrypoint": "python -m ray_jobs.run --job-id qr-2"},
+    # Someone else's ended job: not ours to clean.
+    {"job_id": "05000000", "status": "SUCCEEDED", "metadata": {}, "entrypoint": "python x.py"},
+    # A submission that never started a driver has no Ray job id.
+    {"job_id": None, "status": "FAILED", "metadata": {"quantray_job_id": "qr-3"},
+     "entrypoint": "python -m ray_jobs.run --job-id qr-3"},
+]  # fmt: skip
+
+
+def _group(pg_id: str, job: str, state: str = "CREATED", detached: bool = False) -> dict:
+    return {"placement_group_id": pg_id, "creator_job_id": job, "state": state,
+            "is_detached": detached}  # fmt: skip
+
+
+def test_ended_quantray_jobs_are_ours_and_over() -> None:
+    assert ended_quantray_jobs(JOBS) == {"02000000", "03000000"}
+
+
+def test_only_live_non_detached_groups_of_ended_quantray_jobs_leak() -> None:
+    groups = [
+        _group("a", "02000000"),
+        _group("b", "02000000", state="PENDING"),  # would grab resources once they free up
+        _group("c", "02000000", state="REMOVED"),
+        _group("d", "02000000", detached=True),
+        _group("e", "03000000"),
+        _group("f", "04000000"),
+        _group("g", "05000000"),
+    ]
+    assert leaked_groups(groups, ended_quantray_jobs(JOBS)) == ["a", "b", "e"]
+    assert leaked_groups(groups, set()) == []
