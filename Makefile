@@ -5,7 +5,7 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench env clean
+.PHONY: run test test-learning lint bench env clean
 
 env: $(STAMP)
 
@@ -23,6 +23,10 @@ test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The main job: a local Ray head + the API, the demo sweep over HTTP, its summary table.
+# Every model learns a planted signal, none finds one in a random walk (slow: 15-25 min).
+test-learning: $(STAMP)
+	$(VENV)/bin/pytest -m learning tests/models/test_learning.py $(PYTEST_ARGS)
+
 run: $(STAMP)
 	$(VENV)/bin/quantray demo --spec examples/demo.yaml
 
