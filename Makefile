@@ -23,7 +23,7 @@ test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The main job: a local Ray head + the API, the demo sweep over HTTP, its summary table.
-# Every model learns a planted signal, none finds one in a random walk (slow: 15-25 min).
+# Only the learning acceptance tests (also part of make test).
 test-learning: $(STAMP)
 	$(VENV)/bin/pytest -m learning tests/models/test_learning.py $(PYTEST_ARGS)
 

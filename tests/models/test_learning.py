@@ -46,7 +46,7 @@ from models.api import evaluate, fit
 from models.metrics import direction_metrics
 from models.registry import REGISTRY
 
-# ~15-25 min on 2 cores (14 models x planted + random walk): `make test-learning`.
+# ~80 s on an idle 2-core machine (7.5 min at load 16); `make test-learning` runs only these.
 pytestmark = pytest.mark.learning
 
 HORIZONS = (1, 5)
