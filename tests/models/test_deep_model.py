@@ -15,14 +15,6 @@ from models.training import CheckpointEvery, StopAfter
 from tests.models._planted import planted as _planted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n: int = 500, f: int = 5, seq_len: int = 10, seed: int = 2) -> PreparedSymbol:
     return _planted(n, f, seq_len, (1, 5), seed, return_scales=(1.0, 2.0))
 

@@ -16,14 +16,6 @@ F, L, H = 12, 16, 4
 DEEP = list_models("deep")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _trained_looking(name: str, task: str = "direction") -> tuple[torch.nn.Module, ModelDims]:
     """A model whose BatchNorm running statistics are no longer the initial 0 / 1."""
     torch.manual_seed(1)

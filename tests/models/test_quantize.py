@@ -11,14 +11,6 @@ from models.quantize import layer_counts, quantization_report, quantize_model
 from tests.models._planted import planted as _planted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n: int = 500, f: int = 5, seq_len: int = 8, seed: int = 3) -> PreparedSymbol:
     return _planted(n, f, seq_len, (1,), seed)
 

@@ -35,14 +35,6 @@ DEEP = list_models("deep")
 SPACE_TYPES = {"choice", "uniform", "loguniform", "randint"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registry_holds_the_deep_zoo_and_the_linear_models() -> None:
     assert set(list_models()) == set(DEEP) | set(LINEAR_SPECS)
     assert len(DEEP) == 11

@@ -23,14 +23,6 @@ from models.training import (
 from tests.models._planted import planted as _planted
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n: int = 300, f: int = 4, seq_len: int = 5, seed: int = 1) -> PreparedSymbol:
     return _planted(n, f, seq_len, (1,), seed, lag_weight=0.5, cuts=(2 / 3, 5 / 6))
 

@@ -26,15 +26,6 @@ from models.training import loop as loop_module
 from tests.models._planted import planted as _planted
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n: int = 600, f: int = 5, seq_len: int = 6, seed: int = 0) -> PreparedSymbol:
     return _planted(n, f, seq_len, (1, 2), seed)
 

@@ -24,15 +24,6 @@ F, L, H = 12, 16, 4
 DEEP = list_models("deep")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two threads fighting other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _input(name: str, batch: int, n_features: int = F, seq_len: int = L) -> torch.Tensor:
     if get_spec(name).input == "tabular":
         return torch.randn(batch, n_features)
