@@ -3,11 +3,17 @@
     .venv/bin/python bench/ray_sweep.py linear [--symbols 102]
     .venv/bin/python bench/ray_sweep.py deep1 [--model lstm]
     .venv/bin/python bench/ray_sweep.py full [--symbols 102] [--seq-symbols 6]
+    .venv/bin/python bench/ray_sweep.py linear-cli [--symbols 102] [--repeats 2]
 
 linear: 102 symbols x {ols, ridge, lasso} x 4 horizons. Sequential = the in-process loop of
         `quantray train` (load, validate, prepare, fit, score; models.api.train_symbols);
         Ray = the job driver on a local 2-CPU Ray (prepare tasks + one task per unit, with
         artifacts, predictions, ensembles, leaderboard and plots written to storage).
+linear-cli: the same sweep as a user runs it, each a fresh process timed end to end
+        (imports included): `quantray train` (its defaults: ensembles on, one BLAS thread),
+        `quantray train --save-dir` (models saved too), and the job entrypoint
+        `python -m ray_jobs.run` against the already running local Ray (2 CPUs), which
+        also stores per-unit predictions, metrics, statuses and plots; runs alternate.
 deep1:  one deep unit: the bare loop's samples/s vs the same unit inside a TorchTrainer run,
         and the run's fixed overhead (run wall time - the unit's own fit time).
 full:   symbols x all 14 models, fast preset, through Ray: wall time, units/min, and the
@@ -104,6 +110,49 @@ def bench_linear(args) -> dict[str, Any]:
             "speedup_vs_one_thread": seq_one["wall_s"] / ray_res["wall_s"]}
 
 
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise RuntimeError(f"{cmd[:4]}... exited {proc.returncode}")
+    return wall
+
+
+def bench_linear_cli(args) -> dict[str, Any]:
+    import ray
+
+    from data.loading import list_symbols
+
+    bin_dir = os.path.dirname(os.path.abspath(__import__("sys").executable))
+    symbols = ",".join(list_symbols("sample:sp500")[: args.symbols])
+    train = [os.path.join(bin_dir, "quantray"), "train", "--data", "sample:sp500",
+             "--symbols", symbols, "--models", ",".join(LINEAR), "--preset", "fast",
+             "--horizons", ",".join(map(str, HORIZONS)), "--output", "csv"]
+    address = ray.get_runtime_context().gcs_address
+    runs: dict[str, list[float]] = {"train": [], "train_save": [], "ray_job": []}
+    with tempfile.TemporaryDirectory() as d:
+        spec_path = os.path.join(d, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(_spec(LINEAR, args.symbols, "bench-linear-cli").to_dict(), f)
+        for r in range(args.repeats):
+            runs["train"].append(_timed(train))
+            runs["train_save"].append(_timed([*train, "--save-dir", os.path.join(d, f"m{r}")]))
+            runs["ray_job"].append(_timed(
+                [os.path.join(bin_dir, "python"), "-m", "ray_jobs.run", "--spec", spec_path,
+                 "--storage", f"file://{d}/store{r}", "--name", f"lin{r}"],
+                env={"RAY_ADDRESS": address}))
+    best = {k: min(v) for k, v in runs.items()}
+    return {"runs_s": runs, "best_s": best,
+            "speedup_vs_train": best["train"] / best["ray_job"],
+            "speedup_vs_train_save": best["train_save"] / best["ray_job"]}
+
+
 def bench_deep1(args) -> dict[str, Any]:
     from data.loading import load_bars
     from data.prepare import PrepareConfig, prepare_frame
@@ -148,10 +197,11 @@ def bench_full(args) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("which", choices=["linear", "deep1", "full"])
+    p.add_argument("which", choices=["linear", "linear-cli", "deep1", "full"])
     p.add_argument("--symbols", type=int, default=102)
     p.add_argument("--seq-symbols", type=int, default=6)
     p.add_argument("--model", default="lstm")
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     import ray
 
@@ -159,7 +209,9 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     out = {"which": args.which, "machine": f"{platform.node()} {os.cpu_count()} CPUs",
            "load_avg_start": os.getloadavg()}
-    out.update({"linear": bench_linear, "deep1": bench_deep1, "full": bench_full}[args.which](args))
+    modes = {"linear": bench_linear, "linear-cli": bench_linear_cli, "deep1": bench_deep1,
+             "full": bench_full}
+    out.update(modes[args.which](args))
     out["load_avg_end"] = os.getloadavg()
     print(json.dumps(out, indent=2, default=str))
 

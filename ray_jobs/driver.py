@@ -9,6 +9,7 @@ continue from their checkpoints under the same run names.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -20,10 +21,11 @@ from ray_jobs.planner import plan as make_plan
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from ray_jobs.tasks import ensemble_task, linear_task, prepare_task
+from ray_jobs.tasks import ensemble_task
 from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
+CHUNKS_PER_CPU = 4  # chunk tasks per CPU for preparation and linear fits
 
 
 class JobSpecMismatch(ValueError):
@@ -68,27 +70,81 @@ def load_or_plan(spec: JobSpec, symbols: list[str], storage: JobStorage) -> Plan
     return plan
 
 
-def _prepare_all(
-    spec: JobSpec, symbols: list[str], tracker: ProgressTracker
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Start one preparation task per symbol; returns refs of the good ones and errors."""
+def chunk_symbols(symbols: list[str], cpus: float) -> list[list[str]]:
+    """Consecutive chunks of `symbols`, about CHUNKS_PER_CPU per CPU of the cluster: few
+    enough that Ray's per-task cost stays small, enough that the CPUs share the work
+    evenly (the last chunk to finish waits for nothing bigger than itself)."""
+    if not symbols:
+        return []
+    n_chunks = max(1, min(len(symbols), int(max(cpus, 1) * CHUNKS_PER_CPU)))
+    size = math.ceil(len(symbols) / n_chunks)
+    return [symbols[i : i + size] for i in range(0, len(symbols), size)]
+
+
+def _prepare_and_fit_linear(
+    spec: JobSpec, plan: Plan, todo: Plan, symbols: list[str], storage: JobStorage,
+    tracker: ProgressTracker,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, list[dict[str, Any]]]]:
+    """One chunk task per group of symbols: prepare them, fit their pending linear units.
+    Returns (symbol -> object ref of its folds, for the deep runs; symbol -> data error;
+    symbol -> ensemble rows computed in the tasks)."""
+    from ray_jobs.tasks import ChunkReport, chunk_task
+
     spec_dict = spec.to_dict()
-    refs = {s: prepare_task.remote(spec_dict, s) for s in symbols}
-    ok: dict[str, Any] = {}
+    todo_linear: dict[str, list[Unit]] = {}
+    for unit in todo.linear_units:
+        todo_linear.setdefault(unit.symbol, []).append(unit)
+    planned: dict[str, set[str]] = {}
+    for unit in plan.units:
+        planned.setdefault(unit.symbol, set()).add(unit.unit_id)
+    prepared: dict[str, Any] = {}
+    reports: dict[Any, tuple[list[str], list[Unit]]] = {}
+    for chunk in chunk_symbols(symbols, ray.cluster_resources().get("CPU", 1)):
+        units = [u for s in chunk for u in todo_linear.get(s, [])]
+        # ensembles in the task only where it fits every unit of the symbol (all linear)
+        ensemble_here = [
+            s for s in chunk
+            if len(todo_linear.get(s, [])) >= 2
+            and {u.unit_id for u in todo_linear[s]} == planned.get(s, set())
+        ]  # fmt: skip
+        for unit in units:
+            tracker.unit_started(unit.unit_id)
+        refs = chunk_task.options(num_returns=len(chunk) + 1).remote(
+            spec_dict, chunk, [u.to_dict() for u in units], ensemble_here,
+            storage.storage_uri, storage.job_id,
+        )  # fmt: skip
+        prepared.update(zip(chunk, refs[:-1], strict=True))
+        reports[refs[-1]] = (chunk, units)
     errors: dict[str, str] = {}
-    pending = dict(refs)
-    while pending:
-        ready, _ = ray.wait(list(pending.values()), num_returns=1)
-        symbol = next(s for s, r in pending.items() if r == ready[0])
-        del pending[symbol]
+    ensembles: dict[str, list[dict[str, Any]]] = {}
+    while reports:
+        ready, _ = ray.wait(list(reports), num_returns=1)
+        chunk, units = reports.pop(ready[0])
         try:
-            ray.get(ready[0])
-            ok[symbol] = refs[symbol]
-        except Exception as exc:  # the symbol's units fail alone, with this message
-            cause = getattr(exc, "cause", None) or exc
-            errors[symbol] = f"data: {type(cause).__name__}: {cause}"
-            log.warning("preparing %s failed: %s", symbol, errors[symbol])
-    return ok, errors
+            report: ChunkReport = ray.get(ready[0])
+        except Exception as exc:  # the task died past its retries: its symbols fail alone
+            log.warning("a chunk task failed: %s", exc)
+            report = ChunkReport(symbols=chunk, data_errors={
+                s: f"worker: {type(exc).__name__}: {exc}" for s in chunk})
+            report.unit_rows = {u.unit_id: fail_unit(u, spec.target.horizons,
+                                                     report.data_errors[u.symbol], storage)
+                                for u in units}  # fmt: skip
+        errors.update(report.data_errors)
+        ensembles.update(report.ensemble_rows)
+        for symbol, error in report.ensemble_errors.items():
+            log.warning("ensemble of %s failed: %s", symbol, error)
+        for unit in units:
+            rows = report.unit_rows.get(unit.unit_id, [])
+            error = next((r["error"] for r in rows if r.get("error")), None)
+            if error or not rows:
+                tracker.unit_failed(unit.unit_id, error or "no result")
+            else:
+                tracker.unit_done(unit.unit_id)
+        for symbol, error in report.data_errors.items():
+            log.warning("preparing %s failed: %s", symbol, error)
+    for symbol in errors:
+        prepared.pop(symbol, None)
+    return prepared, errors, ensembles
 
 
 def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 2.0) -> dict:
@@ -112,41 +168,24 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
         tracker.skip_done(len(plan.units) - len(todo.units))
         log.info("plan: %s; %d units already done", plan.summary(), len(done))
 
-        tracker.set_phase("preparing", f"{len(symbols)} symbols")
-        prepared, prep_errors = _prepare_all(spec, [s for s in symbols if s not in missing],
-                                             tracker)
+        tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
+        prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(
+            spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker)
         prep_errors.update(missing)
         for unit in todo.units:
-            if unit.symbol in prep_errors:
+            failed_here = unit.kind == "deep" or unit.symbol in missing
+            if unit.symbol in prep_errors and failed_here:
                 tracker.unit_started(unit.unit_id)
                 fail_unit(unit, spec.target.horizons, prep_errors[unit.symbol], storage)
                 tracker.unit_failed(unit.unit_id, prep_errors[unit.symbol])
 
-        tracker.set_phase("training", f"{len(todo.units)} units to train")
-        spec_dict = spec.to_dict()
-        linear_refs: dict[Any, list[Unit]] = {}
-        by_symbol: dict[str, list[Unit]] = {}
-        for unit in todo.linear_units:
-            if unit.symbol in prepared:
-                by_symbol.setdefault(unit.symbol, []).append(unit)
-        for symbol, units in by_symbol.items():
-            for unit in units:
-                tracker.unit_started(unit.unit_id)
-            ref = linear_task.remote([u.to_dict() for u in units], prepared[symbol], spec_dict,
-                                     storage.storage_uri, storage.job_id)
-            linear_refs[ref] = units
         refit = _tune(spec, plan, todo, prepared, storage, tracker)
-        tracker.set_phase("training", f"{len(todo.units)} units to train")
-        deep = run_deep_groups(todo, prepared, spec, storage, tracker, refit)
-        while linear_refs:
-            ready, _ = ray.wait(list(linear_refs), num_returns=1, timeout=1.0)
-            deep.poll()
-            for ref in ready:
-                _finish(tracker, linear_refs.pop(ref), ref, spec, storage)
-        deep.wait()
+        tracker.set_phase("training", f"{len(todo.deep_units)} deep units to train")
+        run_deep_groups(todo, prepared, spec, storage, tracker, refit).wait()
 
         tracker.set_phase("reporting", "leaderboard, ensembles, plots")
-        ensemble_rows = _ensembles(plan, prepared, storage)
+        ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
+        ensemble_rows += _ensembles(plan, prepared, storage, skip=set(done_ensembles))
         summary = write_results(spec, plan, storage, ensemble_rows, prep_errors,
                                 elapsed_s=time.time() - t0)
         failed = summary["failed_units"]
@@ -189,24 +228,10 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
     return refit
 
 
-def _finish(tracker: ProgressTracker, units: list[Unit], ref: Any, spec: JobSpec,
-            storage: JobStorage) -> None:
-    """Count a linear task's units as done or failed (all failed if its worker died)."""
-    try:
-        per_unit = ray.get(ref)
-    except Exception as exc:  # worker died past its retries: its units fail, the rest go on
-        per_unit = [fail_unit(u, spec.target.horizons, f"worker: {exc}", storage)
-                    for u in units]
-    for unit, rows in zip(units, per_unit, strict=True):
-        error = next((r["error"] for r in rows if r.get("error")), None)
-        if error:
-            tracker.unit_failed(unit.unit_id, error)
-        else:
-            tracker.unit_done(unit.unit_id)
-
-
-def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage) -> list[dict]:
-    """Soft-voting ensemble rows per symbol over its successfully finished units."""
+def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
+               skip: set[str]) -> list[dict]:
+    """Soft-voting ensemble rows per symbol over its successfully finished units, read
+    back from their stored predictions (symbols in `skip` were ensembled already)."""
     statuses = storage.unit_statuses()
     by_symbol: dict[str, dict[int, dict[str, str]]] = {}
     for unit in plan.units:
@@ -217,7 +242,7 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage) -> lis
     refs = [
         ensemble_task.remote(sym, prepared[sym], dirs, storage.storage_uri, storage.job_id)
         for sym, dirs in by_symbol.items()
-        if sym in prepared and any(len(d) >= 2 for d in dirs.values())
+        if sym in prepared and sym not in skip and any(len(d) >= 2 for d in dirs.values())
     ]
     rows: list[dict] = []
     for ref in refs:

@@ -5,6 +5,7 @@ validation macro-F1 per horizon."""
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,23 +17,36 @@ from ray_jobs.storage import JobStorage
 CLASS_COLUMNS = ("down", "flat", "up")
 
 
-def _member_arrays(
-    frame: pd.DataFrame, prepared: PreparedSymbol, split: str
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(n, H, 3) probabilities and (n, H) returns | None of one member on one split, in
-    the order of `prepared.splits[split]`."""
-    part = frame[frame["split"] == split].set_index("sample")
+Columns = Mapping[str, Any]  # a predictions table: a DataFrame or column name -> array
+
+
+def _rows_of(cols: Columns, prepared: PreparedSymbol, split: str) -> np.ndarray:
+    """Positions of `split`'s rows in `cols`, in the order of `prepared.splits[split]`."""
+    positions = np.flatnonzero(np.asarray(cols["split"]) == split)
+    samples = np.asarray(cols["sample"])[positions]
     idx = prepared.splits[split]
-    if len(part) != idx.size or not np.array_equal(np.sort(part.index.to_numpy()), np.sort(idx)):
+    if samples.size != idx.size or not np.array_equal(np.sort(samples), np.sort(idx)):
         raise ValueError(f"stored {split} predictions do not match the prepared split")
-    part = part.loc[idx]
+    order = np.argsort(samples)
+    return positions[order[np.searchsorted(samples, idx, sorter=order)]]
+
+
+def _member_arrays(
+    cols: Columns, prepared: PreparedSymbol, split: str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(n, H, 3) probabilities, (n, H) returns | None and (n, H) classes of one member on
+    one split, in the order of `prepared.splits[split]`."""
+    rows = _rows_of(cols, prepared, split)
     hs = prepared.horizons
     proba = np.stack(
-        [np.stack([part[f"p_{c}_h{h}"].to_numpy() for c in CLASS_COLUMNS], -1) for h in hs], 1
-    )  # [n, H, 3]
+        [np.stack([np.asarray(cols[f"p_{c}_h{h}"])[rows] for c in CLASS_COLUMNS], -1)
+         for h in hs], 1,
+    )  # fmt: skip  # [n, H, 3]
     ret_cols = [f"pred_return_h{h}" for h in hs]
-    returns = part[ret_cols].to_numpy() if all(c in part for c in ret_cols) else None
-    return proba.astype(np.float64), returns
+    returns = (np.stack([np.asarray(cols[c])[rows] for c in ret_cols], 1)
+               if all(c in cols for c in ret_cols) else None)  # fmt: skip
+    classes = np.stack([np.asarray(cols[f"pred_class_h{h}"])[rows] for h in hs], 1)
+    return proba.astype(np.float64), returns, classes
 
 
 def symbol_ensemble_rows(
@@ -44,24 +58,37 @@ def symbol_ensemble_rows(
 ) -> list[dict[str, Any]]:
     """Rows for `ensemble_equal` and `ensemble_f1` over the models in `unit_dirs`
     (model -> unit dir holding `predictions.parquet`); needs at least two members."""
-    from models.ensemble import soft_vote
-    from models.leaderboard import prediction_rows
-    from models.metrics import direction_metrics
-
     if len(unit_dirs) < 2:
         return []
     frames = {
         m: pd.read_parquet(io.BytesIO(storage.read_bytes(f"{d}/predictions.parquet")))
         for m, d in sorted(unit_dirs.items())
     }
-    arrays = {s: [_member_arrays(f, prepared, s) for f in frames.values()] for s in splits}
+    return ensemble_rows_from_predictions(symbol, prepared, frames, splits)
+
+
+def ensemble_rows_from_predictions(
+    symbol: str,
+    prepared: PreparedSymbol,
+    frames: Mapping[str, Columns],
+    splits: tuple[str, ...] = ("val", "test"),
+) -> list[dict[str, Any]]:
+    """The ensemble rows from the members' prediction tables (`units.prediction_columns`
+    or the stored `predictions.parquet` as a DataFrame), model -> table; needs at least
+    two members."""
+    from models.ensemble import soft_vote
+    from models.leaderboard import prediction_rows
+    from models.metrics import direction_metrics
+
+    if len(frames) < 2:
+        return []
+    frames = dict(sorted(frames.items()))  # fixed member order
+    arrays = {s: [_member_arrays(f, prepared, s) for f in frames.values()]
+              for s in {*splits, "val"}}  # fmt: skip
     n_m, n_h = len(frames), len(prepared.horizons)
     y_val = prepared.y_class[prepared.splits["val"]]
     scores = np.zeros((n_m, n_h))
-    val_idx = prepared.splits["val"]
-    for m, f in enumerate(frames.values()):
-        part = f[f["split"] == "val"].set_index("sample").loc[val_idx]
-        pred = part[[f"pred_class_h{h}" for h in prepared.horizons]].to_numpy()  # [n_val, H]
+    for m, (_, _, pred) in enumerate(arrays["val"]):  # pred: [n_val, H] classes
         for j in range(n_h):
             scores[m, j] = direction_metrics(y_val[:, j], pred[:, j])["macro_f1"]
     totals = scores.sum(0, keepdims=True)
@@ -72,8 +99,8 @@ def symbol_ensemble_rows(
     stats = {"train_seconds": None, "epochs": None, "best_epoch": None, "params": None}
     rows: list[dict[str, Any]] = []
     for split in splits:
-        probas = np.stack([p for p, _ in arrays[split]])  # [M, n, H, 3]
-        rets = [r for _, r in arrays[split]]
+        probas = np.stack([p for p, _, _ in arrays[split]])  # [M, n, H, 3]
+        rets = [r for _, r, _ in arrays[split]]
         stacked = None if any(r is None for r in rets) else np.stack(rets)  # [M, n, H]
         for name, w in weights.items():
             proba = soft_vote(probas, w)

@@ -74,7 +74,9 @@ def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "
     if not f1.empty:
         best = f1.idxmax(axis=1)
         vals = f1.max(axis=1)
-        bars = ax.bar([str(h) for h in f1.index], vals.values, color="tab:blue")
+        pos = np.arange(len(f1.index))
+        bars = ax.bar(pos, vals.values, color="tab:blue")
+        ax.set_xticks(pos, [str(h) for h in f1.index])
         for bar, name in zip(bars, best.values, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), name,
                     ha="center", va="bottom", fontsize=8, rotation=20)

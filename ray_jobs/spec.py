@@ -638,12 +638,18 @@ def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:
 
 def check_against_registry(spec: JobSpec) -> None:
     """Resolve every model's preset + overrides with `models.registry` (imports torch: for
-    the job driver, not the HTTP edge). Raises `SpecError` naming `overrides.<model>`."""
-    from models.registry import resolve
+    the job driver, not the HTTP edge; a linear-only job resolves without torch). Raises
+    `SpecError` naming `overrides.<model>`."""
+    from models.linear import LINEAR_SPECS, resolve_linear
 
     errors = []
     for model in spec.models:
         try:
+            if model in LINEAR_SPECS:
+                resolve_linear(model, spec.preset, spec.overrides.get(model, {}))
+                continue
+            from models.registry import resolve
+
             resolve(model, spec.preset, spec.overrides.get(model, {}))
         except (ValueError, TypeError) as exc:
             errors.append((f"overrides.{model}", str(exc)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -289,15 +290,19 @@ class JobStorage:
         self._call("delete", rel, delete)
 
     def upload_dir(self, local_dir: str, rel: str) -> None:
-        """Copy local directory `local_dir` (recursively) to `rel`."""
-
-        def upload() -> None:
-            if self.local:
-                self.fs.create_dir(self.path(rel), recursive=True)
-            pafs.copy_files(local_dir, self.path(rel), source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs)  # fmt: skip
-
-        self._call("upload", rel, upload)
+        """Copy local directory `local_dir` (recursively) to `rel`: `local_dir/a/b` becomes
+        `rel/a/b`, whether `rel` exists or not. File by file, each an atomic, retried
+        `write_bytes` (pyarrow's `copy_files` nests the source folder one level deeper when
+        an S3 destination prefix already exists)."""
+        root = os.path.abspath(local_dir)
+        if not os.path.isdir(root):
+            raise StorageError("upload", root, "no such directory", "save the files first")
+        for parent, _, files in os.walk(root):
+            for name in sorted(files):
+                path = os.path.join(parent, name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                self.write_bytes(f"{rel}/{os.path.relpath(path, root)}", data)
 
     def download_dir(self, rel: str, local_dir: str) -> None:
         """Copy directory `rel` (recursively) into local directory `local_dir`."""

@@ -1,17 +1,20 @@
-"""Ray tasks and actors of a job: prepare a symbol once, fit linear units, ensembles, and a
-relay through which training workers report progress to the driver."""
+"""Ray tasks and actors of a job: prepare each symbol once and fit the linear units (one
+task per chunk of symbols), ensembles, and a relay through which training workers report
+progress to the driver."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from data.prepared import PreparedSymbol
+from ray_jobs.ensembles import ensemble_rows_from_predictions
 from ray_jobs.planner import Unit
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from ray_jobs.units import run_unit
+from ray_jobs.units import fail_unit, run_unit
 
 
 def load_symbol_frame(spec: JobSpec, symbols: list[str]):
@@ -32,30 +35,98 @@ def prepare_one(spec: JobSpec, symbol: str) -> list[PreparedSymbol]:
     return result.prepared[symbol]
 
 
-@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)
-def prepare_task(spec_dict: dict[str, Any], symbol: str) -> list[PreparedSymbol]:
-    """One symbol's features, targets, splits and scaling, computed once per job; every unit
-    of the symbol reads the result from the object store."""
-    return prepare_one(JobSpec.from_dict(spec_dict), symbol)
+def prepare_many(
+    spec: JobSpec, symbols: list[str]
+) -> tuple[dict[str, list[PreparedSymbol]], dict[str, str]]:
+    """Prepare `symbols` from one read of the dataset: (symbol -> folds, symbol -> data
+    error). A symbol that fails validation or preparation fails alone, with its reason; if
+    the shared read itself fails (e.g. one symbol has no rows in the window), every symbol
+    is read on its own so that each gets its own error."""
+    from data.prepare import PrepareConfig, prepare_frame
+
+    cfg = PrepareConfig(**spec.prepare_config_kwargs())
+    try:
+        result = prepare_frame(load_symbol_frame(spec, symbols), cfg, on_error="drop")
+    except Exception:  # noqa: BLE001 - the read failed for the chunk; find who, one by one
+        if len(symbols) == 1:
+            try:
+                return {symbols[0]: prepare_one(spec, symbols[0])}, {}
+            except Exception as exc:  # noqa: BLE001 - the symbol's own data error
+                return {}, {symbols[0]: _data_error(symbols[0], exc)}
+        ok: dict[str, list[PreparedSymbol]] = {}
+        errors: dict[str, str] = {}
+        for symbol in symbols:
+            one_ok, one_err = prepare_many(spec, [symbol])
+            ok.update(one_ok)
+            errors.update(one_err)
+        return ok, errors
+    errors = {s: _data_error(s, reason) for s, reason in result.dropped.items()}
+    for symbol in symbols:
+        if symbol not in result.prepared and symbol not in errors:
+            errors[symbol] = _data_error(symbol, f"no rows for {symbol!r} in {spec.dataset.uri}")
+    return {s: f for s, f in result.prepared.items() if s in symbols}, errors
+
+
+def _data_error(symbol: str, cause: BaseException | str) -> str:
+    text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+    return f"data: {text}" if symbol in text else f"data: {symbol}: {text}"
+
+
+@dataclass
+class ChunkReport:
+    """The last value a chunk task returns: what the driver needs to count and report."""
+
+    symbols: list[str]
+    data_errors: dict[str, str] = field(default_factory=dict)  # symbol -> data error
+    unit_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # unit_id -> rows
+    ensemble_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # symbol ->
+    ensemble_errors: dict[str, str] = field(default_factory=dict)
 
 
 @ray.remote(num_cpus=1, max_retries=2)
-def linear_task(
-    unit_dicts: list[dict[str, Any]],
-    folds: list[PreparedSymbol],
+def chunk_task(
     spec_dict: dict[str, Any],
+    symbols: list[str],
+    unit_dicts: list[dict[str, Any]],
+    ensemble_symbols: list[str],
     storage_uri: str,
     job_id: str,
-) -> list[list[dict[str, Any]]]:
-    """Fit, score and store one symbol's linear units (a Ray CPU task). A linear fit on
-    daily data takes milliseconds, so one task per symbol keeps Ray's per-task cost small
-    next to the work; each unit still has its own results, status and error."""
+) -> tuple[Any, ...]:
+    """Prepare a chunk of symbols from one read, then fit, score and store their linear
+    units (a Ray CPU task); returns len(symbols) + 1 values: each symbol's folds (None if
+    its data failed), then a `ChunkReport`.
+
+    A linear fit on daily bars takes milliseconds, so one task per chunk of symbols keeps
+    Ray's per-task cost and the object store's traffic small next to the work; each unit
+    still has its own artifacts, status and error. The folds go back through the object
+    store once, for the job's deep runs. For `ensemble_symbols` (every unit of the symbol
+    is linear and in this task) the ensembles are computed here from the predictions in
+    memory instead of being read back from storage by a later task."""
     spec, storage = JobSpec.from_dict(spec_dict), JobStorage(storage_uri, job_id)
-    out = []
+    prepared, errors = prepare_many(spec, symbols)
+    report = ChunkReport(symbols=list(symbols), data_errors=errors)
+    predictions: dict[tuple[str, int], dict[str, Any]] = {}
     for d in unit_dicts:
         unit = Unit(**d)
-        out.append(run_unit(unit, folds[unit.fold], spec, storage))
-    return out
+        if unit.symbol in errors:
+            rows = fail_unit(unit, spec.target.horizons, errors[unit.symbol], storage)
+        else:
+            sink = predictions.setdefault((unit.symbol, unit.fold), {})
+            rows = run_unit(unit, prepared[unit.symbol][unit.fold], spec, storage,
+                            predictions=sink)
+        report.unit_rows[unit.unit_id] = rows
+    for symbol in ensemble_symbols:
+        if symbol in errors:
+            continue
+        try:
+            report.ensemble_rows[symbol] = [
+                row for fold in prepared[symbol]
+                for row in ensemble_rows_from_predictions(
+                    symbol, fold, predictions.get((symbol, fold.fold), {}))
+            ]  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - ensembles are extra rows; reported
+            report.ensemble_errors[symbol] = f"{type(exc).__name__}: {exc}"
+    return (*(prepared.get(s) for s in symbols), report)
 
 
 @ray.remote(num_cpus=1, max_retries=2)

@@ -49,32 +49,64 @@ def unit_overrides(spec: JobSpec, model: str) -> dict[str, Any]:
     return {**arch, **{f"train.{k}": v for k, v in train.items()}}
 
 
-def predictions_frame(fitted: Any, prepared: PreparedSymbol) -> pd.DataFrame:
-    """Val and test predictions next to the truth, one row per sample."""
+def predict_splits(
+    fitted: Any, prepared: PreparedSymbol, splits: Sequence[str] = SPLITS
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """split -> (probabilities [n, H, 3], classes [n, H] by the model's own rule,
+    returns [n, H] | None): each model evaluated once per split, for both the leaderboard
+    rows and the stored predictions."""
     from models.leaderboard import model_inputs
 
-    parts = []
-    for split in SPLITS:
-        idx = prepared.splits[split]
+    out = {}
+    for split in splits:
         x = model_inputs(fitted, prepared, split)
-        proba = np.asarray(fitted.predict_proba(x), dtype=np.float32)  # [n, H, 3]
-        classes = np.asarray(fitted.predict(x))  # [n, H]: the model's own class rule
+        proba = np.asarray(fitted.predict_proba(x), dtype=np.float32)
         ret = fitted.predict_return(x)
-        cols: dict[str, Any] = {
-            "split": split,
-            "sample": idx,
-            "time": prepared.sample_times[idx],
-        }
+        out[split] = (proba, np.asarray(fitted.predict(x)),
+                      None if ret is None else np.asarray(ret, dtype=np.float32))  # fmt: skip
+    return out
+
+
+def prediction_columns(
+    prepared: PreparedSymbol, predicted: dict[str, tuple[np.ndarray, np.ndarray, Any]]
+) -> dict[str, np.ndarray]:
+    """Val and test predictions next to the truth, one row per sample, as columns (the
+    layout of `predictions.parquet`)."""
+    parts: dict[str, list[np.ndarray]] = {}
+
+    def put(name: str, values: Any) -> None:
+        parts.setdefault(name, []).append(np.asarray(values))
+
+    for split, (proba, classes, ret) in predicted.items():
+        idx = prepared.splits[split]
+        put("split", np.full(idx.size, split, dtype=object))
+        put("sample", idx)
+        put("time", prepared.sample_times[idx])
         for j, h in enumerate(prepared.horizons):
-            cols[f"y_class_h{h}"] = prepared.y_class[idx, j]
-            cols[f"y_return_h{h}"] = prepared.y_return[idx, j]
-            cols[f"pred_class_h{h}"] = classes[:, j]
+            put(f"y_class_h{h}", prepared.y_class[idx, j])
+            put(f"y_return_h{h}", prepared.y_return[idx, j])
+            put(f"pred_class_h{h}", classes[:, j])
             for c, name in enumerate(("down", "flat", "up")):
-                cols[f"p_{name}_h{h}"] = proba[:, j, c]
+                put(f"p_{name}_h{h}", proba[:, j, c])
             if ret is not None:
-                cols[f"pred_return_h{h}"] = np.asarray(ret, dtype=np.float32)[:, j]
-        parts.append(pd.DataFrame(cols))
-    return pd.concat(parts, ignore_index=True)
+                put(f"pred_return_h{h}", ret[:, j])
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def predictions_frame(fitted: Any, prepared: PreparedSymbol) -> pd.DataFrame:
+    """Val and test predictions next to the truth, one row per sample."""
+    return pd.DataFrame(prediction_columns(prepared, predict_splits(fitted, prepared)))
+
+
+def _parquet_bytes(cols: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf)
+    return buf.getvalue()
 
 
 def run_unit(
@@ -89,6 +121,7 @@ def run_unit(
     extra: dict[str, Any] | None = None,
     refit: dict[str, Any] | None = None,
     propagate: tuple[type[BaseException], ...] = (),
+    predictions: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit, score and store one unit; returns its leaderboard rows (errors become rows).
 
@@ -98,8 +131,11 @@ def run_unit(
     errors raised by a callback's `ray.train.report` once the Train controller is gone);
     they are re-raised, so the run's failure handling applies (restart from the latest
     checkpoint), instead of being recorded as the unit's failure.
+    `predictions`: if given, the unit's stored predictions (`prediction_columns`) are also
+    put there under its model name (a caller that ensembles in the same process needs no read-back).
     """
     from models import api
+    from models.leaderboard import fit_stats, prediction_rows
 
     started = time.time()
     try:
@@ -114,22 +150,29 @@ def run_unit(
             unit.model, prepared, preset=spec.preset, overrides=overrides,
             task=spec.target.kind, callbacks=callbacks, resume_from=resume_from, device=device,
         )  # fmt: skip
-        rows = api.evaluate(fitted, prepared, splits=splits, model_name=unit.model)
+        predicted = predict_splits(fitted, prepared)
+        stats = fit_stats(fitted)
+        rows = [
+            row for split in splits
+            for row in prediction_rows(prepared.symbol, unit.model, prepared, split,
+                                       predicted[split][1], predicted[split][2], stats)
+        ]  # fmt: skip
         artifact_uri = storage.uri_of(f"{unit.rel_dir}/model")
         for row in rows:
             row.update(unit_id=unit.unit_id, artifact_uri=artifact_uri)
         with tempfile.TemporaryDirectory(prefix="quantray-unit-") as tmp:
             fitted.save(os.path.join(tmp, "model"))
-            predictions_frame(fitted, prepared).to_parquet(
-                os.path.join(tmp, "predictions.parquet"), index=False
-            )
             storage.upload_dir(tmp, unit.rel_dir)
+        columns = prediction_columns(prepared, predicted)
+        storage.write_bytes(f"{unit.rel_dir}/predictions.parquet", _parquet_bytes(columns))
         history = list(getattr(fitted, "history", []) or [])
         storage.write_json(f"{unit.rel_dir}/metrics.json", {"rows": rows, "history": history})
         storage.write_unit_status(unit.unit_id, {
             "state": "done", "rows": rows, "started": started, "finished": time.time(),
             "history": history, **(extra or {}),
         })  # fmt: skip
+        if predictions is not None:
+            predictions[unit.model] = columns
         return rows
     except propagate:
         raise

@@ -25,6 +25,7 @@ with `np.load(allow_pickle=False)`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -171,7 +172,7 @@ class LinearModel:
             "config": dataclasses.asdict(self.config),
             "summary": self.summary,
             "history": self.history,
-            "versions": _versions(),
+            "versions": dict(_versions()),
             **self.info,
         }
         _write_json(os.path.join(directory, METADATA_FILE), meta)
@@ -208,7 +209,10 @@ class LinearModel:
         return cls(meta["model"], config, fit, arrays["residuals"], arrays["thresholds"], info)
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
+    """Package versions recorded in the artifact (looked up once per process: reading
+    package metadata takes milliseconds, as long as a linear fit)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
