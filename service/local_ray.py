@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -128,8 +129,10 @@ class LocalRayHead:
         raise RuntimeError(f"Ray dashboard at {self.dashboard_url} did not come up")
 
     def pids(self) -> list[int]:
-        """This head's processes: command line names our temp dir or GCS port, + children."""
-        markers = (str(self.temp_dir).encode(), f"127.0.0.1:{self.gcs_port}".encode())
+        """This head's processes: command line names our temp dir or an address with our GCS
+        port (any host: Ray's client server is given the node's own IP), + children."""
+        temp = str(self.temp_dir).encode()
+        gcs = re.compile(rb"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}:%d(?!\d)" % self.gcs_port)
         parents: dict[int, int] = {}
         roots: set[int] = set()
         for entry in Path("/proc").iterdir():
@@ -142,7 +145,7 @@ class LocalRayHead:
                 continue  # exited meanwhile
             pid = int(entry.name)
             parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-            if pid != os.getpid() and any(m in cmdline for m in markers):
+            if pid != os.getpid() and (temp in cmdline or gcs.search(cmdline)):
                 roots.add(pid)
         found = set(roots)
         changed = True
