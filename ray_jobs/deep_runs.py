@@ -35,6 +35,10 @@ log = logging.getLogger("quantray.deep")
 
 MAX_FAILURES = 2  # worker-group restarts per run before its remaining units fail
 TRIAL_CPU = 0.01  # a trial only drives its trainer; the trainer's worker holds the CPU
+# The trainer's worker takes the rest of one CPU: trial + worker = exactly 1 CPU per run
+# slot. A whole CPU per worker on top of the trial's share starved the second of two runs
+# on a 2-CPU node (2 x 0.01 + 1 leaves 0.98 < 1 CPU free), so runs went one at a time.
+WORKER_CPU = 1.0 - TRIAL_CPU
 UNIT_FILE = "unit.json"
 SCORE = "val_score"  # higher is better: -val_loss, so "keep the best" is one order
 # Ray Train V2 polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default)
@@ -184,7 +188,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     storage = JobStorage(ctx["storage_uri"], ctx["job_id"])
     ray_storage = storage.ray_storage()
     gpu = float(ctx["gpu"])
-    worker = {"CPU": 1} | ({"GPU": gpu} if gpu > 0 else {})
+    worker = {"CPU": WORKER_CPU} | ({"GPU": gpu} if gpu > 0 else {})
     trainer = TorchTrainer(
         _train_group,
         train_loop_config={**ctx, "run_name": name, "units": ctx["groups"][name],

@@ -5,11 +5,13 @@ A unit is (symbol, model, fold[, trial]); its `unit_id` (`AAPL__lstm__f0`,
 never holds a timestamp or a random part, so a resubmitted job finds its finished units.
 
 Deep units are trained several at a time inside one `TorchTrainer` run, one after another,
-each with its own checkpoints and results, because a run has a fixed cost (worker start,
-process group, storage checks, teardown) of about `DEFAULT_RUN_OVERHEAD_S` on a 2-core
-machine against a few seconds of training per unit (`docs/ray-notes.md` has the numbers).
-Groups hold one model and one fold, consecutive symbols in job order, so a group's units
-take about the same time and need the same resources.
+each with its own checkpoints and results, because a run has a fixed cost (a Tune trial, the
+Train controller, the worker and its helper actors, each a fresh process importing torch)
+of about `DEFAULT_RUN_OVERHEAD_S` on a 2-core machine against a few seconds of training per
+unit (`docs/ray-notes.md` has the numbers). A group holds one fold and consecutive units in
+job order (symbol by symbol, every deep model of a symbol), so runs mix models and the
+number of runs is set by the work, not by the number of models; with `auto`, a group holds
+whole symbols, so every run has the same mix of models and takes about the same time.
 
 Group size (`resources.units_per_run: auto`), with O the fixed cost of a run, u the
 estimated training time of one unit, S the concurrent run slots, N the deep units:
@@ -40,7 +42,7 @@ from typing import Any
 
 from ray_jobs.spec import LINEAR_MODELS, MAX_UNITS_PER_RUN, JobSpec
 
-DEFAULT_RUN_OVERHEAD_S = 14.0  # measured TorchTrainer fixed cost, Ray 2.60 Train V2, 2 CPUs
+DEFAULT_RUN_OVERHEAD_S = 25.0  # TorchTrainer fixed cost, two runs starting at once on 2 CPUs
 OVERHEAD_BUDGET = 0.10  # eps: the fixed cost's share of a run we accept
 WAVES = 4  # runs per slot we want at least, when the overhead budget allows it
 # Rough CPU training seconds of one deep unit per preset; the executor may pass better ones.
@@ -162,8 +164,8 @@ def auto_units_per_run(
 ) -> tuple[int, dict[str, Any]]:
     """Group size by the rule in the module docstring; returns (g, the numbers behind it).
 
-    `bucket_sizes`: deep units per (model, fold); a group never spans two buckets, so
-    the number of runs for size g is sum(ceil(n_b / g)).
+    `bucket_sizes`: deep units per fold; a group never spans two buckets, so the number
+    of runs for size g is sum(ceil(n_b / g)).
     """
     if slots < 1 or overhead_s < 0 or unit_s <= 0:
         raise ValueError(
@@ -193,6 +195,17 @@ def auto_units_per_run(
     return g, info
 
 
+def whole_symbols(g: int, per_symbol: int) -> int:
+    """Group size `g` rounded to whole symbols (`per_symbol` deep units each), within
+    [1, MAX_UNITS_PER_RUN]: to the nearest multiple, down if that passes the cap."""
+    if per_symbol <= 1 or g < per_symbol:
+        return g
+    k = max(1, round(g / per_symbol))
+    while k > 1 and k * per_symbol > MAX_UNITS_PER_RUN:
+        k -= 1
+    return min(k * per_symbol, MAX_UNITS_PER_RUN)
+
+
 def plan(
     spec: JobSpec,
     symbols: Sequence[str],
@@ -215,20 +228,23 @@ def plan(
     linear = tuple(u for u in units if u.kind == "linear")
     deep = [u for u in units if u.kind == "deep"]
 
-    buckets = {(m, f): [u for u in deep if u.model == m and u.fold == f]
-               for m in spec.deep_models for f in folds}  # fmt: skip
+    buckets = {f: [u for u in deep if u.fold == f] for f in folds}  # job order
     if spec.resources.units_per_run == "auto":
         unit_s = unit_s if unit_s is not None else DEFAULT_UNIT_SECONDS[spec.preset]
         g, meta = auto_units_per_run([len(b) for b in buckets.values()], slots, overhead_s, unit_s)
+        g = whole_symbols(g, len(spec.deep_models))
+        meta.update(units_per_run=g, runs=sum(math.ceil(len(b) / g) for b in buckets.values()))
     else:
         g, meta = int(spec.resources.units_per_run), {"rule": "resources.units_per_run"}
 
     groups: list[RunGroup] = []
-    for (m, f), members in buckets.items():
+    for f, members in buckets.items():
         for gi in range(0, len(members), g):
             chunk = tuple(members[gi : gi + g])
+            models = {u.model for u in chunk}
+            label = next(iter(models)) if len(models) == 1 else "mix"
             digest = hashlib.sha1(",".join(u.unit_id for u in chunk).encode()).hexdigest()
-            groups.append(RunGroup(f"run__{m}__f{f}__g{gi // g:03d}-{digest[:6]}", chunk))
+            groups.append(RunGroup(f"run__{label}__f{f}__g{gi // g:03d}-{digest[:6]}", chunk))
 
     tune_units: tuple[Unit, ...] = ()
     if spec.tune.num_samples:

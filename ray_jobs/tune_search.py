@@ -114,7 +114,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ray_jobs.deep_runs import TRAIN_ENV
+    from ray_jobs.deep_runs import TRAIN_ENV, WORKER_CPU
 
     os.environ.update(TRAIN_ENV)
     gpu = float(ctx["gpu"])
@@ -125,7 +125,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         train_loop_config={**ctx, "params": config},
         scaling_config=ray.train.ScalingConfig(
             num_workers=1, use_gpu=gpu > 0,
-            resources_per_worker={"CPU": 1} | ({"GPU": gpu} if gpu > 0 else {}),
+            resources_per_worker={"CPU": WORKER_CPU} | ({"GPU": gpu} if gpu > 0 else {}),
         ),  # fmt: skip
         run_config=ray.train.RunConfig(
             storage_path=f"{ray_storage.storage_path}/tune-train",
@@ -146,6 +146,7 @@ def search_model(
     from ray.tune.schedulers import ASHAScheduler
 
     from models.registry import get_spec, resolve
+    from ray_jobs.deep_runs import TRIAL_CPU
     from ray_jobs.units import unit_overrides
 
     best_rel = f"tune/{model}/best.json"
@@ -158,7 +159,7 @@ def search_model(
     metric, mode = spec.tune.metric, spec.tune.mode
     concurrent = slots if spec.tune.max_concurrent == "auto" else int(spec.tune.max_concurrent)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": 0.01}),
+        tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": TRIAL_CPU}),
         param_space=tune_space(get_spec(model).search_space),
         tune_config=tune.TuneConfig(
             num_samples=spec.tune.num_samples, max_concurrent_trials=concurrent,

@@ -15,6 +15,7 @@ from ray_jobs.planner import (
     auto_units_per_run,
     plan,
     safe_symbol,
+    whole_symbols,
 )
 from ray_jobs.spec import JobSpec
 
@@ -53,16 +54,27 @@ def test_plan_counts_and_is_identical_across_calls() -> None:
     assert sorted(p1.deep_units) == sorted(u for u in p1.units if u.kind == "deep")
     assert len({u.unit_id for u in p1.units}) == len(p1.units)
     assert len({g.run_name for g in p1.deep_groups}) == len(p1.deep_groups)
-    for g in p1.deep_groups:  # one model and one fold per run, consecutive symbols
-        assert len({(u.model, u.fold) for u in g.units}) == 1
+    deep_in_job_order = [u for u in p1.units if u.kind == "deep"]
+    assert list(p1.deep_units) == deep_in_job_order  # runs take consecutive units
+    for g in p1.deep_groups:  # one fold per run; auto sizes hold whole symbols
+        assert len({u.fold for u in g.units}) == 1
         assert 1 <= len(g.units) <= p1.units_per_run
+    n_deep_models = len(s.deep_models)
+    assert p1.units_per_run % n_deep_models == 0
+    for g in p1.deep_groups[:-1]:
+        assert len(g.units) == p1.units_per_run
+        for i in range(0, len(g.units), n_deep_models):  # every deep model of a symbol
+            assert len({u.symbol for u in g.units[i : i + n_deep_models]}) == 1
     assert Plan.from_dict(p1.to_dict()) == p1
 
 
 def test_run_names_follow_their_units() -> None:
     a = plan(spec(resources={"units_per_run": 4}), SYMBOLS)
     b = plan(spec(resources={"units_per_run": 5}), SYMBOLS)
-    assert a.deep_groups[0].run_name.startswith("run__mlp__f0__g000-")
+    # the first 4 deep units: S000's mlp, lstm, cnn, deeplob (runs mix models)
+    assert a.deep_groups[0].run_name.startswith("run__mix__f0__g000-")
+    one = plan(spec(models=["ols", "lstm"], resources={"units_per_run": 4}), SYMBOLS)
+    assert one.deep_groups[0].run_name.startswith("run__lstm__f0__g000-")
     # Other members, other name: a checkpoint of one grouping never resumes another.
     assert a.deep_groups[0].run_name != b.deep_groups[0].run_name
 
@@ -71,8 +83,8 @@ def test_explicit_group_size() -> None:
     p = plan(spec(resources={"units_per_run": 8}), SYMBOLS)
     assert p.units_per_run == 8
     sizes = [len(g.units) for g in p.deep_groups]
-    # 7 deep models x ceil(102 / 8) = 13 runs each: 12 of 8 and one of 6.
-    assert len(sizes) == 7 * 13 and sizes.count(8) == 7 * 12 and sizes.count(6) == 7
+    # 7 deep models x 102 symbols = 714 units: 89 runs of 8 and one of 2.
+    assert len(sizes) == 90 and sizes.count(8) == 89 and sizes.count(2) == 1
 
 
 def test_auto_group_size_meets_the_overhead_budget_when_units_are_plenty() -> None:
@@ -93,6 +105,13 @@ def test_auto_group_size_trades_off_when_units_are_few() -> None:
     assert auto_units_per_run([], 2, 14.0, 5.0)[0] == 1
     with pytest.raises(ValueError, match="slots"):
         auto_units_per_run([5], 0, 14.0, 5.0)
+
+
+def test_auto_group_sizes_hold_whole_symbols() -> None:
+    assert whole_symbols(90, 11) == 88 and whole_symbols(95, 11) == 99
+    assert whole_symbols(5, 11) == 5  # fewer than one symbol's units: as is
+    assert whole_symbols(300, 11) == 253  # the largest multiple within MAX_UNITS_PER_RUN
+    assert whole_symbols(7, 1) == 7
 
 
 def test_walk_forward_folds_and_tune_trials() -> None:
