@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from data.prepared import PreparedSymbol
 from ray_jobs.planner import Unit
@@ -93,11 +92,6 @@ def prediction_columns(
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def predictions_frame(fitted: Any, prepared: PreparedSymbol) -> pd.DataFrame:
-    """Val and test predictions next to the truth, one row per sample."""
-    return pd.DataFrame(prediction_columns(prepared, predict_splits(fitted, prepared)))
-
-
 def _parquet_bytes(cols: dict[str, np.ndarray]) -> bytes:
     import io
 
@@ -132,7 +126,7 @@ def run_unit(
     they are re-raised, so the run's failure handling applies (restart from the latest
     checkpoint), instead of being recorded as the unit's failure.
     `predictions`: if given, the unit's stored predictions (`prediction_columns`) are also
-    put there under its model name (a caller that ensembles in the same process needs no read-back).
+    put there under its model name (for ensembles in the same process, with no read-back).
     """
     from models import api
     from models.leaderboard import fit_stats, prediction_rows

@@ -1,0 +1,82 @@
+"""The chunk path of a job without Ray: chunking, preparing many symbols from one read with
+per-symbol errors, and ensembles from in-memory predictions equal to those read back from
+storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ray_jobs.driver import chunk_symbols
+from ray_jobs.ensembles import ensemble_rows_from_predictions, symbol_ensemble_rows
+from ray_jobs.planner import Unit
+from ray_jobs.spec import JobSpec
+from ray_jobs.storage import JobStorage
+from ray_jobs.tasks import prepare_many
+from ray_jobs.units import run_unit
+
+
+def _spec(uri: str, symbols: list[str]) -> JobSpec:
+    return JobSpec.from_dict({
+        "name": "chunks", "dataset": {"uri": uri, "symbols": symbols},
+        "target": {"kind": "direction", "horizons": [1, 5]}, "models": ["ols", "ridge"],
+        "preset": "fast",
+    })  # fmt: skip
+
+
+def test_chunks_cover_the_symbols_in_order_and_spread_over_the_cpus() -> None:
+    symbols = [f"S{i:03d}" for i in range(102)]
+    chunks = chunk_symbols(symbols, cpus=2)
+    assert [s for c in chunks for s in c] == symbols
+    assert len(chunks) == 8 and max(map(len, chunks)) - min(map(len, chunks)) <= 11
+    assert chunk_symbols(symbols[:3], cpus=64) == [["S000"], ["S001"], ["S002"]]
+    assert chunk_symbols([], cpus=2) == []
+
+
+def test_one_read_prepares_many_and_a_short_symbol_fails_alone(tmp_path: Path) -> None:
+    from data.loading import load_bars
+
+    frame = load_bars("sample:sp500", symbols=["AAPL", "ABT"])
+    tiny = frame[frame["symbol"] == "ABT"].head(60).assign(symbol="TINY")
+    path = tmp_path / "bars.parquet"
+    pd.concat([frame, tiny]).to_parquet(path, index=False)
+
+    prepared, errors = prepare_many(_spec(str(path), ["AAPL", "TINY", "ABT"]),
+                                    ["AAPL", "TINY", "ABT"])
+    assert sorted(prepared) == ["AAPL", "ABT"]
+    assert list(errors) == ["TINY"] and errors["TINY"].startswith("data: ")
+    assert "TINY" in errors["TINY"] and "60 rows" in errors["TINY"]
+
+    # A symbol with no rows at all breaks the shared read: each symbol is then read alone.
+    prepared, errors = prepare_many(_spec(str(path), ["AAPL", "NOPE"]), ["AAPL", "NOPE"])
+    assert sorted(prepared) == ["AAPL"] and list(errors) == ["NOPE"]
+    assert "NOPE" in errors["NOPE"]
+
+
+@pytest.mark.timeout(300)
+def test_in_memory_ensembles_equal_the_ones_read_back(tmp_path: Path) -> None:
+    spec = _spec("sample:sp500", ["AAPL"])
+    prepared, errors = prepare_many(spec, ["AAPL"])
+    assert not errors
+    fold = prepared["AAPL"][0]
+    storage = JobStorage(tmp_path.as_uri(), "chunks")
+    sink: dict = {}
+    for model in ("ols", "ridge"):
+        rows = run_unit(Unit("AAPL", model), fold, spec, storage, predictions=sink)
+        assert not any(r.get("error") for r in rows), rows
+    assert sorted(sink) == ["ols", "ridge"]
+
+    in_memory = ensemble_rows_from_predictions("AAPL", fold, sink)
+    dirs = {m: Unit("AAPL", m).rel_dir for m in ("ols", "ridge")}
+    read_back = symbol_ensemble_rows("AAPL", fold, dirs, storage)
+    assert len(in_memory) == len(read_back) == 2 * 2 * 2  # equal/f1 x val/test x horizons
+    for a, b in zip(in_memory, read_back, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], float) and np.isnan(a[k]):
+                assert np.isnan(b[k]), k
+            else:
+                assert a[k] == pytest.approx(b[k]), k
