@@ -14,7 +14,8 @@ Direction metrics (classes 0 down / 1 flat / 2 up)
   P(X >= correct) for X ~ Binomial(n, baseline_accuracy). It treats samples as
   independent; for h > 1 consecutive labels share h - 1 bars, so the effective sample
   size is smaller (down to about n / h) and the p-value is optimistic. Compare models at
-  horizon h with that in mind (the acceptance tests use n / h).
+  horizon h with that in mind (the acceptance tests, tests/models/test_learning.py, use a
+  Newey-West variance of the per-sample correct-minus-baseline series instead).
 
 Return metrics (only for models that predict returns)
 - r2: out-of-sample R^2 = 1 - SSE(prediction) / SSE(training-mean forecast), i.e. skill
