@@ -77,7 +77,12 @@ def _serve(args: argparse.Namespace) -> int:
                   f"(temp dir {head.temp_dir})", file=sys.stderr)  # fmt: skip
             settings = dataclasses.replace(settings, ray_address=head.dashboard_url)
         app = create_app(settings)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level=args.log_level,
+            # Access lines are logged at INFO: above it they are never shown, so do not
+            # have uvicorn format one per request.
+            access_log=args.log_level in ("debug", "info"),
+        )  # fmt: skip
     except SettingsError as exc:
         print(f"quantray serve: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,10 @@ the API renders them as ISO 8601 UTC.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -24,6 +27,8 @@ from sqlalchemy import (
     event,
     make_url,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Select
 
 metadata = MetaData()
 
@@ -83,7 +88,10 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=8,
-            max_overflow=8,
+            # More than can ever be checked out at once (40 threadpool workers, up to 32
+            # dispatcher threads, the event loop's inline reads): the event loop must never
+            # wait for a connection (`AppState.read`). Past 8 they are closed on return.
+            max_overflow=80,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
@@ -99,3 +107,40 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def fetch_one(
+    engine: Engine, statement: Select, params: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The first row of `statement` (a SELECT of plain columns, with bind parameters named
+    in `params`) as {column name: value}, or None.
+
+    For the per-request primary-key reads (the API key, a job's status): it runs the SQL
+    compiled once per dialect straight on a pooled DBAPI cursor, skipping SQLAlchemy's
+    per-execution bookkeeping (execution context, result metadata), which cost several
+    times the query itself. Values are the driver's, unprocessed: fine for the strings,
+    numbers and booleans of these tables (SQLite gives booleans as 0/1, so callers apply
+    `bool()`); not for dates, JSON or other types SQLAlchemy would convert.
+    """
+    sql, positions, names = _compiled(statement, engine.dialect)
+    args: Any = tuple(params[p] for p in positions) if positions is not None else dict(params)
+    conn = engine.raw_connection()  # pool checkout: pragmas, pre-ping and reset as usual
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, args)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        conn.close()  # back to the pool, which rolls back (ends any read transaction)
+    return None if row is None else dict(zip(names, row, strict=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    statement: Select, dialect: Dialect
+) -> tuple[str, tuple[str, ...] | None, tuple[str, ...]]:
+    compiled = statement.compile(dialect=dialect)
+    positions = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+    return compiled.string, positions, tuple(c.name for c in statement.selected_columns)

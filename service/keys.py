@@ -13,14 +13,16 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.db import api_keys
+from service.db import api_keys, fetch_one
 
 KEY_PREFIX = "qr"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEY_RE = re.compile(r"^qr_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
+# Built once, compiled once per dialect (`fetch_one`): it runs on every request.
+_SELECT_KEY = select(api_keys).where(api_keys.c.key_id == bindparam("key_id"))
 
 
 class ApiKeyError(ValueError):
@@ -106,8 +108,7 @@ def verify_key(engine: Engine, token: str) -> Principal | None:
     if not match:
         return None
     key_id, secret = match.groups()
-    with engine.connect() as conn:
-        row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+    row = fetch_one(engine, _SELECT_KEY, {"key_id": key_id})  # every request: kept cheap
     if row is None:
         # Same work as a real check, so timing does not tell which key ids exist.
         hmac.compare_digest(_hash("00" * 16, secret), "0" * 64)

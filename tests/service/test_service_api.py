@@ -12,6 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
+from service.db import make_engine
 from service.keys import revoke_key
 from service.store import JobStore
 
@@ -115,6 +116,24 @@ def test_revoked_key_gets_401_at_once(api: Any) -> None:
         revoke_key(api.engine, "bob")
         resp = bob.get("/v1/jobs")
     assert resp.status_code == 401 and "revoked" in resp.json()["message"]
+
+
+def test_key_revoked_by_another_process_is_refused_on_the_next_poll(api: Any) -> None:
+    # `quantray keys revoke` runs in its own process, on its own engine: the server must not
+    # keep trusting a key it verified a moment ago (no cache of verified keys).
+    other = make_engine(api.settings.database_url)
+    try:
+        with api.client("bob") as bob:
+            job_id = bob.post("/v1/jobs", json=SPEC).json()["id"]
+            assert bob.get(f"/v1/jobs/{job_id}").status_code == 200
+            revoke_key(other, "bob")
+            polled = bob.get(f"/v1/jobs/{job_id}")
+            posted = bob.post("/v1/jobs", json=SPEC)
+    finally:
+        other.dispose()
+    for resp in (polled, posted):
+        assert resp.status_code == 401 and "revoked" in resp.json()["message"]
+    assert api.job_count() == 1
 
 
 def test_cancel_and_resume_state_rules(api: Any) -> None:

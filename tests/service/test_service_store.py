@@ -7,10 +7,10 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from service.db import make_engine
+from service.db import jobs, make_engine
 from service.keys import ApiKeyError, Principal, create_key, list_keys, revoke_key, verify_key
 from service.store import JobConflict, JobNotFound, JobStore
 
@@ -181,3 +181,30 @@ def test_api_keys_hashed_verified_revoked(engine: Engine) -> None:
     assert verify_key(engine, key) is None
     with pytest.raises(ApiKeyError, match="no active key"):
         revoke_key(engine, "alice")
+
+
+def test_fast_reads_match_sqlalchemy_reads(engine: Engine) -> None:
+    """`get`, the idempotency lookup and the record `create` returns (built without
+    re-reading) all equal what SQLAlchemy itself reads back: same types on both backends."""
+    store = JobStore(engine)
+
+    def sqlalchemy_read(job_id: str) -> Any:
+        with engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return type(created).from_row(row)
+
+    created = _create(store, key="k1", seed=7)
+    assert created == sqlalchemy_read(created.id) == store.get(created.id, ALICE)
+    store.claim_for_submission(created, "sub-1")
+    store.transition(created.id, "queued", status="running", started_at=1.5)
+    store.transition(
+        created.id, "running", status="failed", cancel_requested=True, finished_at=2.5,
+        message="m", errors=[{"unit": "u", "error": "e"}],
+    )  # fmt: skip
+    fast = store.get(created.id)
+    assert fast == sqlalchemy_read(created.id)
+    assert fast.cancel_requested is True and fast.errors == [{"unit": "u", "error": "e"}]
+    assert (fast.started_at, fast.finished_at, fast.seq) == (1.5, 2.5, created.seq)
+    assert _create(store, key="k1", seed=7) == fast  # the replay reads it the fast way
+    with pytest.raises(JobNotFound):
+        store.get(created.id, BOB)
