@@ -82,8 +82,17 @@ def test_rerun_after_driver_kill_skips_finished_units(ray_cluster: str, tmp_path
     killed_at = time.time()
     # Ray ends a dead driver's tasks and actors; wait until their CPUs are free again, so
     # that nothing of the killed job still writes when we look, nor during the rerun.
-    wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, timeout_s=60,
-             what="the killed job's workers to exit")  # fmt: skip
+    seen: list[dict] = []
+
+    def cpus_free() -> bool:
+        seen.append(ray.available_resources())
+        return seen[-1].get("CPU", 0) >= 2
+
+    try:  # usually seconds; Train's placement-group cleaner can take a minute or more
+        wait_for(cpus_free, timeout_s=180, what="the killed job's workers to exit")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last available resources: {seen[-1:]}; placement "
+                             f"groups: {ray.util.placement_group_table()}") from None
     before = storage.unit_statuses()
     assert 0 < len(before) < len(LINEAR) + len(DEEP) and cut not in before, sorted(before)
     job_root = store / "jobs" / JOB
