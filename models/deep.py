@@ -16,6 +16,7 @@ history); `DeepModel.load` rebuilds the module through the registry.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -184,21 +185,27 @@ class DeepModel:
             }
         )
 
-    def save(self, directory: str) -> None:
-        """Write weights.pt (state_dict) and metadata.json into `directory` (created)."""
+    def artifact_files(self) -> dict[str, bytes]:
+        """{weights.pt (state_dict), metadata.json}: the files `save` writes."""
         if self.quantized:
             raise ValueError(
                 f"{self.name}: an int8-quantized model is for inference only; save the float "
                 "model and quantize after loading (models.quantize.quantize_model)"
             )
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        text = json.dumps(self.metadata(), indent=2, default=str)
+        return {WEIGHTS_FILE: buf.getvalue(), METADATA_FILE: text.encode("utf-8")}
+
+    def save(self, directory: str) -> None:
+        """Write weights.pt (state_dict) and metadata.json into `directory` (created)."""
+        files = self.artifact_files()
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        torch.save(state, out / (WEIGHTS_FILE + ".tmp"))
-        os.replace(out / (WEIGHTS_FILE + ".tmp"), out / WEIGHTS_FILE)
-        text = json.dumps(self.metadata(), indent=2, default=str)
-        (out / (METADATA_FILE + ".tmp")).write_text(text, encoding="utf-8")
-        os.replace(out / (METADATA_FILE + ".tmp"), out / METADATA_FILE)
+        for name, data in files.items():
+            (out / (name + ".tmp")).write_bytes(data)
+            os.replace(out / (name + ".tmp"), out / name)
 
     @classmethod
     def load(cls, directory: str, device: str = "cpu") -> DeepModel:

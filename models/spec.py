@@ -55,4 +55,8 @@ class FittedModel(Protocol):
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(n, H) direction classes."""
 
+    def artifact_files(self) -> dict[str, bytes]:
+        """The saved model as {file name: content}, for writers that are not a local
+        directory (object storage); `save` writes the same files."""
+
     def save(self, directory: str) -> None: ...

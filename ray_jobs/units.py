@@ -14,8 +14,6 @@ goes on.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -154,9 +152,8 @@ def run_unit(
         artifact_uri = storage.uri_of(f"{unit.rel_dir}/model")
         for row in rows:
             row.update(unit_id=unit.unit_id, artifact_uri=artifact_uri)
-        with tempfile.TemporaryDirectory(prefix="quantray-unit-") as tmp:
-            fitted.save(os.path.join(tmp, "model"))
-            storage.upload_dir(tmp, unit.rel_dir)
+        for name, data in fitted.artifact_files().items():
+            storage.write_bytes(f"{unit.rel_dir}/model/{name}", data)
         columns = prediction_columns(prepared, predicted)
         storage.write_bytes(f"{unit.rel_dir}/predictions.parquet", _parquet_bytes(columns))
         history = list(getattr(fitted, "history", []) or [])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -154,9 +155,8 @@ class LinearModel:
         return self.predict_proba(x).argmax(axis=-1).astype(np.int64)
 
     # ---- storage -----------------------------------------------------------------------
-    def save(self, directory: str) -> None:
-        """Write metadata.json, stats.json and arrays.npz into `directory` (created)."""
-        os.makedirs(directory, exist_ok=True)
+    def artifact_files(self) -> dict[str, bytes]:
+        """{arrays.npz, metadata.json, stats.json}: the files `save` writes."""
         arrays = {
             "coef": self.coef,
             "intercept": self.intercept,
@@ -164,7 +164,8 @@ class LinearModel:
             "thresholds": self.thresholds,
             **{f"stat_{k}": np.asarray(v) for k, v in self.arrays.items()},
         }
-        np.savez(os.path.join(directory, ARRAYS_FILE), **arrays)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
         meta = {
             "kind": self.kind,
             "model": self.name,
@@ -175,8 +176,17 @@ class LinearModel:
             "versions": dict(_versions()),
             **self.info,
         }
-        _write_json(os.path.join(directory, METADATA_FILE), meta)
-        _write_json(os.path.join(directory, STATS_FILE), self.stats_table())
+        return {ARRAYS_FILE: buf.getvalue(), METADATA_FILE: _json_bytes(meta),
+                STATS_FILE: _json_bytes(self.stats_table())}  # fmt: skip
+
+    def save(self, directory: str) -> None:
+        """Write metadata.json, stats.json and arrays.npz into `directory` (created)."""
+        os.makedirs(directory, exist_ok=True)
+        for name, data in self.artifact_files().items():
+            tmp = os.path.join(directory, name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(directory, name))
 
     def stats_table(self) -> dict[str, Any]:
         """Per-horizon coefficient table: {"h5": {"feature": {"coef": .., "pvalue": ..}}}."""
@@ -224,11 +234,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
+def _json_bytes(obj: Any) -> bytes:
+    """Compact JSON (one line: `json.dumps` then runs its C encoder, ~10x faster than an
+    indented dump, which a per-unit artifact pays hundreds of times in a sweep)."""
+    return json.dumps(obj, default=_json_default, separators=(",", ":")).encode()
 
 
 def _json_default(value: Any) -> Any:

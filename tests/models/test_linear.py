@@ -94,6 +94,35 @@ def test_ols_matches_statsmodels_hac_directly():
 
 
 @pytest.mark.parametrize("name", ["ridge", "lasso"])
+def test_penalised_fits_match_scikit_learn_per_alpha(name):
+    """The closed-form ridge path (one SVD) and the Gram-matrix lasso path give, for every
+    grid alpha and horizon, the fit of scikit-learn's estimator at that alpha."""
+    from sklearn.linear_model import Lasso, Ridge
+
+    p = make_prepared(n_feat=12)
+    model = fit_linear(name, p, preset="balanced")
+    x, _, y = p.split_arrays("train", sequence=False)
+    xv, _, yv = p.split_arrays("val", sequence=False)
+    x, y, xv, yv = (a.astype(np.float64) for a in (x, y, xv, yv))
+    alphas = np.asarray(model.summary["alphas"]).reshape(-1, model.config.n_alphas)
+    for j in range(len(HORIZONS)):
+        grid = alphas[0] if name == "ridge" else alphas[j]
+        mse, checked = [], 0
+        for alpha in grid:
+            est = (Ridge(alpha=alpha) if name == "ridge"
+                   else Lasso(alpha=alpha, tol=model.config.tol, max_iter=model.config.max_iter))
+            est.fit(x, y[:, j])
+            mse.append(float(((est.predict(xv) - yv[:, j]) ** 2).mean()))
+            if alpha == model.summary["alpha"][j]:  # the chosen fit is the model's
+                np.testing.assert_allclose(model.coef[j], est.coef_, rtol=1e-4, atol=1e-9)
+                np.testing.assert_allclose(model.intercept[j], est.intercept_, atol=1e-9)
+                checked += 1
+        assert checked == 1
+        np.testing.assert_allclose(model.summary["val_mse"][j], mse, rtol=1e-5)
+        assert model.summary["alpha"][j] == grid[int(np.argmin(mse))]
+
+
+@pytest.mark.parametrize("name", ["ridge", "lasso"])
 def test_alpha_selection_never_touches_test(name):
     p = make_prepared()
     base = fit_linear(name, p)
