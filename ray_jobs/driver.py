@@ -21,7 +21,7 @@ from ray_jobs.planner import plan as make_plan
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from ray_jobs.tasks import ensemble_task
+from ray_jobs.tasks import ChunkReport, chunk_task, ensemble_task
 from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
@@ -88,8 +88,18 @@ def _prepare_and_fit_linear(
     """One chunk task per group of symbols: prepare them, fit their pending linear units.
     Returns (symbol -> object ref of its folds, for the deep runs; symbol -> data error;
     symbol -> ensemble rows computed in the tasks)."""
-    from ray_jobs.tasks import ChunkReport, chunk_task
+    prepared, pending = _dispatch_chunks(spec, plan, todo, symbols, storage, tracker)
+    errors, ensembles = _collect_chunks(pending, spec, storage, tracker)
+    for symbol in errors:
+        prepared.pop(symbol, None)
+    return prepared, errors, ensembles
 
+
+def _dispatch_chunks(
+    spec: JobSpec, plan: Plan, todo: Plan, symbols: list[str], storage: JobStorage,
+    tracker: ProgressTracker,
+) -> tuple[dict[str, Any], dict[Any, tuple[list[str], list[Unit]]]]:
+    """Submit the chunk tasks: (symbol -> ref of its folds, report ref -> (chunk, units))."""
     spec_dict = spec.to_dict()
     todo_linear: dict[str, list[Unit]] = {}
     for unit in todo.linear_units:
@@ -98,7 +108,7 @@ def _prepare_and_fit_linear(
     for unit in plan.units:
         planned.setdefault(unit.symbol, set()).add(unit.unit_id)
     prepared: dict[str, Any] = {}
-    reports: dict[Any, tuple[list[str], list[Unit]]] = {}
+    pending: dict[Any, tuple[list[str], list[Unit]]] = {}
     for chunk in chunk_symbols(symbols, ray.cluster_resources().get("CPU", 1)):
         units = [u for s in chunk for u in todo_linear.get(s, [])]
         # ensembles in the task only where it fits every unit of the symbol (all linear)
@@ -114,21 +124,26 @@ def _prepare_and_fit_linear(
             storage.storage_uri, storage.job_id,
         )  # fmt: skip
         prepared.update(zip(chunk, refs[:-1], strict=True))
-        reports[refs[-1]] = (chunk, units)
+        pending[refs[-1]] = (chunk, units)
+    return prepared, pending
+
+
+def _collect_chunks(
+    pending: dict[Any, tuple[list[str], list[Unit]]], spec: JobSpec, storage: JobStorage,
+    tracker: ProgressTracker,
+) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
+    """Count the chunks' units as their reports arrive: (symbol -> data error, symbol ->
+    ensemble rows)."""
     errors: dict[str, str] = {}
     ensembles: dict[str, list[dict[str, Any]]] = {}
-    while reports:
-        ready, _ = ray.wait(list(reports), num_returns=1)
-        chunk, units = reports.pop(ready[0])
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        chunk, units = pending.pop(ready[0])
         try:
             report: ChunkReport = ray.get(ready[0])
         except Exception as exc:  # the task died past its retries: its symbols fail alone
             log.warning("a chunk task failed: %s", exc)
-            report = ChunkReport(symbols=chunk, data_errors={
-                s: f"worker: {type(exc).__name__}: {exc}" for s in chunk})
-            report.unit_rows = {u.unit_id: fail_unit(u, spec.target.horizons,
-                                                     report.data_errors[u.symbol], storage)
-                                for u in units}  # fmt: skip
+            report = _failed_chunk(chunk, units, exc, spec, storage)
         errors.update(report.data_errors)
         ensembles.update(report.ensemble_rows)
         for symbol, error in report.ensemble_errors.items():
@@ -142,9 +157,17 @@ def _prepare_and_fit_linear(
                 tracker.unit_done(unit.unit_id)
         for symbol, error in report.data_errors.items():
             log.warning("preparing %s failed: %s", symbol, error)
-    for symbol in errors:
-        prepared.pop(symbol, None)
-    return prepared, errors, ensembles
+    return errors, ensembles
+
+
+def _failed_chunk(chunk: list[str], units: list[Unit], exc: BaseException, spec: JobSpec,
+                  storage: JobStorage) -> ChunkReport:
+    """The report of a chunk task that died: every symbol and unit fails with its error."""
+    error = f"worker: {type(exc).__name__}: {exc}"
+    report = ChunkReport(symbols=chunk, data_errors=dict.fromkeys(chunk, error))
+    report.unit_rows = {u.unit_id: fail_unit(u, spec.target.horizons, error, storage)
+                        for u in units}  # fmt: skip
+    return report
 
 
 def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 2.0) -> dict:

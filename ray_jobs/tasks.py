@@ -25,16 +25,6 @@ def load_symbol_frame(spec: JobSpec, symbols: list[str]):
     return loader(spec.dataset.uri, symbols=symbols, start=spec.dataset.start, end=spec.dataset.end)
 
 
-def prepare_one(spec: JobSpec, symbol: str) -> list[PreparedSymbol]:
-    """Load, validate and prepare one symbol; raises with a message naming the problem."""
-    from data.prepare import PrepareConfig, prepare_frame
-
-    cfg = PrepareConfig(**spec.prepare_config_kwargs())
-    frame = load_symbol_frame(spec, [symbol])
-    result = prepare_frame(frame, cfg, on_error="raise")
-    return result.prepared[symbol]
-
-
 def prepare_many(
     spec: JobSpec, symbols: list[str]
 ) -> tuple[dict[str, list[PreparedSymbol]], dict[str, str]]:
@@ -47,12 +37,9 @@ def prepare_many(
     cfg = PrepareConfig(**spec.prepare_config_kwargs())
     try:
         result = prepare_frame(load_symbol_frame(spec, symbols), cfg, on_error="drop")
-    except Exception:  # noqa: BLE001 - the read failed for the chunk; find who, one by one
-        if len(symbols) == 1:
-            try:
-                return {symbols[0]: prepare_one(spec, symbols[0])}, {}
-            except Exception as exc:  # noqa: BLE001 - the symbol's own data error
-                return {}, {symbols[0]: _data_error(symbols[0], exc)}
+    except Exception as exc:  # noqa: BLE001 - the read failed for the chunk; find who
+        if len(symbols) == 1:  # the symbol's own data error
+            return {}, {symbols[0]: _data_error(symbols[0], exc)}
         ok: dict[str, list[PreparedSymbol]] = {}
         errors: dict[str, str] = {}
         for symbol in symbols:

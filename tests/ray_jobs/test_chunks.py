@@ -80,3 +80,21 @@ def test_in_memory_ensembles_equal_the_ones_read_back(tmp_path: Path) -> None:
                 assert np.isnan(b[k]), k
             else:
                 assert a[k] == pytest.approx(b[k]), k
+
+
+def test_a_dead_chunk_task_fails_its_symbols_and_units_with_the_cause(tmp_path: Path) -> None:
+    from ray_jobs.driver import _failed_chunk
+
+    spec = _spec("sample:sp500", ["AAPL", "ABT"])
+    storage = JobStorage(tmp_path.as_uri(), "chunks")
+    units = [Unit("AAPL", "ols"), Unit("AAPL", "ridge"), Unit("ABT", "ols")]
+    report = _failed_chunk(["AAPL", "ABT"], units, RuntimeError("worker died"), spec, storage)
+    cause = "worker: RuntimeError: worker died"
+    assert report.data_errors == {"AAPL": cause, "ABT": cause}
+    assert sorted(report.unit_rows) == sorted(u.unit_id for u in units)
+    for rows in report.unit_rows.values():
+        assert len(rows) == 2 and all(r["error"] == cause for r in rows)  # one per horizon
+    statuses = storage.unit_statuses()
+    assert {u: s["state"] for u, s in statuses.items()} == dict.fromkeys(report.unit_rows,
+                                                                        "failed")
+    assert all(s["error"] == cause for s in statuses.values())

@@ -123,10 +123,10 @@ def test_artifacts_load_back_from_the_bucket(sweep: dict, tmp_path) -> None:
 
     from models import api
     from models.leaderboard import model_inputs
-    from ray_jobs.tasks import prepare_one
+    from ray_jobs.tasks import prepare_many
 
     storage: JobStorage = sweep["storage"]
-    prepared = prepare_one(sweep["spec"], "AAPL")[0]
+    prepared = prepare_many(sweep["spec"], ["AAPL"])[0]["AAPL"][0]
     for model in ("lstm", "ridge"):
         local = tmp_path / model
         storage.download_dir(f"units/AAPL/{model}/f0/model", str(local))
