@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from service.local_ray import free_port
+
 SPEC = {
     "name": "load",
     "dataset": {"uri": "sample:sp500", "symbols": 5},
@@ -37,12 +38,6 @@ SPEC = {
     "preset": "fast",
 }
 TARGET_P99_S = {"GET": 0.100, "POST": 0.200}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start_server(home: Path, port: int) -> tuple[subprocess.Popen, str]:
@@ -237,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         args.jobs, args.clients, args.tail_s = 20, 5, 0.5
     home = Path(tempfile.mkdtemp(prefix="qr-bench-"))
-    port = _free_port()
+    port = free_port()
     server, key = _start_server(home, port)
     try:
         cpu_before = _cpu_seconds(server.pid)

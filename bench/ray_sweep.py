@@ -1,7 +1,7 @@
 """Ray sweep benchmarks (issue 4), each measured side by side in one run.
 
     .venv/bin/python bench/ray_sweep.py linear [--symbols 102]
-    .venv/bin/python bench/ray_sweep.py deep1 [--model lstm]
+    .venv/bin/python bench/ray_sweep.py deep1 [--model lstm] [--units 4] [--preset fast]
     .venv/bin/python bench/ray_sweep.py full [--symbols 102] [--seq-symbols 6]
     .venv/bin/python bench/ray_sweep.py linear-cli [--symbols 102] [--repeats 2]
 
@@ -14,8 +14,9 @@ linear-cli: the same sweep as a user runs it, each a fresh process timed end to 
         `quantray train --save-dir` (models saved too), and the job entrypoint
         `python -m ray_jobs.run` against the already running local Ray (2 CPUs), which
         also stores per-unit predictions, metrics, statuses and plots; runs alternate.
-deep1:  one deep unit: the bare loop's samples/s vs the same unit inside a TorchTrainer run,
-        and the run's fixed overhead (run wall time - the unit's own fit time).
+deep1:  one deep run of --units units: the bare loop's samples/s vs the same units inside
+        one TorchTrainer run (one torch thread each), and the run's fixed overhead (job wall
+        time - the units' own fit time).
 full:   symbols x all 14 models, fast preset, through Ray: wall time, units/min, and the
         share of (wall x CPUs) not spent fitting; sequential loop timed on --seq-symbols
         symbols and scaled up.
@@ -26,6 +27,7 @@ Prints one JSON document.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,13 +39,14 @@ HORIZONS = (1, 5, 10, 20)
 LINEAR = ["ols", "ridge", "lasso"]
 
 
-def _spec(models: list[str], symbols: int, name: str, **extra: Any):
+def _spec(models: list[str], symbols: int, name: str, *, preset: str = "fast",
+          seq_len: int = 30, **extra: Any):
     from ray_jobs.spec import JobSpec
 
     return JobSpec.from_dict({
         "name": name, "dataset": {"uri": "sample:sp500", "symbols": symbols},
         "target": {"kind": "direction", "horizons": list(HORIZONS)},
-        "features": {"seq_len": 30}, "models": models, "preset": "fast", **extra,
+        "features": {"seq_len": seq_len}, "models": models, "preset": preset, **extra,
     })  # fmt: skip
 
 
@@ -154,31 +157,59 @@ def bench_linear_cli(args) -> dict[str, Any]:
 
 
 def bench_deep1(args) -> dict[str, Any]:
-    from data.loading import load_bars
+    """One deep run of `--units` units (the model on the first symbols), against the bare
+    loop training the same units one after another in this process, after a warm-up fit.
+    Throughput = training samples / epoch seconds (validation included, the per-epoch
+    report and checkpoint excluded: `models.training.loop`), summed over the units; the
+    run's first unit is left out of the Ray figure (the fresh worker process pays its
+    first-call costs there, which the bare loop paid in its warm-up)."""
+    import torch
+
+    from data.loading import list_symbols, load_bars
     from data.prepare import PrepareConfig, prepare_frame
     from models.deep import fit_deep
 
-    frame = load_bars("sample:sp500", symbols=["AAPL"])
-    prep = prepare_frame(frame, PrepareConfig(horizons=HORIZONS, seq_len=30)).prepared["AAPL"][0]
-    overrides = {"seq_len": 30} if args.model != "mlp" else {}
-    fit_deep(args.model, prep, overrides=overrides)  # warm-up (imports, first-call costs)
-    t0 = time.perf_counter()
-    bare = fit_deep(args.model, prep, overrides=overrides)
-    bare_wall = time.perf_counter() - t0
-    spec = _spec([args.model], 1, "bench-deep1", dataset={"uri": "sample:sp500",
-                                                          "symbols": ["AAPL"]})
+    symbols = list_symbols("sample:sp500")[: args.units]
+    seq_len = 30 if args.preset == "fast" else 60
+    prepared = prepare_frame(load_bars("sample:sp500", symbols=symbols),
+                             PrepareConfig(horizons=HORIZONS, seq_len=seq_len)).prepared
+    overrides = {"seq_len": seq_len} if args.model != "mlp" else {}
+    fit = functools.partial(fit_deep, args.model, preset=args.preset, overrides=overrides)
+    # One torch thread, as the Ray worker has (1 CPU) and as `quantray train` runs by default.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(prepared[symbols[0]][0])  # warm-up
+        t0 = time.perf_counter()
+        bare = [fit(prepared[s][0]).result.history for s in symbols]
+        bare_wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    spec = _spec([args.model], len(symbols), "bench-deep1", preset=args.preset,
+                 seq_len=seq_len, dataset={"uri": "sample:sp500", "symbols": symbols},
+                 resources={"units_per_run": len(symbols)})
     with tempfile.TemporaryDirectory() as d:
         res = ray_job(spec, d)
         from ray_jobs.storage import JobStorage
 
-        status = next(iter(JobStorage(f"file://{d}", spec.name).unit_statuses().values()))
-    hist = status["history"]
-    ray_sps = sum(h["samples_per_sec"] for h in hist) / len(hist)
-    bare_sps = sum(h["samples_per_sec"] for h in bare.result.history) / len(bare.result.history)
-    return {"model": args.model, "bare_samples_per_s": bare_sps, "ray_samples_per_s": ray_sps,
-            "ratio": ray_sps / bare_sps, "bare_fit_wall_s": bare_wall,
-            "ray_job_wall_s": res["wall_s"], "ray_unit_fit_s": res["fit_s"],
-            "fixed_overhead_s": res["wall_s"] - res["fit_s"]}
+        statuses = JobStorage(f"file://{d}", spec.name).unit_statuses()
+    in_run = sorted(statuses.values(), key=lambda st: st["started"])
+    assert res["plan"]["deep_runs"] == 1, res["plan"]
+
+    def throughput(histories: list[list[dict[str, Any]]]) -> float:
+        epochs = [h for hist in histories for h in hist]
+        samples = sum(h["samples_per_sec"] * h["epoch_seconds"] for h in epochs)
+        return samples / sum(h["epoch_seconds"] for h in epochs)
+
+    ray_sps = throughput([st["history"] for st in in_run[1:]])
+    bare_sps = throughput(bare)
+    return {"model": args.model, "preset": args.preset, "units": len(symbols),
+            "epochs": sum(len(st["history"]) for st in in_run),
+            "bare_samples_per_s": bare_sps, "ray_samples_per_s": ray_sps,
+            "ratio": ray_sps / bare_sps,
+            "ray_first_unit_samples_per_s": throughput([in_run[0]["history"]]),
+            "bare_fit_wall_s": bare_wall, "ray_job_wall_s": res["wall_s"],
+            "ray_unit_fit_s": res["fit_s"], "fixed_overhead_s": res["wall_s"] - res["fit_s"]}
 
 
 def bench_full(args) -> dict[str, Any]:
@@ -203,6 +234,8 @@ def main() -> None:
     p.add_argument("--seq-symbols", type=int, default=6)
     p.add_argument("--model", default="lstm")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--units", type=int, default=4, help="deep1: units in the run")
+    p.add_argument("--preset", default="fast", help="deep1: the models' preset")
     args = p.parse_args()
     import logging
 

@@ -42,11 +42,15 @@ WORKER_CPU = 1.0 - TRIAL_CPU
 UNIT_FILE = "unit.json"
 SCORE = "val_score"  # higher is better: -val_loss, so "keep the best" is one order
 # Ray Train V2 polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default)
-# and a worker holds one report at a time, so each per-epoch report would block ~1.8 s:
-# longer than a fast-preset epoch on daily data. These are read by the process calling
-# fit() and passed on to the controller and workers (docs/ray-notes.md has the numbers).
+# and takes one report per poll. With synchronous uploads each per-epoch report would block
+# ~1.8 s, longer than a fast-preset epoch on daily data; with ASYNC uploads the report
+# returns at once, but the reports queue up in the worker and drain at one per poll: a run
+# of 88 fast-preset units makes ~15 reports/s, so at a 0.2 s poll its last unit was
+# followed by ~20 s of draining with both CPUs idle. 0.05 s (20 reports/s) keeps up. These
+# are read by the process calling fit() and passed on to the controller and workers
+# (docs/ray-notes.md has the numbers).
 TRAIN_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_METRICS_ENABLED": "0",
 }
@@ -181,8 +185,6 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """Tune function: build and fit the TorchTrainer of one run group (Train V2 style)."""
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     os.environ.update(TRAIN_ENV)
     name = config["run"]
     storage = JobStorage(ctx["storage_uri"], ctx["job_id"])
@@ -204,7 +206,6 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"
             ),
-            callbacks=[TuneReportCallback()],
         ),
     )
     trainer.fit()

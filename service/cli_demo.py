@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from service.local_ray import free_port
 
 DEFAULT_SPEC = "examples/demo.yaml"
 READY_TIMEOUT_S = 240
@@ -26,12 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--home", default=".quantray", help="state dir: DB, storage, logs")
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")
     p.set_defaults(func=_demo)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(client, proc: subprocess.Popen, log: Path) -> None:
@@ -61,7 +56,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    port = args.port or _free_port()
+    port = args.port or free_port()
     api = f"http://127.0.0.1:{port}"
     env = {**os.environ, "QUANTRAY_HOME": str(home), "QUANTRAY_HOST": "127.0.0.1",
            "QUANTRAY_PORT": str(port), "QUANTRAY_AUTH": "off"}

@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,18 +29,13 @@ WORKER_PORTS = (10002, 19999)  # Ray's default worker port range: other ports mu
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port, never 6379 (Redis here) and outside Ray's worker port range."""
+    return free_ports(1)[0]
 
 
 def _port_busy(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port_outside_worker_range() -> int:
-    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
@@ -73,10 +69,16 @@ class LocalRayHead:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     @classmethod
-    def start(cls, *, dashboard_port: int = 8265, timeout_s: float = 120.0) -> LocalRayHead:
-        """Start the head and wait until its Jobs API answers. `dashboard_port=0`: any free."""
+    def start(
+        cls, *, dashboard_port: int = 8265, timeout_s: float = 120.0,
+        num_cpus: int | None = None, num_gpus: int | None = None,
+        object_store_bytes: int | None = None, env: Mapping[str, str] | None = None,
+    ) -> LocalRayHead:
+        """Start the head and wait until its Jobs API answers. `dashboard_port=0`: any free.
+        `num_cpus`/`num_gpus`/`object_store_bytes`: Ray's own detection when None. `env`:
+        the head's environment (its workers inherit it; default: this process's)."""
         if dashboard_port == 0:
-            dashboard_port = _free_port_outside_worker_range()
+            dashboard_port = free_port()
         elif _port_busy(dashboard_port):
             raise RuntimeError(
                 f"port {dashboard_port} is taken (another Ray dashboard?): point "
@@ -90,7 +92,8 @@ class LocalRayHead:
         # A short path: Ray's unix socket paths must stay under 108 bytes.
         temp_dir = Path(tempfile.mkdtemp(prefix="qr-ray-", dir="/tmp"))
         flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                 "--ray-client-server-port", "--runtime-env-agent-port", "--metrics-export-port")
+                 "--ray-client-server-port", "--runtime-env-agent-port", "--metrics-export-port",
+                 "--node-manager-port", "--object-manager-port")  # fmt: skip
         picked = [p for p in free_ports(len(flags) + 2) if p != dashboard_port]
         head = cls(temp_dir=temp_dir, gcs_port=picked[0], dashboard_port=dashboard_port)
         ports = dict(zip(flags, picked[1:], strict=False))
@@ -100,9 +103,13 @@ class LocalRayHead:
             f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
             f"--temp-dir={temp_dir}", "--disable-usage-stats",
             *(f"{flag}={port}" for flag, port in ports.items()),
+            *([f"--num-cpus={num_cpus}"] if num_cpus is not None else []),
+            *([f"--num-gpus={num_gpus}"] if num_gpus is not None else []),
+            *([f"--object-store-memory={object_store_bytes}"] if object_store_bytes else []),
         ]  # fmt: skip
         # Job entrypoints run `python -m ray_jobs.run`: make `python` this interpreter.
-        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        env = dict(os.environ if env is None else env)
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
         log.info("starting a local Ray head: %s", " ".join(cmd))
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
         if result.returncode != 0:

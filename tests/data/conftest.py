@@ -3,7 +3,6 @@ that counts the bytes it serves."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+
+from service.local_ray import free_port
 
 SHARED_SP500 = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "sp500_daily.parquet"
@@ -85,18 +86,12 @@ def sp500_shared() -> Path:
     return SHARED_SP500
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 (free port) for the whole session."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

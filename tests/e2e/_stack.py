@@ -12,16 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-from service.local_ray import LocalRayHead, free_ports
+from service.local_ray import LocalRayHead, free_port
+from tests._support import log_tail, wait_for
 from tests.e2e._client import Api
 
 T = TypeVar("T")
@@ -34,9 +33,6 @@ S3_ENV = {
 }
 
 
-def free_port() -> int:
-    """A free loopback port, never 6379 and outside Ray's worker port range."""
-    return free_ports(1)[0]
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -50,27 +46,8 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for(probe: Callable[[], T], *, timeout_s: float, what: str, every_s: float = 0.5,
-             alive: Callable[[], str | None] = lambda: None) -> T:  # fmt: skip
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout_s`.
-    `alive` returns a reason to give up early (a process we depend on exited)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        reason = alive()
-        if reason:
-            raise AssertionError(f"gave up waiting for {what}: {reason}")
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # ---- S3 --------------------------------------------------------------------------------------
@@ -127,37 +104,13 @@ class MotoS3:
 # ---- Ray -------------------------------------------------------------------------------------
 def start_ray_head(env: Mapping[str, str], *, num_cpus: int = 2,
                    timeout_s: float = 180.0) -> LocalRayHead:  # fmt: skip
-    """`ray start --head` with free ports and a private temp dir; its dashboard (the Jobs
-    REST API the service uses) listens on 127.0.0.1 only. Ray itself swaps a loopback
-    --node-ip-address for the host's address for GCS and raylet. Returned as a
-    `LocalRayHead`, whose `stop()` signals only this head's processes (never `ray stop`)."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="qre2e-", dir="/tmp"))  # short: socket paths
-    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-             "--ray-client-server-port", "--runtime-env-agent-port", "--metrics-export-port",
-             "--node-manager-port", "--object-manager-port")  # fmt: skip
-    gcs_port, dashboard_port, *others = free_ports(len(flags) + 2)  # distinct: Ray checks
-    head = LocalRayHead(temp_dir=temp_dir, gcs_port=gcs_port, dashboard_port=dashboard_port)
-    ports = dict(zip(flags, others, strict=True))
-    cmd = [
-        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-        f"--port={head.gcs_port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={head.dashboard_port}", f"--temp-dir={temp_dir}",
-        f"--object-store-memory={512 * 1024**2}", "--disable-usage-stats",
-        *(f"{flag}={port}" for flag, port in ports.items()),
-    ]  # fmt: skip
-    result = subprocess.run(cmd, env=dict(env), capture_output=True, text=True,
-                            timeout=timeout_s)  # fmt: skip
-    if result.returncode != 0:
-        head.stop()
-        raise RuntimeError(f"`ray start --head` failed ({result.returncode}):\n"
-                           f"{(result.stdout + result.stderr)[-3000:]}")  # fmt: skip
-    try:
-        head.wait_ready(timeout_s)
-    except RuntimeError:
-        head.stop()
-        raise
-    return head
+    """`ray start --head` through the service's own `LocalRayHead.start`: free ports, a
+    private temp dir, the dashboard (the Jobs REST API the service uses) on 127.0.0.1 only,
+    and this test's environment (S3 credentials) for its workers. Ray itself swaps a
+    loopback --node-ip-address for the host's address for GCS and raylet. `stop()` signals
+    only this head's processes (never `ray stop`)."""
+    return LocalRayHead.start(dashboard_port=0, timeout_s=timeout_s, num_cpus=num_cpus,
+                              num_gpus=0, object_store_bytes=512 * 1024**2, env=env)
 
 
 @dataclass(frozen=True)

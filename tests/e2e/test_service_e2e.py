@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests._support import wait_for
 from tests.e2e._client import FINAL, spec, units_done
-from tests.e2e._stack import Stack, wait_for
+from tests.e2e._stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

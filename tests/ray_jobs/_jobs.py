@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from tests._support import log_tail
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -55,28 +55,8 @@ def write_spec(spec: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def wait_for(
-    probe: Callable[[], T], *, timeout_s: float, what: str, every_s: float = 0.2,
-    alive: Callable[[], str | None] = lambda: None,
-) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout_s`.
-    `alive` returns a reason to give up early (the process being watched has exited)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        reason = alive()
-        if reason:
-            raise AssertionError(f"gave up waiting for {what}: {reason}")
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_table() -> dict[int, tuple[int, bytes]]:
@@ -166,11 +146,6 @@ def stop_entrypoint(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"(no log: {exc})"
 
 
 def epoch_dirs(train_root: Path, unit_id: str) -> list[int]:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.ray_jobs._jobs import descendants, free_port, kill_and_reap
+from service.local_ray import free_port
+from tests.ray_jobs._jobs import descendants, kill_and_reap
 
 # Credentials for the moto endpoint. They must be in the environment before Ray starts:
 # its workers inherit the raylet's environment, and Ray Train's S3 filesystem resolves

@@ -16,18 +16,17 @@ import pytest
 
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
+from tests._support import log_tail, wait_for
 from tests.ray_jobs._jobs import (
     TINY_DATES,
     epoch_dirs,
     finish_entrypoint,
     kill_and_reap,
-    log_tail,
     own_ray_processes,
     registered_epoch,
     slow_lstm,
     start_entrypoint,
     tiny_spec,
-    wait_for,
     write_spec,
 )
 

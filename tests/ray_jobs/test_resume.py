@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 
 from ray_jobs.storage import JobStorage
+from tests._support import log_tail, wait_for
 from tests.ray_jobs._jobs import (
     finish_entrypoint,
-    log_tail,
     registered_epoch,
     slow_lstm,
     start_entrypoint,
     stop_entrypoint,
     tiny_spec,
-    wait_for,
     write_spec,
 )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from ray_jobs.storage import (
     StorageNotFoundError,
     is_transient,
 )
+from service.local_ray import free_port
 
 FAST = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.04, jitter=0.0)
 
@@ -273,12 +273,6 @@ def test_retry_policy_validates() -> None:
 
 
 # ---- S3 (moto) --------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_uri() -> Iterator[str]:
     """An S3 URI (bucket `quantray`, prefix `store`) on a moto server on 127.0.0.1."""
@@ -290,7 +284,7 @@ def s3_uri() -> Iterator[str]:
            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
