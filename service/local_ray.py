@@ -58,6 +58,24 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def process_table() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) of every live process we may read in /proc (a
+    zombie is gone already, only not reaped)."""
+    table: dict[int, tuple[int, bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), cmdline)
+    return table
+
+
 @dataclass
 class LocalRayHead:
     temp_dir: Path
@@ -140,24 +158,13 @@ class LocalRayHead:
         port (any host: Ray's client server is given the node's own IP), + children."""
         temp = str(self.temp_dir).encode()
         gcs = re.compile(rb"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}:%d(?!\d)" % self.gcs_port)
-        parents: dict[int, int] = {}
-        roots: set[int] = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # exited meanwhile
-            pid = int(entry.name)
-            parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-            if pid != os.getpid() and (temp in cmdline or gcs.search(cmdline)):
-                roots.add(pid)
+        table = process_table()
+        roots = {pid for pid, (_, cmdline) in table.items()
+                 if pid != os.getpid() and (temp in cmdline or gcs.search(cmdline))}  # fmt: skip
         found = set(roots)
         changed = True
         while changed:
-            children = {p for p, parent in parents.items() if parent in found} - found
+            children = {p for p, (parent, _) in table.items() if parent in found} - found
             changed = bool(children)
             found |= children
         return sorted(found)

@@ -33,8 +33,6 @@ S3_ENV = {
 }
 
 
-
-
 def base_env(**extra: str) -> dict[str, str]:
     """This process's environment + S3 credentials + the venv first on PATH (so a Ray job's
     `python -m ray_jobs.run` is this interpreter), without any RAY_ADDRESS of the caller."""
@@ -44,10 +42,6 @@ def base_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
-
-
-
-
 
 
 # ---- S3 --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from service.local_ray import process_table
 from tests._support import log_tail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,27 +54,6 @@ def tiny_spec(name: str, models: list[str], **changes: Any) -> dict[str, Any]:
 def write_spec(spec: dict[str, Any], path: Path) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
-
-
-
-
-
-
-def process_table() -> dict[int, tuple[int, bytes]]:
-    """pid -> (parent pid, command line) of every process we may read in /proc."""
-    table: dict[int, tuple[int, bytes]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":  # a zombie is gone already, only not reaped
-            table[int(entry.name)] = (int(fields[1]), cmdline)
-    return table
 
 
 def descendants(root: int) -> dict[int, bytes]:
@@ -144,8 +124,6 @@ def stop_entrypoint(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-
-
 
 
 def epoch_dirs(train_root: Path, unit_id: str) -> list[int]:
