@@ -185,6 +185,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """Tune function: build and fit the TorchTrainer of one run group (Train V2 style)."""
     import ray.train
     from ray.train.torch import TorchTrainer
+
     os.environ.update(TRAIN_ENV)
     name = config["run"]
     storage = JobStorage(ctx["storage_uri"], ctx["job_id"])

@@ -17,9 +17,10 @@ so it lands inside the flat band almost always; the band probabilities keep the 
 thresholds and still use the sign and size of the forecast.
 
 Storage, no pickle anywhere: `metadata.json` (name, kind, config, horizons, thresholds,
-feature names, fit summary), `stats.json` (per-horizon coefficient tables, readable) and
-`arrays.npz` (coefficients, intercepts, residuals and estimator statistics), read back
-with `np.load(allow_pickle=False)`.
+feature names, fit summary), `stats.json` (per-horizon coefficient tables by feature name)
+and `arrays.npz` (coefficients, intercepts, residuals and estimator statistics), read back
+with `np.load(allow_pickle=False)`. The JSON files are compact, one line each
+(`python -m json.tool` indents them): a sweep writes them for every unit.
 """
 
 from __future__ import annotations
