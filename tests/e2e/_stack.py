@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -23,7 +23,6 @@ from service.local_ray import LocalRayHead, free_port
 from tests._support import log_tail, wait_for
 from tests.e2e._client import Api
 
-T = TypeVar("T")
 BIN = Path(sys.executable).parent  # the venv's bin: ray, quantray, python
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

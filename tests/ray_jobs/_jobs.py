@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -18,7 +18,6 @@ from service.local_ray import process_table
 from tests._support import log_tail
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 # The bundled sample, cut to ~2 years: every symbol keeps > 344 rows (PrepareConfig.min_rows
 # for seq_len 10, horizons [1, 5]) while an epoch stays a fraction of a second.
