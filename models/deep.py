@@ -30,6 +30,7 @@ from torch import nn
 
 from data.prepared import PreparedSymbol
 from models.config import ModelDims, TrainConfig, config_from_dict
+from models.spec import save_artifact_files
 from models.training import Callback, TrainData, TrainResult, load_checkpoint, train
 from models.training.checkpoint import json_safe
 from models.training.losses import residual_std
@@ -200,12 +201,7 @@ class DeepModel:
 
     def save(self, directory: str) -> None:
         """Write weights.pt (state_dict) and metadata.json into `directory` (created)."""
-        files = self.artifact_files()
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            (out / (name + ".tmp")).write_bytes(data)
-            os.replace(out / (name + ".tmp"), out / name)
+        save_artifact_files(directory, self.artifact_files())
 
     @classmethod
     def load(cls, directory: str, device: str = "cpu") -> DeepModel:

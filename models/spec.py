@@ -8,6 +8,7 @@ Presets: {"fast" | "balanced" | "quality": {"model": {...}, "train": {...}, "seq
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,4 +60,17 @@ class FittedModel(Protocol):
         """The saved model as {file name: content}, for writers that are not a local
         directory (object storage); `save` writes the same files."""
 
-    def save(self, directory: str) -> None: ...
+    def save(self, directory: str) -> None:
+        """Write `artifact_files()` into `directory` (`save_artifact_files`)."""
+
+
+def save_artifact_files(directory: str, files: dict[str, bytes]) -> None:
+    """Write {file name: content} into `directory` (created), each file through a temporary
+    name and a rename, so a reader never sees half a file: what every model's `save` does
+    with its `artifact_files()`."""
+    os.makedirs(directory, exist_ok=True)
+    for name, data in files.items():
+        tmp = os.path.join(directory, name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(directory, name))

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from models.spec import save_artifact_files
+
 PREDICTIVES = ("gaussian", "empirical")
 ARRAYS_FILE = "arrays.npz"
 METADATA_FILE = "metadata.json"
@@ -182,12 +184,7 @@ class LinearModel:
 
     def save(self, directory: str) -> None:
         """Write metadata.json, stats.json and arrays.npz into `directory` (created)."""
-        os.makedirs(directory, exist_ok=True)
-        for name, data in self.artifact_files().items():
-            tmp = os.path.join(directory, name + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, os.path.join(directory, name))
+        save_artifact_files(directory, self.artifact_files())
 
     def stats_table(self) -> dict[str, Any]:
         """Per-horizon coefficient table: {"h5": {"feature": {"coef": .., "pvalue": ..}}}."""
