@@ -62,7 +62,7 @@ def fit_lasso(
     n, n_f = x_train.shape
     n_h = y_train.shape[1]
     ratios = np.geomspace(1.0, config.min_ratio, config.n_alphas)  # (A,) strongest first
-    x_mean = x_train.mean(axis=0)
+    x_mean, y_mean = x_train.mean(axis=0), y_train.mean(axis=0)
     xc = np.asfortranarray(x_train - x_mean)
     gram = xc.T @ xc
     alphas = np.empty((ratios.size, n_h))
@@ -71,7 +71,7 @@ def fit_lasso(
     val_mse = np.empty((ratios.size, n_h))
     converged = np.ones((ratios.size, n_h), dtype=bool)
     for j in range(n_h):
-        yc = y_train[:, j] - y_train[:, j].mean()
+        yc = y_train[:, j] - y_mean[j]
         xy = xc.T @ yc
         alphas[:, j] = max(float(np.abs(xy).max()) / n, 1e-300) * ratios
         with warnings.catch_warnings():
@@ -83,7 +83,7 @@ def fit_lasso(
             )  # fmt: skip
         coefs[:, j] = path.T  # (A, F)
         converged[:, j] = np.asarray(n_iter) < config.max_iter
-        intercepts[:, j] = y_train[:, j].mean() - coefs[:, j] @ x_mean
+        intercepts[:, j] = y_mean[j] - coefs[:, j] @ x_mean
         pred = x_val @ coefs[:, j].T + intercepts[:, j]  # (n_val, A)
         val_mse[:, j] = ((pred - y_val[:, j : j + 1]) ** 2).mean(axis=0)
     best = select_on_validation(val_mse)  # (H,)
