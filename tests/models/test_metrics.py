@@ -12,6 +12,8 @@ from sklearn import metrics as skm
 from data.prepared import PreparedSymbol
 from models.metrics import (
     LEADERBOARD_COLUMNS,
+    average_ranks,
+    binomial_p_greater,
     direction_metrics,
     error_rows,
     leaderboard_rows,
@@ -83,6 +85,23 @@ def test_return_metrics_match_references():
     assert m["ic"] == pytest.approx(stats.pearsonr(y, pred)[0])
     assert m["rank_ic"] == pytest.approx(stats.spearmanr(y, pred)[0])
     assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(y) == np.sign(pred)))
+
+
+def test_binomial_p_and_ranks_match_scipy():
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 600))
+        correct, base = int(rng.integers(0, n + 1)), float(rng.uniform(0.2, 0.999))
+        expected = stats.binomtest(correct, n, base, alternative="greater").pvalue
+        assert binomial_p_greater(correct, n, base) == pytest.approx(expected, rel=1e-9,
+                                                                     abs=1e-300)
+    assert binomial_p_greater(3, 3, 1.0) == 1.0  # one class only: no edge to claim
+    for values in (rng.normal(size=200), rng.integers(0, 5, 200).astype(float),
+                   np.r_[np.zeros(7), np.ones(3)], np.array([2.0]), np.array([])):
+        assert np.array_equal(average_ranks(values), stats.rankdata(values))
+    y = rng.normal(size=100)
+    y[3] = np.nan  # a missing truth gives no rank IC, as scipy's propagating ranks do
+    assert math.isnan(return_metrics(y, np.ones(100), 0.0)["rank_ic"])
 
 
 def test_degenerate_inputs_do_not_crash():
