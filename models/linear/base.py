@@ -224,7 +224,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("quantray", "numpy", "scikit-learn", "statsmodels"):
+    for pkg in ("quantray", "numpy", "scipy", "scikit-learn"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

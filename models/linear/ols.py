@@ -2,12 +2,13 @@
 
 Forward returns over h bars overlap from one sample to the next, so the regression errors
 are autocorrelated (MA(h-1) under no predictability) and plain OLS standard errors are
-too small. The HAC covariance (Bartlett kernel, statsmodels' `cov_type="HAC"`) with
-`maxlags = h` by default covers that overlap. The coefficients themselves are plain OLS;
-the covariance only changes the inference kept in the artifact (std errors, t, p).
+too small. The HAC covariance (Bartlett kernel: statsmodels' `cov_type="HAC"`, computed
+here directly) with `maxlags = h` by default covers that overlap. The coefficients
+themselves are plain OLS; the covariance only changes the inference kept in the artifact
+(std errors, t, p).
 
 Collinear features (e.g. a MACD histogram that equals MACD line minus signal) leave some
-coefficients unidentified: statsmodels' pinv solution still forecasts fine, but their
+coefficients unidentified: the pinv (minimum-norm) solution still forecasts fine, but their
 standard errors are meaningless and can come out NaN (a numerically negative variance).
 The design's condition number is kept in the summary so such a table can be recognised.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 from models.linear.base import LinearConfig, LinearFit
 
@@ -48,36 +50,52 @@ def fit_ols(
     """OLS of y_train[:, j] (n,) on [1, x_train] (n, 1 + F) for each horizon j.
 
     The validation split is not used: OLS has nothing to select.
+
+    statsmodels' `OLS(y, add_constant(x)).fit(cov_type="HAC", cov_kwds={"maxlags": L,
+    "use_correction": c})`, computed directly (tested equal to it): one SVD of the design
+    serves every horizon (the pinv solution and its bread (X'X)^+), the meat is the
+    Bartlett-weighted autocovariances of the scores x_t e_t up to lag L, and p-values are
+    two-sided normal, as statsmodels' robust covariances use. statsmodels is not imported:
+    it costs a second per process, paid again by every Ray worker of a sweep.
     """
-    import warnings
-
-    import statsmodels.api as sm
-
     del x_val, y_val
-    design = sm.add_constant(np.asarray(x_train, dtype=np.float64), has_constant="add")
-    n_h = y_train.shape[1]
-    params = np.empty((n_h, design.shape[1]))
-    bse, tvalues, pvalues = np.empty_like(params), np.empty_like(params), np.empty_like(params)
+    x = np.asarray(x_train, dtype=np.float64)
+    design = np.column_stack([np.ones(x.shape[0]), x])
+    n, k = design.shape
+    u, sv, vt = np.linalg.svd(design, full_matrices=False)
+    keep = sv > 1e-15 * sv.max()  # statsmodels' pinv cutoff
+    inv_sv = np.divide(1.0, sv, out=np.zeros_like(sv), where=keep)
+    pinv = (vt.T * inv_sv) @ u.T  # (k, n)
+    bread = (vt.T * inv_sv**2) @ vt  # (X'X)^+ = pinv @ pinv.T
+    y = np.asarray(y_train, dtype=np.float64)
+    params = (pinv @ y).T  # (H, k)
+    resid = y - design @ params.T  # (n, H)
+    bse = np.empty_like(params)
     lags = []
     for j, h in enumerate(horizons):
         maxlags = int(h if config.hac_maxlags is None else config.hac_maxlags)
-        res = sm.OLS(np.asarray(y_train[:, j], dtype=np.float64), design).fit(
-            cov_type="HAC", cov_kwds={"maxlags": maxlags, "use_correction": config.hac_correction}
-        )
-        with warnings.catch_warnings():
+        scores = design * resid[:, j : j + 1]
+        meat = scores.T @ scores
+        for lag in range(1, min(maxlags, n - 1) + 1):
+            auto = scores[lag:].T @ scores[:-lag]
+            meat += (1.0 - lag / (maxlags + 1.0)) * (auto + auto.T)
+        cov = bread @ meat @ bread
+        if config.hac_correction:
+            cov *= n / float(n - k)
+        with np.errstate(invalid="ignore"):
             # sqrt of a negative variance (collinear design) -> NaN, kept as NaN on purpose
-            warnings.simplefilter("ignore", RuntimeWarning)
-            params[j], bse[j] = res.params, res.bse
-            tvalues[j], pvalues[j] = res.tvalues, res.pvalues
+            bse[j] = np.sqrt(np.diag(cov))
         lags.append(maxlags)
+    tvalues = params / bse
+    pvalues = 2.0 * ndtr(-np.abs(tvalues))
     return LinearFit(
         coef=params[:, 1:],
         intercept=params[:, 0],
         arrays={"bse": bse, "tvalues": tvalues, "pvalues": pvalues},
         summary={
             "hac_maxlags": lags,
-            "n_train": int(design.shape[0]),
-            "condition_number": float(np.linalg.cond(design)),
+            "n_train": int(n),
+            "condition_number": float(sv.max() / sv.min()) if sv.min() > 0 else float("inf"),
             "undefined_se": int(np.isnan(bse).sum()),
         },
     )

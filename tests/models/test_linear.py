@@ -93,6 +93,29 @@ def test_ols_matches_statsmodels_hac_directly():
     assert model.arrays["pvalues"][0][1] < 1e-6 and model.arrays["pvalues"][0][2] < 1e-3
 
 
+@pytest.mark.filterwarnings("ignore:The design matrix is rank-deficient")
+def test_ols_matches_statsmodels_on_a_collinear_design():
+    """A feature that is the difference of two others (as a MACD histogram is): the same
+    minimum-norm coefficients and forecasts as statsmodels' pinv fit, and the same
+    standard errors wherever they are defined."""
+    from models.linear.ols import OLSConfig, fit_ols
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 3))
+    x = np.column_stack([x, x[:, 0] - x[:, 1]])
+    y = np.column_stack([0.5 * x[:, 0] + rng.normal(size=400), rng.normal(size=400)])
+    fit = fit_ols(x, y, x[:0], y[:0], (1, 5), OLSConfig(hac_maxlags=3, hac_correction=False))
+    design = sm.add_constant(x)
+    for j in range(2):
+        ref = sm.OLS(y[:, j], design).fit(cov_type="HAC", cov_kwds={"maxlags": 3})
+        ours = np.r_[fit.intercept[j], fit.coef[j]]
+        np.testing.assert_allclose(ours, ref.params, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(design @ ours, ref.fittedvalues, rtol=1e-7, atol=1e-10)
+        defined = np.isfinite(ref.bse)
+        np.testing.assert_allclose(fit.arrays["bse"][j][defined], ref.bse[defined], rtol=1e-6)
+    assert fit.summary["condition_number"] > 1e12
+
+
 @pytest.mark.parametrize("name", ["ridge", "lasso"])
 def test_penalised_fits_match_scikit_learn_per_alpha(name):
     """The closed-form ridge path (one SVD) and the Gram-matrix lasso path give, for every
