@@ -94,14 +94,17 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         frame = frame[frame[time_col] >= lo]
     if hi is not None:
         frame = frame[frame[time_col] < hi]
+    window = "" if lo is None and hi is None else f" between {start} and {end}"
     if symbols is not None:
         missing = sorted(set(symbols) - set(frame["symbol"].unique()))
         if missing:
-            window = "" if lo is None and hi is None else f" between {start} and {end}"
             raise ValueError(
                 f"{uri}: no rows for symbols {missing}{window}; "
                 f"list the available ones with `quantray data inspect {uri}`"
             )
+    if len(frame) == 0:
+        raise ValueError(f"{uri}: the file has no rows{window}; check the file and the "
+                         "start/end dates")
     frame = frame.sort_values(["symbol", time_col], kind="stable")
     return frame.reset_index(drop=True)
 

@@ -2,13 +2,15 @@
 
 Policy (bars, `validate_bars`)
 - Frame-level errors always raise `DataValidationError`: missing columns, an empty frame,
-  a price/volume column that is not numeric, a date that does not parse, a row without a
-  symbol. These mean the file is not a bars file, so no symbol can be trusted.
+  a price/volume column that is not numeric, a date that does not parse or is a number
+  (20130208 or epoch seconds would silently read as nanoseconds since 1970), a row without
+  a symbol. These mean the file is not a bars file, so no symbol can be trusted.
 - Per-symbol errors raise with `on_error="raise"`; with `on_error="drop"` the symbol is
   removed and its error message kept in `report.dropped[symbol]`. Checked in this order
   (the first hit is the reason): missing date, duplicate (symbol, date), NaN close,
-  non-positive open/high/low/close, missing or negative volume, more than 1% of rows
-  missing open/high/low, fewer than `min_rows` rows.
+  infinite price or volume, non-positive open/high/low/close, missing or negative volume,
+  more than 1% of rows missing open/high/low, a close that never changes (no returns to
+  learn from), fewer than `min_rows` rows.
 - Repairs, counted per symbol in `report.repairs[symbol]`:
   - `sorted`: rows out of date order are sorted (count = rows that moved);
   - `open_filled`: a missing open takes the previous close (the first row: its own close);
@@ -115,6 +117,9 @@ def validate_bars(
     sym, close = frame["symbol"], frame["close"]
     prices = frame[list(PRICE_COLUMNS)]
     _flag(bad, frame, "date", close.isna(), "NaN close", "fill or remove these rows at the source")
+    numbers = frame[[*PRICE_COLUMNS, "volume"]].to_numpy(dtype=np.float64)
+    _flag(bad, frame, "date", pd.Series(np.isinf(numbers).any(axis=1), index=frame.index),
+          "infinite prices or volume", "correct or remove these rows at the source")
     _flag(bad, frame, "date", prices.le(0).any(axis=1), "non-positive prices",
           "correct or remove these rows at the source")
     _flag(bad, frame, "date", frame["volume"].isna(), "missing volume", "fill it at the source")
@@ -128,6 +133,13 @@ def validate_bars(
             bad[s] = _error(s, f"{n_gaps[s]} of {n_rows[s]} rows miss open/high/low (at most "
                             f"{MAX_FILL_FRACTION:.0%} are filled)", rows,
                             "fill them at the source or choose a cleaner date range")
+    distinct = close.groupby(sym).nunique()
+    for s in distinct.index[distinct.le(1)]:
+        if s not in bad:
+            bad[s] = DataValidationError(
+                f"symbol {s!r}: the close is the same on all {n_rows[s]} rows, so there are no "
+                f"returns to learn from; fix: check the source (a placeholder or stale series?), "
+                f"{_DROP_FIX}", symbol=s, rows=None)
     _flag_min_rows(bad, frame, min_rows)
     frame = _resolve(frame, bad, on_error, report)
     sym, close = frame["symbol"], frame["close"]
@@ -235,7 +247,15 @@ def to_numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
 
 
 def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
-    """`values` as naive datetime64[ns] (tz-aware -> UTC); unparseable values raise."""
+    """`values` as naive datetime64[ns] (tz-aware -> UTC); unparseable values raise, and so
+    do numbers: pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        example = values.dropna().iloc[0] if values.notna().any() else values.iloc[0]
+        raise DataValidationError(
+            f"{source}: column {col!r} holds numbers (e.g. {example!r}), not dates; store "
+            "dates or ISO strings such as 2018-02-07, e.g. pd.to_datetime(df[col].astype(str), "
+            "format='%Y%m%d') for YYYYMMDD or pd.to_datetime(df[col], unit='s') for epoch "
+            "seconds")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     if not pd.api.types.is_datetime64_dtype(values):
@@ -277,7 +297,8 @@ def _flag_min_rows(bad, frame, min_rows) -> None:
 
 
 def _error(symbol, what, rows, fix) -> DataValidationError:
-    return DataValidationError(f"symbol {symbol!r}: {what} at {_fmt(rows)}; fix: {fix}, "
+    shown = list(dict.fromkeys(rows))  # duplicate rows share a date: name each date once
+    return DataValidationError(f"symbol {symbol!r}: {what} at {_fmt(shown)}; fix: {fix}, "
                                f"{_DROP_FIX}", symbol=symbol, rows=rows)
 
 
@@ -300,7 +321,9 @@ def _resolve(frame, bad, on_error, report) -> pd.DataFrame:
     if on_error == "raise" or len(bad) == report.symbols_in:
         message = str(first)
         if on_error == "drop":  # dropping is what failed: do not suggest it
-            message = "every symbol fails validation: " + message.replace(f", {_DROP_FIX}", "")
+            message = message.replace(f", {_DROP_FIX}", "")
+            if report.symbols_in > 1:
+                message = "every symbol fails validation: " + message
         others = sorted(bad)[1:]
         first.args = (message + (f" (also failing: {_fmt(others)})" if others else ""),)
         raise first

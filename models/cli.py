@@ -4,7 +4,8 @@
 
 Stdout carries the result only (a table, a JSON array of leaderboard rows, or CSV); the
 progress bar and warnings go to stderr. Exit status: 0 when every unit trained, 1 when
-some unit failed (its rows carry the error), 2 on bad input (one line naming the flag).
+some unit failed or some symbol's data was dropped (its rows carry the error), 2 on bad
+input (one line naming the flag).
 
 Only argparse and the standard library are imported at module level; data loading and
 the models are imported when the command runs.
@@ -41,8 +42,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--models", metavar="M1,M2", help="comma-separated model names")
     p.add_argument("--preset", default="fast", help=f"one of {', '.join(PRESETS)} (fast)")
     p.add_argument("--horizons", default="1,5,10,20", help="forecast horizons in bars")
-    p.add_argument("--seq-len", metavar="N", help="window length (default: the longest preset"
-                   " seq_len among --models)")
+    p.add_argument("--seq-len", metavar="N", help="window of every sequence model, unless"
+                   " --overrides sets a model's seq_len (default: the longest preset seq_len"
+                   " among --models)")
     p.add_argument("--task", default="direction", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--split", default="holdout", help=f"one of {', '.join(SPLIT_METHODS)}")
     p.add_argument("--start", help="first date, e.g. 2014-01-01")
@@ -121,21 +123,26 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         if stray:
             raise UsageError(f"--overrides names {stray}, which are not in --models")
         req["overrides"] = overrides
-    from models.registry import REGISTRY, resolve
+    from models.registry import REGISTRY, get_spec, resolve
 
     unknown = [m for m in req["models"] if m not in REGISTRY]
     if unknown:
         raise UsageError(f"--models: unknown {unknown}; known: {', '.join(REGISTRY)}")
+    if args.seq_len is not None:
+        # the window of every sequence model (as a job's features.seq_len), unless the
+        # model's own override names one
+        (window,) = _positive_ints("--seq-len", args.seq_len)
+        for name in req["models"]:
+            own = req["overrides"].get(name, {})
+            if get_spec(name).input == "sequence" and "seq_len" not in own:
+                req["overrides"][name] = {**own, "seq_len": window}
     seq_lens = []
     for name in req["models"]:
         try:
             seq_lens.append(resolve(name, req["preset"], req["overrides"].get(name)).seq_len)
         except ValueError as exc:
             raise UsageError(f"--overrides: {exc}") from exc
-    if args.seq_len is None:
-        req["seq_len"] = max(seq_lens)
-    else:
-        (req["seq_len"],) = _positive_ints("--seq-len", args.seq_len)
+    req["seq_len"] = max(seq_lens) if args.seq_len is None else max(window, *seq_lens)
     return req
 
 
@@ -169,6 +176,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: {symbol} dropped: {reason}", file=sys.stderr)
     if not prepared.prepared:
         raise UsageError("--symbols: every symbol was dropped (see the warnings above)")
+    from models.metrics import error_rows
+
+    # a dropped symbol fails alone, and visibly: error rows for each of its models
+    dropped_rows = [row for symbol, reason in prepared.dropped.items()
+                    for model in req["models"]
+                    for row in error_rows(symbol, model, req["horizons"], f"data: {reason}")]
     if args.threads < 1:
         raise UsageError(f"--threads {args.threads}: use 1 or more")
     import torch
@@ -181,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=ProgressBar(sys.stderr), ensembles=not args.no_ensembles,
             save_dir=args.save_dir,
         )  # fmt: skip
+    rows += dropped_rows
     _emit(rows, req["output"], sys.stdout)
     return 1 if any(row["error"] for row in rows) else 0
 

@@ -130,7 +130,7 @@ def test_prepare_walk_forward_prints_every_fold(capsys):
 def test_prepare_with_every_symbol_too_short_exits_2(capsys):
     rc, out, err = _run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL",
                         "--start", "2018-01-01")
-    _assert_one_line_error(rc, out, err, "every symbol fails validation")
+    _assert_one_line_error(rc, out, err, "symbol 'AAPL': 26 rows, at least")
 
 
 def test_data_without_action_prints_help(capsys):

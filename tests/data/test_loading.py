@@ -149,6 +149,11 @@ def test_bad_filter_arguments(bars, write_frame):
         load_bars(path, start="2020-02-01", end="2020-01-01")
     with pytest.raises(ValueError, match="start='soon' is not a date"):
         load_bars(path, start="soon")
+    with pytest.raises(ValueError, match=f"{path}: the file has no rows between 2030"):
+        load_bars(path, start="2030-01-01", end="2030-02-01")
+    empty = write_frame(bars(("AAA",), n=5).iloc[:0], "csv", name="empty")
+    with pytest.raises(ValueError, match=f"{empty}: the file has no rows;"):
+        load_bars(empty)
 
 
 def test_list_symbols_reads_only_the_symbol_column(bars, write_frame, tmp_path):

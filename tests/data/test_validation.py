@@ -38,6 +38,11 @@ def _duplicate(df):
     return r"duplicate \(symbol, date\)", ["2020-01-07", "2020-01-07"]
 
 
+def _infinite(df):
+    df.loc[_at(df, "BBB", 6), "high"] = np.inf
+    return "infinite prices or volume", ["2020-01-09"]
+
+
 def _negative_volume(df):
     df.loc[_at(df, "BBB", 9), "volume"] = -5
     return "negative volume", ["2020-01-14"]
@@ -52,6 +57,7 @@ CASES = {
     "nan_close": _nan_close,
     "duplicate": _duplicate,
     "negative_volume": _negative_volume,
+    "infinite": _infinite,
     "too_short": _too_short,
 }
 
@@ -103,6 +109,38 @@ def test_missing_column_is_a_frame_error(bars, write_frame, fmt):
         load_bars(write_frame(df.drop(columns="volume"), fmt))
     with pytest.raises(DataValidationError, match=r"missing columns \['volume'\]"):
         validate_bars(df.drop(columns="volume"), on_error="drop")
+
+
+def test_constant_close_is_dropped_alone(bars):
+    df = bars(("AAA", "BBB"), n=40)
+    df.loc[df["symbol"] == "BBB", ["open", "high", "low", "close"]] = 12.5
+    with pytest.raises(DataValidationError, match="close is the same on all 40 rows") as err:
+        validate_bars(df)
+    assert err.value.symbol == "BBB"
+    clean, report = validate_bars(df, on_error="drop")
+    assert list(report.dropped) == ["BBB"] and clean["symbol"].unique().tolist() == ["AAA"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_numeric_dates_are_refused_naming_the_file(bars, write_frame, fmt):
+    """pandas would read 20200102 (or epoch seconds) as nanoseconds after 1970."""
+    df = bars(("AAA",), n=5)
+    df["date"] = df["date"].dt.strftime("%Y%m%d").astype(np.int64)
+    path = write_frame(df, fmt)
+    with pytest.raises(DataValidationError, match="column 'date' holds numbers") as err:
+        load_bars(path)
+    assert path in str(err.value) and "%Y%m%d" in str(err.value)
+
+
+def test_one_symbol_failing_is_named_without_every_symbol(bars):
+    df = bars(("AAA",), n=10)
+    df.loc[[3, 4], "date"] = df.loc[2, "date"]
+    with pytest.raises(DataValidationError) as err:
+        validate_bars(df, on_error="drop")
+    message = str(err.value)
+    assert message.startswith("symbol 'AAA': 3 rows with duplicate (symbol, date) rows at ")
+    assert message.count("2020-01-03") == 1  # each duplicated date named once
+    assert "every symbol" not in message and "on_error" not in message
 
 
 def test_other_frame_errors(bars):

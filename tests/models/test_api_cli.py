@@ -124,6 +124,40 @@ def test_cli_csv_and_table_outputs(capsys):
     assert lines[0].split()[:4] == ["symbol", "model", "h", "split"] and len(lines) == 3
 
 
+def test_cli_dropped_symbol_fails_alone_with_error_rows(capsys, tmp_path):
+    from data.loading import load_bars
+
+    frame = load_bars("sample:sp500", symbols=["AAPL", "ABBV"])
+    frame.loc[frame.index[frame["symbol"] == "ABBV"][100], "close"] = float("nan")
+    path = tmp_path / "bars.parquet"
+    frame.to_parquet(path)
+    code, out, err = _train(capsys, "--data", str(path), "--symbols", "AAPL,ABBV",
+                            "--models", "ols,ridge", "--horizons", "1,5", "--output", "json")
+    assert code == 1  # not every unit trained
+    rows = json.loads(out)
+    bad = [r for r in rows if r["symbol"] == "ABBV"]
+    assert len(bad) == 2 * 2 and all("NaN close" in r["error"] for r in bad)
+    assert {r["model"] for r in bad} == {"ols", "ridge"}
+    assert all(r["error"] is None for r in rows if r["symbol"] == "AAPL")
+    assert "warning: ABBV dropped" in err
+
+
+def test_cli_seq_len_is_the_window_of_sequence_models(capsys):
+    lstm = {"hidden_size": 8, "train.epochs": 1}
+    code, out, err = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL",
+                            "--models", "lstm,ridge", "--horizons", "1", "--seq-len", "12",
+                            "--no-ensembles", "--output", "json",
+                            "--overrides", json.dumps({"lstm": lstm}))
+    assert code == 0, err
+    assert all(r["error"] is None for r in json.loads(out))
+    # a model's own seq_len override wins, and the data is prepared for the longest window
+    code, out, err = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL",
+                            "--models", "lstm", "--horizons", "1", "--seq-len", "12",
+                            "--no-ensembles", "--output", "json",
+                            "--overrides", json.dumps({"lstm": {**lstm, "seq_len": 16}}))
+    assert code == 0, err
+
+
 @pytest.mark.parametrize(
     ("args", "flag"),
     [
