@@ -88,6 +88,8 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         table = dataset.to_table(columns=columns, filter=expr)
         frame = table.to_pandas()
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
+    if isinstance(frame["symbol"].dtype, pd.CategoricalDtype):  # a pandas category saved
+        frame["symbol"] = frame["symbol"].astype(object)  # to Parquet: plain strings
     # exact bounds in pandas too: pushdown is an optimisation (a string-typed time column
     # cannot be pushed down), and correctness must not depend on it
     if lo is not None:

@@ -199,6 +199,8 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
     if len(df) == 0:
         raise DataValidationError("frame is empty: check the file, the symbols and start/end")
     frame = df.loc[:, columns].reset_index(drop=True)
+    if isinstance(frame["symbol"].dtype, pd.CategoricalDtype):
+        frame["symbol"] = frame["symbol"].astype(object)
     frame["_pos"] = np.arange(len(frame))
     if frame["symbol"].isna().any():
         pos = list(np.flatnonzero(frame["symbol"].isna()))

@@ -13,7 +13,7 @@ import pytest
 
 from data import loading
 from data.loading import build_filter, list_symbols, load_bars, load_lob
-from data.validation import BAR_COLUMNS, DataValidationError
+from data.validation import BAR_COLUMNS, DataValidationError, validate_bars
 
 SYMS = tuple(f"S{i:02d}" for i in range(10))
 
@@ -109,6 +109,17 @@ def test_directory_dataset_with_hive_partitions(bars, tmp_path):
     out = load_bars(str(tmp_path), symbols=["BBB"])
     assert out["symbol"].unique().tolist() == ["BBB"] and len(out) == 12
     assert list_symbols(str(tmp_path)) == ["AAA", "BBB", "CCC"]
+
+
+def test_categorical_symbol_column_loads_as_strings(bars, tmp_path, recwarn):
+    df = bars(("AAA", "BBB"), n=5).astype({"symbol": "category"})
+    path = tmp_path / "cat.parquet"
+    df.to_parquet(path)
+    frame = load_bars(str(path), symbols=["BBB"])
+    assert frame["symbol"].dtype == object and frame["symbol"].unique().tolist() == ["BBB"]
+    clean, _ = validate_bars(df)
+    assert clean["symbol"].dtype == object
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
 
 
 def test_gzipped_csv(bars, tmp_path):
