@@ -17,7 +17,7 @@ import numpy as np
 
 from data.prepared import PreparedSymbol
 from models.config import TASKS, config_from_dict
-from models.linear.base import METADATA_FILE, LinearModel
+from models.linear.base import METADATA_FILE, LinearModel, fit_log_scale
 from models.linear.lasso import LASSO_PRESETS, LASSO_SEARCH_SPACE, LassoConfig, fit_lasso
 from models.linear.ols import OLS_PRESETS, OLS_SEARCH_SPACE, OLSConfig, fit_ols
 from models.linear.ridge import RIDGE_PRESETS, RIDGE_SEARCH_SPACE, RidgeConfig, fit_ridge
@@ -90,6 +90,10 @@ def fit_linear(
     x_tr64, x_va64 = x_tr.astype(np.float64), x_va.astype(np.float64)
     fit = spec.extra["estimator"](x_tr64, y_tr64, x_va64, y_va64, prepared.horizons, config)
     residuals = (y_tr64 - (x_tr64 @ fit.coef.T + fit.intercept)).T  # [H, n_train]
+    scale = scaled = None
+    if config.scale == "conditional":
+        scale = fit_log_scale(x_tr64, residuals)
+        scaled = residuals / scale(x_tr64).T
     info = {
         "symbol": prepared.symbol,
         "fold": prepared.fold,
@@ -105,7 +109,8 @@ def fit_linear(
         "data_meta": prepared.meta,
         "train_seconds": time.perf_counter() - start,
     }
-    return LinearModel(name, config, fit, residuals, prepared.thresholds, info)
+    return LinearModel(name, config, fit, residuals, prepared.thresholds, info, scale=scale,
+                       scaled_residuals=scaled)
 
 
 def data_window(prepared: PreparedSymbol) -> dict[str, dict[str, Any]]:

@@ -5,11 +5,20 @@ X (N, F) of the training split: r_h = b_h + X w_h + e_h. Each estimator file (`o
 `ridge.py`, `lasso.py`) only turns training/validation arrays into a `LinearFit`.
 
 From returns to classes (so linear models share the leaderboard with classifiers):
-`predict_proba` treats the forecast as a predictive distribution r ~ mu(x) + e, with e
-either Gaussian N(0, s_h^2) (s_h = training residual std, ddof = fitted parameters) or
-the empirical training residuals (`predictive="empirical"`), and integrates it over the
-class bands of the training thresholds tau_h (`PreparedSymbol.thresholds`):
+`predict_proba` treats the forecast as a predictive distribution r ~ mu(x) + s(x) u, and
+integrates it over the class bands of the training thresholds tau_h
+(`PreparedSymbol.thresholds`):
     P(down) = P(r < -tau_h),  P(up) = P(r > tau_h),  P(flat) = 1 - P(down) - P(up).
+- u is standard Gaussian (`predictive="gaussian"`) or the empirical distribution of the
+  training residuals divided by their fitted scale (`predictive="empirical"`).
+- s(x) is the conditional scale (`scale="conditional"`, the default): a second linear
+  regression, of the log squared training residual on the same inputs (ridge-penalised,
+  calibrated so the mean of e^2 / s(x)^2 over the training rows is 1, and kept within the
+  range it takes on the training rows). Volatility clusters, and the inputs include
+  rolling volatility, so a calm bar gets a narrow predictive distribution and a high
+  P(flat). With `scale="constant"`, s is the training residual std (ddof = fitted
+  parameters) on every row, and since tau_h is the 1/3 quantile of |r|, P(flat) then
+  stays below P(up) or P(down) for any forecast: such a model never predicts flat.
 `predict` is the argmax of those probabilities, the Bayes decision under that predictive
 model. Thresholding the point forecast itself (`PreparedSymbol.classify(predict_return)`)
 is the literal mapping, but a conditional mean is far less volatile than realized returns,
@@ -39,6 +48,8 @@ from scipy.special import ndtr
 from models.spec import save_artifact_files
 
 PREDICTIVES = ("gaussian", "empirical")
+SCALES = ("conditional", "constant")
+SCALE_PENALTY = 1e-2  # ridge penalty of the log-variance regression, per training row
 ARRAYS_FILE = "arrays.npz"
 METADATA_FILE = "metadata.json"
 STATS_FILE = "stats.json"
@@ -50,11 +61,16 @@ class LinearConfig:
     """Settings every linear model has."""
 
     predictive: str = "gaussian"  # residual distribution behind predict_proba
+    scale: str = "conditional"  # its scale: fitted on the inputs, or the residual std
 
     def __post_init__(self) -> None:
         if self.predictive not in PREDICTIVES:
             raise ValueError(
                 f"{type(self).__name__}.predictive={self.predictive!r}: choose one of {PREDICTIVES}"
+            )
+        if self.scale not in SCALES:
+            raise ValueError(
+                f"{type(self).__name__}.scale={self.scale!r}: choose one of {SCALES}"
             )
 
 
@@ -66,6 +82,48 @@ class LinearFit:
     intercept: np.ndarray  # (H,) float64
     arrays: dict[str, np.ndarray]  # estimator statistics saved in arrays.npz, e.g. "pvalues"
     summary: dict[str, Any]  # JSON-able, e.g. chosen alpha per horizon
+
+
+@dataclass
+class LogScale:
+    """The conditional scale s(x): log s(x)^2 = x @ coef[h] + intercept[h], clipped to
+    [low[h], high[h]] (its range on the training rows)."""
+
+    coef: np.ndarray  # (H, F)
+    intercept: np.ndarray  # (H,)
+    low: np.ndarray  # (H,)
+    high: np.ndarray  # (H,)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(n, F) -> (n, H) scales."""
+        return np.sqrt(np.exp(np.clip(x @ self.coef.T + self.intercept, self.low, self.high)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"scale_{k}": getattr(self, k) for k in ("coef", "intercept", "low", "high")}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LogScale | None:
+        if "scale_coef" not in arrays:  # saved before the conditional scale existed
+            return None
+        return cls(*(arrays[f"scale_{k}"] for k in ("coef", "intercept", "low", "high")))
+
+
+def fit_log_scale(x: np.ndarray, residuals: np.ndarray) -> LogScale:
+    """Regress log e^2 (residuals: (H, n)) on [1, x] (n, F) with a ridge penalty of
+    `SCALE_PENALTY` per row on the (standardised) inputs, then shift the intercept so the
+    mean of e^2 / s(x)^2 over the training rows is 1."""
+    n, n_f = x.shape
+    e2 = residuals.T**2  # (n, H)
+    z = np.log(e2 + 1e-8 * e2.mean(axis=0) + 1e-300)
+    x_mean = x.mean(axis=0)
+    xc = x - x_mean
+    gram = xc.T @ xc + SCALE_PENALTY * n * np.eye(n_f)
+    coef = np.linalg.solve(gram, xc.T @ (z - z.mean(axis=0))).T  # (H, F)
+    intercept = z.mean(axis=0) - coef @ x_mean
+    fitted = x @ coef.T + intercept  # (n, H)
+    shift = np.log(np.mean(e2 / np.exp(fitted), axis=0))
+    fitted += shift
+    return LogScale(coef, intercept + shift, fitted.min(axis=0), fitted.max(axis=0))
 
 
 def log_grid(low: float, high: float, n: int) -> np.ndarray:
@@ -88,9 +146,19 @@ class LinearModel:
         residuals: np.ndarray,
         thresholds: np.ndarray,
         info: dict[str, Any],
+        scale: LogScale | None = None,
+        scaled_residuals: np.ndarray | None = None,
     ) -> None:
         self.name = name
+        if config.scale == "conditional" and scale is None:
+            raise ValueError(f"{name}: scale='conditional' needs the fitted LogScale")
         self.config = config
+        self.scale = scale if config.scale == "conditional" else None
+        # training residuals / s(x), sorted per horizon: u of the empirical predictive
+        self.scaled_residuals = (
+            None if scaled_residuals is None or self.scale is None
+            else np.sort(np.asarray(scaled_residuals, dtype=np.float64), axis=1)
+        )  # fmt: skip
         self.coef = np.asarray(fit.coef, dtype=np.float64)  # (H, F)
         self.intercept = np.asarray(fit.intercept, dtype=np.float64)  # (H,)
         self.arrays = dict(fit.arrays)
@@ -133,22 +201,32 @@ class LinearModel:
         """(n, F) -> (n, H) forecast forward log returns."""
         return (self._check(x) @ self.coef.T + self.intercept).astype(np.float32)
 
+    def predictive_scale(self, x: np.ndarray) -> np.ndarray:
+        """(n, F) -> (n, H) scale s(x) of the predictive distribution."""
+        x = self._check(x)
+        if self.scale is not None:
+            return np.maximum(self.scale(x), 1e-12)
+        return np.broadcast_to(np.maximum(self.resid_std, 1e-12), (x.shape[0], self.coef.shape[0]))
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, F) -> (n, H, 3) P(down), P(flat), P(up) under the predictive distribution."""
         mu = self._check(x) @ self.coef.T + self.intercept  # [n, H]
         tau = self.thresholds[None, :]  # [1, H]
+        sigma = self.predictive_scale(x)  # [n, H]
+        lower, upper = (-tau - mu) / sigma, (tau - mu) / sigma  # the flat band, in units of s
         if self.config.predictive == "gaussian":
-            sigma = np.maximum(self.resid_std, 1e-12)[None, :]
-            p_down = ndtr((-tau - mu) / sigma)
-            p_up = ndtr((mu - tau) / sigma)
+            p_down, p_up = ndtr(lower), ndtr(-upper)
         else:
             p_down = np.empty_like(mu)
             p_up = np.empty_like(mu)
-            n_res = self.residuals.shape[1]
+            if self.scaled_residuals is not None:
+                u = self.scaled_residuals
+            else:  # constant scale: the residuals in units of their std
+                u = self.residuals / np.maximum(self.resid_std, 1e-12)[:, None]
+            n_res = u.shape[1]
             for j in range(mu.shape[1]):
-                res = self.residuals[j]  # sorted training residuals
-                p_down[:, j] = np.searchsorted(res, -tau[0, j] - mu[:, j], side="left") / n_res
-                p_up[:, j] = 1.0 - np.searchsorted(res, tau[0, j] - mu[:, j], side="right") / n_res
+                p_down[:, j] = np.searchsorted(u[j], lower[:, j], side="left") / n_res
+                p_up[:, j] = 1.0 - np.searchsorted(u[j], upper[:, j], side="right") / n_res
         p_flat = np.clip(1.0 - p_down - p_up, 0.0, 1.0)
         proba = np.stack([p_down, p_flat, p_up], axis=-1)  # [n, H, 3]
         return (proba / proba.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -166,7 +244,10 @@ class LinearModel:
             "residuals": self.residuals,
             "thresholds": self.thresholds,
             **{f"stat_{k}": np.asarray(v) for k, v in self.arrays.items()},
-        }
+            **(self.scale.arrays() if self.scale is not None else {}),
+            **({"scaled_residuals": self.scaled_residuals}
+               if self.scaled_residuals is not None else {}),
+        }  # fmt: skip
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         meta = {
@@ -211,10 +292,14 @@ class LinearModel:
             arrays = {k: z[k] for k in z.files}
         stats = {k[len("stat_") :]: v for k, v in arrays.items() if k.startswith("stat_")}
         fit = LinearFit(arrays["coef"], arrays["intercept"], stats, meta["summary"])
-        config = config_from_dict(config_cls, meta["config"], where=meta["model"])
+        scale = LogScale.from_arrays(arrays)
+        # a model saved before `scale` existed had the constant scale
+        settings = {"scale": "constant", **meta["config"]} if scale is None else meta["config"]
+        config = config_from_dict(config_cls, settings, where=meta["model"])
         reserved = ("kind", "model", "input_kind", "config", "summary", "history", "versions")
         info = {k: v for k, v in meta.items() if k not in reserved}
-        return cls(meta["model"], config, fit, arrays["residuals"], arrays["thresholds"], info)
+        return cls(meta["model"], config, fit, arrays["residuals"], arrays["thresholds"], info,
+                   scale=scale, scaled_residuals=arrays.get("scaled_residuals"))
 
 
 @functools.cache

@@ -173,19 +173,64 @@ def test_alpha_is_chosen_on_validation(name):
     assert np.abs(noise.coef[0]).sum() < 0.5 * np.abs(signal.coef[0]).sum()
 
 
-def test_predict_proba_is_the_gaussian_band_mapping():
+@pytest.mark.parametrize("scale", ["conditional", "constant"])
+def test_predict_proba_is_the_gaussian_band_mapping(scale):
     p = make_prepared()
-    model = fit_linear("ridge", p)
+    model = fit_linear("ridge", p, overrides={"scale": scale})
     x = p.X[p.splits["test"]]
     proba = model.predict_proba(x)
     assert proba.shape == (x.shape[0], 2, 3)
     np.testing.assert_allclose(proba.sum(-1), 1.0, rtol=1e-5)
     mu = model.predict_return(x).astype(np.float64)
     np.testing.assert_allclose(mu, x @ model.coef.T + model.intercept, rtol=1e-5, atol=1e-7)
-    tau, sigma = p.thresholds[1], model.resid_std[1]
-    expected_up = 1 - ndtr((tau - mu[:, 1]) / sigma)
+    sigma = model.predictive_scale(x)[:, 1]
+    if scale == "constant":
+        np.testing.assert_allclose(sigma, model.resid_std[1])
+    else:  # log s(x)^2 linear in x, within its training range
+        log_s2 = x @ model.scale.coef[1] + model.scale.intercept[1]
+        np.testing.assert_allclose(np.log(sigma**2), np.clip(log_s2, model.scale.low[1],
+                                                             model.scale.high[1]), rtol=1e-9)
+    expected_up = 1 - ndtr((p.thresholds[1] - mu[:, 1]) / sigma)
     np.testing.assert_allclose(proba[:, 1, 2], expected_up, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(model.predict(x), proba.argmax(-1))
+
+
+def make_heteroscedastic(n: int = 2500, seed: int = 0) -> PreparedSymbol:
+    """Returns with no predictable sign whose size follows feature 0 (a volatility-like
+    input, persistent as rolling volatility is): r = exp(0.7 f0) * 0.01 * eps."""
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n, 4))
+    for t in range(1, n):
+        feats[t, 0] = 0.95 * feats[t - 1, 0] + np.sqrt(1 - 0.95**2) * feats[t, 0]
+    r = np.exp(0.7 * feats[:, 0]) * 0.01 * rng.standard_normal(n)
+    y = np.stack([r, r], 1).astype(np.float32)
+    splits = {"train": np.arange(0, 1500), "val": np.arange(1510, 1900),
+              "test": np.arange(1910, n)}
+    tau = np.quantile(np.abs(y[splits["train"]]), 1 / 3, axis=0).astype(np.float32)
+    y_cls = np.where(y > tau, 2, np.where(y < -tau, 0, 1)).astype(np.int64)
+    return PreparedSymbol(
+        "HET", feats.astype(np.float32), tuple(f"f{i}" for i in range(4)),
+        np.arange(n).astype("datetime64[D]").astype("datetime64[ns]"), y, y_cls, HORIZONS, 1,
+        splits, tau, np.zeros(4, np.float32), np.ones(4, np.float32),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("predictive", ["gaussian", "empirical"])
+def test_conditional_scale_predicts_flat_on_calm_bars(predictive):
+    """Volatility that an input reveals: the conditional scale puts calm bars in the flat
+    band and beats the majority baseline; the constant scale never predicts flat."""
+    p = make_heteroscedastic()
+    test, cls = p.splits["test"], p.y_class[p.splits["test"], 0]
+    conditional = fit_linear("ridge", p, overrides={"predictive": predictive})
+    constant = fit_linear("ridge", p, overrides={"predictive": predictive, "scale": "constant"})
+    pred = conditional.predict(p.X[test])[:, 0]
+    calm = p.X[test, 0] < np.quantile(p.X[p.splits["train"], 0], 0.25)
+    assert (pred[calm] == 1).mean() > 0.9 and (pred[~calm] == 1).mean() < 0.7
+    assert not (constant.predict(p.X[test])[:, 0] == 1).any()
+    rows = leaderboard_rows("HET", "ridge", conditional, p, splits=("test",))
+    assert rows[0]["p_value"] < 0.01 and rows[0]["accuracy"] > rows[0]["baseline_accuracy"]
+    # the fitted log-variance slope on feature 0 is near the planted 2 x 0.7
+    assert conditional.scale.coef[0, 0] == pytest.approx(1.4, abs=0.3)
 
 
 def test_empirical_predictive_probabilities_are_valid():
