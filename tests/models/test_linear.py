@@ -220,7 +220,7 @@ def test_conditional_scale_predicts_flat_on_calm_bars(predictive):
     """Volatility that an input reveals: the conditional scale puts calm bars in the flat
     band and beats the majority baseline; the constant scale never predicts flat."""
     p = make_heteroscedastic()
-    test, cls = p.splits["test"], p.y_class[p.splits["test"], 0]
+    test = p.splits["test"]
     conditional = fit_linear("ridge", p, overrides={"predictive": predictive})
     constant = fit_linear("ridge", p, overrides={"predictive": predictive, "scale": "constant"})
     pred = conditional.predict(p.X[test])[:, 0]
