@@ -8,6 +8,7 @@ types.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,16 +33,33 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str 
     for name, value in values.items():
         ftype = known[name].type
         tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
-        if value is not None and tname in ("int", "float", "bool", "str"):
-            if tname == "int" and isinstance(value, float) and not value.is_integer():
-                raise ValueError(
-                    f"{where or cls.__name__}.{name}: expected an integer, got {value}"
-                )
-            value = {"int": int, "float": float, "bool": bool, "str": str}[tname](value)
+        if value is not None and tname in _SCALARS:
+            value = _cast(f"{where or cls.__name__}.{name}", value, tname)
         elif isinstance(value, list) and tname.startswith("tuple"):
             value = tuple(value)
         cast[name] = value
     return cls(**cast)
+
+
+_SCALARS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _cast(label: str, value: Any, tname: str) -> Any:
+    """`value` as the field's scalar type; a value of another kind (a string for a number,
+    a number for a flag, a fractional number for an integer) is an error naming the field,
+    never a silent conversion such as bool("false") == True."""
+    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's too
+    if tname == "bool" and is_bool:
+        return bool(value)
+    if tname == "str" and isinstance(value, str):
+        return value
+    if tname == "int" and not is_bool and isinstance(value, numbers.Real) and (
+        isinstance(value, numbers.Integral) or float(value).is_integer()
+    ):
+        return int(value)
+    if tname == "float" and not is_bool and isinstance(value, numbers.Real):
+        return float(value)
+    raise ValueError(f"{label}: expected {_SCALARS[tname]}, got {value!r}")
 
 
 @dataclass(frozen=True)

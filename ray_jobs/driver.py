@@ -195,14 +195,18 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
         prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(
             spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker)
         prep_errors.update(missing)
+        data_failed = set()
         for unit in todo.units:
             failed_here = unit.kind == "deep" or unit.symbol in missing
             if unit.symbol in prep_errors and failed_here:
                 tracker.unit_started(unit.unit_id)
                 fail_unit(unit, spec.target.horizons, prep_errors[unit.symbol], storage)
                 tracker.unit_failed(unit.unit_id, prep_errors[unit.symbol])
+                data_failed.add(unit.unit_id)
+        todo = todo.pending(data_failed)  # each unit ends once: failed here, not searched
 
-        refit = _tune(spec, plan, todo, prepared, storage, tracker)
+        refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker)
+        todo = todo.pending(search_failed)  # failed with their model's search: not trained
         tracker.set_phase("training", f"{len(todo.deep_units)} deep units to train")
         run_deep_groups(todo, prepared, spec, storage, tracker, refit).wait()
 
@@ -218,11 +222,14 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
 
 
 def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
-          storage: JobStorage, tracker: ProgressTracker) -> dict[str, dict[str, Any]]:
-    """Search each deep model (tune.num_samples > 0) and return its refit overrides. A model
-    whose search fails has its pending units failed with the search's error."""
+          storage: JobStorage, tracker: ProgressTracker,
+          ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Search each deep model (tune.num_samples > 0); returns the refit overrides per model
+    and the ids of the units failed here: a model whose search fails has its pending units
+    failed with the search's error (and they are not trained afterwards)."""
+    failed: set[str] = set()
     if not spec.tune.num_samples or not todo.deep_groups:
-        return {}
+        return {}, failed
     from ray_jobs.deep_runs import deep_slots, gpu_fraction
     from ray_jobs.tune_search import refit_overrides, search_model, search_symbols
 
@@ -236,7 +243,11 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
                                     " symbols")
         try:
             if not symbols:
-                raise RuntimeError("no search symbol could be prepared")
+                asked = spec.tune.symbols
+                raise RuntimeError(
+                    f"none of the search symbols ({asked if asked is not None else 'all'}) "
+                    "is among the job's prepared symbols: they are not in the job, or their "
+                    "data failed (see the data errors)")
             best = search_model(model, spec, storage, {s: prepared[s] for s in symbols},
                                 gpu=gpu_fraction(spec, resources),
                                 slots=deep_slots(spec, resources))
@@ -248,7 +259,8 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
                     tracker.unit_started(unit.unit_id)
                     fail_unit(unit, spec.target.horizons, f"tune: {exc}", storage)
                     tracker.unit_failed(unit.unit_id, str(exc))
-    return refit
+                    failed.add(unit.unit_id)
+    return refit, failed
 
 
 def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,

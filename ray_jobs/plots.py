@@ -31,6 +31,22 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def model_colors(models: list[str]) -> dict[str, Any]:
+    """One colour per model, the same in every panel (up to 20 distinct)."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab20"] if len(models) > 10 else matplotlib.colormaps["tab10"]
+    return {m: palette(i % palette.N) for i, m in enumerate(models)}
+
+
+def _lines(ax: Any, table: pd.DataFrame, colors: dict[str, Any], **kwargs: Any) -> None:
+    """One line per model (column) over the horizons (index), ticks at the horizons."""
+    if table.empty:
+        return
+    table.plot(ax=ax, marker="o", color=[colors[c] for c in table.columns], **kwargs)
+    ax.set_xticks(list(table.index), [str(h) for h in table.index])
+
+
 def _by_horizon(ok: pd.DataFrame, metric: str, models: list[str]) -> pd.DataFrame:
     table = ok[ok["model"].isin(models)].pivot_table(
         index="horizon", columns="model", values=metric, aggfunc="mean"
@@ -39,25 +55,29 @@ def _by_horizon(ok: pd.DataFrame, metric: str, models: list[str]) -> pd.DataFram
 
 
 def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "test") -> bytes:
+    return _png(comparison_figure(frame, linear_models, split))
+
+
+def comparison_figure(frame: pd.DataFrame, linear_models: set[str], split: str = "test") -> Any:
+    """The four-panel figure of `comparison_plot` (a model keeps its colour in every panel)."""
     plt = _pyplot()
     ok = frame[(frame["split"] == split) & frame["error"].isna()].copy()
     ok["horizon"] = ok["horizon"].astype(int)
     all_models = sorted(ok["model"].unique())
     linear = [m for m in all_models if m in linear_models]
+    colors = model_colors(all_models)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     ax = axes[0, 0]
-    r2 = _by_horizon(ok, "r2", linear)
-    if not r2.empty:
-        r2.plot(ax=ax, marker="o")
+    _lines(ax, _by_horizon(ok, "r2", linear), colors)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_title(f"Linear models: out-of-sample R² ({split})")
     ax.set_xlabel("horizon (bars)")
 
     ax = axes[0, 1]
     acc = _by_horizon(ok, "accuracy", all_models)
+    _lines(ax, acc, colors, legend=False)
     if not acc.empty:
-        acc.plot(ax=ax, marker="o", legend=False)
         base = ok.groupby("horizon")["baseline_accuracy"].mean()
         ax.plot(base.index, base.values, color="black", ls="--", lw=2, label="baseline")
     ax.set_title(f"Direction accuracy by horizon ({split}, mean over symbols)")
@@ -65,8 +85,7 @@ def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "
 
     ax = axes[1, 0]
     f1 = _by_horizon(ok, "macro_f1", all_models)
-    if not f1.empty:
-        f1.plot(ax=ax, marker="o", legend=False)
+    _lines(ax, f1, colors, legend=False)
     ax.set_title("Macro-F1 by horizon")
     ax.set_xlabel("horizon (bars)")
 
@@ -75,8 +94,9 @@ def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "
         best = f1.idxmax(axis=1)
         vals = f1.max(axis=1)
         pos = np.arange(len(f1.index))
-        bars = ax.bar(pos, vals.values, color="tab:blue")
+        bars = ax.bar(pos, vals.values, color=[colors[m] for m in best.values])
         ax.set_xticks(pos, [str(h) for h in f1.index])
+        ax.set_ylim(0, float(np.nanmax(vals.values)) * 1.2)  # room for the labels
         for bar, name in zip(bars, best.values, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), name,
                     ha="center", va="bottom", fontsize=8, rotation=20)
@@ -87,22 +107,31 @@ def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "
     if handles:
         fig.legend(handles, labels, loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
-    return _png(fig)
+    return fig
 
 
 def heatmap_plot(frame: pd.DataFrame, split: str = "test", metric: str = "macro_f1") -> bytes:
+    return _png(heatmap_figure(frame, split, metric))
+
+
+def heatmap_figure(frame: pd.DataFrame, split: str = "test", metric: str = "macro_f1") -> Any:
     plt = _pyplot()
     ok = frame[(frame["split"] == split) & frame["error"].isna()]
     table = ok.pivot_table(index="symbol", columns="model", values=metric, aggfunc="mean")
     n_sym, n_mod = max(len(table.index), 1), max(len(table.columns), 1)
     fig, ax = plt.subplots(figsize=(2 + 0.7 * n_mod, 2 + 0.18 * n_sym))
-    data = table.to_numpy(dtype=float) if not table.empty else np.zeros((1, 1))
+    if table.empty:  # no tile coloured as if 0.0 were a score
+        ax.text(0.5, 0.5, f"no unit finished: no {split} {metric} to show", ha="center",
+                va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    data = table.to_numpy(dtype=float)
     im = ax.imshow(data, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=45, ha="right")
     ax.set_yticks(range(len(table.index)), list(table.index), fontsize=6)
     ax.set_title(f"{split} {metric} (mean over horizons)")
     fig.colorbar(im, ax=ax, shrink=0.6)
-    return _png(fig)
+    return fig
 
 
 def learning_curves_plot(histories: dict[str, list[list[dict[str, Any]]]]) -> bytes:
@@ -122,7 +151,8 @@ def learning_curves_plot(histories: dict[str, list[list[dict[str, Any]]]]) -> by
             padded = np.full((len(curves), length), np.nan)
             for i, c in enumerate(curves):
                 padded[i, : len(c)] = c
-            ax.plot(np.arange(1, length + 1), np.nanmean(padded, axis=0), color=color, label=key)
+            ax.plot(np.arange(1, length + 1), np.nanmean(padded, axis=0), color=color, label=key,
+                    marker="o", markersize=3)  # a 1-epoch curve is a point
         ax.set_title(f"{name} ({len(histories[name])} units)")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,9 @@ def _check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> N
             name = key[len("train.") :] if is_train else key
             if not isinstance(name, str) or not _KEY_RE.match(name):
                 iss.add(f"{where}.{key}", "a field name is lowercase letters, digits and _")
+            elif is_train and model in LINEAR_MODELS:
+                iss.add(f"{where}.{key}", f"{model} is a linear model, fitted in closed form: "
+                        "it has no training settings; drop this")  # fmt: skip
             elif not is_train and name in train_fields - {"seed"}:
                 iss.add(f"{where}.{key}", f"a training setting: write it as train.{name}")
             elif name == "seq_len":
@@ -373,6 +377,24 @@ def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:
             "symbols, models, folds or trials",
         )
     return iss.items
+
+
+def registry_errors(spec_dict: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) for every model override the registry refuses (a value out of range,
+    of the wrong type, or inconsistent with another), [] when all resolve. For the API's
+    checker process (`service.spec_checker`): the registry imports torch."""
+    try:
+        check_against_registry(JobSpec.from_dict(spec_dict))
+    except SpecError as exc:
+        return [_override_field(path, message) for path, message in exc.errors]
+    return []
+
+
+def _override_field(path: str, message: str) -> tuple[str, str]:
+    """("overrides.lstm", "lstm.hidden_size=-5: ...") -> ("overrides.lstm.hidden_size", ...)"""
+    model = path.rpartition(".")[2]
+    match = re.match(rf"(?:{re.escape(model)}|[A-Za-z]+Config)\.([a-z0-9_]+)\b", message)
+    return (f"{path}.{match.group(1)}" if match else path), message
 
 
 def check_against_registry(spec: JobSpec) -> None:

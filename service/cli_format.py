@@ -77,5 +77,6 @@ def job_summary(job: dict[str, Any]) -> str:
     if job.get("message"):
         lines.append(f"message:   {job['message']}")
     for error in job.get("errors") or []:
-        lines.append(f"  error: {error.get('unit', '?')}: {error.get('error', error)}")
+        unit = error.get("unit_id") or error.get("unit") or "?"
+        lines.append(f"  error: {unit}: {error.get('error', error)}")
     return "\n".join(lines)

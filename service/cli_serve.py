@@ -77,6 +77,9 @@ def _serve(args: argparse.Namespace) -> int:
                   f"(temp dir {head.temp_dir})", file=sys.stderr)  # fmt: skip
             settings = dataclasses.replace(settings, ray_address=head.dashboard_url)
         app = create_app(settings)
+        from service.spec_checker import warm
+
+        warm()  # the override checker's child imports the model registry while we start
         uvicorn.run(
             app, host=settings.host, port=settings.port, log_level=args.log_level,
             # Access lines are logged at INFO: above it they are never shown, so do not

@@ -45,19 +45,22 @@ def map_ray_state(
     failed units; FAILED -> failed; STOPPED -> cancelled if we asked, else interrupted."""
     if info.status in ("PENDING", "RUNNING"):
         return Outcome("running")
+    finished_with_failures = progress is not None and progress.units_failed > 0 and (
+        info.status == "SUCCEEDED" or progress.phase == "failed"
+    )  # the driver ran to the end (exit status 1 = some units failed): its own summary
+    if finished_with_failures:
+        total = progress.units_total if progress.units_total is not None else "?"
+        return Outcome(
+            "failed",
+            f"{progress.units_failed} of {total} units failed; partial results kept",
+            tuple(progress.errors),
+        )
     if info.status == "SUCCEEDED":
-        if progress is not None and progress.units_failed > 0:
-            total = progress.units_total if progress.units_total is not None else "?"
-            return Outcome(
-                "failed",
-                f"{progress.units_failed} of {total} units failed; partial results kept",
-                tuple(progress.errors),
-            )
         return Outcome("succeeded")
     if info.status == "FAILED":
         errors = tuple(progress.errors) if progress is not None else ()
         kind = f" ({info.error_type})" if info.error_type else ""
-        return Outcome("failed", f"Ray job failed{kind}: {info.message or 'no message'}", errors)
+        return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
     if info.status == "STOPPED":
         if cancel_requested:
             return Outcome("cancelled", "cancelled on request; partial results kept")
@@ -66,6 +69,19 @@ def map_ray_state(
             f"Ray stopped the job without a cancel request: {info.message or ''}".strip(),
         )
     raise ValueError(f"unknown Ray job status {info.status!r}")
+
+
+MESSAGE_TAIL = 2000  # characters of a crashed driver's log kept in the job's message
+
+
+def _log_tail(message: str | None) -> str:
+    """Ray's message for a failed entrypoint carries up to 20,000 characters of its log,
+    mostly progress lines; the cause is at the end. The full log stays at /logs."""
+    if not message:
+        return "no message"
+    if len(message) <= MESSAGE_TAIL:
+        return message
+    return f"... {message[-MESSAGE_TAIL:]} (the whole log: GET /v1/jobs/ID/logs)"
 
 
 def submission_id(job: JobRecord) -> str:

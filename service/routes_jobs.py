@@ -22,6 +22,7 @@ from service.schemas import (
     JobsPublic,
     job_public,
 )
+from service.spec_checker import CheckerUnavailable, override_errors
 from service.state import AppState
 from service.store import JobConflict, JobNotFound, JobRecord
 from service.validation import InputError, parse_body, spec_from_data
@@ -100,6 +101,14 @@ def _create(
     except InputError as exc:
         raise _input_error(exc) from None
     spec_dict = spec.to_dict()
+    try:
+        problems = override_errors(spec_dict)
+    except CheckerUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+    if problems:
+        text = "; ".join(f"{path}: {message}" for path, message in problems)
+        raise _input_error(InputError("invalid", f"invalid job spec: {text}", [
+            {"field": path, "message": message} for path, message in problems]))
     try:
         return state.store.create(
             owner=principal.name,

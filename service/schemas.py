@@ -67,7 +67,7 @@ class JobPublic(BaseModel):
     attempt: int = Field(description="0 for the first run, +1 per resume")
     cancel_requested: bool
     message: str | None
-    errors: list[dict[str, Any]] = Field(description="Per-unit errors ({unit, error})")
+    errors: list[dict[str, Any]] = Field(description="Per-unit errors ({unit_id, error})")
     created_at: str
     updated_at: str
     started_at: str | None

@@ -128,6 +128,14 @@ class DatasetPolicy:
                     f"{symbols} symbols requested but {uri!r} has {len(available)}: "
                     f"ask for at most {len(available)}",
                 )
+            job_symbols = sorted(available)[:symbols]  # the driver's choice: the first N
+            tune_symbols = spec.tune.symbols
+            if isinstance(tune_symbols, tuple):
+                outside = [s for s in tune_symbols if s not in set(job_symbols)]
+                if outside:
+                    _invalid("tune.symbols", f"{outside} are not among the job's {symbols} "
+                             f"symbols ({job_symbols[0]} .. {job_symbols[-1]} of {uri!r}): "
+                             "the search runs on the job's own symbols")  # fmt: skip
             return
         missing = [s for s in symbols if s not in available]
         if missing:

@@ -17,10 +17,17 @@ from models.config import ModelDims
 # ---- config checks: one message style for every model ------------------------------
 
 
+MAX_SIZE = 4096  # no width, depth or kernel of a market model needs more
+
+
 def check_positive(model: str, field: str, value: int, example: int) -> None:
-    """Widths, depths and kernel sizes must be >= 1."""
+    """Widths, depths and kernel sizes must be in [1, MAX_SIZE]: a mistyped 100000000 would
+    otherwise take a worker's memory down instead of failing with a message."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{model}.{field}={value!r}: use a positive integer such as {example}")
+    if value > MAX_SIZE:
+        raise ValueError(f"{model}.{field}={value!r}: at most {MAX_SIZE}; use a value such as "
+                         f"{example}")
 
 
 def check_dropout(model: str, value: float, field: str = "dropout") -> None:

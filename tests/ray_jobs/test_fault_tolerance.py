@@ -146,3 +146,37 @@ def test_symbol_with_too_little_data_fails_alone(ray_cluster: str, tmp_path: Pat
             assert storage.read_json(f"status/{symbol}__{model}__f0.json")["state"] == "done"
     assert storage.read_json("status/TINY__mlp__f0.json")["state"] == "failed"
     assert storage.read_json("progress.json")["phase"] == "failed"
+
+
+@pytest.mark.timeout(600)
+def test_a_failed_search_fails_its_models_units_which_are_not_trained(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """The search of mlp runs on TINY only, whose data fails: every mlp unit fails with the
+    search's error and stays failed (none is trained after all), ridge is unaffected."""
+    data = _bars_with_a_short_symbol(tmp_path / "bars.parquet")
+    spec = tiny_spec(
+        "failed-search", ["ridge", "mlp"],
+        dataset={"uri": str(data), "symbols": ["AAPL", "TINY"]},
+        tune={"num_samples": 1, "symbols": ["TINY"], "grace_period": 1},
+    )  # fmt: skip
+    store, log = tmp_path / "store", tmp_path / "driver.log"
+    proc = start_entrypoint(
+        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
+         "--name", "search"], ray_cluster, log,
+    )  # fmt: skip
+    rc = finish_entrypoint(proc, log, timeout_s=500)
+    assert rc == 1, f"exit status {rc}, expected 1; log:\n{log_tail(log)}"
+    storage = JobStorage(store.as_uri(), "search")
+    status = storage.read_json("status/AAPL__mlp__f0.json")
+    assert status["state"] == "failed" and "none of the search symbols" in status["error"]
+    assert storage.read_json("status/AAPL__ridge__f0.json")["state"] == "done"
+    summary = storage.read_json("results/summary.json")
+    assert {u["unit_id"] for u in summary["failed_units"]} == {
+        "AAPL__mlp__f0", "TINY__mlp__f0", "TINY__ridge__f0"}
+    board = storage.read_table("results/leaderboard.parquet").to_pandas()
+    mlp = board[(board["model"] == "mlp") & (board["symbol"] == "AAPL")]
+    assert len(mlp) and mlp["error"].str.contains("tune:").all()
+    progress = storage.read_json("progress.json")
+    assert progress["phase"] == "failed"
+    assert progress["units"]["done"] + progress["units"]["failed"] == progress["units"]["total"]

@@ -156,6 +156,22 @@ def test_state_mapping(
         assert out.errors == ({"unit_id": "AAA/lstm", "error": "nan loss"},)
 
 
+def test_failed_job_message_is_a_summary_not_the_log(qr: Any) -> None:
+    """A driver that ran to the end with failed units exits 1 (Ray: FAILED, with 20,000
+    characters of log as the message): the job says how many units failed. A crash keeps
+    the end of the log, where the cause is."""
+    log = "progress line\n" * 3000 + "ValueError: the real cause"
+    doc = qr.progress_doc(4, 3, (("AAA__lstm__f0", "nan loss"),))
+    ended = parse_progress({**doc, "phase": "failed"})
+    out = map_ray_state(_info("FAILED", log), cancel_requested=False, progress=ended)
+    assert out.status == "failed" and out.message == "1 of 4 units failed; partial results kept"
+    assert out.errors == ({"unit_id": "AAA__lstm__f0", "error": "nan loss"},)
+    crashed = parse_progress(doc)  # phase "training": the driver died mid-job
+    out = map_ray_state(_info("FAILED", log), cancel_requested=False, progress=crashed)
+    assert out.status == "failed" and "ValueError: the real cause" in out.message
+    assert len(out.message) < 2200 and "/logs" in out.message
+
+
 def test_failed_units_from_progress_fail_the_job(rig: tuple[Rig, Any], qr: Any) -> None:
     r, fake = rig
     job_id = r.new_job()

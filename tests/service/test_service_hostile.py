@@ -280,3 +280,37 @@ def test_dataset_inside_root_is_accepted(hostile: Ctx) -> None:
     assert resp.status_code == 201, resp.text
     with api.client() as c:  # leave the module's table as the other tests expect it
         c.post(f"/v1/jobs/{resp.json()['id']}/cancel")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"lstm": {"hidden_size": -5}}, "overrides.lstm.hidden_size", "positive integer"),
+        ({"lstm": {"hidden_size": "big"}}, "overrides.lstm.hidden_size", "expected an integer"),
+        ({"lstm": {"hidden_size": 100_000_000}}, "overrides.lstm.hidden_size", "at most 4096"),
+        ({"lstm": {"bidirectional": "false"}}, "overrides.lstm.bidirectional", "true or false"),
+        ({"ols": {"hac_maxlags": -1}}, "overrides.ols.hac_maxlags", "integer >= 0"),
+    ],
+)  # fmt: skip
+def test_bad_override_values_are_refused_at_submit(
+    hostile: Ctx, overrides: dict, field: str, words: str
+) -> None:
+    """A value the model's config refuses gets a 422 naming the field before anything is
+    stored, not a job that fails on the cluster."""
+    api, _, _ = hostile
+    before_rows, before_files = api.job_count(), api.stored_files()
+    models = ["ols", "lstm"]
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=spec(models=models, overrides=overrides))
+    _assert_error(resp, 422, "invalid", words)
+    assert [e["field"] for e in resp.json()["errors"]] == [field], resp.text
+    assert api.job_count() == before_rows and api.stored_files() == before_files
+
+
+def test_tune_symbols_outside_the_jobs_first_n_are_refused(hostile: Ctx) -> None:
+    api, _, _ = hostile
+    body = spec(models=["ols", "lstm"], tune={"num_samples": 2, "symbols": ["ZZZ"]})
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=body)
+    _assert_error(resp, 422, "invalid", "not among the job's 2 symbols")
+    assert resp.json()["errors"][0]["field"] == "tune.symbols"
