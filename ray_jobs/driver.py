@@ -32,6 +32,12 @@ class JobSpecMismatch(ValueError):
     pass
 
 
+class JobCancelled(BaseException):  # noqa: N818 - a stop request, not a failure
+    """Raised in the driver's main thread by SIGTERM/SIGINT (what `ray job stop` and the
+    API's cancel send): the job writes what it has finished, then ends. A BaseException,
+    as KeyboardInterrupt is, so that no `except Exception` records it as a unit's error."""
+
+
 def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
     """The job's symbols, and those asked for but absent from the dataset (with a reason)."""
     from data.loading import list_symbols
@@ -137,7 +143,10 @@ def _collect_chunks(
     errors: dict[str, str] = {}
     ensembles: dict[str, list[dict[str, Any]]] = {}
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        # a timeout, so a stop signal is handled within a second, not after a chunk
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        if not ready:
+            continue
         chunk, units = pending.pop(ready[0])
         try:
             report: ChunkReport = ray.get(ready[0])
@@ -171,54 +180,97 @@ def _failed_chunk(chunk: list[str], units: list[Unit], exc: BaseException, spec:
 
 
 def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 2.0) -> dict:
-    """Run (or resume) the job; returns the final summary dict."""
-    from ray_jobs.deep_runs import run_deep_groups
-    from ray_jobs.reporting import write_results
-
+    """Run (or resume) the job; returns the final summary dict. On `JobCancelled` (a stop
+    request) it writes the finished units' leaderboard, summary and plots, then re-raises."""
     t0 = time.time()
     store_spec(spec, storage)
     # A job stopped mid-training may have leaked a Train placement group that would starve
     # this job's deep runs for good (see ray_jobs/cluster_gc.py).
     remove_leaked_placement_groups()
     tracker = ProgressTracker(job_id=storage.job_id)
+    known = _Known()
     with ProgressWriter(tracker, storage, interval_s=progress_interval_s):
-        symbols, missing = resolve_symbols(spec)
-        plan = load_or_plan(spec, symbols, storage)
-        statuses = storage.unit_statuses()
-        done = {u for u, s in statuses.items() if s.get("state") == "done"}
-        todo = plan.pending(done)
-        tracker.set_total(len(plan.units))
-        tracker.skip_done(len(plan.units) - len(todo.units))
-        log.info("plan: %s; %d units already done", plan.summary(), len(done))
+        try:
+            return _run(spec, storage, tracker, known, t0)
+        except JobCancelled as exc:
+            tracker.set_phase("stopped", f"{exc}: writing the finished units' results")
+            _write_partial(spec, storage, known, time.time() - t0)
+            tracker.set_phase("stopped", f"{exc}: the finished units' results are written")
+            raise
 
-        tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
-        prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(
-            spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker)
-        prep_errors.update(missing)
-        data_failed = set()
-        for unit in todo.units:
-            failed_here = unit.kind == "deep" or unit.symbol in missing
-            if unit.symbol in prep_errors and failed_here:
-                tracker.unit_started(unit.unit_id)
-                fail_unit(unit, spec.target.horizons, prep_errors[unit.symbol], storage)
-                tracker.unit_failed(unit.unit_id, prep_errors[unit.symbol])
-                data_failed.add(unit.unit_id)
-        todo = todo.pending(data_failed)  # each unit ends once: failed here, not searched
 
-        refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker)
-        todo = todo.pending(search_failed)  # failed with their model's search: not trained
-        tracker.set_phase("training", f"{len(todo.deep_units)} deep units to train")
-        run_deep_groups(todo, prepared, spec, storage, tracker, refit).wait()
+class _Known:
+    """What the job has found out so far, for the partial results of a cancelled job."""
 
-        tracker.set_phase("reporting", "leaderboard, ensembles, plots")
-        ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
-        ensemble_rows += _ensembles(plan, prepared, storage, skip=set(done_ensembles))
-        summary = write_results(spec, plan, storage, ensemble_rows, prep_errors,
-                                elapsed_s=time.time() - t0)
-        failed = summary["failed_units"]
-        tracker.set_phase("failed" if failed else "succeeded",
-                          f"{len(failed)} failed units" if failed else "all units done")
+    plan: Plan | None = None
+    prep_errors: dict[str, str] | None = None
+    ensembles: dict[str, list[dict[str, Any]]] | None = None
+
+
+def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _Known,
+         t0: float) -> dict:
+    from ray_jobs.deep_runs import run_deep_groups
+    from ray_jobs.reporting import write_results
+
+    symbols, missing = resolve_symbols(spec)
+    plan = known.plan = load_or_plan(spec, symbols, storage)
+    statuses = storage.unit_statuses()
+    done = {u for u, s in statuses.items() if s.get("state") == "done"}
+    todo = plan.pending(done)
+    tracker.set_total(len(plan.units))
+    tracker.skip_done(len(plan.units) - len(todo.units))
+    log.info("plan: %s; %d units already done", plan.summary(), len(done))
+
+    tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
+    prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(
+        spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker)
+    prep_errors.update(missing)
+    known.prep_errors, known.ensembles = prep_errors, done_ensembles
+    data_failed = set()
+    for unit in todo.units:
+        failed_here = unit.kind == "deep" or unit.symbol in missing
+        if unit.symbol in prep_errors and failed_here:
+            tracker.unit_started(unit.unit_id)
+            fail_unit(unit, spec.target.horizons, prep_errors[unit.symbol], storage)
+            tracker.unit_failed(unit.unit_id, prep_errors[unit.symbol])
+            data_failed.add(unit.unit_id)
+    todo = todo.pending(data_failed)  # each unit ends once: failed here, not searched
+
+    refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker)
+    todo = todo.pending(search_failed)  # failed with their model's search: not trained
+    tracker.set_phase("training", f"{len(todo.deep_units)} deep units to train")
+    run_deep_groups(todo, prepared, spec, storage, tracker, refit).wait()
+
+    tracker.set_phase("reporting", "leaderboard, ensembles, plots")
+    ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
+    ensemble_rows += _ensembles(plan, prepared, storage, skip=set(done_ensembles))
+    summary = write_results(spec, plan, storage, ensemble_rows, prep_errors,
+                            elapsed_s=time.time() - t0)
+    failed = summary["failed_units"]
+    tracker.set_phase("failed" if failed else "succeeded",
+                      f"{len(failed)} failed units" if failed else "all units done")
     return summary
+
+
+def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s: float) -> None:
+    """After a stop request: the leaderboard and summary of the units that ended (their
+    stored statuses; ensembles already computed by the chunk tasks), then the plots. Nothing
+    is trained any more; further stop signals are ignored meanwhile (Ray follows with a
+    SIGKILL after its grace period: the API asks for STOP_GRACE_S)."""
+    import signal
+
+    from ray_jobs.reporting import write_results
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    if known.plan is None:
+        log.info("cancelled before the plan was made: no results to write")
+        return
+    rows = [r for rows in (known.ensembles or {}).values() for r in rows]
+    summary = write_results(spec, known.plan, storage, rows, dict(known.prep_errors or {}),
+                            elapsed_s=elapsed_s, partial=True)
+    log.info("cancelled: results written for %d of %d units", summary["units_reported"],
+             len(known.plan.units))
 
 
 def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],

@@ -29,7 +29,11 @@ def write_results(
     prep_errors: dict[str, str],
     *,
     elapsed_s: float,
+    partial: bool = False,
 ) -> dict[str, Any]:
+    """`partial`: a cancelled job's report, over the units that ended; the others are
+    counted in `summary["not_finished"]` (with partial=False a unit without status is a
+    bug, and raises)."""
     from models.metrics import LEADERBOARD_COLUMNS
 
     statuses = storage.unit_statuses()
@@ -44,7 +48,7 @@ def write_results(
         rows += status.get("rows", [])
         if status.get("state") == "done" and status.get("history") and unit.kind == "deep":
             histories.setdefault(unit.model, []).append(status["history"])
-    if missing:  # every unit ends with a status; a gap is a bug worth shouting about
+    if missing and not partial:  # every unit ends with a status; a gap is a bug
         raise RuntimeError(f"{len(missing)} units have no status, e.g. {missing[:3]}")
     rows += ensemble_rows
     frame = leaderboard_frame(rows, LEADERBOARD_COLUMNS)
@@ -54,7 +58,9 @@ def write_results(
     summary = summarize(frame)
     summary.update(
         job_id=storage.job_id, name=spec.name, elapsed_s=round(elapsed_s, 2),
-        units=len(plan.units), plan=plan.summary(), data_errors=prep_errors,
+        units=len(plan.units), units_reported=len(plan.units) - len(missing),
+        not_finished=len(missing), cancelled=partial, plan=plan.summary(),
+        data_errors=prep_errors,
         failed_units=[
             {"unit_id": u, "error": s.get("error", "")}
             for u, s in sorted(statuses.items()) if s.get("state") == "failed"

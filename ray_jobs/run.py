@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def default_storage() -> str:
@@ -65,14 +67,26 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from ray_jobs.driver import JobSpecMismatch, run_job
+    from ray_jobs.driver import JobCancelled, JobSpecMismatch, run_job
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    stopped: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:  # `ray job stop` / the API's cancel: SIGTERM
+        stopped.append(signum)
+        raise JobCancelled(f"stopped by {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
     try:
         summary = run_job(spec, storage)
     except JobSpecMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except JobCancelled as exc:
+        print(f"job {storage.job_id}: {exc}; the finished units' results are at "
+              f"{storage.uri_of('results')}")
+        return 128 + stopped[0]
     print(f"job {storage.job_id}: results at {storage.uri_of('results')}")
     return 1 if summary["failed_units"] else 0
 

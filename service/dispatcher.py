@@ -71,6 +71,18 @@ def map_ray_state(
     raise ValueError(f"unknown Ray job status {info.status!r}")
 
 
+STOP_GRACE_S = 30  # a cancelled driver writes its partial results before Ray's SIGKILL
+
+
+def with_stop_grace(runtime_env: dict) -> dict:
+    """`runtime_env` with RAY_JOB_STOP_WAIT_TIME_S (Ray's wait between SIGTERM and SIGKILL
+    on a stop, read by the job's supervisor from these env vars; 3 s by default) raised
+    to STOP_GRACE_S, unless the operator set it."""
+    env_vars = dict(runtime_env.get("env_vars") or {})
+    env_vars.setdefault("RAY_JOB_STOP_WAIT_TIME_S", str(STOP_GRACE_S))
+    return {**runtime_env, "env_vars": env_vars}
+
+
 MESSAGE_TAIL = 2000  # characters of a crashed driver's log kept in the job's message
 
 
@@ -112,7 +124,7 @@ class Dispatcher:
         self.max_running_jobs = max_running_jobs
         self.storage_uri = storage_uri
         self.entrypoint_python = entrypoint_python
-        self.runtime_env = dict(runtime_env or {})
+        self.runtime_env = with_stop_grace(runtime_env or {})
         self.last_error: str | None = None
         self.last_tick_at: float | None = None
 

@@ -22,10 +22,11 @@ FILTER_COLUMNS = ("symbol", "model", "horizon")
 
 
 def _missing(job_id: str, status: str, what: str) -> ApiError:
-    return ApiError(
-        404, "not_found",
-        f"job {job_id} ({status}) has no {what} yet: results appear when units finish",
-    )  # fmt: skip
+    if status in ("queued", "running"):
+        why = "yet: results appear when units finish"
+    else:  # final: nothing more will appear unless the job is resumed
+        why = "(list what it has with GET /v1/jobs/{id}/artifacts)".replace("{id}", job_id)
+    return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
 
 
 def _unsafe(exc: UnsafePath, field_path: str) -> ApiError:

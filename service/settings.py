@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,10 @@ class Settings:
                 kwargs[attr] = _float(PREFIX + name, raw)
         if (python := get("ENTRYPOINT_PYTHON")) is not None:
             kwargs["entrypoint_python"] = python
+        elif _on_this_host(str(kwargs["ray_address"])):
+            # A head on this machine runs the entrypoint with its own PATH, where `python`
+            # may well lack quantray: use the interpreter that runs the API.
+            kwargs["entrypoint_python"] = sys.executable
         if (runtime_env := get("RAY_RUNTIME_ENV")) is not None:
             kwargs["runtime_env_json"] = runtime_env
         return cls(**kwargs)  # type: ignore[arg-type]
@@ -186,6 +191,14 @@ def _database_url(raw: str | None, home: Path) -> str:
 def _check_range(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range: use an integer in [{low}, {high}]")
+
+
+def _on_this_host(ray_address: str) -> bool:
+    """Whether the Ray dashboard URL is on this machine (or not set: serve starts a head)."""
+    if not ray_address:
+        return True
+    host = urlsplit(ray_address).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _int(name: str, raw: str) -> int:

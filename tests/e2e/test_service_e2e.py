@@ -148,6 +148,16 @@ def test_cancel_a_running_job_keeps_partial_results(stack: Stack) -> None:
         symbol, model, fold = unit_id.split("__")
         assert f"{symbol}/{model}/{fold}/model/metadata.json" in keys
         assert f"{symbol}/{model}/{fold}/predictions.parquet" in keys
+    # ... and the driver, stopped with SIGTERM, wrote their leaderboard and summary.
+    # (A Train worker may still finish its unit in the stop's grace period, after that.)
+    rows = stack.alice.http.get(f"/v1/jobs/{job['id']}/results").json()["rows"]
+    reported = {(r["symbol"], r["model"]) for r in rows if r["model"] in ("ols", "lstm")}
+    assert reported <= {tuple(u.split("__")[:2]) for u in done}
+    assert {s for s, m in reported if m == "ols"} == {u.split("__")[0] for u in done
+                                                      if "__ols__" in u}  # fmt: skip
+    summary = stack.alice.http.get(f"/v1/jobs/{job['id']}/summary").json()
+    assert summary["cancelled"] is True and summary["not_finished"] >= 1
+    assert summary["units_reported"] + summary["not_finished"] == total
     # Cancelling twice is a conflict, not a second stop.
     assert stack.alice.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
 

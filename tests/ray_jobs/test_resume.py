@@ -126,3 +126,52 @@ def test_rerun_after_driver_kill_skips_finished_units(ray_cluster: str, tmp_path
     assert test["error"].isna().all()
     summary = storage.read_json("results/summary.json")
     assert summary["failed_units"] == [] and summary["units"] == len(LINEAR) + len(DEEP)
+
+
+@pytest.mark.timeout(600)
+def test_a_stopped_job_writes_the_finished_units_results(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """SIGTERM (what `ray job stop` and the API's cancel send) mid-training: the driver
+    writes the leaderboard and summary of the units that ended, marks progress cancelled,
+    and exits 128 + 15; the unit that was training has no rows."""
+    spec = tiny_spec(
+        "stopped", ["ols", "ridge", "lstm"], max_epochs=None,
+        dataset={"uri": "sample:sp500", "symbols": ["AAPL", "ABT"]},
+        overrides={"lstm": slow_lstm(EPOCHS)}, resources={"units_per_run": 2},
+    )  # fmt: skip
+    store = tmp_path / "store"
+    storage = JobStorage(store.as_uri(), "stopped")
+    log = tmp_path / "driver.log"
+    proc = start_entrypoint(
+        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
+         "--name", "stopped"], ray_cluster, log,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: storage.exists("progress.json")
+            and storage.read_json("progress.json")["phase"] == "training"
+            and storage.read_json("progress.json")["running"],
+            timeout_s=300, every_s=0.3, what="a deep unit training",
+            alive=lambda: None if proc.poll() is None else
+            f"the driver exited with {proc.returncode}:\n{log_tail(log)}",
+        )  # fmt: skip
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        stop_entrypoint(proc)
+    assert rc == 128 + signal.SIGTERM, f"exit status {rc}; log:\n{log_tail(log)}"
+    summary = storage.read_json("results/summary.json")
+    assert summary["cancelled"] is True
+    assert summary["units_reported"] + summary["not_finished"] == summary["units"] == 6
+    board = storage.read_table("results/leaderboard.parquet").to_pandas()
+    linear = board[board["model"].isin(["ols", "ridge"])]
+    assert len(linear[linear["split"] == "test"]) == 2 * 2 * 2  # symbols x models x horizons
+    assert linear["error"].isna().all()
+    ended = {u for u, s in storage.unit_statuses().items() if s.get("state") in ("done", "failed")}
+    lstm_rows = board[board["model"] == "lstm"]
+    assert set(lstm_rows["symbol"]) <= {u.split("__")[0] for u in ended if "__lstm__" in u}
+    assert summary["not_finished"] >= 1  # the unit that was training
+    progress = storage.read_json("progress.json")
+    assert progress["phase"] == "stopped" and "results are written" in progress["message"]
+    assert storage.exists("results/leaderboard.csv")

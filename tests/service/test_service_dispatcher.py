@@ -108,7 +108,8 @@ def test_cap_respected_oldest_first_and_exact_submission(rig: tuple[Rig, Any]) -
         "quantray_owner": "alice",
         "quantray_attempt": "0",
     }
-    assert first["runtime_env"] == {"env_vars": {"A": "1"}}
+    # the operator's env vars, and time for a cancelled driver to write partial results
+    assert first["runtime_env"] == {"env_vars": {"A": "1", "RAY_JOB_STOP_WAIT_TIME_S": "30"}}
     fake.set_status(ids[1], "SUCCEEDED")
     r.ticks()
     assert r.status(ids[1]) == "succeeded"
