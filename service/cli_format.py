@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+# the table view: each score beside its baseline and significance (csv/json: every column)
 RESULT_COLUMNS = (
-    "symbol", "model", "fold", "split", "horizon", "accuracy", "macro_f1", "mcc", "r2", "ic",
-    "directional_accuracy", "error",
+    "symbol", "model", "fold", "split", "horizon", "accuracy", "baseline_accuracy", "p_value",
+    "macro_f1", "mcc", "r2", "ic", "rank_ic", "error",
 )  # fmt: skip
 
 

@@ -23,6 +23,27 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
+async def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: `?split=test` on a route without
+    that filter must not quietly return every row."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    allowed: set[str] = set()
+    stack = [dependant]
+    while stack:
+        d = stack.pop()
+        allowed.update(p.alias for p in d.query_params)
+        stack.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        takes = ", ".join(sorted(allowed)) or "none"
+        raise ApiError(422, "invalid", f"unknown query parameter(s) {unknown}; this route takes: "
+                       f"{takes}", [{"field": f"query.{u}", "message": "not a parameter of this "
+                                     "route"} for u in unknown])  # fmt: skip
+
+
 class ApiKeyAuth(HTTPBearer):
     """The Bearer scheme of the OpenAPI document (it is an `HTTPBearer`) that also checks
     the key, in one dependency: a separate `HTTPBearer` sub-dependency cost a sixth of a

@@ -6,11 +6,11 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from service.deps import PrincipalDep, StateDep
+from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
 from service.keys import Principal
 from service.ray_client import RayError, RayUnavailable
@@ -28,7 +28,7 @@ from service.store import JobConflict, JobNotFound, JobRecord
 from service.validation import InputError, parse_body, spec_from_data
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _INPUT_STATUS = {"malformed": 400, "unsupported_media": 415, "invalid": 422}

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service.deps import PrincipalDep, StateDep
+from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
 from service.job_files import UnsafePath
 from service.routes_jobs import _ERRORS, _get
 
-router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
-FILTER_COLUMNS = ("symbol", "model", "horizon")
+router = APIRouter(
+    prefix="/v1/jobs/{job_id}", tags=["results"], dependencies=[Depends(reject_unknown_query)]
+)
+FILTER_COLUMNS = ("symbol", "model", "horizon", "split", "fold")
 
 
 def _missing(job_id: str, status: str, what: str) -> ApiError:
@@ -60,7 +62,8 @@ def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:
 
 @router.get(
     "/results", responses=_ERRORS,
-    summary="Leaderboard (JSON rows; CSV with Accept: text/csv), filtered by symbol/model/horizon",
+    summary="Leaderboard (JSON rows; CSV with Accept: text/csv), filtered by symbol, model, "
+    "horizon, split, fold",
 )  # fmt: skip
 def results(
     job_id: str,
@@ -70,13 +73,16 @@ def results(
     symbol: Annotated[list[str] | None, Query(max_length=600)] = None,
     model: Annotated[list[str] | None, Query(max_length=50)] = None,
     horizon: Annotated[list[int] | None, Query(max_length=50)] = None,
+    split: Annotated[list[Literal["val", "test"]] | None, Query(max_length=2)] = None,
+    fold: Annotated[list[int] | None, Query(max_length=100)] = None,
 ) -> Response:
     job = _get(state, job_id, principal)
     try:
         table = state.files.read_leaderboard(job.id)
     except FileNotFoundError:
         raise _missing(job.id, job.status, "results/leaderboard.parquet") from None
-    table = _filter(table, {"symbol": symbol, "model": model, "horizon": horizon})
+    table = _filter(table, {"symbol": symbol, "model": model, "horizon": horizon,
+                            "split": split, "fold": fold})
     if "text/csv" in request.headers.get("accept", ""):
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)

@@ -157,6 +157,8 @@ def _write_results(api: Any, job_id: str, progress: dict[str, Any]) -> None:
             "symbol": ["AAA", "AAA", "BBB", "BBB"],
             "model": ["ols", "lstm", "ols", "lstm"],
             "horizon": [1, 5, 1, 5],
+            "split": ["val", "test", "test", "test"],
+            "fold": [0, 0, 0, 1],
             "accuracy": [0.5, 0.6, float("nan"), 0.7],
         }
     )
@@ -186,6 +188,16 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
             params=[("symbol", "AAA"), ("symbol", "BBB"), ("model", "ols")],
         ).json()
         assert two["count"] == 2
+        test = c.get(f"/v1/jobs/{job_id}/results", params={"split": "test", "fold": 0}).json()
+        assert [(r["symbol"], r["model"]) for r in test["rows"]] == [("AAA", "lstm"),
+                                                                    ("BBB", "ols")]
+        assert c.get(f"/v1/jobs/{job_id}/results", params={"split": "train"}).status_code == 422
+        unknown = c.get(f"/v1/jobs/{job_id}/results", params={"splitt": "test"})
+        assert unknown.status_code == 422 and "splitt" in unknown.json()["message"]
+        assert unknown.json()["errors"] == [{"field": "query.splitt",
+                                             "message": "not a parameter of this route"}]
+        assert c.get("/v1/jobs", params={"limit": "abc"}).status_code == 422
+        assert c.get("/v1/jobs", params={"page_size": 2}).status_code == 200
         csv = c.get(
             f"/v1/jobs/{job_id}/results", params={"symbol": "BBB"}, headers={"Accept": "text/csv"}
         )
