@@ -126,6 +126,8 @@ class ProgressTracker:
             return self._eta(self._clock())
 
     def _eta(self, now: float) -> float | None:
+        if self._phase == "stopped":  # nothing more will run
+            return None
         left = self._total - self._skipped - self._done - self._n_failed
         if left <= 0:
             return 0.0

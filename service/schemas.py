@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.job_files import Progress
-from service.store import JobRecord
+from service.store import FINAL, JobRecord
 
 SPEC_EXAMPLE: dict[str, Any] = {
     "name": "sp500-weekly",
@@ -136,7 +136,9 @@ def job_public(
             units_failed=progress.units_failed,
             units_running=progress.units_running,
             fraction=progress.fraction,
-            eta_seconds=progress.eta_seconds,
+            # an ended job has nothing left to wait for (its last progress.json may still
+            # hold the ETA of when it was stopped)
+            eta_seconds=None if job.status in FINAL else progress.eta_seconds,
         ),
         progress_error=progress_error,
         links=links,

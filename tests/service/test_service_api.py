@@ -237,6 +237,11 @@ def test_status_carries_progress_eta_and_unit_errors(api: Any, qr: Any) -> None:
         "eta_seconds": 3.3,  # 1 unit left at 10 s per 3 finished
     }
     assert job["errors"] == [{"unit_id": "BBB/lstm", "error": "boom"}]
+    # cancelled mid-job: the last progress.json still holds an ETA, the job has none
+    JobStore(api.engine).transition(job_id, "running", status="cancelled")
+    with api.client() as c:
+        ended = c.get(f"/v1/jobs/{job_id}").json()
+    assert ended["progress"]["units_done"] == 2 and ended["progress"]["eta_seconds"] is None
 
 
 def test_metrics_models_health_openapi(api: Any) -> None:
