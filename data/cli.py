@@ -163,10 +163,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if args.seq_len < 1 or args.n_folds < 1:
         raise ValueError(f"--seq-len {args.seq_len} / --n-folds {args.n_folds}: use integers >= 1")
-    cfg = PrepareConfig(
-        kind=args.kind, horizons=parse_horizons(args.horizons), seq_len=args.seq_len,
-        split=args.split, n_folds=args.n_folds,
-    )
+    try:
+        cfg = PrepareConfig(
+            kind=args.kind, horizons=parse_horizons(args.horizons), seq_len=args.seq_len,
+            split=args.split, n_folds=args.n_folds,
+        )
+    except ValueError as exc:  # e.g. "PrepareConfig.horizons=(5, 1): use increasing ..."
+        raise ValueError(f"--horizons/--seq-len/--split/--n-folds: {exc}") from exc
     result = prepare_frame(_load(args), cfg, on_error="drop")
     rows = []
     for symbol, folds in sorted(result.prepared.items()):

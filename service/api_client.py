@@ -21,6 +21,9 @@ class ApiClientError(RuntimeError):
 class ApiClient:
     def __init__(self, api: str | None, api_key: str | None, *, timeout_s: float = 30.0) -> None:
         self.base = (api or os.environ.get("QUANTRAY_API") or DEFAULT_API).rstrip("/")
+        if not self.base.startswith(("http://", "https://")):
+            raise ApiClientError(f"--api {self.base!r}: give the URL with its scheme, e.g. "
+                                 f"http://{self.base}")
         key = api_key or os.environ.get("QUANTRAY_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout_s)

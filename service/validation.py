@@ -142,7 +142,9 @@ class DatasetPolicy:
             shown = ", ".join(missing[:10]) + (
                 f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
             )
-            _invalid("dataset.symbols", f"not in {uri!r}: {shown}")
+            cased = [s for s in missing if isinstance(s, str) and s.upper() in available]
+            hint = f"; symbols are case-sensitive: {cased[0].upper()}?" if cased else ""
+            _invalid("dataset.symbols", f"not in {uri!r}: {shown}{hint}")
 
     def check_location(self, uri: str) -> None:
         """`uri` must name data under a configured root, judged on the path the storage

@@ -140,3 +140,11 @@ def test_serve_refuses_bad_settings(
     monkeypatch.setenv("QUANTRAY_AUTH", "on")
     code, _, err = _run(capsys, "serve", "--no-ray")
     assert code == 2 and "QUANTRAY_MAX_RUNNING_JOBS=0" in err
+
+
+def test_cli_api_url_without_scheme_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("QUANTRAY_API", "127.0.0.1:9")
+    code, _, err = _run(capsys, "list")
+    assert code == 1 and "http://127.0.0.1:9" in err and "scheme" in err

@@ -314,3 +314,10 @@ def test_tune_symbols_outside_the_jobs_first_n_are_refused(hostile: Ctx) -> None
         resp = c.post("/v1/jobs", json=body)
     _assert_error(resp, 422, "invalid", "not among the job's 2 symbols")
     assert resp.json()["errors"][0]["field"] == "tune.symbols"
+
+
+def test_lowercase_symbol_gets_a_case_hint(hostile: Ctx) -> None:
+    api, _, _ = hostile
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=spec(**{"dataset.symbols": ["aapl"]}))
+    _assert_error(resp, 422, "invalid", "case-sensitive: AAPL?")
