@@ -10,7 +10,14 @@ worker then waits for resources forever (seen in tests/e2e: cancel, then the nex
 A non-detached placement group created by a quantray job that has ended can never be used
 again, so each job driver removes those before it plans. Groups of other jobs are left
 alone (a detached actor of an ended job may still own its group), and so are detached ones.
-Best effort: when the state API cannot answer, the job goes on and the reason is logged.
+
+The jobs and groups come from Ray's state API, which needs the dashboard. Without one (a
+head started with --include-dashboard=false, a test cluster) they come from the GCS tables
+instead: jobs from `ray._private.state.jobs()` (dead or alive, with the driver's command
+line), groups from `ray.util.placement_group_table()`, whose rows lack the creator job and
+the detached flag: the creator is the job id that ends every PlacementGroupID (unique bytes
++ JobID), and quantray jobs create no detached groups (Train's are not). Best effort: when
+neither answers, the job goes on and the reason is logged.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ log = logging.getLogger("quantray.gc")
 ENDED = ("STOPPED", "SUCCEEDED", "FAILED")
 ENTRYPOINT_MARK = "ray_jobs.run"  # `python -m ray_jobs.run ...`: a quantray job driver
 STATE_LIMIT = 10_000
+JOB_ID_HEX = 8  # a JobID is 4 bytes, the last 4 of a PlacementGroupID
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -56,6 +64,20 @@ def leaked_groups(groups: list[Any], ended_jobs: set[str]) -> list[str]:
     ]
 
 
+def _from_gcs() -> tuple[set[str], list[dict[str, Any]]]:
+    """(ended quantray job ids, groups as state-API-like rows) from the GCS tables."""
+    from ray._private.state import jobs as gcs_jobs
+
+    rows = [{"job_id": j.get("JobID"), "status": "FAILED" if j.get("IsDead") else "RUNNING",
+             "metadata": {}, "entrypoint": j.get("Entrypoint") or ""}
+            for j in gcs_jobs()]  # fmt: skip
+    ended = ended_quantray_jobs(rows)
+    groups = [{"placement_group_id": pg_id, "creator_job_id": pg_id[-JOB_ID_HEX:],
+               "state": g.get("state"), "is_detached": False}
+              for pg_id, g in ray.util.placement_group_table().items()]  # fmt: skip
+    return ended, groups
+
+
 def remove_leaked_placement_groups() -> list[str]:
     """Remove the placement groups ended quantray jobs left behind; returns their ids."""
     from ray.util.placement_group import PlacementGroup, remove_placement_group
@@ -71,13 +93,15 @@ def remove_leaked_placement_groups() -> list[str]:
         if not listed & {str(n["NodeID"]) for n in ray.nodes()}:
             raise RuntimeError("the state API answered for another Ray cluster")
         ended = ended_quantray_jobs(list_jobs(**query))
-        if not ended:
+        groups = list_placement_groups(**query) if ended else []
+    except Exception as state_exc:  # no dashboard: the GCS tables
+        try:
+            ended, groups = _from_gcs()
+        except Exception as exc:
+            log.warning("could not look for leaked placement groups (Ray state API: %s; GCS "
+                        "tables: %s); a stopped job's groups may still hold resources",
+                        state_exc, exc)  # fmt: skip
             return []
-        groups = list_placement_groups(**query)
-    except Exception as exc:  # no dashboard / state API: nothing to compare against
-        log.warning("could not look for leaked placement groups (Ray state API: %s); "
-                    "a stopped job's groups may still hold resources", exc)  # fmt: skip
-        return []
     removed = []
     for pg_id in leaked_groups(groups, ended):
         try:

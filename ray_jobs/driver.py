@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -199,6 +200,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             raise
 
 
+@dataclass
 class _Known:
     """What the job has found out so far, for the partial results of a cancelled job."""
 

@@ -15,7 +15,9 @@ timed out), the submit fails with 503 naming the cause: a spec is never accepted
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -41,8 +43,21 @@ def _executor(*, fresh: bool = False) -> ProcessPoolExecutor:
             _pool = None
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=1,
-                                        mp_context=multiprocessing.get_context("spawn"))
+                                        mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
         return _pool
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the child: exit as soon as the API process is gone (even SIGKILLed), instead of
+    living on as an orphan holding the registry's memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def warm() -> None:

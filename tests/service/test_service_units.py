@@ -3,6 +3,7 @@ the CLI's progress bar, and the local Ray head's process selection."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,47 @@ def test_local_ray_head_selects_only_its_own_processes(tmp_path: Path) -> None:
             if proc.poll() is None:
                 os.kill(proc.pid, 9)
                 proc.wait()
+
+
+def test_override_checker_child_exits_when_the_api_process_is_killed() -> None:
+    """The checker's child imports the registry (torch): it must not outlive a SIGKILLed
+    API process as an orphan."""
+    import signal
+    import sys
+    import time
+
+    code = (
+        "import json, multiprocessing, time\n"
+        "from service.spec_checker import override_errors\n"
+        "spec = {'name': 'x', 'dataset': {'uri': 'sample:sp500'}, 'models': ['lstm'],\n"
+        "        'overrides': {'lstm': {'hidden_size': -5}}}\n"
+        "errors = override_errors(spec)\n"
+        "print(json.dumps([errors, [p.pid for p in multiprocessing.active_children()]]),\n"
+        "      flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        errors, children = json.loads(proc.stdout.readline())
+        assert errors == [["overrides.lstm.hidden_size",
+                           "lstm.hidden_size=-5: use a positive integer such as 64"]]
+        assert children
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [p for p in children if _running(p)]
+        assert not alive, f"checker child(ren) {alive} outlived the killed API process"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
