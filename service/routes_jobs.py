@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Annotated, Any, Literal
@@ -83,6 +84,10 @@ def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
             progress = state.files.read_progress(job.id)
         except (OSError, ValueError) as exc:
             progress_error = str(exc)
+    waiting = state.dispatcher.last_error
+    if job.status == "queued" and not job.message and waiting:
+        # why nothing moves: the same reason /readyz gives, on the job itself
+        job = dataclasses.replace(job, message=f"waiting to be submitted: {waiting}")
     return job_public(
         job,
         dashboard_url=state.dashboard_url(job.ray_submission_id),

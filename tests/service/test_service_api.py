@@ -265,3 +265,25 @@ def test_metrics_models_health_openapi(api: Any) -> None:
     body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "application/yaml"}
     assert body["application/json"]["examples"]["sp500"]["value"]["models"]
+
+
+def test_a_queued_job_says_why_it_waits_when_ray_is_down(tmp_path: Any) -> None:
+    import time
+
+    from tests.service.conftest import make_settings, start_api
+
+    settings = make_settings(tmp_path, ray_address="http://127.0.0.1:9", max_running_jobs=1)
+    server, api = start_api(settings, {"alice": False})
+    try:
+        with api.client() as c:
+            job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+            deadline = time.monotonic() + 15
+            job = c.get(f"/v1/jobs/{job_id}").json()
+            while not job["message"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+                job = c.get(f"/v1/jobs/{job_id}").json()
+    finally:
+        server.__exit__()
+    assert job["status"] == "queued"
+    assert job["message"].startswith("waiting to be submitted:"), job
+    assert "127.0.0.1:9" in job["message"]
