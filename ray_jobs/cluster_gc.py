@@ -1,4 +1,6 @@
-"""Give back what Ray leaked from earlier quantray jobs: placement groups of ended jobs.
+"""Give back what Ray leaked from earlier quantray jobs: placement groups of ended jobs, and
+the detached PlacementGroupCleaner actors that should have removed them
+(`stop_orphaned_cleaners`).
 
 Ray 2.60 Train V2 can leave a training run's placement group behind when its job is stopped
 mid-run (a cancel, or Ray stopping the job): the run's controller dies while (re)starting its
@@ -112,4 +114,45 @@ def remove_leaked_placement_groups() -> list[str]:
     if removed:
         log.warning("removed %d placement group(s) left by stopped jobs: %s",
                     len(removed), ", ".join(removed))  # fmt: skip
+    try:
+        stopped = stop_orphaned_cleaners(ended)
+    except Exception as exc:  # best effort, as above
+        log.warning("could not look for orphaned PlacementGroupCleaner actors: %s", exc)
+    else:
+        if stopped:
+            log.warning("stopped %d PlacementGroupCleaner actor(s) of ended jobs (pids %s)",
+                        len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
     return removed
+
+
+CLEANER_CLASS = "PlacementGroupCleaner"
+
+
+def stop_orphaned_cleaners(ended_jobs: set[str]) -> list[int]:
+    """Kill the live PlacementGroupCleaner actors of ended quantray jobs on this node; returns
+    their pids. Train V2 starts one detached cleaner per run (pinned to the head node) that
+    polls the state API for its controller and exits once it is gone; when the state API
+    cannot answer (no dashboard, or a token it does not send) it retries forever, so every
+    stopped run left a ~200 MB process behind for good. Their groups are removed above, so
+    nothing is left for them to do. By pid: a detached actor of another job has no handle
+    here (`core_worker.kill_actor` refuses it), and Ray marks it DEAD when it exits."""
+    import os
+    import signal
+
+    from ray._private.state import actors as gcs_actors
+
+    if not ended_jobs:
+        return []
+    node = ray.get_runtime_context().get_node_id()
+    stopped = []
+    for row in gcs_actors().values():
+        pid = row.get("Pid")
+        if (row.get("ActorClassName") == CLEANER_CLASS and row.get("State") == "ALIVE"
+                and row.get("JobID") in ended_jobs and pid
+                and (row.get("Address") or {}).get("NodeID") == node):  # fmt: skip
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            stopped.append(int(pid))
+    return stopped

@@ -190,3 +190,16 @@ def test_a_stopped_job_writes_the_finished_units_results(
     wait_for(cpus_free, timeout_s=120, every_s=2.0, what="the stopped job's CPUs back")
     table = ray.util.placement_group_table()
     assert all(table[g]["state"] == "REMOVED" for g in removed)
+    # ... and its runs' detached PlacementGroupCleaner actors (which poll the state API
+    # this head lacks, forever) are stopped rather than left holding ~200 MB each.
+    from ray._private.state import actors, jobs
+
+    dead = {j["JobID"] for j in jobs() if j["IsDead"]}
+
+    def no_orphaned_cleaners() -> bool:
+        remove_leaked_placement_groups()
+        return not [a for a in actors().values() if a["ActorClassName"] ==
+                    "PlacementGroupCleaner" and a["State"] == "ALIVE" and a["JobID"] in dead]
+
+    wait_for(no_orphaned_cleaners, timeout_s=60, every_s=2.0,
+             what="the stopped job's PlacementGroupCleaner actors to end")
