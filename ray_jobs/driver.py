@@ -195,6 +195,13 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             return _run(spec, storage, tracker, known, t0)
         except JobCancelled as exc:
             tracker.set_phase("stopped", f"{exc}: writing the finished units' results")
+            # Disconnecting ends this job's tasks and actors (Train workers included) now,
+            # instead of training on through the stop's grace period; the results are
+            # read from storage, which needs no Ray.
+            try:
+                ray.shutdown()
+            except Exception as shutdown_exc:  # noqa: BLE001 - we are stopping anyway
+                log.warning("ray.shutdown() on stop: %s", shutdown_exc)
             _write_partial(spec, storage, known, time.time() - t0)
             tracker.set_phase("stopped", f"{exc}: the finished units' results are written")
             raise
@@ -255,10 +262,10 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
 
 
 def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s: float) -> None:
-    """After a stop request: the leaderboard and summary of the units that ended (their
-    stored statuses; ensembles already computed by the chunk tasks), then the plots. Nothing
-    is trained any more; further stop signals are ignored meanwhile (Ray follows with a
-    SIGKILL after its grace period: the API asks for STOP_GRACE_S)."""
+    """After a stop request (and `ray.shutdown()`): the leaderboard and summary of the units
+    that ended (their stored statuses; ensembles already computed by the chunk tasks), then
+    the plots. Further stop signals are ignored meanwhile (Ray follows with a SIGKILL after
+    its grace period: the API asks for STOP_GRACE_S)."""
     import signal
 
     from ray_jobs.reporting import write_results
