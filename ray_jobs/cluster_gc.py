@@ -96,7 +96,9 @@ def remove_leaked_placement_groups() -> list[str]:
             raise RuntimeError("the state API answered for another Ray cluster")
         ended = ended_quantray_jobs(list_jobs(**query))
         groups = list_placement_groups(**query) if ended else []
+        state_api = True
     except Exception as state_exc:  # no dashboard: the GCS tables
+        state_api = False
         try:
             ended, groups = _from_gcs()
         except Exception as exc:
@@ -114,6 +116,8 @@ def remove_leaked_placement_groups() -> list[str]:
     if removed:
         log.warning("removed %d placement group(s) left by stopped jobs: %s",
                     len(removed), ", ".join(removed))  # fmt: skip
+    if state_api:  # the cleaners can see their controllers die, and exit by themselves
+        return removed
     try:
         stopped = stop_orphaned_cleaners(ended)
     except Exception as exc:  # best effort, as above
@@ -133,9 +137,12 @@ def stop_orphaned_cleaners(ended_jobs: set[str]) -> list[int]:
     their pids. Train V2 starts one detached cleaner per run (pinned to the head node) that
     polls the state API for its controller and exits once it is gone; when the state API
     cannot answer (no dashboard, or a token it does not send) it retries forever, so every
-    stopped run left a ~200 MB process behind for good. Their groups are removed above, so
-    nothing is left for them to do. By pid: a detached actor of another job has no handle
-    here (`core_worker.kill_actor` refuses it), and Ray marks it DEAD when it exits."""
+    stopped run left a ~200 MB process behind for good. Called only when the state API
+    failed here too: then the cleaners can do nothing, and the groups are removed above.
+    (With a working state API a cleaner may still be needed: a controller that outlives its
+    job by a moment can create a group after this GC looked, and only its cleaner sees that.)
+    By pid: a detached actor of another job has no handle here (`core_worker.kill_actor`
+    refuses it), and Ray marks it DEAD when it exits."""
     import os
     import signal
 

@@ -138,7 +138,8 @@ def test_a_stopped_job_writes_the_finished_units_results(
     spec = tiny_spec(
         "stopped", ["ols", "ridge", "lstm"], max_epochs=None,
         dataset={"uri": "sample:sp500", "symbols": ["AAPL", "ABT"]},
-        overrides={"lstm": slow_lstm(EPOCHS)}, resources={"units_per_run": 2},
+        # 4x the kill test's epochs: the stop must land while a unit still trains
+        overrides={"lstm": slow_lstm(4 * EPOCHS)}, resources={"units_per_run": 2},
     )  # fmt: skip
     store = tmp_path / "store"
     storage = JobStorage(store.as_uri(), "stopped")
