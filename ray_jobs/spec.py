@@ -386,7 +386,7 @@ def registry_errors(spec_dict: dict[str, Any]) -> list[tuple[str, str]]:
     try:
         check_against_registry(JobSpec.from_dict(spec_dict))
     except SpecError as exc:
-        return [_override_field(path, message) for path, message in exc.errors]
+        return list(exc.errors)
     return []
 
 
@@ -400,7 +400,8 @@ def _override_field(path: str, message: str) -> tuple[str, str]:
 def check_against_registry(spec: JobSpec) -> None:
     """Resolve every model's preset + overrides with `models.registry` (imports torch: for
     the job driver, not the HTTP edge; a linear-only job resolves without torch). Raises
-    `SpecError` naming `overrides.<model>`."""
+    `SpecError` naming `overrides.<model>.<field>` (`overrides.<model>` when the config's
+    message names no single field)."""
     from models.linear import LINEAR_SPECS, resolve_linear
 
     errors = []
@@ -413,6 +414,6 @@ def check_against_registry(spec: JobSpec) -> None:
 
             resolve(model, spec.preset, spec.overrides.get(model, {}))
         except (ValueError, TypeError) as exc:
-            errors.append((f"overrides.{model}", str(exc)))
+            errors.append(_override_field(f"overrides.{model}", str(exc)))
     if errors:
         raise SpecError(errors)

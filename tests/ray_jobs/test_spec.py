@@ -234,7 +234,7 @@ def test_check_against_registry_catches_bad_model_fields() -> None:
         JobSpec.from_dict(mutated("overrides", {"lstm": {"hiden_size": 64}}))
     # ... a bad value of a known field by the registry's config dataclasses.
     bad = JobSpec.from_dict(mutated("overrides", {"lstm": {"hidden_size": 0}}))
-    with pytest.raises(SpecError, match="overrides.lstm: .*hidden_size"):
+    with pytest.raises(SpecError, match=r"overrides\.lstm\.hidden_size: lstm\.hidden_size=0"):
         spec_mod.check_against_registry(bad)
 
 
