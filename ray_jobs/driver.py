@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,10 @@ class JobCancelled(BaseException):  # noqa: N818 - a stop request, not a failure
     """Raised in the driver's main thread by SIGTERM/SIGINT (what `ray job stop` and the
     API's cancel send): the job writes what it has finished, then ends. A BaseException,
     as KeyboardInterrupt is, so that no `except Exception` records it as a unit's error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
@@ -266,8 +271,6 @@ def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s:
     that ended (their stored statuses; ensembles already computed by the chunk tasks), then
     the plots. Further stop signals are ignored meanwhile (Ray follows with a SIGKILL after
     its grace period: the API asks for STOP_GRACE_S)."""
-    import signal
-
     from ray_jobs.reporting import write_results
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -70,11 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     from ray_jobs.driver import JobCancelled, JobSpecMismatch, run_job
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
-    stopped: list[int] = []
 
     def stop(signum: int, _frame: Any) -> None:  # `ray job stop` / the API's cancel: SIGTERM
-        stopped.append(signum)
-        raise JobCancelled(f"stopped by {signal.Signals(signum).name}")
+        raise JobCancelled(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except JobCancelled as exc:
         print(f"job {storage.job_id}: {exc}; the finished units' results are at "
               f"{storage.uri_of('results')}")
-        return 128 + stopped[0]
+        return 128 + exc.signum
     print(f"job {storage.job_id}: results at {storage.uri_of('results')}")
     return 1 if summary["failed_units"] else 0
 
