@@ -27,7 +27,7 @@ def _missing(job_id: str, status: str, what: str) -> ApiError:
     if status in ("queued", "running"):
         why = "yet: results appear when units finish"
     else:  # final: nothing more will appear unless the job is resumed
-        why = "(list what it has with GET /v1/jobs/{id}/artifacts)".replace("{id}", job_id)
+        why = f"(list what it has with GET /v1/jobs/{job_id}/artifacts)"
     return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
 
 

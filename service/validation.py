@@ -131,7 +131,8 @@ class DatasetPolicy:
             job_symbols = sorted(available)[:symbols]  # the driver's choice: the first N
             tune_symbols = spec.tune.symbols
             if isinstance(tune_symbols, tuple):
-                outside = [s for s in tune_symbols if s not in set(job_symbols)]
+                chosen = set(job_symbols)
+                outside = [s for s in tune_symbols if s not in chosen]
                 if outside:
                     _invalid("tune.symbols", f"{outside} are not among the job's {symbols} "
                              f"symbols ({job_symbols[0]} .. {job_symbols[-1]} of {uri!r}): "
