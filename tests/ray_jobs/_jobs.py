@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ray_jobs.storage import JobStorage
 from service.local_ray import process_table
 from tests._support import log_tail
 
@@ -101,6 +102,20 @@ def start_entrypoint(args: list[str], ray_address: str, log_path: Path) -> subpr
         )  # fmt: skip
     finally:
         log.close()  # the child holds its own copy of the descriptor
+
+
+def start_spec(
+    spec: dict[str, Any], tmp_path: Path, ray_address: str
+) -> tuple[subprocess.Popen, JobStorage, Path]:
+    """Write `spec` to tmp_path/spec.yaml and start the entrypoint on it, as job
+    `spec["name"]` with its storage under tmp_path/store and its output in
+    tmp_path/driver.log; returns (the process, the job's storage, the log's path)."""
+    store, log = tmp_path / "store", tmp_path / "driver.log"
+    proc = start_entrypoint(
+        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
+         "--name", spec["name"]], ray_address, log,
+    )  # fmt: skip
+    return proc, JobStorage(store.as_uri(), spec["name"]), log
 
 
 def finish_entrypoint(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> int:

@@ -25,9 +25,8 @@ from tests.ray_jobs._jobs import (
     own_ray_processes,
     registered_epoch,
     slow_lstm,
-    start_entrypoint,
+    start_spec,
     tiny_spec,
-    write_spec,
 )
 
 EPOCHS = 16
@@ -111,17 +110,11 @@ def test_symbol_with_too_little_data_fails_alone(ray_cluster: str, tmp_path: Pat
         overrides={"mlp": {"hidden_size": 8}},
         resources={"units_per_run": 3},  # TINY shares its mlp run with the healthy symbols
     )  # fmt: skip
-    store = tmp_path / "store"
-    log = tmp_path / "driver.log"
-    proc = start_entrypoint(
-        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
-         "--name", "short"], ray_cluster, log,
-    )  # fmt: skip
+    proc, storage, log = start_spec(spec, tmp_path, ray_cluster)
     rc = finish_entrypoint(proc, log, timeout_s=500)
     assert rc == 1, f"exit status {rc}, expected 1 (some units failed); log:\n{log_tail(log)}"
     assert "results at" in log.read_text(), log_tail(log)  # it ended normally, not by a crash
 
-    storage = JobStorage(store.as_uri(), "short")
     summary = storage.read_json("results/summary.json")
     tiny_units = {f"TINY__{m}__f0" for m in ("ols", "ridge", "mlp")}
     assert {u["unit_id"] for u in summary["failed_units"]} == tiny_units
@@ -160,14 +153,9 @@ def test_a_failed_search_fails_its_models_units_which_are_not_trained(
         dataset={"uri": str(data), "symbols": ["AAPL", "TINY"]},
         tune={"num_samples": 1, "symbols": ["TINY"], "grace_period": 1},
     )  # fmt: skip
-    store, log = tmp_path / "store", tmp_path / "driver.log"
-    proc = start_entrypoint(
-        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
-         "--name", "search"], ray_cluster, log,
-    )  # fmt: skip
+    proc, storage, log = start_spec(spec, tmp_path, ray_cluster)
     rc = finish_entrypoint(proc, log, timeout_s=500)
     assert rc == 1, f"exit status {rc}, expected 1; log:\n{log_tail(log)}"
-    storage = JobStorage(store.as_uri(), "search")
     status = storage.read_json("status/AAPL__mlp__f0.json")
     assert status["state"] == "failed" and "none of the search symbols" in status["error"]
     assert storage.read_json("status/AAPL__ridge__f0.json")["state"] == "done"

@@ -19,9 +19,9 @@ from tests.ray_jobs._jobs import (
     registered_epoch,
     slow_lstm,
     start_entrypoint,
+    start_spec,
     stop_entrypoint,
     tiny_spec,
-    write_spec,
 )
 
 JOB = "resume"
@@ -58,13 +58,8 @@ def test_rerun_after_driver_kill_skips_finished_units(ray_cluster: str, tmp_path
         overrides={"lstm": slow_lstm(EPOCHS)}, resources={"units_per_run": 2},
     )  # fmt: skip
     store = tmp_path / "store"
-    storage = JobStorage(store.as_uri(), JOB)
     train_root = store / "jobs" / JOB / "ray" / "train"
-    log = tmp_path / "driver.log"
-    first = start_entrypoint(
-        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
-         "--name", JOB], ray_cluster, log,
-    )  # fmt: skip
+    first, storage, log = start_spec(spec, tmp_path, ray_cluster)
     try:
         # Kill when some units are done and a deep unit is mid-training. Which deep unit
         # depends on how the linear tasks and the run share the 2 CPUs: either will do.
@@ -141,13 +136,7 @@ def test_a_stopped_job_writes_the_finished_units_results(
         # 4x the kill test's epochs: the stop must land while a unit still trains
         overrides={"lstm": slow_lstm(4 * EPOCHS)}, resources={"units_per_run": 2},
     )  # fmt: skip
-    store = tmp_path / "store"
-    storage = JobStorage(store.as_uri(), "stopped")
-    log = tmp_path / "driver.log"
-    proc = start_entrypoint(
-        ["--spec", str(write_spec(spec, tmp_path / "spec.yaml")), "--storage", store.as_uri(),
-         "--name", "stopped"], ray_cluster, log,
-    )  # fmt: skip
+    proc, storage, log = start_spec(spec, tmp_path, ray_cluster)
     try:
         wait_for(
             lambda: storage.exists("progress.json")
