@@ -25,7 +25,8 @@ Policy (bars, `validate_bars`)
 
 LOB frames (`validate_lob`) follow the same scheme with columns `symbol, ts` and
 `{ask,bid}_{price,size}_{1..L}`: errors are missing ts, duplicate (symbol, ts), NaN,
-non-positive price or size, crossed book (best bid >= best ask), too few rows; the only
+non-positive price or size, crossed book (best bid >= best ask), book levels out of order
+(ask prices falling or bid prices rising with the level), too few rows; the only
 repair is sorting by ts.
 """
 
@@ -86,6 +87,12 @@ def check_columns(found: Iterable[str], required: Sequence[str], source: str) ->
         if near
         else f"; the file must have columns {list(required)}"
     )
+    if "date" in missing and "ts" in found and any(c.startswith("ask_price_") for c in found):
+        hint += ("; these look like order-book snapshots: set `dataset.kind: lob` in the job "
+                 "spec (`--kind lob` on the command line)")
+    elif "ts" in missing and "date" in found and "close" in found:
+        hint += ("; these look like bars: set `dataset.kind: bars` in the job spec (`--kind "
+                 "bars` on the command line)")
     raise DataValidationError(f"{source}: missing columns {missing}; found {found}{hint}")
 
 
@@ -180,6 +187,13 @@ def validate_lob(
           "remove empty book levels or use fewer levels")
     _flag(bad, frame, "ts", frame["bid_price_1"].ge(frame["ask_price_1"]),
           "crossed book (best bid >= best ask)", "remove crossed snapshots at the source")
+    levels = sum(c.startswith("ask_price_") for c in values)
+    asks = frame[[f"ask_price_{k}" for k in range(1, levels + 1)]].to_numpy()
+    bids = frame[[f"bid_price_{k}" for k in range(1, levels + 1)]].to_numpy()
+    out_of_order = (np.diff(asks, axis=1) < 0).any(axis=1) | (np.diff(bids, axis=1) > 0).any(axis=1)
+    _flag(bad, frame, "ts", pd.Series(out_of_order, index=frame.index),
+          "book levels out of order (ask prices must rise and bid prices fall with the level)",
+          "check the level numbering of the price columns at the source")
     _flag_min_rows(bad, frame, min_rows)
     frame = _resolve(frame, bad, on_error, report)
     return _finish(frame, {"sorted": frame.pop("_moved")}, report)

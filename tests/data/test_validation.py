@@ -308,8 +308,14 @@ def _lob_dup(df):
     return r"duplicate \(symbol, ts\)"
 
 
+def _lob_levels(df):
+    at = _at(df, "BBB", 5)  # level 2's ask below level 1's, still above the best bid
+    df.loc[at, "ask_price_2"] = (df.loc[at, "ask_price_1"] + df.loc[at, "bid_price_1"]) / 2
+    return "book levels out of order"
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("breaker", [_lob_crossed, _lob_size, _lob_nan, _lob_dup])
+@pytest.mark.parametrize("breaker", [_lob_crossed, _lob_size, _lob_nan, _lob_dup, _lob_levels])
 def test_lob_errors_raise_or_drop(lob, write_frame, fmt, breaker):
     from data.loading import load_lob
 
@@ -330,3 +336,19 @@ def test_lob_unsorted_is_repaired_and_too_short_dropped(lob):
     assert report.kind == "lob" and report.repairs == {"AAA": {"sorted": 20}}
     assert list(report.dropped) == ["BBB"] and "15 rows, at least 16" in report.dropped["BBB"]
     pd.testing.assert_frame_equal(clean, df.iloc[:20][clean.columns], check_dtype=False)
+
+
+def test_missing_columns_of_the_other_kind_name_the_kind_to_set() -> None:
+    """Order-book snapshots read as bars (or bars as LOB) say which kind to set."""
+    from data.validation import check_columns, lob_columns
+
+    lob = ["symbol", "ts", "ask_price_1", "ask_size_1", "bid_price_1", "bid_size_1"]
+    with pytest.raises(DataValidationError, match=r"look like order-book snapshots: set "
+                       r"`dataset.kind: lob` in the job spec \(`--kind lob`"):  # fmt: skip
+        check_columns(lob, ["symbol", "date", "open", "high", "low", "close", "volume"], "f")
+    bars = ["symbol", "date", "open", "high", "low", "close", "volume"]
+    with pytest.raises(DataValidationError, match="look like bars: set `dataset.kind: bars`"):
+        lob_columns(bars, "f")
+    with pytest.raises(DataValidationError) as plain:
+        check_columns(["symbol", "when", "close"], ["symbol", "date"], "f")
+    assert "look like" not in str(plain.value)
