@@ -70,7 +70,7 @@ def list_symbols(uri: str) -> list[str]:
 
 def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
     symbols = _check_symbols(symbols)
-    lo, hi = _bounds(start, end)
+    lo, hi = time_bounds(start, end)
     fs, path, kind = _locate(uri)
     if kind == "csv":
         frame = _read_csv(fs, path, uri, None)
@@ -96,19 +96,47 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         frame = frame[frame[time_col] >= lo]
     if hi is not None:
         frame = frame[frame[time_col] < hi]
-    window = "" if lo is None and hi is None else f" between {start} and {end}"
+    window = _window_text(start, end)
     if symbols is not None:
         missing = sorted(set(symbols) - set(frame["symbol"].unique()))
         if missing:
+            span = _span(uri, time_col, missing) if window else None
             raise ValueError(
-                f"{uri}: no rows for symbols {missing}{window}; "
-                f"list the available ones with `quantray data inspect {uri}`"
+                f"{uri}: no rows for symbols {missing}{window}"
+                + (f" (their rows run from {span[0]} to {span[1]})" if span else "")
+                + f"; list the available ones with `quantray data inspect {uri}`"
             )
     if len(frame) == 0:
-        raise ValueError(f"{uri}: the file has no rows{window}; check the file and the "
-                         "start/end dates")
+        span = _span(uri, time_col, None) if window else None
+        raise ValueError(f"{uri}: the file has no rows{window}"
+                         + (f" (its rows run from {span[0]} to {span[1]})" if span else "")
+                         + "; check the file and the start/end dates")
     frame = frame.sort_values(["symbol", time_col], kind="stable")
     return frame.reset_index(drop=True)
+
+
+def _window_text(start: TimeBound, end: TimeBound) -> str:
+    if start is None and end is None:
+        return ""
+    if end is None:
+        return f" from {start} on"
+    return f" up to {end}" if start is None else f" between {start} and {end}"
+
+
+def _span(uri: str, time_col: str, symbols: Sequence[str] | None) -> tuple[str, str] | None:
+    """First and last time of `symbols` (all when None) in `uri`, for an error message;
+    None when they have no rows at all."""
+    try:
+        frame = _load(uri, lambda found: ["symbol", time_col], time_col, None, None, None)
+    except ValueError:
+        return None
+    if symbols is not None:
+        frame = frame[frame["symbol"].isin(symbols)]
+    if frame.empty:
+        return None
+    times = frame[time_col]
+    fmt = (lambda t: str(t.date())) if (times.dt.normalize() == times).all() else str
+    return fmt(times.min()), fmt(times.max())
 
 
 def build_filter(
@@ -169,7 +197,9 @@ def _check_symbols(symbols: Sequence[str] | None) -> list[str] | None:
     return symbols
 
 
-def _bounds(start: TimeBound, end: TimeBound) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+def time_bounds(
+    start: TimeBound, end: TimeBound
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """Inclusive [start, end] as half-open [lo, hi); a date-only end covers its whole day."""
     lo = None if start is None else _timestamp(start, "start")
     hi = None

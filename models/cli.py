@@ -37,7 +37,10 @@ def register(subparsers: Any) -> None:
         description="Load bars, validate, prepare, train each model on each symbol in this"
         " process and print the leaderboard (val and test rows per horizon).",
     )
-    p.add_argument("--data", metavar="URI", help="bars: file, file:///, s3:// or sample:sp500")
+    p.add_argument("--data", metavar="URI", help="bars (or LOB snapshots with --kind lob): "
+                   "file, file:///, s3:// or sample:sp500")
+    p.add_argument("--kind", default="bars", help="bars (a date column) or lob (order-book "
+                   "snapshots: a ts column) (bars)")
     p.add_argument("--symbols", metavar="A,B", help="comma-separated tickers")
     p.add_argument("--models", metavar="M1,M2", help="comma-separated model names")
     p.add_argument("--preset", default="fast", help=f"one of {', '.join(PRESETS)} (fast)")
@@ -108,6 +111,7 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         "task": _choice("--task", args.task, TASKS),
         "split": _choice("--split", args.split, SPLIT_METHODS),
         "output": _choice("--output", args.output, OUTPUTS),
+        "kind": _choice("--kind", args.kind, ("bars", "lob")),
         "horizons": tuple(_positive_ints("--horizons", args.horizons)),
         "overrides": {},
     }
@@ -148,14 +152,16 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     req = _parse(args)
-    from data.loading import list_symbols, load_bars
+    from data.loading import list_symbols, load_bars, load_lob
     from data.prepare import PrepareConfig, prepare_frame
     from models.api import train_symbols
 
     try:
-        cfg = PrepareConfig(horizons=req["horizons"], seq_len=req["seq_len"], split=req["split"])
+        cfg = PrepareConfig(kind=req["kind"], horizons=req["horizons"], seq_len=req["seq_len"],
+                            split=req["split"])  # fmt: skip
     except ValueError as exc:
         raise UsageError(f"--horizons/--seq-len/--split: {exc}") from exc
+    load = load_lob if req["kind"] == "lob" else load_bars
     try:
         available = set(list_symbols(args.data))
     except (OSError, ValueError, TypeError) as exc:
@@ -165,9 +171,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--symbols: {missing} not in --data {args.data}; it holds"
                          f" {len(available)} symbols (see `quantray data inspect`)")
     try:
-        frame = load_bars(args.data, symbols=req["symbols"], start=args.start, end=args.end)
+        frame = load(args.data, symbols=req["symbols"], start=args.start, end=args.end)
     except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"--data {args.data} (--start/--end): {exc}") from exc
+        raise UsageError(f"--data {args.data} (--kind/--start/--end): {exc}") from exc
     try:
         prepared = prepare_frame(frame, cfg, on_error="drop")
     except ValueError as exc:

@@ -162,6 +162,14 @@ def test_bad_filter_arguments(bars, write_frame):
         load_bars(path, start="soon")
     with pytest.raises(ValueError, match=f"{path}: the file has no rows between 2030"):
         load_bars(path, start="2030-01-01", end="2030-02-01")
+    first, last = (str(d.date()) for d in bars(("AAA",), n=5)["date"].iloc[[0, -1]])
+    # one bound only: no "and None"; the rows' own span is named
+    with pytest.raises(ValueError, match=rf"no rows for symbols \['AAA'\] from 2030-01-01 on "
+                       rf"\(their rows run from {first} to {last}\)"):  # fmt: skip
+        load_bars(path, symbols=["AAA"], start="2030-01-01")
+    with pytest.raises(ValueError, match=rf"no rows up to 1999-01-01 \(its rows run from "
+                       rf"{first} to {last}\)"):  # fmt: skip
+        load_bars(path, end="1999-01-01")
     empty = write_frame(bars(("AAA",), n=5).iloc[:0], "csv", name="empty")
     with pytest.raises(ValueError, match=f"{empty}: the file has no rows;"):
         load_bars(empty)

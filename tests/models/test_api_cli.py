@@ -124,6 +124,25 @@ def test_cli_csv_and_table_outputs(capsys):
     assert lines[0].split()[:4] == ["symbol", "model", "h", "split"] and len(lines) == 3
 
 
+def test_cli_trains_on_order_book_snapshots_with_kind_lob(capsys, tmp_path):
+    """LOB files train in this process too (`--kind lob`); ridge finds the planted
+    imbalance signal. Without the flag, the error names it."""
+    from data.synthetic import planted_lob
+
+    frame, _ = planted_lob(1, 3000, levels=3, seed=1)
+    path = tmp_path / "lob.parquet"
+    frame.to_parquet(path)
+    code, out, err = _train(capsys, "--data", str(path), "--kind", "lob", "--symbols", "LOB00",
+                            "--models", "ridge", "--horizons", "1", "--output", "json",
+                            "--no-ensembles")  # fmt: skip
+    assert code == 0, err
+    test = [r for r in json.loads(out) if r["split"] == "test"]
+    assert len(test) == 1 and test[0]["error"] is None
+    assert test[0]["accuracy"] > test[0]["baseline_accuracy"] and test[0]["p_value"] < 0.01
+    code, _, err = _train(capsys, "--data", str(path), "--symbols", "LOB00", "--models", "ridge")
+    assert code == 2 and "(`--kind lob` on the command line)" in err
+
+
 def test_cli_dropped_symbol_fails_alone_with_error_rows(capsys, tmp_path):
     from data.loading import load_bars
 
