@@ -142,18 +142,24 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> JobSpec:
+        from ray_jobs.spec_text import DuplicateKey, loads_json
+
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as exc:
             raise SpecError([("", f"invalid JSON at line {exc.lineno}: {exc.msg}")]) from exc
+        except DuplicateKey as exc:
+            raise SpecError([("", f"invalid JSON: {exc}")]) from exc
         return cls.from_dict(data)
 
     @classmethod
     def from_yaml(cls, text: str | bytes) -> JobSpec:
         import yaml
 
+        from ray_jobs.spec_text import UniqueKeyLoader
+
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             raise SpecError([("", f"invalid YAML: {exc}")]) from exc
         return cls.from_dict(data)

@@ -10,7 +10,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
@@ -51,11 +51,27 @@ _SYMBOL_RE = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._=^-]{0,31}$")
 _KEY_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
+ECHO_CHARS = 60  # of a quoted value or a field path echoed in an error message
+_LONG_QUOTED = re.compile(r"""(['"])([^'"]{""" + str(ECHO_CHARS + 20) + r""",})\1""")
+
+
+def shorten_echoes(text: str) -> str:
+    """`text` with every quoted value longer than ECHO_CHARS + 20 cut to its first
+    ECHO_CHARS characters and its length: a 5,000-character name is not sent back whole."""
+    return _LONG_QUOTED.sub(
+        lambda m: f"{m[1]}{m[2][:ECHO_CHARS]}...{m[1]} ({len(m[2])} characters)", text)
+
+
+def _short_path(path: str) -> str:
+    return path if len(path) <= 2 * ECHO_CHARS else f"{path[:ECHO_CHARS]}..."
+
+
 class SpecError(ValueError):
-    """An invalid job spec: `errors` is a list of (field path, message) pairs."""
+    """An invalid job spec: `errors` is a list of (field path, message) pairs; quoted values
+    and paths of absurd length are shortened (`shorten_echoes`)."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = list(errors)
+        self.errors = [(_short_path(p), shorten_echoes(m)) for p, m in errors]
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.errors))
 
     def to_list(self) -> list[dict[str, str]]:
@@ -110,14 +126,28 @@ def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)  # normalise a frozen field (list -> tuple, ...)
 
 
+def _iso_time(text: str) -> str:
+    """`text` as a normalised ISO date (`2018-02-07`) or datetime; ValueError if neither."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        return datetime.fromisoformat(text).isoformat()
+
+
+def _naive(text: str) -> datetime:
+    """An ISO date or datetime as a naive UTC datetime, for comparing bounds."""
+    t = datetime.fromisoformat(text)
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where the bars (or LOB snapshots) come from and which symbols to train on."""
 
     uri: str
     symbols: int | tuple[str, ...] = 10  # int: the first N symbols of the dataset, sorted
-    start: str | None = None  # ISO date, inclusive
-    end: str | None = None  # ISO date, inclusive
+    start: str | None = None  # ISO date or datetime, inclusive (a date: its whole day)
+    end: str | None = None  # ISO date or datetime, inclusive (a date: its whole day)
     kind: str = "bars"
 
     def __post_init__(self) -> None:
@@ -134,11 +164,16 @@ class DatasetSpec:
                 _set(self, name, value.isoformat())
             elif value is not None:
                 try:
-                    _set(self, name, date.fromisoformat(str(value)).isoformat())
+                    _set(self, name, _iso_time(str(value)))
                 except ValueError:
-                    iss.add(name, f"{value!r} is not a date: use YYYY-MM-DD")
-        if isinstance(self.start, str) and isinstance(self.end, str) and self.start >= self.end:
-            iss.add("end", f"end {self.end} must be after start {self.start}")
+                    iss.add(name, f"{value!r} is not a date: use YYYY-MM-DD, or an ISO "
+                            "datetime such as 2021-01-04T09:35:00")  # fmt: skip
+        if isinstance(self.start, str) and isinstance(self.end, str):
+            lo, hi = _naive(self.start), _naive(self.end)
+            if len(self.end) == 10:  # a date: the whole day is in
+                hi += timedelta(days=1) - timedelta(microseconds=1)
+            if lo > hi:
+                iss.add("end", f"end {self.end} is before start {self.start} (both inclusive)")
         _one_of(iss, "kind", self.kind, DATASET_KINDS)
         iss.done()
 

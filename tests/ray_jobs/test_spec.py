@@ -106,6 +106,49 @@ def test_yaml_scientific_notation_is_a_number() -> None:
     assert s.target.threshold == 0.001
 
 
+def test_dates_may_be_datetimes_and_one_day_is_a_window() -> None:
+    """Intraday (LOB) jobs narrow by time; both bounds are inclusive, so a date-only end
+    equal to the start is one whole day."""
+    def window(start: Any, end: Any) -> tuple[str | None, str | None]:
+        s = JobSpec.from_dict({"name": "a", "models": ["ols"], "dataset": {
+            "uri": "sample:sp500", "start": start, "end": end}})  # fmt: skip
+        return s.dataset.start, s.dataset.end
+
+    assert window("2021-01-04", "2021-01-04") == ("2021-01-04", "2021-01-04")
+    assert window("2021-01-04 09:35", "2021-01-04") == ("2021-01-04T09:35:00", "2021-01-04")
+    assert window(None, "2021-01-04T16:00:00+00:00") == (None, "2021-01-04T16:00:00+00:00")
+    with pytest.raises(SpecError, match="end 2021-01-04T09:00:00 is before start"):
+        window("2021-01-04T10:00:00Z", "2021-01-04T09:00:00")
+    with pytest.raises(SpecError, match="or an ISO datetime"):
+        window("2021-1-4", None)
+
+
+def test_a_key_given_twice_is_refused_in_yaml_and_json() -> None:
+    """json and PyYAML keep the last duplicate silently: a spec with two `models:` lines
+    would run with whichever came last."""
+    with pytest.raises(SpecError, match=r"duplicate key 'models'.*\n.*line 4"):
+        JobSpec.from_yaml("name: a\ndataset: {uri: 'sample:sp500'}\nmodels: [ols]\n"
+                          "models: [lstm]\n")
+    with pytest.raises(SpecError, match="duplicate key 'uri'"):
+        JobSpec.from_json('{"name": "a", "models": ["ols"], '
+                          '"dataset": {"uri": "sample:sp500", "uri": "x.parquet"}}')
+
+
+def test_errors_do_not_echo_absurdly_long_values_whole() -> None:
+    """A 5,000-character name or model is cut to its start and its length in the message,
+    and so is an unknown field's path; the advice after it stays."""
+    long = {"name": "x" * 5000, "dataset": {"uri": "sample:sp500"}, "models": ["y" * 3000],
+            "z" * 500: 1}  # fmt: skip
+    with pytest.raises(SpecError) as err:
+        JobSpec.from_dict(long)
+    text = str(err.value)
+    assert len(text) < 1000, text
+    assert "'" + "x" * 60 + "...' (5000 characters): use 1-64 letters" in text
+    assert "(3000 characters); known: ols" in text
+    assert ("z" * 60 + "...", "unknown field; allowed: name, dataset, models, target, features, "
+            "split, preset, overrides, tune, resources, seed, max_epochs") in err.value.errors
+
+
 # ---- invalid specs: every case names its field -----------------------------------------
 @pytest.mark.parametrize(
     ("path", "value", "where", "says"),
@@ -134,7 +177,7 @@ def test_yaml_scientific_notation_is_a_number() -> None:
         ("dataset.uri", "data/bars.parquet", "dataset.uri", "relative"),
         ("dataset.uri", "file://host/x", "dataset.uri", "file:///abs/path"),
         ("dataset.start", "2014-13-01", "dataset.start", "YYYY-MM-DD"),
-        ("dataset.end", "2013-01-01", "dataset.end", "after start"),
+        ("dataset.end", "2013-01-01", "dataset.end", "is before start 2014-01-02 (both inclusive)"),
         ("target.horizons", [], "target.horizons", "non-empty"),
         ("target.horizons", [1, -5], "target.horizons[1]", "out of range"),
         ("target.horizons", [1, MAX_HORIZON + 1], "target.horizons[1]", f"[1, {MAX_HORIZON}]"),
