@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from service.body_limit import BodyLimitMiddleware
 from service.errors import install_handlers
+from service.head_requests import HeadAsGetMiddleware
 from service.metrics import MetricsMiddleware
 from service.routes_jobs import router as jobs_router
 from service.routes_results import router as results_router
@@ -43,4 +44,5 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost first: metrics see every request, including those the body limit refuses.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(HeadAsGetMiddleware)  # outermost: everything inside sees a GET
     return app
