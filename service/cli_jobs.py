@@ -167,12 +167,18 @@ def _results(args: argparse.Namespace) -> int:
         resp = client.results(args.job_id, filters, csv=args.format == "csv")
         if args.format == "csv":
             sys.stdout.write(resp.text)
-        elif args.format == "json":
-            print(json.dumps(resp.json()["rows"], indent=2))
+            notes = [resp.headers["quantray-unmatched"]] if "quantray-unmatched" in resp.headers \
+                else []  # fmt: skip
         else:
-            rows = resp.json()["rows"]
-            present = [c for c in RESULT_COLUMNS if any(c in r for r in rows)]
-            print(table(rows, present) if rows else "(no rows)")
+            body = resp.json()
+            rows, notes = body["rows"], [u["message"] for u in body.get("unmatched") or []]
+            if args.format == "json":
+                print(json.dumps(rows, indent=2))
+            else:
+                present = [c for c in RESULT_COLUMNS if any(c in r for r in rows)]
+                print(table(rows, present) if rows else "(no rows)")
+        for note in notes:  # a filter value the leaderboard does not have
+            print(f"note: {note}", file=sys.stderr)
 
     return _run(args, go)
 

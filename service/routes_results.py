@@ -23,11 +23,11 @@ router = APIRouter(
 FILTER_COLUMNS = ("symbol", "model", "horizon", "split", "fold")
 
 
-def _missing(job_id: str, status: str, what: str) -> ApiError:
+def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") -> ApiError:
     if status in ("queued", "running"):
         why = "yet: results appear when units finish"
     else:  # final: nothing more will appear unless the job is resumed
-        why = f"(list what it has with GET /v1/jobs/{job_id}/artifacts)"
+        why = f"(list what it has with GET /v1/jobs/{job_id}/{listing})"
     return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
 
 
@@ -81,15 +81,48 @@ def results(
         table = state.files.read_leaderboard(job.id)
     except FileNotFoundError:
         raise _missing(job.id, job.status, "results/leaderboard.parquet") from None
-    table = _filter(table, {"symbol": symbol, "model": model, "horizon": horizon,
-                            "split": split, "fold": fold})
+    filters = {"symbol": symbol, "model": model, "horizon": horizon, "split": split,
+               "fold": fold}  # fmt: skip
+    unmatched = _unmatched(table, filters)
+    table = _filter(table, filters)
     if "text/csv" in request.headers.get("accept", ""):
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
-        return Response(buf.getvalue(), media_type="text/csv")
+        note = "; ".join(u["message"] for u in unmatched)
+        # a header carries ASCII only: anything else in a user's value is escaped
+        headers = {UNMATCHED_HEADER: note.encode("ascii", "backslashreplace").decode()}
+        headers = headers if unmatched else {}
+        return Response(buf.getvalue(), media_type="text/csv", headers=headers)
     # pyarrow -> Python: NaN stays float('nan'), which JSON cannot carry; map it to null.
     rows = [{k: _json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
-    return JSONResponse({"job_id": job.id, "status": job.status, "count": len(rows), "rows": rows})
+    return JSONResponse({"job_id": job.id, "status": job.status, "count": len(rows), "rows": rows,
+                         "unmatched": unmatched})  # fmt: skip
+
+
+UNMATCHED_HEADER = "Quantray-Unmatched"  # CSV answers carry the notes here
+MAX_LISTED = 20
+
+
+def _unmatched(table: pa.Table, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Filter values that occur nowhere in their column (a typo, the wrong case, a horizon
+    the job did not train), each with the values the leaderboard has: a filter that
+    matches nothing says why instead of an empty answer alone."""
+    out = []
+    for column, values in filters.items():
+        if not values or column not in table.column_names:
+            continue
+        have = sorted({v for v in table[column].to_pylist() if v is not None}, key=str)
+        for value in values:
+            if value in have:
+                continue
+            listed = ", ".join(map(str, have[:MAX_LISTED])) + (" ..." if len(have) > MAX_LISTED
+                                                               else "")  # fmt: skip
+            case = [h for h in have if isinstance(h, str) and h.lower() == str(value).lower()]
+            hint = f" (values are case-sensitive: {case[0]}?)" if case else ""
+            out.append({"field": f"query.{column}", "value": value,
+                        "message": f"{column} {value!r} is not in this leaderboard{hint}; it "
+                        f"has: {listed}"})  # fmt: skip
+    return out
 
 
 def _json_safe(value: Any) -> Any:
@@ -128,7 +161,7 @@ def plot(job_id: str, name: str, state: StateDep, principal: PrincipalDep) -> Re
     except UnsafePath as exc:
         raise _unsafe(exc, "path.name") from None
     except FileNotFoundError:
-        raise _missing(job.id, job.status, f"plot {name!r}") from None
+        raise _missing(job.id, job.status, f"plot {name!r}", listing="plots") from None
 
 
 @router.get("/artifacts", responses=_ERRORS, summary="List the job's artifact files")

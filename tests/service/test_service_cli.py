@@ -93,6 +93,12 @@ def test_cli_against_the_api(
         assert out.splitlines()[1].split() == ["BBB", "ridge", "1", "0.5500"]
         code, out, _ = _run(capsys, "results", job_id, "--format", "csv")
         assert out.splitlines()[0] == '"symbol","model","horizon","accuracy"'
+        code, out, err = _run(capsys, "results", job_id, "--model", "Ridge")
+        assert code == 0 and out.strip() == "(no rows)"
+        assert "note: model 'Ridge' is not in this leaderboard (values are case-sensitive: " \
+            "ridge?)" in err
+        code, out, err = _run(capsys, "results", job_id, "--format", "csv", "--symbol", "ZZZ")
+        assert "note: symbol 'ZZZ' is not in this leaderboard; it has: AAA, BBB" in err
         code, out, _ = _run(capsys, "results", job_id, "--format", "json", "--symbol", "AAA")
         assert json.loads(out) == [
             {"symbol": "AAA", "model": "ols", "horizon": 1, "accuracy": 0.51}
