@@ -1,4 +1,6 @@
-"""Fail-fast dataset check: open the dataset and read only its `symbol` column.
+"""Fail-fast dataset checks: open the dataset and read only its `symbol` column (which
+symbols it has) or its `symbol` and time columns (how many rows each symbol has in a date
+window, read as `data.loading` reads them).
 
 Parquet files (or a directory of them) and CSV files (optionally .gz) are read with
 pyarrow; results are cached per (uri, size, mtime), so polling clients re-submitting the
@@ -9,7 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -22,57 +27,132 @@ from data.storage import resolve_uri
 SYMBOL_COLUMN = "symbol"
 
 
+TIME_CACHE_ENTRIES = 4  # per-symbol time arrays are the size of the time column
+
+
 class DatasetProbe:
-    """Reads the distinct symbols of a dataset URI; thread-safe, bounded cache."""
+    """Reads the distinct symbols of a dataset URI, and its rows per symbol in a window;
+    thread-safe, bounded caches."""
 
     def __init__(self, cache_entries: int = 32) -> None:
-        self._cache: OrderedDict[tuple[str, int, int], frozenset[str]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int, str], frozenset[str]] = OrderedDict()
+        self._times: OrderedDict[tuple[str, int, int, str], dict[str, np.ndarray]] = (
+            OrderedDict())
         self._lock = threading.Lock()
         self._cache_entries = cache_entries
 
+    def rows_in_window(
+        self, uri: str, time_column: str, start: str | None, end: str | None
+    ) -> dict[str, int]:
+        """Rows of each symbol of `uri` whose `time_column` lies in [start, end] (inclusive;
+        a date-only end covers its day, as `data.loading` bounds a load). Unreadable or
+        non-date times raise ValueError naming the column."""
+        from data.loading import time_bounds
+
+        lo, hi = time_bounds(start, end)
+        times = self._symbol_times(uri, time_column)
+        lo_ns = None if lo is None else np.datetime64(lo.to_datetime64(), "ns")
+        hi_ns = None if hi is None else np.datetime64(hi.to_datetime64(), "ns")
+        out = {}
+        for symbol, t in times.items():
+            first = 0 if lo_ns is None else int(np.searchsorted(t, lo_ns, side="left"))
+            last = len(t) if hi_ns is None else int(np.searchsorted(t, hi_ns, side="left"))
+            out[symbol] = max(0, last - first)
+        return out
+
+    def span(self, uri: str, time_column: str) -> tuple[np.datetime64, np.datetime64] | None:
+        """The first and last time of the whole dataset (None when it has no rows)."""
+        times = [t for t in self._symbol_times(uri, time_column).values() if len(t)]
+        if not times:
+            return None
+        return min(t[0] for t in times), max(t[-1] for t in times)
+
+    def _symbol_times(self, uri: str, time_column: str) -> dict[str, np.ndarray]:
+        return self._cached(self._times, TIME_CACHE_ENTRIES, uri, time_column,
+                            lambda fs, path, kind: _read_symbol_times(fs, path, kind, uri,
+                                                                      time_column))  # fmt: skip
+
     def symbols(self, uri: str) -> frozenset[str]:
         """Distinct symbols of `uri`; FileNotFoundError / ValueError say what is wrong."""
+
+        def read(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> frozenset[str]:
+            column = _read_symbol_column(fs, path, kind)
+            return frozenset(str(s) for s in pc.unique(column).to_pylist() if s is not None)
+
+        return self._cached(self._cache, self._cache_entries, uri, "", read)
+
+    def _cached(self, cache: OrderedDict, entries: int, uri: str, part: str,
+                read: Callable[[pafs.FileSystem, str, pafs.FileType], Any]) -> Any:
+        """`read(fs, path, kind)` of `uri`, kept in the LRU `cache` (at most `entries`) per
+        (uri, size, mtime, part), so a changed file is read again."""
         fs, path = resolve_uri(uri)
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError("no such file or directory")
-        key = (uri, int(info.size or 0), int(info.mtime_ns or 0))
+        key = (uri, int(info.size or 0), int(info.mtime_ns or 0), part)
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        column = _read_symbol_column(fs, path, info.type)
-        found = frozenset(str(s) for s in pc.unique(column).to_pylist() if s is not None)
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        value = read(fs, path, info.type)
         with self._lock:
-            self._cache[key] = found
-            while len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
-        return found
+            cache[key] = value
+            while len(cache) > entries:
+                cache.popitem(last=False)
+        return value
 
 
 def _read_symbol_column(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> pa.ChunkedArray:
+    return _read_columns(fs, path, kind, [SYMBOL_COLUMN]).column(SYMBOL_COLUMN)
+
+
+def _read_columns(
+    fs: pafs.FileSystem, path: str, kind: pafs.FileType, columns: list[str]
+) -> pa.Table:
+    """`columns` of the dataset at `path` (CSV columns as strings); a missing one raises
+    `data.validation.check_columns`' message (the columns found, renames, the kind)."""
+    from data.validation import check_columns
+
     lower = path.lower()
     try:
         if kind == pafs.FileType.Directory:
-            table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
-                columns=[SYMBOL_COLUMN]
-            )
+            dataset = pads.dataset(path, filesystem=fs, format="parquet")
+            check_columns(dataset.schema.names, columns, path)
+            table = dataset.to_table(columns=columns)
         elif lower.endswith((".parquet", ".pq")):
-            table = pq.read_table(path, filesystem=fs, columns=[SYMBOL_COLUMN])
+            check_columns(pq.read_schema(path, filesystem=fs).names, columns, path)
+            table = pq.read_table(path, filesystem=fs, columns=columns)
         elif lower.endswith((".csv", ".csv.gz")):
             compression = "gzip" if lower.endswith(".gz") else None
+            with fs.open_input_stream(path, compression=compression) as stream:
+                header = pacsv.open_csv(stream).schema.names
+            check_columns(header, columns, path)
             with fs.open_input_stream(path, compression=compression) as stream:
                 table = pacsv.read_csv(
                     stream,
                     convert_options=pacsv.ConvertOptions(
-                        include_columns=[SYMBOL_COLUMN],
-                        column_types={SYMBOL_COLUMN: pa.string()},
+                        include_columns=columns,
+                        column_types=dict.fromkeys(columns, pa.string()),
                     ),
                 )
         else:
             raise ValueError("unknown file type: use .parquet, .csv, .csv.gz or a directory")
     except (pa.ArrowInvalid, KeyError) as exc:
-        raise ValueError(f"no readable {SYMBOL_COLUMN!r} column ({exc})") from None
-    if SYMBOL_COLUMN not in table.column_names:
-        raise ValueError(f"no {SYMBOL_COLUMN!r} column")
-    return table.column(SYMBOL_COLUMN)
+        named = " and ".join(repr(c) for c in columns)
+        raise ValueError(f"no readable {named} column ({exc})") from None
+    return table
+
+
+def _read_symbol_times(
+    fs: pafs.FileSystem, path: str, kind: pafs.FileType, uri: str, time_column: str
+) -> dict[str, np.ndarray]:
+    """Symbol -> its sorted times (datetime64[ns]), parsed as `data.loading` parses them."""
+    from data.validation import to_datetime_column
+
+    frame = _read_columns(fs, path, kind, [SYMBOL_COLUMN, time_column]).to_pandas()
+    frame[time_column] = to_datetime_column(frame[time_column], time_column, uri)
+    frame = frame.dropna(subset=[SYMBOL_COLUMN, time_column])
+    return {
+        str(symbol): np.sort(group.to_numpy(dtype="datetime64[ns]"))
+        for symbol, group in frame.groupby(SYMBOL_COLUMN, observed=True)[time_column]
+    }

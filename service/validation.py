@@ -17,6 +17,7 @@ import yaml
 
 from data.storage import resolve_uri
 from ray_jobs.spec import JobSpec, SpecError
+from ray_jobs.spec_text import DuplicateKey, UniqueKeyLoader, loads_json
 from service.dataset_probe import DatasetProbe
 
 JSON_TYPES = ("application/json",)
@@ -35,9 +36,10 @@ class InputError(ValueError):
         return self.message
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class _NoAliasLoader(UniqueKeyLoader):
     """SafeLoader that refuses anchors/aliases: a spec never needs them, and aliases are
-    how a few hundred bytes of YAML expand into gigabytes ("billion laughs")."""
+    how a few hundred bytes of YAML expand into gigabytes ("billion laughs"); a key given
+    twice is refused too (`UniqueKeyLoader`)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -69,12 +71,14 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
         raise InputError("malformed", f"request body is not UTF-8 ({exc.reason})") from None
     if kind in JSON_TYPES:
         try:
-            return json.loads(text)
+            return loads_json(text)
         except json.JSONDecodeError as exc:
             raise InputError(
                 "malformed",
                 f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             ) from None
+        except DuplicateKey as exc:
+            raise InputError("malformed", f"invalid JSON: {exc}") from None
         except RecursionError:
             raise InputError("malformed", "JSON is nested too deeply") from None
     try:
@@ -137,15 +141,44 @@ class DatasetPolicy:
                     _invalid("tune.symbols", f"{outside} are not among the job's {symbols} "
                              f"symbols ({job_symbols[0]} .. {job_symbols[-1]} of {uri!r}): "
                              "the search runs on the job's own symbols")  # fmt: skip
+        else:
+            missing = [s for s in symbols if s not in available]
+            if missing:
+                shown = ", ".join(missing[:10]) + (
+                    f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
+                )
+                cased = [s for s in missing if isinstance(s, str) and s.upper() in available]
+                hint = f"; symbols are case-sensitive: {cased[0].upper()}?" if cased else ""
+                _invalid("dataset.symbols", f"not in {uri!r}: {shown}{hint}")
+            job_symbols = list(symbols)
+        self.check_rows(spec, job_symbols)
+
+    def check_rows(self, spec: JobSpec, job_symbols: list[str]) -> None:
+        """Refuse a job none of whose symbols has the rows its preparation needs within the
+        date window (every unit would fail on the cluster). Rows counted here include any
+        the data validation would drop, so a symbol below the need here fails for sure; a
+        job where only some symbols are short runs, and those fail alone."""
+        from data.prepare import TIME_COLUMN, PrepareConfig
+
+        ds = spec.dataset
+        try:
+            need = PrepareConfig(**spec.prepare_config_kwargs()).min_rows()
+            rows = self.probe.rows_in_window(ds.uri, TIME_COLUMN[ds.kind], ds.start, ds.end)
+        except (OSError, ValueError) as exc:  # the file's times do not read as dates
+            _invalid("dataset.uri", f"cannot count the rows of {ds.uri!r} by date: {exc}")
+        counts = {s: rows.get(s, 0) for s in job_symbols}
+        if not counts or max(counts.values()) >= need:
             return
-        missing = [s for s in symbols if s not in available]
-        if missing:
-            shown = ", ".join(missing[:10]) + (
-                f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
-            )
-            cased = [s for s in missing if isinstance(s, str) and s.upper() in available]
-            hint = f"; symbols are case-sensitive: {cased[0].upper()}?" if cased else ""
-            _invalid("dataset.symbols", f"not in {uri!r}: {shown}{hint}")
+        best = max(counts, key=counts.__getitem__)
+        span = self.probe.span(ds.uri, TIME_COLUMN[ds.kind])
+        covers = (f"; {ds.uri!r} runs from {str(span[0])[:10]} to {str(span[1])[:10]}"
+                  if span else "")  # fmt: skip
+        window = (f"between {ds.start or 'its start'} and {ds.end or 'its end'}"
+                  if ds.start or ds.end else "in the dataset")  # fmt: skip
+        field = "dataset.start" if ds.start else ("dataset.end" if ds.end else "dataset.symbols")
+        _invalid(field, f"no symbol of the job has the {need} rows its preparation needs "
+                 f"{window} (the most: {best} with {counts[best]}){covers}: widen the dates, "
+                 "or shorten features.seq_len, target.horizons or the split")  # fmt: skip
 
     def check_location(self, uri: str) -> None:
         """`uri` must name data under a configured root, judged on the path the storage
