@@ -131,7 +131,7 @@ class Dispatcher:
     def entrypoint(self, job: JobRecord) -> str:
         return shlex.join(
             [self.entrypoint_python, "-m", "ray_jobs.run", "--job-id", job.id,
-             "--storage", self.storage_uri]
+             "--storage", self.storage_uri, "--attempt", str(job.attempt)]
         )  # fmt: skip
 
     async def tick(self) -> None:
@@ -211,7 +211,7 @@ class Dispatcher:
         progress = None
         if info.status in ("SUCCEEDED", "FAILED"):
             try:
-                progress = await asyncio.to_thread(self.files.read_progress, job.id)
+                progress = await asyncio.to_thread(self.files.read_progress, job.id, job.attempt)
             except ValueError as exc:
                 log.warning("job %s: unreadable progress.json: %s", job.id, exc)
         outcome = map_ray_state(info, cancel_requested=job.cancel_requested, progress=progress)

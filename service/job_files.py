@@ -64,6 +64,7 @@ class Progress:
     eta_seconds: float | None
     errors: list[dict[str, Any]]
     raw: dict[str, Any]
+    attempt: int = 0  # the job's attempt that wrote it (0 first, +1 per resume)
 
     @property
     def fraction(self) -> float | None:
@@ -106,6 +107,7 @@ def parse_progress(doc: Any) -> Progress:
         eta_seconds=number(doc, "eta_s", "eta_s", float),
         errors=errors,
         raw=doc,
+        attempt=number(doc, "attempt", "attempt", int) or 0,
     )
 
 
@@ -134,8 +136,10 @@ class JobFiles:
         if fs.get_file_info(path).type == pafs.FileType.Directory:
             fs.delete_dir(path)
 
-    def read_progress(self, job_id: str) -> Progress | None:
-        """None while the job has not written progress.json yet."""
+    def read_progress(self, job_id: str, attempt: int | None = None) -> Progress | None:
+        """None while the job has not written progress.json yet, and, given the job's
+        `attempt`, while the file is still the previous attempt's (a resumed job's new
+        driver has not written its own yet; a file without the field is attempt 0's)."""
         uri = self.uri(job_id, "progress.json")
         try:
             raw = read_bytes(uri)
@@ -145,7 +149,10 @@ class JobFiles:
             doc = json.loads(raw)
         except ValueError as exc:
             raise ValueError(f"{uri} is not valid JSON: {exc}") from None
-        return parse_progress(doc)
+        progress = parse_progress(doc)
+        if attempt is not None and progress.attempt != attempt:
+            return None
+        return progress
 
     def read_summary(self, job_id: str) -> Any:
         return json.loads(read_bytes(self.uri(job_id, "results", "summary.json")))

@@ -81,13 +81,16 @@ def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
     progress, progress_error = None, None
     if detail and job.status != "queued":
         try:
-            progress = state.files.read_progress(job.id)
+            progress = state.files.read_progress(job.id, job.attempt)
         except (OSError, ValueError) as exc:
             progress_error = str(exc)
     waiting = state.dispatcher.last_error
     if job.status == "queued" and not job.message and waiting:
-        # why nothing moves: the same reason /readyz gives, on the job itself
-        job = dataclasses.replace(job, message=f"waiting to be submitted: {waiting}")
+        # why nothing moves: the same reason /readyz gives, on the job itself. A cancel of a
+        # job whose submission may have reached Ray is settled once Ray answers again.
+        why = ("cancel requested, settled once Ray answers again" if job.cancel_requested
+               else "waiting to be submitted")  # fmt: skip
+        job = dataclasses.replace(job, message=f"{why}: {waiting}")
     return job_public(
         job,
         dashboard_url=state.dashboard_url(job.ray_submission_id),
