@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -52,11 +53,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def progress_doc(
-    total: int, done: int, failures: tuple[tuple[str, str], ...] = (), running: int = 0
+    total: int, done: int, failures: tuple[tuple[str, str], ...] = (), running: int = 0,
+    attempt: int = 0,
 ) -> dict[str, Any]:
     """progress.json exactly as the job driver writes it (`ray_jobs.progress`), after 10 s."""
     now = [0.0]
-    tracker = ProgressTracker(total, job_id="job", clock=lambda: now[0], wall=lambda: 0.0)
+    tracker = ProgressTracker(total, job_id="job", attempt=attempt, clock=lambda: now[0],
+                              wall=lambda: 0.0)
     tracker.set_phase("training")
     ids = [f"u{i}" for i in range(done)] + [u for u, _ in failures]
     ids += [f"r{i}" for i in range(running)]
@@ -135,7 +138,16 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str
     home = tmp_path_factory.mktemp("hostile")
     root = home / "data"
     root.mkdir()
-    pq.write_table(pa.table({"symbol": ["AAA", "BBB"], "close": [1.0, 2.0]}), root / "bars.parquet")
+    # BBB: 1,500 business days from 2012 (enough for a default job); AAA: its first 60 only.
+    days = pd.bdate_range("2012-01-02", periods=1500)
+    pq.write_table(pa.table({
+        "symbol": ["AAA"] * 60 + ["BBB"] * len(days),
+        "date": [*days[:60], *days], "close": [1.0] * (60 + len(days)),
+    }), root / "bars.parquet")  # fmt: skip
+    (root / "bad_dates.csv").write_text("symbol,date,close\nAAA,someday,1.0\n")
+    pq.write_table(pa.table({"symbol": ["AAA"], "ts": [days[0]], "ask_price_1": [1.01],
+                             "ask_size_1": [5.0], "bid_price_1": [1.0], "bid_size_1": [5.0]}),
+                   root / "lob.parquet")  # order-book snapshots  # fmt: skip
     (root / "escape").symlink_to("/etc")
     # A readable dataset just outside the root: what an encoded '..' would reach.
     pq.write_table(pa.table({"symbol": ["AAA"]}), home / "outside.parquet")

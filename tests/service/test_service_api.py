@@ -192,6 +192,20 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
         assert [(r["symbol"], r["model"]) for r in test["rows"]] == [("AAA", "lstm"),
                                                                     ("BBB", "ols")]
         assert c.get(f"/v1/jobs/{job_id}/results", params={"split": "train"}).status_code == 422
+        # a filter value the leaderboard does not have says so, with what it has
+        none = c.get(f"/v1/jobs/{job_id}/results", params={"model": "LSTM", "horizon": 7}).json()
+        assert none["count"] == 0 and [u["field"] for u in none["unmatched"]] == [
+            "query.model", "query.horizon"]
+        assert none["unmatched"][0]["message"] == (
+            "model 'LSTM' is not in this leaderboard (values are case-sensitive: lstm?); it "
+            "has: lstm, ols")
+        assert none["unmatched"][1]["message"].endswith("it has: 1, 5")
+        assert c.get(f"/v1/jobs/{job_id}/results", params={"model": "ols"}).json()[
+            "unmatched"] == []
+        noted = c.get(f"/v1/jobs/{job_id}/results", params={"symbol": "ZZZ"},
+                      headers={"Accept": "text/csv"})
+        assert noted.headers["quantray-unmatched"] == (
+            "symbol 'ZZZ' is not in this leaderboard; it has: AAA, BBB")
         unknown = c.get(f"/v1/jobs/{job_id}/results", params={"splitt": "test"})
         assert unknown.status_code == 422 and "splitt" in unknown.json()["message"]
         assert unknown.json()["errors"] == [{"field": "query.splitt",
@@ -208,11 +222,23 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
         assert c.get(f"/v1/jobs/{job_id}/plots").json() == {"plots": ["accuracy.png"]}
         png = c.get(f"/v1/jobs/{job_id}/plots/accuracy.png")
         assert png.headers["content-type"] == "image/png" and png.content == b"\x89PNG fake"
-        assert c.get(f"/v1/jobs/{job_id}/plots/other.png").status_code == 404
+        other = c.get(f"/v1/jobs/{job_id}/plots/other.png")
+        assert other.status_code == 404 and "yet" in other.json()["message"]
+        JobStore(api.engine).transition(job_id, "queued", status="cancelled")
+        other = c.get(f"/v1/jobs/{job_id}/plots/other.png")
+        assert other.json()["message"].endswith(f"with GET /v1/jobs/{job_id}/plots)")
         listing = c.get(f"/v1/jobs/{job_id}/artifacts").json()["files"]
         assert listing == [{"path": "AAA/ols/model.bin", "size": 256_000}]
         blob = c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/model.bin")
         assert blob.status_code == 200 and blob.content == bytes(range(256)) * 1000
+        # HEAD (curl -I) answers as GET, headers only
+        for path in (f"/v1/jobs/{job_id}/artifacts/AAA/ols/model.bin",
+                     f"/v1/jobs/{job_id}/plots/accuracy.png", f"/v1/jobs/{job_id}"):  # fmt: skip
+            got, head = c.get(path), c.head(path)
+            assert head.status_code == 200 and head.content == b"", path
+            assert head.headers["content-length"] == got.headers["content-length"], path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+        assert c.head(f"/v1/jobs/{job_id}/plots/other.png").status_code == 404
         assert c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/nope.bin").status_code == 404
 
 
@@ -242,6 +268,26 @@ def test_status_carries_progress_eta_and_unit_errors(api: Any, qr: Any) -> None:
     with api.client() as c:
         ended = c.get(f"/v1/jobs/{job_id}").json()
     assert ended["progress"]["units_done"] == 2 and ended["progress"]["eta_seconds"] is None
+
+
+def test_a_resumed_job_shows_no_progress_of_its_previous_attempt(api: Any, qr: Any) -> None:
+    """After a resume, progress.json is the cancelled attempt's until the new driver writes
+    its own (stamped with the attempt): status shows none rather than the old counts."""
+    store = JobStore(api.engine)
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        _write_results(api, job_id, qr.progress_doc(4, 2, running=1))
+        store.transition(job_id, "queued", status="running", ray_submission_id=job_id)
+        c.post(f"/v1/jobs/{job_id}/cancel")
+        store.transition(job_id, "running", status="cancelled")
+        assert c.post(f"/v1/jobs/{job_id}/resume").json()["attempt"] == 1
+        store.transition(job_id, "queued", status="running", ray_submission_id=f"{job_id}-r1")
+        stale = c.get(f"/v1/jobs/{job_id}").json()
+        progress = api.storage / "jobs" / job_id / "progress.json"
+        progress.write_text(json.dumps(qr.progress_doc(4, 3, running=1, attempt=1)))
+        fresh = c.get(f"/v1/jobs/{job_id}").json()
+    assert stale["status"] == "running" and stale["progress"] is None
+    assert fresh["progress"]["units_done"] == 3 and fresh["progress"]["units_running"] == 1
 
 
 def test_metrics_models_health_openapi(api: Any) -> None:
@@ -282,8 +328,12 @@ def test_a_queued_job_says_why_it_waits_when_ray_is_down(tmp_path: Any) -> None:
             while not job["message"] and time.monotonic() < deadline:
                 time.sleep(0.1)
                 job = c.get(f"/v1/jobs/{job_id}").json()
+            # claimed for submission, so a cancel waits for Ray to say whether it got it
+            cancel = c.post(f"/v1/jobs/{job_id}/cancel").json()
     finally:
         server.__exit__()
     assert job["status"] == "queued"
     assert job["message"].startswith("waiting to be submitted:"), job
     assert "127.0.0.1:9" in job["message"]
+    assert cancel["status"] == "queued" and cancel["cancel_requested"] is True
+    assert cancel["message"].startswith("cancel requested, settled once Ray answers again:")

@@ -102,6 +102,8 @@ def test_cap_respected_oldest_first_and_exact_submission(rig: tuple[Rig, Any]) -
         ids[0],
         "--storage",
         r.storage,
+        "--attempt",
+        "0",
     ]
     assert first["metadata"] == {
         "quantray_job_id": ids[0],
@@ -216,7 +218,9 @@ def test_restart_reconcile_marks_vanished_interrupted_and_resume_resubmits(
     assert r.status(job_id) == "running"
     last = fake.submissions[-1]
     assert last["submission_id"] == f"{job_id}-r1"
-    assert shlex.split(last["entrypoint"])[4] == job_id  # same job id: finished units skipped
+    args = shlex.split(last["entrypoint"])
+    assert args[4] == job_id  # same job id: finished units skipped
+    assert args[-2:] == ["--attempt", "1"]  # stamped on its progress.json
     assert last["metadata"]["quantray_attempt"] == "1"
 
 

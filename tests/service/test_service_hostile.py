@@ -56,6 +56,22 @@ CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
         "invalid JSON",
     ),
     (
+        "duplicate-json-key",
+        {"content": b'{"name": "x", "models": ["ols"], "models": ["lstm"]}',
+         "headers": {"Content-Type": "application/json"}},
+        400,
+        "malformed",
+        "duplicate key 'models'",
+    ),
+    (
+        "duplicate-yaml-key",
+        {"content": b"name: x\nmodels: [ols]\nname: y\n",
+         "headers": {"Content-Type": "application/yaml"}},
+        400,
+        "malformed",
+        "duplicate key 'name'",
+    ),
+    (
         "empty-body",
         {"content": b"", "headers": {"Content-Type": "application/json"}},
         400,
@@ -272,9 +288,45 @@ def test_dataset_is_checked_against_roots_and_content(
     assert api.job_count() == before
 
 
-def test_dataset_inside_root_is_accepted(hostile: Ctx) -> None:
+@pytest.mark.parametrize(
+    ("dataset", "field", "text"),
+    [
+        ({"start": "2030-01-01"}, "dataset.start",
+         "runs from 2012-01-02 to 2017-09-29: widen the dates"),
+        ({"end": "2005-12-31"}, "dataset.end", "(the most: AAA with 0)"),
+        ({"start": "2017-06-01", "end": "2017-09-29"}, "dataset.start", "(the most: BBB with 87)"),
+        ({"symbols": ["AAA"]}, "dataset.symbols", "rows its preparation needs in the dataset "
+         "(the most: AAA with 60)"),
+        ({"uri": "{root}/bad_dates.csv", "symbols": ["AAA"]}, "dataset.uri", "'someday'"),
+        ({"uri": "{root}/lob.parquet", "symbols": ["AAA"]}, "dataset.uri",
+         "missing columns ['date']; found ['symbol', 'ts', 'ask_price_1', 'ask_size_1', "
+         "'bid_price_1', 'bid_size_1']; the file must have columns ['symbol', 'date']; these "
+         "look like order-book snapshots: set `dataset.kind: lob`"),
+    ],
+    ids=["after-the-data", "before-the-data", "window-too-short", "symbol-too-short",
+         "unparseable-dates", "lob-without-its-kind"],
+)  # fmt: skip
+def test_a_job_no_symbol_of_which_has_enough_rows_is_refused(
+    hostile: Ctx, dataset: dict[str, Any], field: str, text: str
+) -> None:
+    """Every unit of such a job would fail on the cluster: refused at submit, naming the
+    field, the need and what the data holds."""
     api, _, root = hostile
-    body = spec(**{"dataset.uri": f"{root}/bars.parquet", "dataset.symbols": ["BBB"]})
+    changes = {"dataset.uri": f"{root}/bars.parquet", "dataset.symbols": ["AAA", "BBB"]}
+    changes.update({f"dataset.{k}": v.format(root=root) if isinstance(v, str) else v
+                    for k, v in dataset.items()})  # fmt: skip
+    before_rows, before_files = api.job_count(), api.stored_files()
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=spec(**changes))
+    _assert_error(resp, 422, "invalid", text)
+    assert [e["field"] for e in resp.json()["errors"]] == [field], resp.text
+    assert api.job_count() == before_rows and api.stored_files() == before_files
+
+
+def test_dataset_inside_root_is_accepted(hostile: Ctx) -> None:
+    """AAA is too short for the job, BBB is not: the job runs and AAA's units fail alone."""
+    api, _, root = hostile
+    body = spec(**{"dataset.uri": f"{root}/bars.parquet", "dataset.symbols": ["AAA", "BBB"]})
     with api.client() as c:
         resp = c.post("/v1/jobs", json=body)
     assert resp.status_code == 201, resp.text

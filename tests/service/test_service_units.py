@@ -199,3 +199,31 @@ def _running(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_dataset_probe_reads_a_file_once_until_it_changes(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Symbols and per-symbol times are cached per (uri, size, mtime): polling clients
+    re-submitting the same dataset do not re-read it, and a rewritten file is read again."""
+    import pandas as pd
+
+    from service import dataset_probe
+
+    reads: list[str] = []
+    for name in ("_read_symbol_column", "_read_symbol_times"):
+        real = getattr(dataset_probe, name)
+        monkeypatch.setattr(dataset_probe, name,
+                            lambda *a, _r=real, _n=name: reads.append(_n) or _r(*a))
+    path = tmp_path / "bars.parquet"
+    days = pd.bdate_range("2020-01-01", periods=5)
+    pd.DataFrame({"symbol": ["A"] * 5, "date": days}).to_parquet(path)
+    probe = dataset_probe.DatasetProbe()
+    for _ in range(2):
+        assert probe.symbols(str(path)) == {"A"}
+        assert probe.rows_in_window(str(path), "date", "2020-01-02", None) == {"A": 4}
+    assert reads == ["_read_symbol_column", "_read_symbol_times"]
+    pd.DataFrame({"symbol": ["A", "B"], "date": days[:2]}).to_parquet(path)
+    os.utime(path, ns=(10**18, 10**18))  # a new mtime even within the clock's resolution
+    assert probe.symbols(str(path)) == {"A", "B"}
+    assert probe.rows_in_window(str(path), "date", None, "2020-01-01") == {"A": 1, "B": 0}
+    assert len(reads) == 4
