@@ -27,6 +27,7 @@ import ray
 from ray_jobs.planner import Plan, RunGroup, Unit
 from ray_jobs.progress import ProgressTracker
 from ray_jobs.spec import JobSpec
+from ray_jobs.stop import check_stop
 from ray_jobs.storage import JobStorage
 from ray_jobs.tasks import ProgressRelay, apply_events
 from ray_jobs.units import fail_unit, run_unit
@@ -112,6 +113,7 @@ class DeepRuns:
 
     def wait(self) -> None:
         while self._thread is not None and self._thread.is_alive():
+            check_stop()  # a stop request an `except` swallowed (ray_jobs/stop.py)
             self._thread.join(timeout=1.0)
             self.poll()
         self.poll()

@@ -17,8 +17,9 @@ from typing import Any
 
 import ray
 
+from ray_jobs import stop
 from ray_jobs.cluster_gc import remove_leaked_placement_groups
-from ray_jobs.planner import Plan, Unit
+from ray_jobs.planner import Plan, Unit, estimate_deep_s
 from ray_jobs.planner import plan as make_plan
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
@@ -32,16 +33,6 @@ CHUNKS_PER_CPU = 4  # chunk tasks per CPU for preparation and linear fits
 
 class JobSpecMismatch(ValueError):
     pass
-
-
-class JobCancelled(BaseException):  # noqa: N818 - a stop request, not a failure
-    """Raised in the driver's main thread by SIGTERM/SIGINT (what `ray job stop` and the
-    API's cancel send): the job writes what it has finished, then ends. A BaseException,
-    as KeyboardInterrupt is, so that no `except Exception` records it as a unit's error."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
 
 
 def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
@@ -149,6 +140,7 @@ def _collect_chunks(
     errors: dict[str, str] = {}
     ensembles: dict[str, list[dict[str, Any]]] = {}
     while pending:
+        stop.check_stop()
         # a timeout, so a stop signal is handled within a second, not after a chunk
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         if not ready:
@@ -157,6 +149,7 @@ def _collect_chunks(
         try:
             report: ChunkReport = ray.get(ready[0])
         except Exception as exc:  # the task died past its retries: its symbols fail alone
+            stop.check_stop()  # not a failure: a stop request that surfaced here
             log.warning("a chunk task failed: %s", exc)
             report = _failed_chunk(chunk, units, exc, spec, storage)
         errors.update(report.data_errors)
@@ -185,20 +178,28 @@ def _failed_chunk(chunk: list[str], units: list[Unit], exc: BaseException, spec:
     return report
 
 
-def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 2.0) -> dict:
+def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 2.0,
+            attempt: int = 0) -> dict:
     """Run (or resume) the job; returns the final summary dict. On `JobCancelled` (a stop
-    request) it writes the finished units' leaderboard, summary and plots, then re-raises."""
+    request) it writes the finished units' leaderboard, summary and plots, then re-raises.
+    `attempt` (the service's count of resumes) is stamped on progress.json."""
     t0 = time.time()
     store_spec(spec, storage)
     # A job stopped mid-training may have leaked a Train placement group that would starve
     # this job's deep runs for good (see ray_jobs/cluster_gc.py).
     remove_leaked_placement_groups()
-    tracker = ProgressTracker(job_id=storage.job_id)
+    tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
     known = _Known()
+    stop.reset()
     with ProgressWriter(tracker, storage, interval_s=progress_interval_s):
         try:
             return _run(spec, storage, tracker, known, t0)
-        except JobCancelled as exc:
+        except BaseException as raised:
+            exc = stop.as_cancel(raised)
+            if exc is None:
+                raise
+            if exc is not raised:
+                log.warning("the stop request surfaced as %s: %s", type(raised).__name__, raised)
             tracker.set_phase("stopped", f"{exc}: writing the finished units' results")
             # Disconnecting ends this job's tasks and actors (Train workers included) now,
             # instead of training on through the stop's grace period; the results are
@@ -209,7 +210,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
                 log.warning("ray.shutdown() on stop: %s", shutdown_exc)
             _write_partial(spec, storage, known, time.time() - t0)
             tracker.set_phase("stopped", f"{exc}: the finished units' results are written")
-            raise
+            raise exc from (None if exc is raised else raised)
 
 
 @dataclass
@@ -231,8 +232,8 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     statuses = storage.unit_statuses()
     done = {u for u, s in statuses.items() if s.get("state") == "done"}
     todo = plan.pending(done)
-    tracker.set_total(len(plan.units))
-    tracker.skip_done(len(plan.units) - len(todo.units))
+    tracker.plan_units({u.unit_id: u.kind for u in plan.units}, already_done=done,
+                       prior_s=_deep_prior(spec, todo))
     log.info("plan: %s; %d units already done", plan.summary(), len(done))
 
     tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
@@ -244,7 +245,6 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     for unit in todo.units:
         failed_here = unit.kind == "deep" or unit.symbol in missing
         if unit.symbol in prep_errors and failed_here:
-            tracker.unit_started(unit.unit_id)
             fail_unit(unit, spec.target.horizons, prep_errors[unit.symbol], storage)
             tracker.unit_failed(unit.unit_id, prep_errors[unit.symbol])
             data_failed.add(unit.unit_id)
@@ -253,6 +253,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker)
     todo = todo.pending(search_failed)  # failed with their model's search: not trained
     tracker.set_phase("training", f"{len(todo.deep_units)} deep units to train")
+    tracker.kind_started("deep")
     run_deep_groups(todo, prepared, spec, storage, tracker, refit).wait()
 
     tracker.set_phase("reporting", "leaderboard, ensembles, plots")
@@ -264,6 +265,16 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     tracker.set_phase("failed" if failed else "succeeded",
                       f"{len(failed)} failed units" if failed else "all units done")
     return summary
+
+
+def _deep_prior(spec: JobSpec, todo: Plan) -> dict[str, float]:
+    """The ETA's estimate for the deep units until the first of them ends."""
+    if not todo.deep_groups:
+        return {}
+    from ray_jobs.deep_runs import deep_slots
+
+    slots = deep_slots(spec, ray.cluster_resources())
+    return {"deep": estimate_deep_s(todo.deep_groups, slots, spec.preset)}
 
 
 def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s: float) -> None:
@@ -317,10 +328,10 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
                                 slots=deep_slots(spec, resources))
             refit[model] = refit_overrides(best)
         except Exception as exc:  # the model's units fail alone with the search's error
+            stop.check_stop()  # not a failure: a stop request that surfaced here
             log.warning("tune search for %s failed: %s", model, exc)
             for unit in todo.deep_units:
                 if unit.model == model:
-                    tracker.unit_started(unit.unit_id)
                     fail_unit(unit, spec.target.horizons, f"tune: {exc}", storage)
                     tracker.unit_failed(unit.unit_id, str(exc))
                     failed.add(unit.unit_id)
@@ -348,5 +359,6 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
         try:
             rows += ray.get(ref)
         except Exception as exc:  # ensembles are extra rows; a failure is logged, not fatal
+            stop.check_stop()  # not a failure: a stop request that surfaced here
             log.warning("ensemble failed: %s", exc)
     return rows

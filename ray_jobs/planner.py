@@ -197,6 +197,17 @@ def auto_units_per_run(
     return g, info
 
 
+def estimate_deep_s(
+    groups: Sequence[RunGroup], slots: int, preset: str, overhead_s: float = DEFAULT_RUN_OVERHEAD_S
+) -> float:
+    """Rough seconds the deep runs `groups` take on `slots` run slots: every run's fixed cost
+    plus its units at the preset's default time, spread evenly over the slots. The progress
+    ETA's prior for the deep units until the first of them ends (then their measured rate)."""
+    unit_s = DEFAULT_UNIT_SECONDS.get(preset, DEFAULT_UNIT_SECONDS["balanced"])
+    work = sum(overhead_s + len(g.units) * unit_s for g in groups)
+    return work / max(1, slots)
+
+
 def whole_symbols(g: int, per_symbol: int) -> int:
     """Group size `g` rounded to whole symbols (`per_symbol` deep units each), within
     [1, MAX_UNITS_PER_RUN]: to the nearest multiple, down if that passes the cap."""

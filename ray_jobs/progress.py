@@ -5,9 +5,17 @@ The driver feeds the tracker (phase changes, units starting, epochs, units finis
 seconds and logs a one-line summary, so the service can answer a status poll from storage
 alone.
 
-ETA = units left / rate, with rate = units finished in this session / time since the first
-unit of this session started. Units found finished on resume count as done but not in the
-rate (they took no time now). No ETA until a unit has finished.
+ETA, per kind of unit (`plan_units`: linear units fit in chunk tasks in milliseconds, deep
+units train for seconds to minutes, and the job runs the kinds one after the other), summed
+over the kinds with units left: units left / rate, with rate = units of that kind that ran
+and ended in this session / time since the first of them started (or since the kind was
+started, `kind_started`: the deep runs' start-up counts). A kind none of whose units has
+ended yet uses its prior (seconds for all its units of this session, e.g. the planner's
+estimate for the deep runs) scaled to the units left, and without one there is no ETA yet.
+Units found finished on resume count as done but not in the rate (they took no time now),
+and so do units failed without running (their data failed). No ETA during a Tune search
+(its trials are not units). Every document carries the job's `attempt`, so a reader can
+tell a resumed job's progress from its previous attempt's.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,6 +44,24 @@ class _Running:
     max_epochs: int | None = None
     metric: str | None = None
     value: float | None = None
+
+
+@dataclass
+class _Kind:
+    """Counts of one kind of unit, for its rate."""
+
+    total: int = 0
+    skipped: int = 0
+    ended: int = 0  # done or failed, in this session
+    ran: int = 0  # of those, how many had started (the rate's numerator)
+    first_start: float | None = None
+    prior_s: float | None = None  # estimated seconds for all of this session's units
+
+    def left(self) -> int:
+        return self.total - self.skipped - self.ended
+
+
+UNTYPED = "unit"  # the kind of a unit `plan_units` did not name
 
 
 def format_duration(seconds: float | None) -> str:
@@ -59,16 +85,18 @@ class ProgressTracker:
         total: int = 0,
         *,
         job_id: str = "",
+        attempt: int = 0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._lock = threading.Lock()
         self._clock, self._wall = clock, wall
-        self.job_id = job_id
+        self.job_id, self.attempt = job_id, attempt
         self._t0, self._started_at = clock(), wall()
-        self._first_unit_t: float | None = None
+        self._kinds: dict[str, _Kind] = {UNTYPED: _Kind(total=total)}
+        self._kind_of: dict[str, str] = {}
         self._phase, self._message = "planning", ""
-        self._total, self._done, self._skipped = total, 0, 0
+        self._done = 0
         self._failed: list[dict[str, str]] = []
         self._n_failed = 0
         self._running: dict[str, _Running] = {}
@@ -84,20 +112,59 @@ class ProgressTracker:
         if total < 0:
             raise ValueError(f"total={total}: use 0 or more units")
         with self._lock:
-            self._total = total
+            self._kinds = {UNTYPED: _Kind(total=total)}
+            self._kind_of = {}
 
     def skip_done(self, n: int) -> None:
         """`n` units were already finished by an earlier attempt (resume)."""
         with self._lock:
-            self._skipped += n
+            self._kinds.setdefault(UNTYPED, _Kind()).skipped += n
+
+    def plan_units(
+        self,
+        kinds: Mapping[str, str],
+        already_done: Collection[str] = (),
+        prior_s: Mapping[str, float] | None = None,
+    ) -> None:
+        """The job's units (unit id -> kind), those an earlier attempt finished, and per
+        kind an optional estimate of the seconds its units of this session will take.
+        Replaces `set_total` + `skip_done`, and gives each kind its own rate."""
+        with self._lock:
+            self._kind_of = dict(kinds)
+            self._kinds = {}
+            for unit_id, kind in kinds.items():
+                k = self._kinds.setdefault(kind, _Kind())
+                k.total += 1
+                k.skipped += unit_id in already_done
+            for kind, seconds in (prior_s or {}).items():
+                if kind in self._kinds and seconds is not None and seconds >= 0:
+                    self._kinds[kind].prior_s = float(seconds)
+
+    def kind_started(self, kind: str) -> None:
+        """The units of `kind` start now (e.g. the deep runs are launched): their rate counts
+        from here, so it includes the runs' start-up, not only from their first unit."""
+        with self._lock:
+            k = self._kinds.setdefault(kind, _Kind())
+            if k.first_start is None:
+                k.first_start = self._clock()
+
+    def _total(self) -> int:
+        return sum(k.total for k in self._kinds.values())
+
+    def _skipped(self) -> int:
+        return sum(k.skipped for k in self._kinds.values())
+
+    def _kind(self, unit_id: str) -> _Kind:
+        return self._kinds.setdefault(self._kind_of.get(unit_id, UNTYPED), _Kind())
 
     def unit_started(
         self, unit_id: str, *, run_name: str | None = None, max_epochs: int | None = None
     ) -> None:
         with self._lock:
             now = self._clock()
-            if self._first_unit_t is None:
-                self._first_unit_t = now
+            k = self._kind(unit_id)
+            if k.first_start is None:
+                k.first_start = now
             self._running[unit_id] = _Running(now, run_name, max_epochs=max_epochs)
 
     def unit_epoch(self, unit_id: str, epoch: int, metric: str, value: float) -> None:
@@ -108,14 +175,21 @@ class ProgressTracker:
                 raise KeyError(f"unit_epoch({unit_id!r}): call unit_started first")
             r.epoch, r.metric, r.value = epoch, metric, float(value)
 
+    def _ended(self, unit_id: str) -> None:
+        k = self._kind(unit_id)
+        k.ended += 1
+        k.ran += self._running.pop(unit_id, None) is not None
+
     def unit_done(self, unit_id: str) -> None:
         with self._lock:
-            self._running.pop(unit_id, None)
+            self._ended(unit_id)
             self._done += 1
 
     def unit_failed(self, unit_id: str, error: str) -> None:
+        """`unit_id` failed with `error`; a unit that never started (its data failed)
+        counts as failed but not in its kind's rate."""
         with self._lock:
-            self._running.pop(unit_id, None)
+            self._ended(unit_id)
             self._n_failed += 1
             self._failed.append({"unit_id": unit_id, "error": error})
             del self._failed[:-MAX_LISTED_FAILURES]
@@ -126,15 +200,22 @@ class ProgressTracker:
             return self._eta(self._clock())
 
     def _eta(self, now: float) -> float | None:
-        if self._phase == "stopped":  # nothing more will run
-            return None
-        left = self._total - self._skipped - self._done - self._n_failed
-        if left <= 0:
+        if self._phase in ("stopped", "tuning"):  # nothing more will run / a search's
+            return None  # trials are not units: no rate says how long it takes
+        if self._total() - self._skipped() - self._done - self._n_failed <= 0:
             return 0.0
-        finished = self._done + self._n_failed
-        if finished == 0 or self._first_unit_t is None or now <= self._first_unit_t:
-            return None
-        return left * (now - self._first_unit_t) / finished
+        eta = 0.0
+        for k in self._kinds.values():
+            left = k.left()
+            if left <= 0:
+                continue
+            if k.ran and k.first_start is not None and now > k.first_start:
+                eta += left * (now - k.first_start) / k.ran
+            elif k.prior_s is not None and k.total > k.skipped:
+                eta += k.prior_s * left / (k.total - k.skipped)
+            else:
+                return None
+        return eta
 
     def to_dict(self) -> dict[str, Any]:
         """The content of `progress.json`."""
@@ -146,19 +227,21 @@ class ProgressTracker:
                  "running_s": round(now - r.started, 1)}
                 for u, r in sorted(self._running.items())
             ]  # fmt: skip
-            done = self._done + self._skipped
+            total, skipped = self._total(), self._skipped()
+            done = self._done + skipped
             eta = self._eta(now)
             return {
                 "job_id": self.job_id,
+                "attempt": self.attempt,
                 "phase": self._phase,
                 "message": self._message,
                 "units": {
-                    "total": self._total,
+                    "total": total,
                     "done": done,
                     "failed": self._n_failed,
                     "running": len(running),
-                    "pending": max(0, self._total - done - self._n_failed - len(running)),
-                    "skipped_on_resume": self._skipped,
+                    "pending": max(0, total - done - self._n_failed - len(running)),
+                    "skipped_on_resume": skipped,
                 },  # fmt: skip
                 "running": running,
                 "failures": list(self._failed),

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def default_storage() -> str:
@@ -32,7 +31,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", dest="job_name", default=None,
                    help="with --spec: the job id (default: spec name + spec fingerprint)")
     p.add_argument("--smoke-test", action="store_true", help="a tiny version of the job")
+    p.add_argument("--attempt", type=_attempt, default=0,
+                   help="the service's attempt number of this run of the job (0 first, +1 per "
+                   "resume), written into progress.json so a reader can tell it from the "
+                   "previous attempt's")
     return p.parse_args(argv)
+
+
+def _attempt(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number, 0 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,17 +80,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from ray_jobs.driver import JobCancelled, JobSpecMismatch, run_job
+    from ray_jobs.driver import JobSpecMismatch, run_job
+    from ray_jobs.stop import JobCancelled, request_stop
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
-    def stop(signum: int, _frame: Any) -> None:  # `ray job stop` / the API's cancel: SIGTERM
-        raise JobCancelled(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # `ray job stop` / the API's cancel: SIGTERM
+        signal.signal(sig, request_stop)
     try:
-        summary = run_job(spec, storage)
+        summary = run_job(spec, storage, attempt=args.attempt)
     except JobSpecMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from ray_jobs.planner import (
     Plan,
     Unit,
     auto_units_per_run,
+    estimate_deep_s,
     plan,
     safe_symbol,
     whole_symbols,
@@ -147,3 +148,14 @@ def test_pending_after_partial_completion() -> None:
     assert p.deep_groups[1].run_name not in {g.run_name for g in rest.deep_groups}
     assert p.pending([]) == p
     assert p.pending(u.unit_id for u in p.all_units).summary()["units"] == 0
+
+
+def test_deep_estimate_counts_each_runs_fixed_cost_and_its_units_left() -> None:
+    """The ETA's prior for deep units: (runs x overhead + units x unit time) / slots, over
+    the units still to train (a half-done run counts its remaining units only)."""
+    p = plan(spec(models=["ols", "lstm"], resources={"units_per_run": 4}), SYMBOLS[:10])
+    assert [len(g.units) for g in p.deep_groups] == [4, 4, 2]
+    assert estimate_deep_s(p.deep_groups, 2, "fast", overhead_s=20.0) == (3 * 20 + 10 * 1.0) / 2
+    rest = p.pending(u.unit_id for u in p.deep_groups[0].units[:3])
+    assert estimate_deep_s(rest.deep_groups, 1, "balanced", overhead_s=20.0) == 3 * 20 + 7 * 15
+    assert estimate_deep_s((), 2, "fast") == 0.0

@@ -64,6 +64,45 @@ def test_resumed_units_count_as_done_but_not_in_the_rate() -> None:
     assert tr.eta_s() == 0.0
 
 
+def test_eta_sums_each_kind_of_unit_at_its_own_rate() -> None:
+    """Linear units end in milliseconds, deep ones take seconds: one rate over both would
+    promise the deep phase in no time. Each kind has its own rate; a kind none of whose
+    units has ended yet uses its prior, and without one there is no ETA."""
+    tr, clock = make()
+    kinds = {f"S{i}__ols__f0": "linear" for i in range(6)}
+    kinds.update({f"S{i}__lstm__f0": "deep" for i in range(6)})
+    tr.plan_units(kinds, already_done={"S0__ols__f0", "S0__lstm__f0"}, prior_s={"deep": 50.0})
+    assert tr.to_dict()["units"]["skipped_on_resume"] == 2 and tr.to_dict()["attempt"] == 0
+    for i in range(1, 6):
+        tr.unit_started(f"S{i}__ols__f0")
+    clock.t += 1
+    assert tr.eta_s() is None  # no linear unit has ended and the linear units have no prior
+    for i in range(1, 5):
+        tr.unit_done(f"S{i}__ols__f0")
+    # linear: 1 left at 4 per s -> 0.25 s; deep: its prior for 5 units, 5 left -> 50 s
+    assert tr.eta_s() == pytest.approx(50.25)
+    tr.unit_failed("S5__lstm__f0", "data: too short")  # never ran: in no rate, one less left
+    assert tr.eta_s() == pytest.approx(0.25 + 40.0)
+    tr.unit_done("S5__ols__f0")
+    tr.set_phase("tuning")
+    assert tr.eta_s() is None  # a search: its trials are not units, no rate applies
+    tr.set_phase("training")
+    tr.kind_started("deep")  # the runs are launched
+    clock.t += 30  # the first run's start-up
+    tr.unit_started("S1__lstm__f0")
+    clock.t += 10
+    tr.unit_done("S1__lstm__f0")
+    # deep: 1 ran in 40 s of the deep phase, 3 left -> 120 s; the linear units are all done
+    assert tr.eta_s() == pytest.approx(120.0)
+    d = tr.to_dict()
+    assert d["units"]["done"] == 8 and d["units"]["failed"] == 1 and d["units"]["pending"] == 3
+
+
+def test_progress_carries_the_attempt() -> None:
+    tr = ProgressTracker(3, job_id="j1", attempt=2)
+    assert tr.to_dict()["attempt"] == 2
+
+
 def test_running_units_carry_epoch_and_metric_and_summary_line() -> None:
     tr, clock = make(4)
     tr.set_phase("training")

@@ -1,0 +1,55 @@
+"""Stopping a job: SIGTERM/SIGINT (what `ray job stop` and the API's cancel send) becomes
+`JobCancelled` in the driver's main thread, and the driver writes what it has finished.
+
+The handler also records the request. Raised inside one of Ray's C calls (a `ray.get`),
+the exception can come out as a `SystemError` ("returned a result with an exception set"),
+and an `except Exception` meant for a task's failure may then swallow it; `as_cancel`
+recognises it by the record, and `check_stop`, called by the driver's waiting loops,
+raises a swallowed request within a second.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+
+class JobCancelled(BaseException):  # noqa: N818 - a stop request, not a failure
+    """A stop request. A BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` records it as a unit's error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+_requested: JobCancelled | None = None
+
+
+def request_stop(signum: int, _frame: Any = None) -> None:
+    """The entrypoint's SIGTERM/SIGINT handler: record the stop, raise `JobCancelled`."""
+    global _requested
+    _requested = JobCancelled(signum)
+    raise _requested
+
+
+def reset() -> None:
+    """Forget an earlier request (a new job in the same process)."""
+    global _requested
+    _requested = None
+
+
+def as_cancel(exc: BaseException) -> JobCancelled | None:
+    """The stop request behind `exc` (itself, one in its chain, or the recorded one)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, JobCancelled):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return _requested
+
+
+def check_stop() -> None:
+    """Raise the recorded stop request, if any (one an `except` may have swallowed)."""
+    if _requested is not None:
+        raise _requested

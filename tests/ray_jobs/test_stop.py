@@ -1,0 +1,74 @@
+"""A stop request (SIGTERM/SIGINT) is recognised however it surfaces: as JobCancelled, in
+an exception's chain, or as the SystemError Ray's C calls turn it into; the driver then
+writes partial results and re-raises JobCancelled (no Ray needed)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from ray_jobs import driver, stop
+from ray_jobs.spec import JobSpec
+from ray_jobs.stop import JobCancelled
+from ray_jobs.storage import JobStorage
+
+
+@pytest.fixture(autouse=True)
+def _no_request():
+    stop.reset()
+    yield
+    stop.reset()
+
+
+def test_a_request_is_found_in_the_chain_or_by_its_record() -> None:
+    assert stop.as_cancel(SystemError("x")) is None
+    stop.check_stop()  # nothing requested: no raise
+    with pytest.raises(JobCancelled) as raised:
+        stop.request_stop(signal.SIGTERM)
+    request = raised.value
+    assert request.signum == signal.SIGTERM and str(request) == "stopped by SIGTERM"
+    # What Ray makes of it inside ray.get: a SystemError with nothing chained.
+    assert stop.as_cancel(SystemError("returned a result with an exception set")) is request
+    with pytest.raises(JobCancelled):
+        stop.check_stop()
+    stop.reset()
+    wrapped = RuntimeError("while polling")
+    wrapped.__context__ = JobCancelled(signal.SIGINT)
+    assert stop.as_cancel(wrapped) is wrapped.__context__
+    assert stop.as_cancel(RuntimeError("a task failed")) is None
+
+
+def test_run_job_treats_a_stop_surfacing_as_systemerror_as_a_cancel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper's repro: SIGTERM early in the deep phase came out of `ray.get` as a
+    SystemError, the driver exited 1 and wrote no results. Now it is a cancel."""
+    spec = JobSpec.from_dict({"name": "s", "dataset": {"uri": "sample:sp500", "symbols": 1},
+                              "models": ["ols"]})  # fmt: skip
+    storage = JobStorage(f"file://{tmp_path}", "s")
+    written: list[bool] = []
+
+    def run_then_stop(*_args: object) -> dict:
+        try:
+            stop.request_stop(signal.SIGTERM)
+        except JobCancelled:  # what Ray's C call does with it
+            raise SystemError("<built-in method __new__> returned a result with an "
+                              "exception set") from None
+        return {}
+
+    monkeypatch.setattr(driver, "remove_leaked_placement_groups", lambda: [])
+    monkeypatch.setattr(driver, "_run", run_then_stop)
+    monkeypatch.setattr(driver, "_write_partial", lambda *a: written.append(True))
+    with pytest.raises(JobCancelled) as raised:
+        driver.run_job(spec, storage, progress_interval_s=60)
+    assert raised.value.signum == signal.SIGTERM and written == [True]
+    assert isinstance(raised.value.__cause__, SystemError)
+    assert storage.read_progress()["phase"] == "stopped"
+
+    # An unrelated failure stays a failure.
+    stop.reset()
+    monkeypatch.setattr(driver, "_run", lambda *a: (_ for _ in ()).throw(SystemError("bug")))
+    with pytest.raises(SystemError, match="bug"):
+        driver.run_job(spec, storage, progress_interval_s=60)
