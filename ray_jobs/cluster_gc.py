@@ -82,7 +82,6 @@ def _from_gcs() -> tuple[set[str], list[dict[str, Any]]]:
 
 def remove_leaked_placement_groups() -> list[str]:
     """Remove the placement groups ended quantray jobs left behind; returns their ids."""
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_jobs, list_nodes, list_placement_groups
 
     # This cluster's address, explicitly: left out, the state API picks any Ray it finds.
@@ -106,16 +105,7 @@ def remove_leaked_placement_groups() -> list[str]:
                         "tables: %s); a stopped job's groups may still hold resources",
                         state_exc, exc)  # fmt: skip
             return []
-    removed = []
-    for pg_id in leaked_groups(groups, ended):
-        try:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(pg_id)))
-            removed.append(pg_id)
-        except Exception as exc:  # one group we cannot remove does not stop the job
-            log.warning("could not remove leaked placement group %s: %s", pg_id, exc)
-    if removed:
-        log.warning("removed %d placement group(s) left by stopped jobs: %s",
-                    len(removed), ", ".join(removed))  # fmt: skip
+    removed = _remove_groups(leaked_groups(groups, ended), "left by stopped jobs")
     if state_api:  # the cleaners can see their controllers die, and exit by themselves
         return removed
     try:
@@ -126,6 +116,36 @@ def remove_leaked_placement_groups() -> list[str]:
         if stopped:
             log.warning("stopped %d PlacementGroupCleaner actor(s) of ended jobs (pids %s)",
                         len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
+    return removed
+
+
+def remove_own_placement_groups() -> list[str]:
+    """Remove every live placement group this job has created; returns their ids. Call it
+    only where none can be in use: after a Tune search returned, before the deep runs. A
+    group's lifetime is its job's, not its creator actor's, and Ray 2.60 keeps the worker
+    group of a trial that ASHA stopped when its cleaner cannot reach the state API (a head
+    without a dashboard), so the refit runs waited for that CPU for good."""
+    job = ray.get_runtime_context().get_job_id()
+    own = [pg_id for pg_id, group in ray.util.placement_group_table().items()
+           if pg_id[-JOB_ID_HEX:] == job and group.get("state") not in ("REMOVED", None)]
+    return _remove_groups(own, "the search left behind")
+
+
+def _remove_groups(pg_ids: list[str], why: str) -> list[str]:
+    """Remove the placement groups `pg_ids` (hex); returns those removed. Best effort: one
+    that cannot be removed is logged and does not stop the job."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    removed = []
+    for pg_id in pg_ids:
+        try:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(pg_id)))
+            removed.append(pg_id)
+        except Exception as exc:
+            log.warning("could not remove placement group %s: %s", pg_id, exc)
+    if removed:
+        log.warning("removed %d placement group(s) %s: %s", len(removed), why,
+                    ", ".join(removed))  # fmt: skip
     return removed
 
 

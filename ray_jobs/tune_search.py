@@ -170,6 +170,9 @@ def search_model(
                                   storage_filesystem=ray_storage.storage_filesystem, verbose=0),
     )
     grid = tuner.fit()
+    from ray_jobs.cluster_gc import remove_own_placement_groups
+
+    remove_own_placement_groups()  # the stopped trials' worker groups (Ray 2.60 leak)
     ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
     if not ok:
         errors = "; ".join(str(r.error).strip().splitlines()[-1][:200] for r in grid if r.error)
