@@ -1,6 +1,10 @@
 """Ensembles of a symbol's units, computed from the predictions each unit stored (no refit,
 no model loading): the same soft voting as `models.ensemble`, weights equal or by
-validation macro-F1 per horizon."""
+validation macro-F1 per horizon.
+
+A member refit on train+val after a Tune search stores no val predictions (they would be
+in-sample). When a member has none, there is no honest validation score to weight by nor
+an out-of-sample val split for the ensemble: only `ensemble_equal` is scored, on test."""
 
 from __future__ import annotations
 
@@ -83,19 +87,20 @@ def ensemble_rows_from_predictions(
     if len(frames) < 2:
         return []
     frames = dict(sorted(frames.items()))  # fixed member order
-    arrays = {s: [_member_arrays(f, prepared, s) for f in frames.values()]
-              for s in {*splits, "val"}}  # fmt: skip
     n_m, n_h = len(frames), len(prepared.horizons)
-    y_val = prepared.y_class[prepared.splits["val"]]
-    scores = np.zeros((n_m, n_h))
-    for m, (_, _, pred) in enumerate(arrays["val"]):  # pred: [n_val, H] classes
-        for j in range(n_h):
-            scores[m, j] = direction_metrics(y_val[:, j], pred[:, j])["macro_f1"]
-    totals = scores.sum(0, keepdims=True)
-    weights = {
-        "equal": np.full((n_m, n_h), 1.0 / n_m),
-        "f1": np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), 1.0 / n_m),
-    }
+    weights = {"equal": np.full((n_m, n_h), 1.0 / n_m)}
+    if all("val" in set(np.asarray(f["split"])) for f in frames.values()):
+        val = [_member_arrays(f, prepared, "val") for f in frames.values()]
+        y_val = prepared.y_class[prepared.splits["val"]]
+        scores = np.zeros((n_m, n_h))
+        for m, (_, _, pred) in enumerate(val):  # pred: [n_val, H] classes
+            for j in range(n_h):
+                scores[m, j] = direction_metrics(y_val[:, j], pred[:, j])["macro_f1"]
+        totals = scores.sum(0, keepdims=True)
+        weights["f1"] = np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), 1.0 / n_m)
+    else:  # a refit member: no out-of-sample val (module docstring)
+        splits = tuple(s for s in splits if s != "val")
+    arrays = {s: [_member_arrays(f, prepared, s) for f in frames.values()] for s in splits}
     stats = {"train_seconds": None, "epochs": None, "best_epoch": None, "params": None}
     rows: list[dict[str, Any]] = []
     for split in splits:

@@ -67,6 +67,10 @@ def write_results(
             and u in {x.unit_id for x in plan.units}
         ],
     )  # fmt: skip
+    tuned = {m: storage.read_json(f"tune/{m}/best.json") for m in spec.deep_models
+             if spec.tune.num_samples and storage.exists(f"tune/{m}/best.json")}  # fmt: skip
+    if tuned:  # the searched configs its units were refit with (on train+val: test only)
+        summary["tuned"] = tuned
     storage.write_json("results/summary.json", summary)
     plots = {
         "comparison.png": lambda: comparison_plot(frame, set(LINEAR_MODELS)),

@@ -63,8 +63,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _per_symbol(group: pd.DataFrame, metric: str) -> pd.Series:
+    """`metric` per symbol: the mean over its folds (walk-forward), so that every symbol
+    weighs the same and the std is over symbols, not over symbol x fold rows."""
+    values = pd.to_numeric(group[metric], errors="coerce")
+    return values.groupby(group["symbol"].astype(str)).mean().dropna()
+
+
 def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
-    """Mean +- std over symbols per model x horizon on `split`, win counts, failures."""
+    """Mean +- std over symbols per model x horizon on `split` (a symbol's walk-forward
+    folds averaged first), win counts, failures. `share_significant_1pct` is over the
+    symbol x fold tests."""
     ok = frame[(frame["split"] == split) & frame["error"].isna()]
     failed = frame[frame["error"].notna()]
     models: list[dict[str, Any]] = []
@@ -73,9 +82,10 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
             "model": str(model),
             "horizon": int(horizon),
             "n_symbols": int(group["symbol"].nunique()),
+            "n_folds": int(group["fold"].nunique()) if "fold" in group else 1,
         }
         for metric in SUMMARY_METRICS:
-            values = pd.to_numeric(group[metric], errors="coerce").dropna()
+            values = _per_symbol(group, metric)
             entry[metric] = {
                 "mean": _clean(values.mean()) if len(values) else None,
                 "std": _clean(values.std(ddof=1)) if len(values) > 1 else None,
@@ -99,12 +109,14 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
 
 
 def win_counts(ok: pd.DataFrame, metric: str = "macro_f1") -> dict[str, dict[str, int]]:
-    """horizon -> model -> number of symbols on which the model has the best `metric`."""
+    """horizon -> model -> number of symbols on which the model has the best `metric`
+    (averaged over the symbol's folds)."""
     scored = ok.dropna(subset=[metric])
     scored = scored[~scored["model"].str.startswith("ensemble")]
     out: dict[str, dict[str, int]] = {}
     for horizon, group in scored.groupby("horizon"):
-        best = group.loc[group.groupby("symbol")[metric].idxmax(), "model"]
+        means = group.groupby(["symbol", "model"], observed=True)[metric].mean().reset_index()
+        best = means.loc[means.groupby("symbol", observed=True)[metric].idxmax(), "model"]
         out[str(int(horizon))] = {str(k): int(v) for k, v in best.value_counts().items()}
     return out
 

@@ -4,7 +4,8 @@ symbol (one fold), score it, and put everything it produced in the job's storage
 Per unit, under `units/{symbol}/{model}/f{fold}/`:
 - `model/`             the saved model (`metadata.json` + weights or coefficients)
 - `predictions.parquet` val and test predictions (classes, probabilities, returns) next to
-                       the truth, so ensembles and later analysis need no refit
+                       the truth, so ensembles and later analysis need no refit; test only
+                       for a model refit on train+val, whose val is in-sample
 - `metrics.json`       the leaderboard rows and the training history
 and last, `status/{unit_id}.json` (`done` or `failed`): the marker a resubmitted job reads
 to skip the unit. A unit that raises leaves error rows and a `failed` marker; the sweep
@@ -154,7 +155,8 @@ def run_unit(
             row.update(unit_id=unit.unit_id, artifact_uri=artifact_uri)
         for name, data in fitted.artifact_files().items():
             storage.write_bytes(f"{unit.rel_dir}/model/{name}", data)
-        columns = prediction_columns(prepared, predicted)
+        # a refit's val is in-sample: only its out-of-sample splits are stored (ensembles)
+        columns = prediction_columns(prepared, {k: predicted[k] for k in splits})
         storage.write_bytes(f"{unit.rel_dir}/predictions.parquet", _parquet_bytes(columns))
         history = list(getattr(fitted, "history", []) or [])
         storage.write_json(f"{unit.rel_dir}/metrics.json", {"rows": rows, "history": history})

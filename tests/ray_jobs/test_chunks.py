@@ -98,3 +98,25 @@ def test_a_dead_chunk_task_fails_its_symbols_and_units_with_the_cause(tmp_path: 
     assert {u: s["state"] for u, s in statuses.items()} == dict.fromkeys(report.unit_rows,
                                                                         "failed")
     assert all(s["error"] == cause for s in statuses.values())
+
+
+@pytest.mark.timeout(300)
+def test_a_refit_member_stores_no_in_sample_val_and_ensembles_skip_val(tmp_path: Path) -> None:
+    """A model refit on train+val (after a Tune search) has no out-of-sample val: it stores
+    test predictions only, and its symbol's ensembles are scored on test with equal
+    weights, instead of weighting and scoring by in-sample val predictions."""
+    spec = _spec("sample:sp500", ["AAPL"])
+    prepared, _ = prepare_many(spec, ["AAPL"])
+    fold = prepared["AAPL"][0]
+    storage = JobStorage(tmp_path.as_uri(), "chunks")
+    sink: dict = {}
+    run_unit(Unit("AAPL", "ols"), fold, spec, storage, predictions=sink)
+    rows = run_unit(Unit("AAPL", "ridge"), fold, spec, storage, predictions=sink, refit={})
+    assert {r["split"] for r in rows} == {"test"} and not any(r["error"] for r in rows)
+    stored = pd.read_parquet(tmp_path / "jobs" / "chunks" / Unit("AAPL", "ridge").rel_dir
+                             / "predictions.parquet")  # fmt: skip
+    assert set(stored["split"]) == {"test"}
+
+    ensembles = ensemble_rows_from_predictions("AAPL", fold, sink)
+    assert {(r["model"], r["split"]) for r in ensembles} == {("ensemble_equal", "test")}
+    assert len(ensembles) == 2  # horizons 1 and 5
