@@ -25,6 +25,7 @@ neither answers, the job goes on and the reason is logged.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import ray
@@ -117,6 +118,47 @@ def remove_leaked_placement_groups() -> list[str]:
             log.warning("stopped %d PlacementGroupCleaner actor(s) of ended jobs (pids %s)",
                         len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
     return removed
+
+
+class LeakSweeper:
+    """Remove ended jobs' groups again every `every_s` while this job waits for its units.
+    The check before planning is not enough: a Train controller that outlives its stopped
+    job by a moment can create its group after this job looked. (A CI run once saw the
+    next jobs' linear tasks wait for good on a 2-CPU head after a cancel; such late groups
+    are the likely cause, as they were of the same hang in deep runs.)"""
+
+    def __init__(self, every_s: float = 15.0) -> None:
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def __call__(self) -> list[str]:
+        """Sweep when `every_s` has passed since the last sweep; returns the groups removed."""
+        if time.monotonic() - self._last < self.every_s:
+            return []
+        try:
+            return remove_leaked_placement_groups()
+        except Exception as exc:  # best effort: the job goes on (a stop request passes)
+            log.warning("looking for leaked placement groups failed: %s", exc)
+            return []
+        finally:
+            self._last = time.monotonic()
+
+
+def describe_holders() -> str:
+    """What holds the cluster's CPUs and GPUs, for a log line when tasks wait long: free of
+    total, and the live placement groups with their creator job. Best effort."""
+    try:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        groups = [f"{pg_id[:12]}.. of job {pg_id[-JOB_ID_HEX:]} {g.get('state')} "
+                  f"{list((g.get('bundles') or {}).values())}"
+                  for pg_id, g in ray.util.placement_group_table().items()
+                  if g.get("state") not in ("REMOVED", None)]  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a diagnostic
+        return f"(could not describe the cluster: {exc})"
+    held = ", ".join(f"{free.get(r, 0):g} of {total[r]:g} {r} free" for r in ("CPU", "GPU")
+                     if r in total)  # fmt: skip
+    return (f"{held}; this job is {ray.get_runtime_context().get_job_id()}; live placement "
+            f"groups: {'; '.join(groups) if groups else 'none'}")
 
 
 def remove_own_placement_groups() -> list[str]:

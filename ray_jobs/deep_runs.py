@@ -24,6 +24,7 @@ from typing import Any
 
 import ray
 
+from ray_jobs.cluster_gc import LeakSweeper
 from ray_jobs.planner import Plan, RunGroup, Unit
 from ray_jobs.progress import ProgressTracker
 from ray_jobs.spec import JobSpec
@@ -112,8 +113,10 @@ class DeepRuns:
                     self.tracker.unit_failed(e["unit_id"], e.get("error", ""))
 
     def wait(self) -> None:
+        sweep = LeakSweeper()
         while self._thread is not None and self._thread.is_alive():
             check_stop()  # a stop request an `except` swallowed (ray_jobs/stop.py)
+            sweep()  # groups of stopped jobs, created after this job's first look
             self._thread.join(timeout=1.0)
             self.poll()
         self.poll()

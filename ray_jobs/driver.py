@@ -18,7 +18,7 @@ from typing import Any
 import ray
 
 from ray_jobs import stop
-from ray_jobs.cluster_gc import remove_leaked_placement_groups
+from ray_jobs.cluster_gc import LeakSweeper, describe_holders, remove_leaked_placement_groups
 from ray_jobs.planner import Plan, Unit, estimate_deep_s
 from ray_jobs.planner import plan as make_plan
 from ray_jobs.progress import ProgressTracker, ProgressWriter
@@ -29,6 +29,7 @@ from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
 CHUNKS_PER_CPU = 4  # chunk tasks per CPU for preparation and linear fits
+STALL_LOG_S = 120.0  # log what holds the cluster when no chunk task ended for this long
 
 
 class JobSpecMismatch(ValueError):
@@ -139,12 +140,20 @@ def _collect_chunks(
     ensemble rows)."""
     errors: dict[str, str] = {}
     ensembles: dict[str, list[dict[str, Any]]] = {}
+    sweep = LeakSweeper()
+    last_news = time.monotonic()
     while pending:
         stop.check_stop()
+        sweep()  # a group a stopped job created after this job's first look would starve it
         # a timeout, so a stop signal is handled within a second, not after a chunk
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         if not ready:
+            if time.monotonic() - last_news > STALL_LOG_S:  # say why, in the job's log
+                log.warning("no chunk task has finished for %.0f s (%d pending): %s",
+                            time.monotonic() - last_news, len(pending), describe_holders())
+                last_news = time.monotonic()
             continue
+        last_news = time.monotonic()
         chunk, units = pending.pop(ready[0])
         try:
             report: ChunkReport = ray.get(ready[0])

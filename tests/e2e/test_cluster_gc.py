@@ -44,3 +44,37 @@ def test_only_live_non_detached_groups_of_ended_quantray_jobs_leak() -> None:
     ]
     assert leaked_groups(groups, ended_quantray_jobs(JOBS)) == ["a", "b", "e"]
     assert leaked_groups(groups, set()) == []
+
+
+def test_sweeper_looks_again_once_per_interval(monkeypatch) -> None:
+    """The driver's waiting loops call the sweeper every second; it removes ended jobs'
+    groups again only once `every_s` has passed (a group created after the job's first look
+    is found within one interval), and a failed sweep is logged, not raised, and
+    waits its interval too."""
+    from ray_jobs import cluster_gc
+
+    now = [100.0]
+    calls: list[float] = []
+
+    def fake_remove() -> list[str]:
+        calls.append(now[0])
+        if len(calls) == 2:
+            raise RuntimeError("state API down")
+        return [f"pg{len(calls)}"]
+
+    monkeypatch.setattr(cluster_gc.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cluster_gc, "remove_leaked_placement_groups", fake_remove)
+    sweep = cluster_gc.LeakSweeper(every_s=15.0)
+    assert sweep() == [] and calls == []  # the driver has just looked, before planning
+    now[0] = 114.0
+    assert sweep() == [] and calls == []
+    now[0] = 115.0
+    assert sweep() == ["pg1"] and calls == [115.0]
+    now[0] = 129.0
+    assert sweep() == [] and calls == [115.0]
+    now[0] = 131.0
+    assert sweep() == [] and calls == [115.0, 131.0]  # logged; the job goes on
+    now[0] = 140.0
+    assert sweep() == [] and calls == [115.0, 131.0]
+    now[0] = 146.0
+    assert sweep() == ["pg3"]
