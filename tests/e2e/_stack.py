@@ -8,6 +8,7 @@ the raylet, and Ray Train's S3 filesystem resolves credentials in each worker.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -140,6 +141,30 @@ class RayRest:
         resp.raise_for_status()
         rows = resp.json()["data"]["result"]["result"]
         return [row for row in rows if row["state"] != "REMOVED"]
+
+    def snapshot(self) -> str:
+        """What holds the head's resources, for a failed test's report: live placement
+        groups, live actors and the jobs, from the state API. Best effort."""
+        lines = []
+        for what, path in (("placement groups", "placement_groups"), ("actors", "actors"),
+                           ("jobs", "jobs")):  # fmt: skip
+            try:
+                resp = httpx.get(f"{self.url}/api/v0/{path}", headers=self._headers(),
+                                 params={"limit": 1000, "detail": "true"}, timeout=30)  # fmt: skip
+                resp.raise_for_status()
+                rows = resp.json()["data"]["result"]["result"]
+            except Exception as exc:  # noqa: BLE001 - a diagnostic, never the failure
+                lines.append(f"{what}: could not list ({exc})")
+                continue
+            live = [r for r in rows if r.get("state") not in ("REMOVED", "DEAD")]
+            lines.append(f"{what}: {len(live)} live of {len(rows)}")
+            keep = ("placement_group_id", "actor_id", "class_name", "creator_job_id", "job_id",
+                    "state", "status", "bundles", "required_resources", "pid", "entrypoint",
+                    "submission_id", "is_detached")  # fmt: skip
+            for row in live if path != "jobs" else rows:
+                lines.append("  " + json.dumps({k: row[k] for k in keep if k in row},
+                                               default=str))  # fmt: skip
+        return "\n".join(lines)
 
 
 # ---- the API ---------------------------------------------------------------------------------

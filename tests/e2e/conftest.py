@@ -80,8 +80,11 @@ def stack(
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """On a failure, attach the API server's log tail to the report."""
+    """On a failure, attach the API server's log tail and what holds the Ray head's
+    resources to the report."""
     outcome = yield
     report = outcome.get_result()
     if report.failed and "stack" in getattr(item, "funcargs", {}):
-        report.sections.append(("quantray serve log", item.funcargs["stack"].serve.log_text()))
+        stack = item.funcargs["stack"]
+        report.sections.append(("quantray serve log", stack.serve.log_text()))
+        report.sections.append(("ray head at the failure", stack.ray.snapshot()))

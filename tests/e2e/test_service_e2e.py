@@ -243,9 +243,14 @@ def test_resume_an_interrupted_job_skips_finished_units(stack: Stack) -> None:
 
 def test_stopped_jobs_leave_no_placement_groups(stack: Stack) -> None:
     """Jobs were cancelled and stopped mid-training above; Ray 2.60 can leak such a run's
-    placement group (ray_jobs/cluster_gc.py). Once every job is over, none may be left, or
-    it would hold its CPU for good (on this 2-CPU head: every later deep run would hang)."""
+    placement group, sometimes created after its job has ended, which would hold its CPU
+    for good (on this 2-CPU head: every later deep run would hang). Every job's driver
+    first removes the groups of ended jobs (ray_jobs/cluster_gc.py), so once the next job
+    is over none may be left."""
     assert all(j["status"] in FINAL for j in stack.admin.http.get("/v1/jobs").json()["items"])
+    job = stack.alice.submit(spec("e2e-next", ["ols"], symbols=1))
+    final = stack.alice.wait_final(job["id"], timeout_s=300)
+    assert final["status"] == "succeeded", (final["message"], final["errors"])
     left: list[dict] = []
 
     def none_left() -> bool:
