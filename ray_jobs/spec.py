@@ -121,6 +121,9 @@ class JobSpec:
     # ---- construction / serialisation ---------------------------------------------------
     @classmethod
     def from_dict(cls, data: Any) -> JobSpec:
+        if data is None:  # an empty (or all-comment) YAML document
+            raise SpecError([("", "the spec is empty: give at least name, dataset and models "
+                                  "(see examples/small.yaml)")])
         if not isinstance(data, dict):
             raise SpecError([("", f"expected a mapping of spec fields, got {type(data).__name__}")])
         known = [f.name for f in dataclasses.fields(cls)]

@@ -231,6 +231,9 @@ def test_error_payload_for_a_422() -> None:
         JobSpec.from_yaml("a: [1, 2")
     with pytest.raises(SpecError, match="expected a mapping"):
         JobSpec.from_yaml("- just\n- a list\n")
+    for empty in ("", "# only a comment\n", "---\n"):
+        with pytest.raises(SpecError, match="the spec is empty: give at least name, dataset"):
+            JobSpec.from_yaml(empty)
 
 
 def test_too_many_units_is_refused() -> None:
