@@ -164,7 +164,18 @@ class RayRest:
             for row in live if path != "jobs" else rows:
                 lines.append("  " + json.dumps({k: row[k] for k in keep if k in row},
                                                default=str))  # fmt: skip
+                if path == "jobs" and row.get("status") == "RUNNING" and row.get("submission_id"):
+                    lines += [f"    | {line}" for line in self._log_tail(row["submission_id"])]
         return "\n".join(lines)
+
+    def _log_tail(self, submission_id: str, n: int = 25) -> list[str]:
+        try:
+            resp = httpx.get(f"{self.url}/api/jobs/{submission_id}/logs",
+                             headers=self._headers(), timeout=30)  # fmt: skip
+            resp.raise_for_status()
+            return str(resp.json().get("logs", "")).splitlines()[-n:]
+        except Exception as exc:  # noqa: BLE001 - a diagnostic
+            return [f"(no log: {exc})"]
 
 
 # ---- the API ---------------------------------------------------------------------------------
