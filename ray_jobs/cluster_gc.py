@@ -144,6 +144,12 @@ class LeakSweeper:
             self._last = time.monotonic()
 
 
+def _live_groups() -> dict[str, dict[str, Any]]:
+    """The GCS table's placement groups not yet removed, by id (hex)."""
+    return {pg_id: group for pg_id, group in ray.util.placement_group_table().items()
+            if group.get("state") not in ("REMOVED", None)}  # fmt: skip
+
+
 def describe_holders() -> str:
     """What holds the cluster's CPUs and GPUs, for a log line when tasks wait long: free of
     total, and the live placement groups with their creator job. Best effort."""
@@ -151,8 +157,7 @@ def describe_holders() -> str:
         total, free = ray.cluster_resources(), ray.available_resources()
         groups = [f"{pg_id[:12]}.. of job {pg_id[-JOB_ID_HEX:]} {g.get('state')} "
                   f"{list((g.get('bundles') or {}).values())}"
-                  for pg_id, g in ray.util.placement_group_table().items()
-                  if g.get("state") not in ("REMOVED", None)]  # fmt: skip
+                  for pg_id, g in _live_groups().items()]  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - a diagnostic
         return f"(could not describe the cluster: {exc})"
     held = ", ".join(f"{free.get(r, 0):g} of {total[r]:g} {r} free" for r in ("CPU", "GPU")
@@ -168,8 +173,7 @@ def remove_own_placement_groups() -> list[str]:
     group of a trial that ASHA stopped when its cleaner cannot reach the state API (a head
     without a dashboard), so the refit runs waited for that CPU for good."""
     job = ray.get_runtime_context().get_job_id()
-    own = [pg_id for pg_id, group in ray.util.placement_group_table().items()
-           if pg_id[-JOB_ID_HEX:] == job and group.get("state") not in ("REMOVED", None)]
+    own = [pg_id for pg_id in _live_groups() if pg_id[-JOB_ID_HEX:] == job]
     return _remove_groups(own, "the search left behind")
 
 

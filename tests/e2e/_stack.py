@@ -134,13 +134,16 @@ class RayRest:
         resp.raise_for_status()
         return bool(resp.json().get("stopped"))
 
-    def live_placement_groups(self) -> list[dict[str, Any]]:
-        """Placement groups not yet removed (the state API behind the dashboard)."""
-        resp = httpx.get(f"{self.url}/api/v0/placement_groups", headers=self._headers(),
+    def _state_rows(self, kind: str) -> list[dict[str, Any]]:
+        """Every row of one state API listing (placement_groups, actors, jobs)."""
+        resp = httpx.get(f"{self.url}/api/v0/{kind}", headers=self._headers(),
                          params={"limit": 1000, "detail": "true"}, timeout=60)  # fmt: skip
         resp.raise_for_status()
-        rows = resp.json()["data"]["result"]["result"]
-        return [row for row in rows if row["state"] != "REMOVED"]
+        return resp.json()["data"]["result"]["result"]
+
+    def live_placement_groups(self) -> list[dict[str, Any]]:
+        """Placement groups not yet removed (the state API behind the dashboard)."""
+        return [row for row in self._state_rows("placement_groups") if row["state"] != "REMOVED"]
 
     def snapshot(self) -> str:
         """What holds the head's resources, for a failed test's report: live placement
@@ -149,19 +152,18 @@ class RayRest:
         for what, path in (("placement groups", "placement_groups"), ("actors", "actors"),
                            ("jobs", "jobs")):  # fmt: skip
             try:
-                resp = httpx.get(f"{self.url}/api/v0/{path}", headers=self._headers(),
-                                 params={"limit": 1000, "detail": "true"}, timeout=30)  # fmt: skip
-                resp.raise_for_status()
-                rows = resp.json()["data"]["result"]["result"]
+                rows = self._state_rows(path)
             except Exception as exc:  # noqa: BLE001 - a diagnostic, never the failure
                 lines.append(f"{what}: could not list ({exc})")
                 continue
-            live = [r for r in rows if r.get("state") not in ("REMOVED", "DEAD")]
-            lines.append(f"{what}: {len(live)} live of {len(rows)}")
+            # jobs have a status, not a state: all of them are listed
+            live = rows if path == "jobs" else [r for r in rows
+                                                 if r.get("state") not in ("REMOVED", "DEAD")]
+            lines.append(f"{what}: {len(live)} listed of {len(rows)}")
             keep = ("placement_group_id", "actor_id", "class_name", "creator_job_id", "job_id",
                     "state", "status", "bundles", "required_resources", "pid", "entrypoint",
                     "submission_id", "is_detached")  # fmt: skip
-            for row in live if path != "jobs" else rows:
+            for row in live:
                 lines.append("  " + json.dumps({k: row[k] for k in keep if k in row},
                                                default=str))  # fmt: skip
                 if path == "jobs" and row.get("status") == "RUNNING" and row.get("submission_id"):
