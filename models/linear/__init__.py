@@ -92,8 +92,8 @@ def fit_linear(
     residuals = (y_tr64 - (x_tr64 @ fit.coef.T + fit.intercept)).T  # [H, n_train]
     scale = scaled = None
     if config.scale == "conditional":
-        scale = fit_log_scale(x_tr64, residuals)
-        scaled = residuals / scale(x_tr64).T
+        scale, train_scale = fit_log_scale(x_tr64, residuals)
+        scaled = residuals / train_scale.T
     info = {
         "symbol": prepared.symbol,
         "fold": prepared.fold,

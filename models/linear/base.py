@@ -108,10 +108,11 @@ class LogScale:
         return cls(*(arrays[f"scale_{k}"] for k in ("coef", "intercept", "low", "high")))
 
 
-def fit_log_scale(x: np.ndarray, residuals: np.ndarray) -> LogScale:
+def fit_log_scale(x: np.ndarray, residuals: np.ndarray) -> tuple[LogScale, np.ndarray]:
     """Regress log e^2 (residuals: (H, n)) on [1, x] (n, F) with a ridge penalty of
     `SCALE_PENALTY` per row on the (standardised) inputs, then shift the intercept so the
-    mean of e^2 / s(x)^2 over the training rows is 1."""
+    mean of e^2 / s(x)^2 over the training rows is 1. Returns the scale and its values on
+    the training rows, (n, H) (inside its clip range by construction)."""
     n, n_f = x.shape
     e2 = residuals.T**2  # (n, H)
     z = np.log(e2 + 1e-8 * e2.mean(axis=0) + 1e-300)
@@ -123,7 +124,8 @@ def fit_log_scale(x: np.ndarray, residuals: np.ndarray) -> LogScale:
     fitted = x @ coef.T + intercept  # (n, H)
     shift = np.log(np.mean(e2 / np.exp(fitted), axis=0))
     fitted += shift
-    return LogScale(coef, intercept + shift, fitted.min(axis=0), fitted.max(axis=0))
+    scale = LogScale(coef, intercept + shift, fitted.min(axis=0), fitted.max(axis=0))
+    return scale, np.sqrt(np.exp(fitted))
 
 
 def log_grid(low: float, high: float, n: int) -> np.ndarray:

@@ -231,6 +231,11 @@ def test_conditional_scale_predicts_flat_on_calm_bars(predictive):
     assert rows[0]["p_value"] < 0.01 and rows[0]["accuracy"] > rows[0]["baseline_accuracy"]
     # the fitted log-variance slope on feature 0 is near the planted 2 x 0.7
     assert conditional.scale.coef[0, 0] == pytest.approx(1.4, abs=0.3)
+    # the stored training residuals are in units of the scale the model predicts with
+    x_tr = p.X[p.splits["train"]].astype(np.float64)
+    resid = p.y_return[p.splits["train"]] - conditional.predict_return(x_tr)
+    u = np.sort(resid / conditional.scale(x_tr), axis=0).T
+    np.testing.assert_allclose(conditional.scaled_residuals, u, rtol=1e-5, atol=1e-6)
 
 
 def test_empirical_predictive_probabilities_are_valid():
