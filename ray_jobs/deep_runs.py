@@ -25,6 +25,7 @@ from typing import Any
 import ray
 
 from ray_jobs.cluster_gc import LeakSweeper
+from ray_jobs.placement import DeepPlacement
 from ray_jobs.planner import Plan, RunGroup, Unit
 from ray_jobs.progress import ProgressTracker
 from ray_jobs.spec import JobSpec
@@ -56,28 +57,6 @@ TRAIN_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_METRICS_ENABLED": "0",
 }
-
-
-def deep_slots(spec: JobSpec, resources: dict[str, float]) -> int:
-    """Deep runs at once: `resources.max_concurrent_runs`, or auto from the cluster."""
-    if spec.resources.max_concurrent_runs != "auto":
-        return int(spec.resources.max_concurrent_runs)
-    cpus = max(1, int(resources.get("CPU", 1)))
-    gpus = resources.get("GPU", 0)
-    if gpus > 0:
-        frac = gpu_fraction(spec, resources)
-        return max(1, min(cpus, int(gpus / frac)))
-    return cpus
-
-
-def gpu_fraction(spec: JobSpec, resources: dict[str, float]) -> float:
-    """The GPU share of one run: the spec's, or auto = 1/4 of a GPU (daily-bar models need
-    well under a quarter of a modern GPU's memory; see `models.training.memory`)."""
-    if resources.get("GPU", 0) <= 0:
-        return 0.0
-    if spec.resources.gpu_fraction != "auto":
-        return float(spec.resources.gpu_fraction)
-    return 0.25
 
 
 class DeepRuns:
@@ -135,7 +114,8 @@ class DeepRuns:
 
 def run_deep_groups(
     todo: Plan, prepared: dict[str, Any], spec: JobSpec, storage: JobStorage,
-    tracker: ProgressTracker, refit: dict[str, dict[str, Any]] | None = None,
+    tracker: ProgressTracker, placement: DeepPlacement,
+    refit: dict[str, dict[str, Any]] | None = None,
 ) -> DeepRuns:
     """Start every pending deep group whose symbols were prepared; returns at once.
     `refit`: model -> overrides of its Tune search's best config (refit on train+val)."""
@@ -147,7 +127,6 @@ def run_deep_groups(
     runs = DeepRuns(groups, spec, storage, tracker)
     if not groups:
         return runs.start(lambda: None)
-    resources = ray.cluster_resources()
     ctx = {
         "spec": spec.to_dict(),
         "storage_uri": storage.storage_uri,
@@ -155,12 +134,11 @@ def run_deep_groups(
         "groups": {g.run_name: [u.to_dict() for u in g.units] for g in groups},
         "prepared": {s: prepared[s] for g in groups for s in {u.symbol for u in g.units}},
         "relay": runs.relay,
-        "gpu": gpu_fraction(spec, resources),
+        "gpu": placement.gpu,
         "attempt": f"{time.time():.0f}",
         "refit": refit or {},
     }
-    slots = deep_slots(spec, resources)
-    return runs.start(lambda: _tune(groups, ctx, slots, storage, runs))
+    return runs.start(lambda: _tune(groups, ctx, placement.slots, storage, runs))
 
 
 def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,

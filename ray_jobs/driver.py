@@ -19,6 +19,7 @@ import ray
 
 from ray_jobs import stop
 from ray_jobs.cluster_gc import LeakSweeper, describe_holders, remove_leaked_placement_groups
+from ray_jobs.placement import DeepPlacement, deep_placement
 from ray_jobs.planner import Plan, Unit, estimate_deep_s
 from ray_jobs.planner import plan as make_plan
 from ray_jobs.progress import ProgressTracker, ProgressWriter
@@ -64,12 +65,12 @@ def store_spec(spec: JobSpec, storage: JobStorage) -> None:
     storage.write_spec(spec.to_dict())
 
 
-def load_or_plan(spec: JobSpec, symbols: list[str], storage: JobStorage) -> Plan:
+def load_or_plan(spec: JobSpec, symbols: list[str], storage: JobStorage, *, slots: int) -> Plan:
+    """The stored plan of a resumed job (its groups keep their run names), or a new one
+    whose deep units are grouped for `slots` runs at once."""
     if storage.exists("plan.json"):
         return Plan.from_dict(storage.read_json("plan.json"))
-    from ray_jobs.deep_runs import deep_slots
-
-    plan = make_plan(spec, symbols, slots=deep_slots(spec, ray.cluster_resources()))
+    plan = make_plan(spec, symbols, slots=slots)
     storage.write_json("plan.json", plan.to_dict())
     return plan
 
@@ -237,12 +238,17 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     from ray_jobs.reporting import write_results
 
     symbols, missing = resolve_symbols(spec)
-    plan = known.plan = load_or_plan(spec, symbols, storage)
+    placement = deep_placement(spec, ray.cluster_resources(),
+                               [s for s in symbols if s not in missing])
+    if spec.deep_models:
+        log.info("deep runs: GPU share %g, %d at once (%s)", placement.gpu, placement.slots,
+                 placement.reason)
+    plan = known.plan = load_or_plan(spec, symbols, storage, slots=placement.slots)
     statuses = storage.unit_statuses()
     done = {u for u, s in statuses.items() if s.get("state") == "done"}
     todo = plan.pending(done)
     tracker.plan_units({u.unit_id: u.kind for u in plan.units}, already_done=done,
-                       prior_s=_deep_prior(spec, todo))
+                       prior_s=_deep_prior(spec, todo, placement.slots))
     log.info("plan: %s; %d units already done", plan.summary(), len(done))
 
     tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
@@ -259,11 +265,11 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
             data_failed.add(unit.unit_id)
     todo = todo.pending(data_failed)  # each unit ends once: failed here, not searched
 
-    refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker)
+    refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker, placement)
     todo = todo.pending(search_failed)  # failed with their model's search: not trained
     tracker.set_phase("training", f"{len(todo.deep_units)} deep units to train")
     tracker.kind_started("deep")
-    run_deep_groups(todo, prepared, spec, storage, tracker, refit).wait()
+    run_deep_groups(todo, prepared, spec, storage, tracker, placement, refit).wait()
 
     tracker.set_phase("reporting", "leaderboard, ensembles, plots")
     ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
@@ -276,13 +282,10 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     return summary
 
 
-def _deep_prior(spec: JobSpec, todo: Plan) -> dict[str, float]:
+def _deep_prior(spec: JobSpec, todo: Plan, slots: int) -> dict[str, float]:
     """The ETA's estimate for the deep units until the first of them ends."""
     if not todo.deep_groups:
         return {}
-    from ray_jobs.deep_runs import deep_slots
-
-    slots = deep_slots(spec, ray.cluster_resources())
     return {"deep": estimate_deep_s(todo.deep_groups, slots, spec.preset)}
 
 
@@ -306,7 +309,7 @@ def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s:
 
 
 def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
-          storage: JobStorage, tracker: ProgressTracker,
+          storage: JobStorage, tracker: ProgressTracker, placement: DeepPlacement,
           ) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """Search each deep model (tune.num_samples > 0); returns the refit overrides per model
     and the ids of the units failed here: a model whose search fails has its pending units
@@ -314,10 +317,8 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
     failed: set[str] = set()
     if not spec.tune.num_samples or not todo.deep_groups:
         return {}, failed
-    from ray_jobs.deep_runs import deep_slots, gpu_fraction
     from ray_jobs.tune_search import refit_overrides, search_model, search_symbols
 
-    resources = ray.cluster_resources()
     symbols = [s for s in search_symbols(spec, list(plan.symbols)) if s in prepared]
     refit: dict[str, dict[str, Any]] = {}
     for model in spec.deep_models:
@@ -333,8 +334,7 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
                     "is among the job's prepared symbols: they are not in the job, or their "
                     "data failed (see the data errors)")
             best = search_model(model, spec, storage, {s: prepared[s] for s in symbols},
-                                gpu=gpu_fraction(spec, resources),
-                                slots=deep_slots(spec, resources))
+                                gpu=placement.gpu, slots=placement.slots)
             refit[model] = refit_overrides(best)
         except Exception as exc:  # the model's units fail alone with the search's error
             stop.check_stop()  # not a failure: a stop request that surfaced here

@@ -1,0 +1,197 @@
+"""Where a job's deep runs go: the share of a GPU each TorchTrainer run asks for, and how
+many runs go at once. Decided once per job, before planning (`units_per_run: auto` groups
+the units for that many slots), and used by the runs and the Tune search alike.
+
+- No GPU in the cluster: a run's worker takes one CPU; runs at once = CPUs.
+- `resources.gpu_fraction: 0.5` (a number): each run's worker asks for that share.
+- `resources.gpu_fraction: auto`: the share is set by memory, 1/k of a GPU with
+
+      need = CUDA_CONTEXT_BYTES + HEADROOM x (largest deep model's training memory
+                                               + the symbol's arrays on the device)
+      k    = floor(smallest GPU memory in the cluster / need), clamped to
+             [1, MAX_RUNS_PER_GPU]
+
+  A model's training memory is `models.training.memory.estimate_memory` (parameters,
+  gradients, optimizer state, measured activations) at its batch size, plus the inputs of
+  a validation batch, for the dimensions of a probe symbol: the first of the job's
+  symbols whose data prepares (the job's symbols are assumed alike in size; set a share
+  by hand for very uneven data). The GPU memory is read through NVML (Ray's bundled
+  pynvml, or `nvidia-smi`) by a zero-CPU task on every GPU node. A share that cannot be
+  worked out (no GPU memory readable, no symbol prepares) is 1.0, with a warning that
+  says why and which field to set.
+
+Runs at once: `resources.max_concurrent_runs`, or min(CPUs, GPUs x runs per GPU) with
+GPUs, or CPUs without.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from ray_jobs.spec import JobSpec
+
+log = logging.getLogger("quantray.placement")
+
+CUDA_CONTEXT_BYTES = 1 << 30  # torch's CUDA context with cuBLAS/cuDNN handles, per process
+HEADROOM = 1.5  # allocator fragmentation, cuDNN workspaces, backward-pass transients
+MAX_RUNS_PER_GPU = 8  # beyond this, runs on daily data queue on the GPU's kernels anyway
+GPU_QUERY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DeepPlacement:
+    """The GPU share of one deep run (0.0 on CPUs) and the runs that go at once."""
+
+    gpu: float
+    slots: int
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gpu_fraction": self.gpu, "slots": self.slots, "reason": self.reason}
+
+
+def deep_placement(
+    spec: JobSpec,
+    resources: dict[str, float],
+    symbols: Sequence[str] = (),
+    *,
+    gpu_memory: Callable[[], int | None] | None = None,
+    need_bytes: Callable[[JobSpec, Sequence[str]], int | None] | None = None,
+) -> DeepPlacement:
+    """The placement of `spec`'s deep runs on a cluster with `resources`
+    (`ray.cluster_resources()`). `gpu_memory` and `need_bytes` default to reading the
+    cluster's GPUs and estimating the job's largest model on its first preparable symbol
+    of `symbols`; tests pass their own."""
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = float(resources.get("GPU", 0) or 0)
+    fixed_slots = spec.resources.max_concurrent_runs
+    if gpus <= 0 or not spec.deep_models:
+        slots = int(fixed_slots) if fixed_slots != "auto" else cpus
+        return DeepPlacement(0.0, slots, "no GPU: one CPU per run" if spec.deep_models else "")
+    if spec.resources.gpu_fraction != "auto":
+        share = float(spec.resources.gpu_fraction)
+        reason = f"resources.gpu_fraction={share:g}"
+    else:
+        share, reason = _auto_share(spec, symbols, gpu_memory or cluster_gpu_memory,
+                                    need_bytes or run_memory_bytes)  # fmt: skip
+    per_gpu = max(1, math.floor(1.0 / share + 1e-9))
+    slots = int(fixed_slots) if fixed_slots != "auto" else max(1, min(cpus, int(gpus) * per_gpu))
+    return DeepPlacement(share, slots, reason)
+
+
+def _auto_share(
+    spec: JobSpec,
+    symbols: Sequence[str],
+    gpu_memory: Callable[[], int | None],
+    need_bytes: Callable[[JobSpec, Sequence[str]], int | None],
+) -> tuple[float, str]:
+    memory = gpu_memory()
+    if not memory:
+        log.warning("resources.gpu_fraction auto: the GPUs' memory could not be read (see "
+                    "above); each deep run takes a whole GPU. Set resources.gpu_fraction "
+                    "(e.g. 0.25) to share GPUs")  # fmt: skip
+        return 1.0, "auto: GPU memory unreadable, a whole GPU per run"
+    need = need_bytes(spec, symbols)
+    if need is None:
+        log.warning("resources.gpu_fraction auto: no symbol of the job prepared for the "
+                    "memory estimate; each deep run takes a whole GPU")  # fmt: skip
+        return 1.0, "auto: no probe symbol, a whole GPU per run"
+    total = CUDA_CONTEXT_BYTES + int(HEADROOM * need)
+    k = memory // total
+    if k < 1:
+        log.warning("resources.gpu_fraction auto: a run needs about %.1f GiB, more than the "
+                    "%.1f GiB of the smallest GPU; each run takes a whole GPU and may run out "
+                    "of memory: lower train.batch_size or the model's size",
+                    total / 2**30, memory / 2**30)  # fmt: skip
+    k = max(1, min(MAX_RUNS_PER_GPU, int(k)))
+    return 1.0 / k, (f"auto: a run needs ~{total / 2**30:.2f} GiB of a "
+                     f"{memory / 2**30:.1f} GiB GPU, {k} per GPU")  # fmt: skip
+
+
+def run_memory_bytes(spec: JobSpec, symbols: Sequence[str]) -> int | None:
+    """Device bytes of the job's largest deep model in training, plus a symbol's arrays,
+    for the first of `symbols` whose data prepares (None if none of the first few does)."""
+    from ray_jobs.tasks import prepare_many
+
+    for symbol in list(symbols)[:5]:
+        prepared, errors = prepare_many(spec, [symbol])
+        if symbol in prepared:
+            fold = prepared[symbol][-1]  # walk-forward: the largest training window
+            return max(model_memory_bytes(spec, m, fold) for m in spec.deep_models)
+        log.info("gpu_fraction auto: probe symbol %s did not prepare: %s", symbol,
+                 errors.get(symbol))
+    return None
+
+
+def model_memory_bytes(spec: JobSpec, model: str, prepared: Any) -> int:
+    """Training-memory estimate of `model` as the job trains it on `prepared` (a
+    PreparedSymbol): the module at its batch sizes plus the arrays the loop moves to the
+    device (features, labels, row indices)."""
+    from models.config import ModelDims
+    from models.registry import build_module, get_spec, resolve
+    from models.training.memory import estimate_memory
+    from ray_jobs.units import unit_overrides
+
+    model_spec = get_spec(model)
+    resolved = resolve(model, spec.preset, unit_overrides(spec, model))
+    seq_len = resolved.seq_len if model_spec.input == "sequence" else 1
+    dims = ModelDims(prepared.n_features, seq_len, len(prepared.horizons), spec.target.kind)
+    module = build_module(model, resolved.model, dims)
+    batch = resolved.train.batch_size
+    estimate = estimate_memory(module, dims, model_spec.input, batch, resolved.train)
+    val_inputs = estimate["inputs"] // batch * max(2 * batch, 1024)  # the loop's val batches
+    arrays = prepared.features.nbytes + prepared.y_class.nbytes + prepared.y_return.nbytes
+    return int(estimate["total"] + val_inputs + arrays + 8 * prepared.n_samples)
+
+
+def cluster_gpu_memory() -> int | None:
+    """The smallest total memory of any GPU on the cluster's alive nodes, in bytes (None
+    if no GPU node answers within GPU_QUERY_TIMEOUT_S)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU")]
+    refs = {
+        n["NodeID"]: _node_gpu_memory.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote()
+        for n in nodes
+    }
+    sizes: list[int] = []
+    for node_id, ref in refs.items():
+        try:
+            sizes += ray.get(ref, timeout=GPU_QUERY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - one node's answer; the caller warns
+            log.warning("reading the GPU memory of node %s failed: %s", node_id[:12], exc)
+    return min(sizes) if sizes else None
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _node_gpu_memory() -> list[int]:
+    """Total memory of each GPU of this node (NVML, else `nvidia-smi`), in bytes."""
+    try:
+        from ray._private.thirdparty import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return [
+                int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total)
+                for i in range(pynvml.nvmlDeviceGetCount())
+            ]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as nvml_exc:  # noqa: BLE001 - try the command line tool next
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as smi_exc:
+            raise RuntimeError(f"NVML: {nvml_exc}; nvidia-smi: {smi_exc}") from smi_exc
+        return [int(float(v)) << 20 for v in out.split()]  # MiB

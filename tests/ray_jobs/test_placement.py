@@ -1,0 +1,113 @@
+"""Deep-run placement: the GPU share of a run (a number from the spec, or `auto` from the
+model's memory estimate and the GPU's memory) and how many runs go at once."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ray_jobs.placement import (
+    CUDA_CONTEXT_BYTES,
+    HEADROOM,
+    MAX_RUNS_PER_GPU,
+    deep_placement,
+    run_memory_bytes,
+)
+from ray_jobs.spec import JobSpec
+
+GIB = 1 << 30
+
+
+def _spec(models=("ols", "lstm"), *, overrides=None, **resources) -> JobSpec:
+    return JobSpec.from_dict({
+        "name": "place", "dataset": {"uri": "sample:sp500", "symbols": 2},
+        "target": {"kind": "direction", "horizons": [1, 5]}, "models": list(models),
+        "features": {"seq_len": 20}, "preset": "fast", "resources": resources,
+        "overrides": overrides or {},
+    })  # fmt: skip
+
+
+def _fixed(gib: float | None):
+    return lambda *_: None if gib is None else int(gib * GIB)
+
+
+def test_without_gpus_each_run_takes_a_cpu() -> None:
+    place = deep_placement(_spec(), {"CPU": 6.0})
+    assert (place.gpu, place.slots) == (0.0, 6)
+    assert deep_placement(_spec(max_concurrent_runs=2), {"CPU": 6.0}).slots == 2
+    # nothing is probed on a CPU cluster
+    boom = _fixed(None)
+    assert deep_placement(_spec(), {"CPU": 2.0}, gpu_memory=boom, need_bytes=boom).gpu == 0.0
+
+
+def test_a_share_from_the_spec_packs_that_many_runs_per_gpu() -> None:
+    spec = _spec(gpu_fraction=0.25)
+    assert (deep_placement(spec, {"CPU": 16.0, "GPU": 1.0}).gpu,
+            deep_placement(spec, {"CPU": 16.0, "GPU": 1.0}).slots) == (0.25, 4)  # fmt: skip
+    assert deep_placement(spec, {"CPU": 16.0, "GPU": 2.0}).slots == 8
+    assert deep_placement(spec, {"CPU": 3.0, "GPU": 2.0}).slots == 3  # CPU-bound
+    assert deep_placement(_spec(gpu_fraction=0.3), {"CPU": 16.0, "GPU": 1.0}).slots == 3
+    assert deep_placement(_spec(gpu_fraction=1), {"CPU": 16.0, "GPU": 1.0}).slots == 1
+
+
+@pytest.mark.parametrize(
+    ("need_gib", "gpu_gib", "per_gpu"),
+    [
+        (0.5, 80.0, MAX_RUNS_PER_GPU),  # small daily models: capped
+        (2.0, 12.0, 3),  # 1 + 1.5 x 2 = 4 GiB a run: 3 fit, 1/3 each
+        (6.0, 12.0, 1),  # 10 GiB a run: one per GPU
+    ],
+)
+def test_auto_share_follows_memory(need_gib, gpu_gib, per_gpu) -> None:
+    total = CUDA_CONTEXT_BYTES + HEADROOM * need_gib * GIB
+    expected = max(1, min(MAX_RUNS_PER_GPU, int(gpu_gib * GIB // total)))
+    assert expected == per_gpu
+    place = deep_placement(_spec(), {"CPU": 32.0, "GPU": 1.0},
+                           gpu_memory=_fixed(gpu_gib), need_bytes=_fixed(need_gib))
+    assert place.gpu == pytest.approx(1.0 / expected)
+    assert place.slots == expected
+    assert "auto" in place.reason
+
+
+def test_auto_share_says_why_when_it_takes_a_whole_gpu(caplog) -> None:
+    resources = {"CPU": 8.0, "GPU": 1.0}
+    with caplog.at_level(logging.WARNING, logger="quantray.placement"):
+        unreadable = deep_placement(_spec(), resources, gpu_memory=_fixed(None),
+                                    need_bytes=_fixed(1.0))
+    assert (unreadable.gpu, unreadable.slots) == (1.0, 1)
+    assert "resources.gpu_fraction" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="quantray.placement"):
+        too_big = deep_placement(_spec(), resources, gpu_memory=_fixed(8.0),
+                                 need_bytes=_fixed(20.0))
+    assert too_big.gpu == 1.0 and "train.batch_size" in caplog.text
+
+
+def test_the_memory_estimate_is_the_jobs_largest_model_on_real_data() -> None:
+    """The estimate builds each deep model for a prepared symbol and grows with what the
+    spec makes bigger (batch size, window, model width); a symbol that does not prepare
+    is skipped for the next."""
+    lstm = run_memory_bytes(_spec(("lstm",)), ["NOPE", "A"])
+    assert lstm is not None and 100_000 < lstm < 2 * GIB
+    big_batch = run_memory_bytes(
+        _spec(("lstm",), overrides={"lstm": {"train.batch_size": 4096}}), ["A"])
+    assert big_batch > 4 * lstm
+    both = run_memory_bytes(_spec(("mlp", "lstm")), ["A"])
+    assert both == max(lstm, run_memory_bytes(_spec(("mlp",)), ["A"]))
+    wide = run_memory_bytes(_spec(("lstm",), overrides={"lstm": {"hidden_size": 256}}), ["A"])
+    assert wide > lstm
+    assert run_memory_bytes(_spec(("lstm",)), ["NOPE"]) is None
+
+
+def test_gpu_memory_on_a_cluster_without_gpus(ray_cluster) -> None:
+    """No GPU node: nothing to ask. A node without a GPU driver says why it cannot answer
+    (NVML and nvidia-smi both), which the auto share then reports."""
+    import ray
+
+    from ray_jobs.placement import _node_gpu_memory, cluster_gpu_memory
+
+    assert cluster_gpu_memory() is None
+    with pytest.raises(Exception, match="NVML") as info:
+        ray.get(_node_gpu_memory.remote(), timeout=60)
+    assert "nvidia-smi" in str(info.value)
