@@ -12,6 +12,9 @@ and ended in this session / time since the first of them started (or since the k
 started, `kind_started`: the deep runs' start-up counts). A kind none of whose units has
 ended yet uses its prior (seconds for all its units of this session, e.g. the planner's
 estimate for the deep runs) scaled to the units left, and without one there is no ETA yet.
+Once units end, a kind with a prior blends the two, the measured rate weighing
+ran / (ran + PRIOR_SHARE x the kind's units): the first deep units' rate includes their runs'
+start-up (10-15 s each), which alone made the ETA jump several-fold when they ended.
 Units found finished on resume count as done but not in the rate (they took no time now),
 and so do units failed without running (their data failed). No ETA during a Tune search
 (its trials are not units). Every document carries the job's `attempt`, so a reader can
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 PHASES = ("queued", "planning", "preparing", "training", "tuning", "reporting",
           "succeeded", "failed", "stopped")  # fmt: skip
 MAX_LISTED_FAILURES = 50  # progress.json lists the latest failures; results keep them all
+# A kind's prior weighs as much as this share of its units' measured rate: the rate of the
+# first deep units to end includes their runs' start-up, so alone it overstates the rest.
+PRIOR_SHARE = 0.1
 
 
 @dataclass
@@ -209,10 +215,17 @@ class ProgressTracker:
             left = k.left()
             if left <= 0:
                 continue
+            session = k.total - k.skipped
+            prior = k.prior_s * left / session if k.prior_s is not None and session else None
             if k.ran and k.first_start is not None and now > k.first_start:
-                eta += left * (now - k.first_start) / k.ran
-            elif k.prior_s is not None and k.total > k.skipped:
-                eta += k.prior_s * left / (k.total - k.skipped)
+                measured = left * (now - k.first_start) / k.ran
+                if prior is None:
+                    eta += measured
+                else:  # the first units' rate carries the runs' start-up: lean on the prior
+                    weight = k.ran / (k.ran + max(1.0, PRIOR_SHARE * session))
+                    eta += weight * measured + (1 - weight) * prior
+            elif prior is not None:
+                eta += prior
             else:
                 return None
         return eta
