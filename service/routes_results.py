@@ -111,7 +111,7 @@ def _unmatched(table: pa.Table, filters: dict[str, Any]) -> list[dict[str, Any]]
     for column, values in filters.items():
         if not values or column not in table.column_names:
             continue
-        have = sorted({v for v in table[column].to_pylist() if v is not None}, key=str)
+        have = sorted(pc.unique(table[column]).drop_null().to_pylist(), key=str)
         for value in values:
             if value in have:
                 continue
