@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pandas._libs.parsers import STR_NA_VALUES
 
 from data.storage import resolve_uri
 from data.validation import BAR_COLUMNS, check_columns, lob_columns, to_datetime_column
@@ -62,7 +64,7 @@ def list_symbols(uri: str) -> list[str]:
     if kind == "csv":
         frame = _read_csv(fs, path, uri, ["symbol"])
         return sorted(frame["symbol"].dropna().unique().tolist())
-    dataset = _dataset(fs, path, uri)
+    dataset = parquet_dataset(fs, path, uri)
     check_columns(dataset.schema.names, ["symbol"], uri)
     values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"])
     return sorted(v for v in values.to_pylist() if v is not None)
@@ -81,11 +83,14 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         if symbols is not None:
             frame = frame[frame["symbol"].isin(symbols)]
     else:
-        dataset = _dataset(fs, path, uri)
+        dataset = parquet_dataset(fs, path, uri)
         columns = columns_for(dataset.schema.names)
         check_columns(dataset.schema.names, columns, uri)
         expr = build_filter(dataset.schema, time_col, symbols, lo, hi)
-        table = dataset.to_table(columns=columns, filter=expr)
+        try:
+            table = dataset.to_table(columns=columns, filter=expr)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValueError(f"{uri}: {exc}{_schema_clash(dataset, fs, columns)}") from exc
         frame = table.to_pandas()
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
     if isinstance(frame["symbol"].dtype, pd.CategoricalDtype):  # a pandas category saved
@@ -113,6 +118,24 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
                          + "; check the file and the start/end dates")
     frame = frame.sort_values(["symbol", time_col], kind="stable")
     return frame.reset_index(drop=True)
+
+
+def _schema_clash(dataset: ds.Dataset, fs: pafs.FileSystem, columns: list[str]) -> str:
+    """Where a multi-file Parquet dataset's files disagree on a column's type (Arrow reads
+    them all with the first file's schema), as text for an error; "" if they agree."""
+    files = getattr(dataset, "files", [])
+    if len(files) < 2:
+        return ""
+    first = dataset.schema
+    for name in files:
+        schema = pq.read_schema(name, filesystem=fs)
+        for col in columns:
+            if col in schema.names and col in first.names and (
+                    schema.field(col).type != first.field(col).type):
+                return (f"; the files disagree on column {col!r}: {first.field(col).type} in "
+                        f"{files[0]}, {schema.field(col).type} in {name}; write every file "
+                        "with the same column types")
+    return ""
 
 
 def _window_text(start: TimeBound, end: TimeBound) -> str:
@@ -242,9 +265,20 @@ def _locate(uri: str) -> tuple[pafs.FileSystem, str, str]:
     )
 
 
-def _dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
+def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
+    """The Parquet file or directory (hive partitions read as columns). A `symbol=`
+    partition key is text, as tickers are: Arrow would infer `symbol=0700/` as the integer
+    700 when every partition looks numeric."""
     try:
         dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+        keys = getattr(dataset, "partitioning", None)
+        is_dir = keys is not None and fs.get_file_info(path).type == pafs.FileType.Directory
+        keys = keys.schema if is_dir else pa.schema([])
+        if "symbol" in keys.names and pa.types.is_integer(keys.field("symbol").type):
+            text = pa.schema([f.with_type(pa.string()) if f.name == "symbol" else f
+                              for f in keys])  # fmt: skip
+            dataset = ds.dataset(path, filesystem=fs, format="parquet",
+                                 partitioning=ds.HivePartitioning.discover(schema=text))
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})") from exc
     if not dataset.files:
@@ -255,10 +289,17 @@ def _dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
 def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | None) -> pd.DataFrame:
     """Whole CSV through the filesystem (gzip detected from the name); symbols stay text."""
     try:
-        if usecols is not None:  # check the header first: pandas' own error names no file
-            with fs.open_input_stream(path, compression="detect") as stream:
-                check_columns(pd.read_csv(stream, nrows=0).columns, usecols, uri)
         with fs.open_input_stream(path, compression="detect") as stream:
-            return pd.read_csv(stream, usecols=usecols, dtype={"symbol": str})
+            header = list(pd.read_csv(stream, nrows=0).columns)
+        if usecols is not None:  # check the header first: pandas' own error names no file
+            check_columns(header, usecols, uri)
+        # Tickers such as NA (National Bank of Canada) or NULL are text, not missing
+        # values: pandas' NA strings apply to the other columns, and only an empty field
+        # is a missing symbol.
+        na_values = {c: list(STR_NA_VALUES) for c in header if c != "symbol"}
+        na_values["symbol"] = [""]
+        with fs.open_input_stream(path, compression="detect") as stream:
+            return pd.read_csv(stream, usecols=usecols, dtype={"symbol": str},
+                               keep_default_na=False, na_values=na_values)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"{uri}: not a readable CSV file ({exc})") from exc

@@ -33,6 +33,7 @@ repair is sorting by ts.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -275,7 +276,11 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     if not pd.api.types.is_datetime64_dtype(values):
-        parsed = pd.to_datetime(values, errors="coerce")
+        with warnings.catch_warnings():  # mixed offsets: handled below, not a user warning
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.to_datetime(values, errors="coerce")
+        if parsed.dtype == object:  # several UTC offsets (a zone with daylight saving)
+            parsed = pd.to_datetime(values, errors="coerce", utc=True)
         bad = parsed.isna() & values.notna()
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])

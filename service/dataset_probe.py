@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -115,8 +114,10 @@ def _read_columns(
 
     lower = path.lower()
     try:
-        if kind == pafs.FileType.Directory:
-            dataset = pads.dataset(path, filesystem=fs, format="parquet")
+        if kind == pafs.FileType.Directory:  # hive partitions (symbol=...) as the loader reads them
+            from data.loading import parquet_dataset
+
+            dataset = parquet_dataset(fs, path, path)
             check_columns(dataset.schema.names, columns, path)
             table = dataset.to_table(columns=columns)
         elif lower.endswith((".parquet", ".pq")):

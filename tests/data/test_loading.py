@@ -111,6 +111,72 @@ def test_directory_dataset_with_hive_partitions(bars, tmp_path):
     assert list_symbols(str(tmp_path)) == ["AAA", "BBB", "CCC"]
 
 
+def _write_hive(df, root, *keys):
+    for values, part in df.groupby(list(keys)):
+        folder = root.joinpath(*(f"{k}={v}" for k, v in zip(keys, values, strict=True)))
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(part.drop(columns=list(keys)), preserve_index=False),
+                       folder / "part-0.parquet")
+
+
+def test_numeric_looking_hive_symbols_stay_text(bars, tmp_path):
+    """Every `symbol=` partition looks like a number (Hong Kong, Tokyo tickers): Arrow would
+    read 0700 as the integer 700. Nested keys (year=) keep working."""
+    df = bars(("0700", "9988"), n=12)
+    _write_hive(df, tmp_path / "hk", "symbol")
+    assert list_symbols(str(tmp_path / "hk")) == ["0700", "9988"]
+    out = load_bars(str(tmp_path / "hk"), symbols=["0700"])
+    assert out["symbol"].unique().tolist() == ["0700"] and len(out) == 12
+    nested = df.assign(year=df["date"].dt.year)
+    _write_hive(nested, tmp_path / "nested", "symbol", "year")
+    assert list_symbols(str(tmp_path / "nested")) == ["0700", "9988"]
+    assert len(load_bars(str(tmp_path / "nested"))) == 24
+
+
+def test_files_that_disagree_on_a_column_type_are_named(bars, tmp_path):
+    df = bars(("AAA", "BBB"), n=12)
+    (tmp_path / "d").mkdir()
+    df[df.symbol == "AAA"].astype({"volume": "int64"}).to_parquet(tmp_path / "d" / "a.parquet")
+    df[df.symbol == "BBB"].assign(volume=lambda f: f.volume + 0.5).to_parquet(
+        tmp_path / "d" / "b.parquet")
+    with pytest.raises(ValueError, match=r"disagree on column 'volume': int64 in .*a\.parquet"):
+        load_bars(str(tmp_path / "d"))
+
+
+def test_csv_tickers_that_read_as_missing_values_stay_tickers(bars, tmp_path):
+    """NA (National Bank of Canada), NULL and N/A are tickers in a symbol column; the other
+    columns keep pandas' missing-value strings, and an empty symbol is still missing."""
+    df = bars(("NA", "NULL", "N/A"), n=6).astype({"close": object})
+    df.loc[2, "close"] = "NA"
+    df.to_csv(tmp_path / "b.csv", index=False)
+    assert list_symbols(str(tmp_path / "b.csv")) == ["N/A", "NA", "NULL"]
+    out = load_bars(str(tmp_path / "b.csv"), symbols=["NA"])
+    assert len(out) == 6 and out["close"].isna().sum() == 1
+    with open(tmp_path / "b.csv", "a") as f:
+        f.write(",2021-01-01,1,1,1,1,1\n")
+    with pytest.raises(DataValidationError, match="no symbol"):
+        validate_bars(load_bars(str(tmp_path / "b.csv")))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet-strings"])
+def test_dates_with_daylight_saving_offsets_become_utc(bars, tmp_path, fmt):
+    """A zone with daylight saving writes two UTC offsets into one file (-05:00 in winter,
+    -04:00 in summer); both parse, to naive UTC."""
+    df = bars(("AAA",), n=3)
+    df["date"] = ["2018-01-02 16:00:00-05:00", "2018-07-02 16:00:00-04:00",
+                  "2018-07-03 16:00:00-04:00"]
+    if fmt == "csv":
+        df.to_csv(tmp_path / "f.csv", index=False)
+        path = tmp_path / "f.csv"
+    else:
+        df.to_parquet(tmp_path / "f.parquet")
+        path = tmp_path / "f.parquet"
+    out = load_bars(str(path))
+    assert out["date"].tolist() == [pd.Timestamp("2018-01-02 21:00"),
+                                    pd.Timestamp("2018-07-02 20:00"),
+                                    pd.Timestamp("2018-07-03 20:00")]
+
+
 def test_categorical_symbol_column_loads_as_strings(bars, tmp_path, recwarn):
     df = bars(("AAA", "BBB"), n=5).astype({"symbol": "category"})
     path = tmp_path / "cat.parquet"

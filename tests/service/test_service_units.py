@@ -227,3 +227,22 @@ def test_dataset_probe_reads_a_file_once_until_it_changes(tmp_path: Path,
     assert probe.symbols(str(path)) == {"A", "B"}
     assert probe.rows_in_window(str(path), "date", None, "2020-01-01") == {"A": 1, "B": 0}
     assert len(reads) == 4
+
+
+def test_dataset_probe_reads_hive_partitions_as_the_loader_does(tmp_path: Path) -> None:
+    """A directory partitioned by `symbol=` (numeric-looking tickers too) passes the API's
+    submit-time probe with the symbols and rows the job's loader will read."""
+    import pandas as pd
+
+    from data.loading import list_symbols
+    from service import dataset_probe
+
+    days = pd.bdate_range("2020-01-01", periods=5)
+    for symbol in ("0700", "9988"):
+        folder = tmp_path / f"symbol={symbol}"
+        folder.mkdir()
+        pd.DataFrame({"date": days, "close": 1.0}).to_parquet(folder / "part-0.parquet")
+    probe = dataset_probe.DatasetProbe()
+    assert probe.symbols(str(tmp_path)) == {"0700", "9988"} == set(list_symbols(str(tmp_path)))
+    assert probe.rows_in_window(str(tmp_path), "date", "2020-01-02", None) == {
+        "0700": 4, "9988": 4}
