@@ -58,16 +58,32 @@ def load_lob(
     return _load(uri, lambda found: lob_columns(found, uri), "ts", symbols, start, end)
 
 
-def list_symbols(uri: str) -> list[str]:
-    """Sorted distinct symbols, reading only the `symbol` column."""
-    fs, path, kind = _locate(uri)
-    if kind == "csv":
+def list_symbols(uri: str, kind: str | None = None) -> list[str]:
+    """Sorted distinct symbols, reading only the `symbol` column. With `kind` ("bars" or
+    "lob"), the file's columns are checked first against everything that kind needs, so
+    one error names every missing column, not only `symbol`."""
+    fs, path, fmt = _locate(uri)
+    if fmt == "csv":
+        if kind is not None:
+            with fs.open_input_stream(path, compression="detect") as stream:
+                _check_kind(list(pd.read_csv(stream, nrows=0).columns), kind, uri)
         frame = _read_csv(fs, path, uri, ["symbol"])
         return sorted(frame["symbol"].dropna().unique().tolist())
     dataset = parquet_dataset(fs, path, uri)
+    if kind is not None:
+        _check_kind(dataset.schema.names, kind, uri)
     check_columns(dataset.schema.names, ["symbol"], uri)
     values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"])
     return sorted(v for v in values.to_pylist() if v is not None)
+
+
+def _check_kind(found: list[str], kind: str, uri: str) -> None:
+    if kind == "lob":
+        lob_columns(found, uri)
+    elif kind == "bars":
+        check_columns(found, BAR_COLUMNS, uri)
+    else:
+        raise ValueError(f"kind={kind!r}: use 'bars' or 'lob'")
 
 
 def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:

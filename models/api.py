@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from data.prepared import PreparedSymbol
+from data.symbols import safe_symbol
 from models.ensemble import ensemble_rows
 from models.leaderboard import fitted_rows
 from models.linear import LINEAR_SPECS, fit_linear, load_linear
@@ -115,7 +116,8 @@ def train_symbols(
     error rows (one per horizon) and the loop goes on. With `ensembles`, every
     symbol/fold with at least two fitted models also gets "ensemble_equal" and
     "ensemble_f1" rows. With `save_dir`, each fitted model is saved under
-    `save_dir/{symbol}/{model}` (`.../fold{k}/...` when there are several folds).
+    `save_dir/{symbol}/{model}` (`.../fold{k}/...` when there are several folds), the
+    symbol as a safe path part (`BF/B` -> `BF_B`, `data.symbols.safe_symbol`).
     """
     models = list(models)
     overrides = dict(overrides or {})
@@ -157,5 +159,5 @@ def train_symbols(
 
 
 def _unit_dir(root: str, symbol: str, model: str, fold: int, n_folds: int) -> str:
-    parts = [root, symbol] + ([f"fold{fold}"] if n_folds > 1 else []) + [model]
+    parts = [root, safe_symbol(symbol)] + ([f"fold{fold}"] if n_folds > 1 else []) + [model]
     return os.path.join(*parts)

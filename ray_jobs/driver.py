@@ -37,13 +37,37 @@ class JobSpecMismatch(ValueError):
     pass
 
 
-def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
-    """The job's symbols, and those asked for but absent from the dataset (with a reason)."""
-    from data.loading import list_symbols
+class JobInputError(ValueError):
+    """The job's dataset cannot be planned at all (a missing or unreadable file, columns
+    that are not bars or LOB, no usable symbol): nothing is trained, progress says why."""
 
-    available = list_symbols(spec.dataset.uri)
+
+def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
+    """The job's symbols, and those asked for but absent from the dataset (with a reason).
+    With `symbols: N`, the dataset's first N; one whose file name another of them already
+    takes (`BRK.B`, `BRK/B` -> `BRK_B`) is left out with that reason, and asking for more
+    than the dataset holds is logged."""
+    from data.loading import list_symbols
+    from data.symbols import safe_symbol, symbol_problem
+
+    available = list_symbols(spec.dataset.uri, spec.dataset.kind)
     if isinstance(spec.dataset.symbols, int):
-        return available[: spec.dataset.symbols], {}
+        if spec.dataset.symbols > len(available):
+            log.warning("dataset.symbols=%d, but %s holds %d symbols: training all of them",
+                        spec.dataset.symbols, spec.dataset.uri, len(available))
+        symbols: list[str] = []
+        left_out: dict[str, str] = {}
+        named: dict[str, str] = {}
+        for s in available[: spec.dataset.symbols]:
+            problem = symbol_problem(s)
+            if problem is None and named.setdefault(safe_symbol(s), s) != s:
+                problem = (f"it and {named[safe_symbol(s)]!r} both name their files "
+                           f"{safe_symbol(s)!r}; rename one in the data")
+            if problem:
+                left_out[s] = f"data: symbol {s!r} left out: {problem}"
+            else:
+                symbols.append(s)
+        return symbols, left_out
     present = set(available)
     missing = {
         s: f"symbol {s!r} is not in dataset {spec.dataset.uri}" for s in spec.dataset.symbols
@@ -237,13 +261,19 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     from ray_jobs.deep_runs import run_deep_groups
     from ray_jobs.reporting import write_results
 
-    symbols, missing = resolve_symbols(spec)
+    try:
+        symbols, missing = resolve_symbols(spec)
+    except (OSError, ValueError) as exc:
+        raise _input_error(tracker, exc) from exc
     placement = deep_placement(spec, ray.cluster_resources(),
                                [s for s in symbols if s not in missing])
     if spec.deep_models:
         log.info("deep runs: GPU share %g, %d at once (%s)", placement.gpu, placement.slots,
                  placement.reason)
-    plan = known.plan = load_or_plan(spec, symbols, storage, slots=placement.slots)
+    try:
+        plan = known.plan = load_or_plan(spec, symbols, storage, slots=placement.slots)
+    except ValueError as exc:  # no symbol to plan; unit ids that clash
+        raise _input_error(tracker, exc) from exc
     statuses = storage.unit_statuses()
     done = {u for u, s in statuses.items() if s.get("state") == "done"}
     todo = plan.pending(done)
@@ -280,6 +310,13 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     tracker.set_phase("failed" if failed else "succeeded",
                       f"{len(failed)} failed units" if failed else "all units done")
     return summary
+
+
+def _input_error(tracker: ProgressTracker, exc: BaseException) -> JobInputError:
+    message = f"the job's dataset cannot be used: {exc}"
+    log.error(message)
+    tracker.set_phase("failed", message)
+    return JobInputError(message)
 
 
 def _deep_prior(spec: JobSpec, todo: Plan, slots: int) -> dict[str, float]:

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from data.symbols import safe_symbol
 from ray_jobs.spec import LINEAR_MODELS, MAX_UNITS_PER_RUN, JobSpec
 
 DEFAULT_RUN_OVERHEAD_S = 25.0  # TorchTrainer fixed cost, two runs starting at once on 2 CPUs
@@ -49,15 +49,6 @@ WAVES = 4  # runs per slot we want at least, when the overhead budget allows it
 # scoring, artifacts); the executor may pass better ones. fast: 0.87 s measured in the
 # 102 x 14 sweep on a quiet 2-CPU machine (~2.5 s under a load of 5-10).
 DEFAULT_UNIT_SECONDS = {"fast": 1.0, "balanced": 15.0, "quality": 45.0}
-
-
-def safe_symbol(symbol: str) -> str:
-    """A symbol as a path / id part: `BRK.B` -> `BRK_B`, `^GSPC` -> `_GSPC`. Runs of `_`
-    collapse and a trailing `_` goes, so `__` only ever separates the parts of a unit id."""
-    safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9-]", "_", symbol)).rstrip("_")
-    if not safe:
-        raise ValueError(f"symbol {symbol!r} has no letter or digit to name its files by")
-    return safe
 
 
 @dataclass(frozen=True, order=True)

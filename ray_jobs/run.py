@@ -2,7 +2,8 @@
 
 Runs on the Ray cluster in `RAY_ADDRESS` (inside a Ray job it is set for us), or starts a
 local Ray when none is given. Exit status: 0 all units done, 1 some units failed (partial
-results kept), 2 bad input (spec, storage, job id).
+results kept), 2 bad input (spec, storage, job id, a dataset that cannot be read or holds no
+usable symbol).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from ray_jobs.driver import JobSpecMismatch, run_job
+    from ray_jobs.driver import JobInputError, JobSpecMismatch, run_job
     from ray_jobs.stop import JobCancelled, request_stop
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, request_stop)
     try:
         summary = run_job(spec, storage, attempt=args.attempt)
-    except JobSpecMismatch as exc:
+    except (JobSpecMismatch, JobInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except JobCancelled as exc:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from data.symbols import safe_symbol, symbol_problem
+
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
 MAX_SYMBOLS = 600  # the whole S&P 500 universe (505) fits; bigger universes: several jobs
 MAX_HORIZONS = 8
@@ -47,7 +49,6 @@ _TARGET_ONLY_METRICS = {"val_f1": "direction", "val_accuracy": "direction", "val
 SMOKE_SYMBOLS, SMOKE_EPOCHS, SMOKE_SEQ_LEN, SMOKE_SAMPLES = 2, 2, 20, 2
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SYMBOL_RE = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._=^-]{0,31}$")
 _KEY_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -207,9 +208,16 @@ def _check_symbol_list(iss: _Issues, name: str, symbols: tuple[Any, ...]) -> Non
         iss.add(name, "empty list: give at least one symbol, or an integer N (first N)")
     if len(symbols) > MAX_SYMBOLS:
         iss.add(name, f"{len(symbols)} symbols; at most {MAX_SYMBOLS} per job: split the job")
+    named: dict[str, str] = {}
     for i, s in enumerate(symbols):
-        if not isinstance(s, str) or not _SYMBOL_RE.match(s):
-            iss.add(f"{name}[{i}]", f"{s!r} is not a ticker (letters, digits, . _ - = ^)")
+        problem = symbol_problem(s)
+        if problem:
+            iss.add(f"{name}[{i}]", f"{s!r} is not a usable symbol: {problem}")
+            continue
+        key = safe_symbol(s)
+        if named.setdefault(key, s) != s:
+            iss.add(f"{name}[{i}]", f"{s!r} and {named[key]!r} both name their files "
+                    f"{key!r}: a job can hold only one of them")  # fmt: skip
     dupes = sorted((s for s, n in Counter(symbols).items() if n > 1), key=str)
     if dupes:
         iss.add(name, f"duplicate symbols {dupes}: list each once")

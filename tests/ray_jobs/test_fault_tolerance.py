@@ -168,3 +168,39 @@ def test_a_failed_search_fails_its_models_units_which_are_not_trained(
     progress = storage.read_json("progress.json")
     assert progress["phase"] == "failed"
     assert progress["units"]["done"] + progress["units"]["failed"] == progress["units"]["total"]
+
+
+def test_a_dataset_that_cannot_be_read_ends_the_job_with_exit_2(ray_cluster: str,
+                                                                 tmp_path: Path) -> None:
+    """A missing file or columns that are not bars: nothing can be planned. The entrypoint
+    says why (every missing column at once) and exits 2 (bad input), and progress.json
+    says failed with the reason, instead of a traceback and a job stuck in `planning`."""
+    upper = tmp_path / "upper.csv"
+    pd.DataFrame({"Symbol": ["A"], "Date": ["2020-01-02"], "Open": [1.0], "High": [1.0],
+                  "Low": [1.0], "Close": [1.0], "Volume": [1]}).to_csv(upper, index=False)
+    for name, uri, says in [("no-file", str(tmp_path / "nope.parquet"), "dataset not found"),
+                            ("upper", str(upper), "'Volume' -> 'volume'")]:
+        spec = tiny_spec(name, ["ols"], dataset={"uri": uri, "symbols": 2})
+        (tmp_path / name).mkdir()
+        proc, storage, log = start_spec(spec, tmp_path / name, ray_cluster)
+        rc = finish_entrypoint(proc, log, timeout_s=120)
+        text = log.read_text()
+        assert rc == 2 and says in text and "Traceback" not in text, log_tail(log)
+        progress = storage.read_json("progress.json")
+        assert progress["phase"] == "failed" and says in progress["message"], progress
+
+
+def test_symbols_n_leaves_out_a_symbol_whose_files_would_clash(tmp_path: Path) -> None:
+    """`symbols: N` takes the dataset's first N; `BRK.B` and `BRK/B` would share the
+    file name BRK_B, so the second is left out with that reason (a data error), not the
+    whole job."""
+    from ray_jobs.driver import resolve_symbols
+    from tests.data.conftest import make_bars
+
+    path = tmp_path / "b.parquet"
+    make_bars(("BRK.B", "BRK/B", "AAPL"), n=5).to_parquet(path)
+    spec = JobSpec.from_dict(tiny_spec("clash", ["ols"], dataset={"uri": str(path),
+                                                                   "symbols": 5}))
+    symbols, left_out = resolve_symbols(spec)
+    assert symbols == ["AAPL", "BRK.B"]
+    assert list(left_out) == ["BRK/B"] and "both name their files 'BRK_B'" in left_out["BRK/B"]

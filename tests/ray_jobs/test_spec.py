@@ -172,7 +172,10 @@ def test_errors_do_not_echo_absurdly_long_values_whole() -> None:
         ("dataset.symbols", [f"S{i}" for i in range(MAX_SYMBOLS + 1)], "dataset.symbols",
          f"at most {MAX_SYMBOLS} per job"),
         ("dataset.symbols", ["AAPL", "AAPL"], "dataset.symbols", "duplicate"),
-        ("dataset.symbols", ["AAPL", "a/b"], "dataset.symbols[1]", "not a ticker"),
+        ("dataset.symbols", ["AAPL", "a\tb"], "dataset.symbols[1]", "control characters"),
+        ("dataset.symbols", ["AAPL", " AAPL"], "dataset.symbols[1]", "leading/trailing"),
+        ("dataset.symbols", ["AAPL", "///"], "dataset.symbols[1]", "no ASCII letter"),
+        ("dataset.symbols", ["BRK.B", "BRK/B"], "dataset.symbols[1]", "both name their files"),
         ("dataset.uri", "gs://bucket/bars.parquet", "dataset.uri", "unsupported URI scheme 'gs'"),
         ("dataset.uri", "data/bars.parquet", "dataset.uri", "relative"),
         ("dataset.uri", "file://host/x", "dataset.uri", "file:///abs/path"),
@@ -299,3 +302,11 @@ def test_import_and_validation_stay_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_any_ticker_the_data_can_hold_is_a_symbol() -> None:
+    """Share classes, slashes, leading zeros, accents and spaces: the job names their files
+    with `safe_symbol`, so the spec takes them as the data spells them."""
+    symbols = ["AAPL", "BF/B", "BRK.B", "0700", "ÄBC", "AB C", "^GSPC", "NA"]
+    spec = JobSpec.from_dict(mutated("dataset.symbols", symbols))
+    assert spec.dataset.symbols == tuple(symbols)

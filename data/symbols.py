@@ -1,0 +1,33 @@
+"""Symbols as names of files and ids: any ticker the data holds (`BRK.B`, `BF/B`, `0700`,
+`ÄBC`, `AB C`) maps to a path- and id-safe part, and a job refuses only what cannot be
+named that way."""
+
+from __future__ import annotations
+
+import re
+
+MAX_SYMBOL_CHARS = 32
+
+
+def safe_symbol(symbol: str) -> str:
+    """A symbol as a path / id part: `BRK.B` -> `BRK_B`, `^GSPC` -> `_GSPC`, `BF/B` ->
+    `BF_B`. Runs of `_` collapse and a trailing `_` goes, so `__` only ever separates the
+    parts of a unit id, and no part is `.` or `..` or holds a `/`."""
+    safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9-]", "_", symbol)).rstrip("_")
+    if not safe.strip("_-"):
+        raise ValueError(f"symbol {symbol!r} has no letter or digit to name its files by")
+    return safe
+
+
+def symbol_problem(symbol: object) -> str | None:
+    """Why `symbol` cannot be a job's symbol, or None: it must be text of 1-32 printable
+    characters, without spaces at either end, with a letter or digit to name files by."""
+    if not isinstance(symbol, str) or not symbol:
+        return "a symbol is non-empty text"
+    if len(symbol) > MAX_SYMBOL_CHARS:
+        return f"longer than {MAX_SYMBOL_CHARS} characters"
+    if not symbol.isprintable() or symbol != symbol.strip():
+        return "holds control characters or leading/trailing spaces"
+    if not re.sub(r"[^A-Za-z0-9]", "", symbol):
+        return "has no ASCII letter or digit to name its files by"
+    return None

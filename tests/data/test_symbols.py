@@ -1,0 +1,34 @@
+"""Symbols as file names and ids (`data.symbols`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from data.symbols import safe_symbol, symbol_problem
+
+
+@pytest.mark.parametrize(
+    ("symbol", "safe"),
+    [("AAPL", "AAPL"), ("BRK.B", "BRK_B"), ("BF/B", "BF_B"), ("^GSPC", "_GSPC"),
+     ("AB C", "AB_C"), ("ÄBC", "_BC"), ("0700", "0700"), ("../../etc", "_etc"),
+     ("A__B", "A_B"), ("X.", "X")],
+)  # fmt: skip
+def test_safe_symbol_is_one_path_part(symbol: str, safe: str) -> None:
+    assert safe_symbol(symbol) == safe
+    assert "/" not in safe and safe not in (".", "..") and "__" not in safe
+
+
+@pytest.mark.parametrize("symbol", ["///", "..", "ÄÖ", "-"])
+def test_a_symbol_without_letters_or_digits_cannot_name_files(symbol: str) -> None:
+    with pytest.raises(ValueError, match="no letter or digit"):
+        safe_symbol(symbol)
+    assert "no ASCII letter or digit" in symbol_problem(symbol)
+
+
+def test_symbol_problem_names_what_is_wrong() -> None:
+    assert symbol_problem("BRK.B") is None and symbol_problem("AB C") is None
+    assert "non-empty text" in symbol_problem("")
+    assert "non-empty text" in symbol_problem(7)
+    assert "longer than 32" in symbol_problem("A" * 33)
+    assert "control characters" in symbol_problem("A\nB")
+    assert "leading/trailing" in symbol_problem("AAPL ")
