@@ -167,7 +167,7 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
         return ValueError(
             f"symbol {symbol!r}: {len(df)} rows, at least {cfg.min_rows()} are needed "
             f"(warm-up + seq_len - 1 + max horizon + split minimum; {detail}); load more "
-            f"history or lower seq_len/horizons/min_split_samples"
+            f"history or lower seq_len/horizons/min_split_samples (walk-forward: n_folds)"
         )
 
     raw, names, price = _features(df, cfg.kind)

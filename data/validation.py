@@ -313,8 +313,9 @@ def _flag_min_rows(bad, frame, min_rows) -> None:
         if symbol not in bad:
             bad[symbol] = DataValidationError(
                 f"symbol {symbol!r}: {n} rows, at least {min_rows} are needed (seq_len, "
-                "horizons and the split sizes set this need); fix: load a longer date range, "
-                f"lower seq_len/horizons, {_DROP_FIX}", symbol=symbol, rows=None)
+                "horizons, the split sizes, purge/embargo and walk-forward's n_folds set this "
+                "need); fix: load a longer date range, lower seq_len/horizons/n_folds, "
+                f"{_DROP_FIX}", symbol=symbol, rows=None)
 
 
 def _error(symbol, what, rows, fix) -> DataValidationError:

@@ -79,18 +79,24 @@ def _csv_list(flag: str, value: str | None) -> list[str]:
     items = [v.strip() for v in value.split(",")]
     if any(not v for v in items):
         raise UsageError(f"{flag}={value!r} has an empty item; use comma-separated names")
-    if len(set(items)) != len(items):
-        raise UsageError(f"{flag}={value!r} repeats a name")
+    twice = sorted({v for v in items if items.count(v) > 1})
+    if twice:
+        raise UsageError(f"{flag}={value!r} lists {', '.join(twice)} twice; list each once")
     return items
 
 
 def _positive_ints(flag: str, value: str) -> list[int]:
+    items = _csv_list(flag, value)  # its own errors name the empty or repeated item
     try:
-        out = [int(v) for v in _csv_list(flag, value)]
+        out = [int(v) for v in items]
     except ValueError as exc:
         raise UsageError(f"{flag}={value!r}: use comma-separated positive integers") from exc
     if any(v < 1 for v in out):
-        raise UsageError(f"{flag}={value!r}: use comma-separated positive integers")
+        raise UsageError(f"{flag}={value!r}: use positive integers (comma-separated)")
+    twice = sorted({v for v in out if out.count(v) > 1})
+    if twice:  # "1,01"
+        raise UsageError(f"{flag}={value!r} lists {', '.join(map(str, twice))} twice; list "
+                         "each once")
     return out
 
 
@@ -135,7 +141,10 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
     if args.seq_len is not None:
         # the window of every sequence model (as a job's features.seq_len), unless the
         # model's own override names one
-        (window,) = _positive_ints("--seq-len", args.seq_len)
+        window = _positive_ints("--seq-len", args.seq_len)
+        if len(window) != 1:
+            raise UsageError(f"--seq-len={args.seq_len!r}: give one window length, e.g. 30")
+        (window,) = window
         for name in req["models"]:
             own = req["overrides"].get(name, {})
             if get_spec(name).input == "sequence" and "seq_len" not in own:
