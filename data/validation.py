@@ -24,10 +24,12 @@ Policy (bars, `validate_bars`)
   dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
 
 LOB frames (`validate_lob`) follow the same scheme with columns `symbol, ts` and
-`{ask,bid}_{price,size}_{1..L}`: errors are missing ts, duplicate (symbol, ts), NaN,
-non-positive price or size, crossed book (best bid >= best ask), book levels out of order
-(ask prices falling or bid prices rising with the level), too few rows; the only
-repair is sorting by ts.
+`{ask,bid}_{price,size}_{1..L}`: errors are missing ts, duplicate (symbol, ts), too few
+rows, and more than `MAX_FILL_FRACTION` (1%) of a symbol's snapshots faulty, a faulty
+snapshot being one with a NaN or a non-positive price or size (an empty level), a crossed
+book (best bid >= best ask) or book levels out of order (ask prices falling or bid prices
+rising with the level). Repairs: sorting by ts (`sorted`), and dropping the faulty
+snapshots of a symbol that has at most 1% of them (`snapshots_dropped`).
 """
 
 from __future__ import annotations
@@ -182,22 +184,39 @@ def validate_lob(
     frame, report, bad = _prepare(df, columns, "ts", values, min_rows, on_error)
     report.kind = "lob"
     block = frame[values]
-    _flag(bad, frame, "ts", block.isna().any(axis=1), "NaN prices or sizes",
-          "fill or remove these snapshots at the source")
-    _flag(bad, frame, "ts", block.le(0).any(axis=1), "non-positive prices or sizes",
-          "remove empty book levels or use fewer levels")
-    _flag(bad, frame, "ts", frame["bid_price_1"].ge(frame["ask_price_1"]),
-          "crossed book (best bid >= best ask)", "remove crossed snapshots at the source")
     levels = sum(c.startswith("ask_price_") for c in values)
     asks = frame[[f"ask_price_{k}" for k in range(1, levels + 1)]].to_numpy()
     bids = frame[[f"bid_price_{k}" for k in range(1, levels + 1)]].to_numpy()
     out_of_order = (np.diff(asks, axis=1) < 0).any(axis=1) | (np.diff(bids, axis=1) > 0).any(axis=1)
-    _flag(bad, frame, "ts", pd.Series(out_of_order, index=frame.index),
-          "book levels out of order (ask prices must rise and bid prices fall with the level)",
-          "check the level numbering of the price columns at the source")
+    checks = [  # (faulty snapshots, what, fix), in the order errors are reported
+        (block.isna().any(axis=1), "NaN prices or sizes",
+         "fill or remove these snapshots at the source"),
+        (block.le(0).any(axis=1), "non-positive prices or sizes",
+         "remove empty book levels or use fewer levels"),
+        (frame["bid_price_1"].ge(frame["ask_price_1"]), "crossed book (best bid >= best ask)",
+         "remove crossed snapshots at the source"),
+        (pd.Series(out_of_order, index=frame.index),
+         "book levels out of order (ask prices must rise and bid prices fall with the level)",
+         "check the level numbering of the price columns at the source"),
+    ]  # fmt: skip
+    # A few faulty snapshots (an empty level, a crossed book in a fast market) are dropped
+    # and counted; more than MAX_FILL_FRACTION of a symbol's snapshots fail it.
+    faulty = np.logical_or.reduce([mask.to_numpy() for mask, _, _ in checks])
+    n_faulty = pd.Series(faulty, index=frame.index).groupby(frame["symbol"]).sum()
+    n_rows = frame.groupby("symbol").size()
+    too_many = frame["symbol"].isin(n_faulty.index[n_faulty > MAX_FILL_FRACTION * n_rows])
+    for mask, what, fix in checks:
+        _flag(bad, frame, "ts", mask & too_many, what,
+              f"{fix} (at most {MAX_FILL_FRACTION:.0%} of a symbol's snapshots are dropped)")
+    dropped = n_faulty[(n_faulty > 0) & ~n_faulty.index.isin(bad.keys())]
+    frame = frame[~(faulty & ~too_many.to_numpy())].reset_index(drop=True)
     _flag_min_rows(bad, frame, min_rows)
     frame = _resolve(frame, bad, on_error, report)
-    return _finish(frame, {"sorted": frame.pop("_moved")}, report)
+    frame, report = _finish(frame, {"sorted": frame.pop("_moved")}, report)
+    for symbol, n in dropped.items():
+        if symbol not in report.dropped:
+            report.repairs.setdefault(symbol, {})["snapshots_dropped"] = int(n)
+    return frame, report
 
 
 # ---- shared steps -------------------------------------------------------------------------

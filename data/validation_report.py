@@ -12,7 +12,7 @@ from typing import Any
 
 # repair names in report order; see the policy in data/validation.py
 BAR_REPAIRS = ("sorted", "open_filled", "high_low_filled", "bracket_widened", "zero_volume")
-LOB_REPAIRS = ("sorted",)
+LOB_REPAIRS = ("sorted", "snapshots_dropped")
 
 
 @dataclass

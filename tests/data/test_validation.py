@@ -329,6 +329,25 @@ def test_lob_errors_raise_or_drop(lob, write_frame, fmt, breaker):
     assert list(report.dropped) == ["BBB"] and clean["symbol"].unique().tolist() == ["AAA"]
 
 
+@pytest.mark.parametrize("breaker", [_lob_crossed, _lob_size, _lob_nan, _lob_levels])
+def test_a_few_faulty_snapshots_are_dropped_not_the_symbol(lob, breaker):
+    """One faulty snapshot in 400 (an empty level, a crossed book in a fast market) is
+    dropped and counted; the symbol trains on the rest. More than 1% still fails it."""
+    df = lob(("AAA", "BBB"), n=400)
+    breaker(df)
+    clean, report = validate_lob(df)
+    assert report.repairs == {"BBB": {"snapshots_dropped": 1}} and not report.dropped
+    kept = clean.loc[clean["symbol"] == "BBB", "ts"]
+    assert len(kept) == 399 and kept.is_monotonic_increasing
+    assert (clean["symbol"] == "AAA").sum() == 400
+
+    many = lob(("AAA", "BBB"), n=150)  # 2 of 150 is over 1%
+    at = many.index[many["symbol"] == "BBB"][[3, 9]]
+    many.loc[at, "ask_size_2"] = 0.0
+    with pytest.raises(DataValidationError, match=r"2 rows with non-positive .*at most 1%"):
+        validate_lob(many)
+
+
 def test_lob_unsorted_is_repaired_and_too_short_dropped(lob):
     df = lob(("AAA", "BBB"), n=20)
     shuffled = pd.concat([df.iloc[:20].iloc[::-1], df.iloc[20:]])
