@@ -146,8 +146,10 @@ def validate_bars(
     distinct = close.groupby(sym).nunique()
     for s in distinct.index[distinct.le(1)]:
         if s not in bad:
+            what = ("has a single row" if n_rows[s] == 1
+                    else f"the close is the same on all {n_rows[s]} rows")
             bad[s] = DataValidationError(
-                f"symbol {s!r}: the close is the same on all {n_rows[s]} rows, so there are no "
+                f"symbol {s!r}: {what}, so there are no "
                 f"returns to learn from; fix: check the source (a placeholder or stale series?), "
                 f"{_DROP_FIX}", symbol=s, rows=None)
     _flag_min_rows(bad, frame, min_rows)
