@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,8 @@ def check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> No
                         " (training settings as train.<field>)")  # fmt: skip
             elif not _scalar_or_list(value):
                 iss.add(f"{where}.{key}", f"{value!r}: use a number, string, bool or list")
+            elif not _finite(value):
+                iss.add(f"{where}.{key}", f"{value!r}: use a finite number")
             elif is_train and name not in train_fields:
                 allowed = ", ".join(sorted(train_fields))
                 iss.add(f"{where}.{key}", f"unknown training setting; allowed: {allowed}")
@@ -96,6 +99,14 @@ def flatten_train(values: Any) -> Any:
     flat = {k: v for k, v in values.items() if k != "train"}
     flat.update({f"train.{k}": v for k, v in nested.items()})
     return flat
+
+
+def _finite(v: Any) -> bool:
+    """No inf or NaN anywhere in `v` (JSON's Infinity, 1e400, YAML's .inf would otherwise
+    pass here, read back as null and fail the job when training)."""
+    if isinstance(v, list | tuple):
+        return all(_finite(x) for x in v)
+    return not isinstance(v, float) or math.isfinite(v)
 
 
 def _scalar_or_list(v: Any) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -151,7 +152,12 @@ def _read_symbol_times(
     from data.validation import to_datetime_column
 
     frame = _read_columns(fs, path, kind, [SYMBOL_COLUMN, time_column]).to_pandas()
-    frame[time_column] = to_datetime_column(frame[time_column], time_column, uri)
+    times = frame[time_column]
+    if times.dtype == object and times.notna().any():  # CSV columns are read as text here
+        numbers = pd.to_numeric(times, errors="coerce")
+        if numbers.notna().sum() == times.notna().sum():  # the loader infers numbers: refuse
+            times = numbers  # 20130208 as pandas reads it, and fail the same way
+    frame[time_column] = to_datetime_column(times, time_column, uri)
     frame = frame.dropna(subset=[SYMBOL_COLUMN, time_column])
     return {
         str(symbol): np.sort(group.to_numpy(dtype="datetime64[ns]"))

@@ -35,6 +35,25 @@ def _unsafe(exc: UnsafePath, field_path: str) -> ApiError:
     return ApiError(400, "malformed", str(exc), [{"field": field_path, "message": str(exc)}])
 
 
+def wants_csv(accept: str) -> bool:
+    """Whether an Accept header prefers text/csv to JSON (the default): CSV needs a q above
+    0 and above application/json's, so `text/csv;q=0.9, application/json` gets JSON."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        weights[media.lower()] = max(weights.get(media.lower(), 0.0), q)
+    csv = weights.get("text/csv", 0.0)
+    return csv > 0 and csv > weights.get("application/json", 0.0)
+
+
 def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:
     for column, value in filters.items():
         if value is None:
@@ -50,7 +69,7 @@ def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:
             column_data = column_data.cast(column_data.type.value_type)
         try:
             value_set = pa.array(values, type=column_data.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # "abc"; 10**30
             raise ApiError(
                 400, "malformed", f"{values!r} do not match the {column!r} column's type",
                 [{"field": f"query.{column}", "message": f"expected {column_data.type}"}],
@@ -85,7 +104,7 @@ def results(
                "fold": fold}  # fmt: skip
     unmatched = _unmatched(table, filters)
     table = _filter(table, filters)
-    if "text/csv" in request.headers.get("accept", ""):
+    if wants_csv(request.headers.get("accept", "")):
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
         note = "; ".join(u["message"] for u in unmatched)

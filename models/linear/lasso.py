@@ -21,6 +21,8 @@ import numpy as np
 from models.linear.base import LinearConfig, LinearFit
 from models.linear.ridge import check_grid, select_on_validation
 
+MAX_ITER = 100_000  # coordinate-descent sweeps per alpha
+
 
 @dataclass(frozen=True)
 class LassoConfig(LinearConfig):
@@ -34,8 +36,9 @@ class LassoConfig(LinearConfig):
         if not 0 < self.min_ratio <= 1:
             raise ValueError(f"LassoConfig.min_ratio={self.min_ratio}: use a value in (0, 1]")
         check_grid("LassoConfig", self.min_ratio, 1.0, self.n_alphas)
-        if self.max_iter < 1:
-            raise ValueError(f"LassoConfig.max_iter={self.max_iter}: use a positive count")
+        if not 1 <= self.max_iter <= MAX_ITER:
+            raise ValueError(f"LassoConfig.max_iter={self.max_iter}: use 1 to {MAX_ITER}, e.g. "
+                             "5000")
         if not self.tol > 0:
             raise ValueError(f"LassoConfig.tol={self.tol}: use a small positive value, e.g. 1e-4")
 

@@ -11,21 +11,25 @@ the stronger penalty). The test split is never seen. Chosen alphas and the whole
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.linear.base import LinearConfig, LinearFit, log_grid
 
+MAX_GRID = 1000  # alphas per grid: the fit holds (alphas, horizons, validation rows) floats
+
 
 def check_grid(owner: str, low: float, high: float, n: int) -> None:
     """Validate a log grid's bounds and size, naming the fields to fix."""
-    if not (low > 0 and high > 0):
-        raise ValueError(f"{owner}: grid bounds must be positive, got min={low}, max={high}")
+    if not (low > 0 and high > 0 and math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{owner}: grid bounds must be positive and finite, got min={low}, "
+                         f"max={high}")
     if low > high:
         raise ValueError(f"{owner}: grid min {low} exceeds max {high}; swap them")
-    if n < 1:
-        raise ValueError(f"{owner}.n_alphas={n}: use at least 1 grid point, e.g. 15")
+    if not 1 <= n <= MAX_GRID:
+        raise ValueError(f"{owner}.n_alphas={n}: use 1 to {MAX_GRID} grid points, e.g. 15")
 
 
 @dataclass(frozen=True)

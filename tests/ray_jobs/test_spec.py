@@ -168,6 +168,12 @@ def test_errors_do_not_echo_absurdly_long_values_whole() -> None:
          "unknown training setting"),
         ("overrides", {"lstm": {"seq_len": 30}}, "overrides.lstm.seq_len", "features.seq_len"),
         ("overrides", {"cnn": {"kernel_size": 3}}, "overrides.cnn", "not in models"),
+        ("overrides", {"lstm": {"train.lr": float("inf")}}, "overrides.lstm.train.lr",
+         "finite number"),
+        ("overrides", {"lstm": {"dropout": float("-inf")}}, "overrides.lstm.dropout",
+         "finite number"),
+        ("overrides", {"ridge": {"alpha_max": float("inf")}}, "overrides.ridge.alpha_max",
+         "finite number"),
         ("dataset.symbols", MAX_SYMBOLS + 1, "dataset.symbols", f"[1, {MAX_SYMBOLS}]"),
         ("dataset.symbols", [f"S{i}" for i in range(MAX_SYMBOLS + 1)], "dataset.symbols",
          f"at most {MAX_SYMBOLS} per job"),
@@ -285,6 +291,10 @@ def test_check_against_registry_catches_bad_model_fields() -> None:
     bad = JobSpec.from_dict(mutated("overrides", {"lstm": {"hidden_size": 0}}))
     with pytest.raises(SpecError, match=r"overrides\.lstm\.hidden_size: lstm\.hidden_size=0"):
         spec_mod.check_against_registry(bad)
+    # linear grids are bounded: one request cannot ask a worker for a 10^8-alpha grid
+    huge = JobSpec.from_dict(mutated("overrides", {"ridge": {"n_alphas": 10**8}}))
+    with pytest.raises(SpecError, match=r"overrides\.ridge\.n_alphas: .*use 1 to 1000"):
+        spec_mod.check_against_registry(huge)
 
 
 def test_tune_metrics_are_loop_metrics() -> None:

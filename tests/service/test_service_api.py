@@ -216,6 +216,12 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
             f"/v1/jobs/{job_id}/results", params={"symbol": "BBB"}, headers={"Accept": "text/csv"}
         )
         assert csv.headers["content-type"].startswith("text/csv")
+        preferred = c.get(f"/v1/jobs/{job_id}/results",
+                          headers={"Accept": "text/csv;q=0.9, application/json"})
+        assert preferred.headers["content-type"].startswith("application/json")
+        # an integer no leaderboard column can hold is a clear 400, not a 500
+        huge = c.get(f"/v1/jobs/{job_id}/results", params={"horizon": "9" * 25})
+        assert huge.status_code == 400 and huge.json()["errors"][0]["field"] == "query.horizon"
         parsed = pacsv.read_csv(io.BytesIO(csv.content))
         assert parsed.num_rows == 2 and parsed.column("symbol").to_pylist() == ["BBB", "BBB"]
         assert c.get(f"/v1/jobs/{job_id}/summary").json() == {"models": [{"model": "ols"}]}

@@ -246,3 +246,31 @@ def test_dataset_probe_reads_hive_partitions_as_the_loader_does(tmp_path: Path) 
     assert probe.symbols(str(tmp_path)) == {"0700", "9988"} == set(list_symbols(str(tmp_path)))
     assert probe.rows_in_window(str(tmp_path), "date", "2020-01-02", None) == {
         "0700": 4, "9988": 4}
+
+
+@pytest.mark.parametrize(
+    ("accept", "csv"),
+    [("text/csv", True), ("application/json", False), ("", False), ("*/*", False),
+     ("text/csv;q=0.9, application/json", False), ("application/json;q=0.5, text/csv", True),
+     ("text/csv;q=0", False), ("TEXT/CSV", True), ("text/csv, application/json", False)],
+)  # fmt: skip
+def test_results_format_follows_the_accept_weights(accept: str, csv: bool) -> None:
+    from service.routes_results import wants_csv
+
+    assert wants_csv(accept) is csv
+
+
+def test_dataset_probe_refuses_numeric_csv_dates_as_the_loader_does(tmp_path: Path) -> None:
+    """A CSV date column of numbers (20130208) is refused at submit with the loader's
+    message, instead of passing the probe (which reads CSV as text) and failing every
+    unit on the cluster."""
+    import pandas as pd
+
+    from data.validation import DataValidationError
+    from service import dataset_probe
+
+    path = tmp_path / "bars.csv"
+    pd.DataFrame({"symbol": ["A"] * 3, "date": [20130208, 20130211, 20130212]}).to_csv(
+        path, index=False)
+    with pytest.raises(DataValidationError, match="holds numbers"):
+        dataset_probe.DatasetProbe().rows_in_window(str(path), "date", None, None)
