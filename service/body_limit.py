@@ -44,7 +44,7 @@ class BodyLimitMiddleware:
 
 
 async def _respond(send: Any, status: int, body: dict) -> None:
-    payload = json.dumps(body).encode()
+    payload = json.dumps(body, separators=(",", ":")).encode()  # as JSONResponse writes it
     await send(
         {
             "type": "http.response.start",

@@ -59,11 +59,16 @@ def map_ray_state(
         return Outcome("succeeded")
     if info.status == "FAILED":
         errors = tuple(progress.errors) if progress is not None else ()
+        if progress is not None and progress.phase == "failed" and progress.message:
+            return Outcome("failed", progress.message, errors)  # the driver's own reason
         kind = f" ({info.error_type})" if info.error_type else ""
         return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
     if info.status == "STOPPED":
         if cancel_requested:
-            return Outcome("cancelled", "cancelled on request; partial results kept")
+            ended = progress is not None and ((progress.units_done or 0)
+                                              + progress.units_failed) > 0  # fmt: skip
+            return Outcome("cancelled", "cancelled on request; partial results kept" if ended
+                           else "cancelled on request before any unit ended; resume runs it")
         return Outcome(
             "interrupted",
             f"Ray stopped the job without a cancel request: {info.message or ''}".strip(),

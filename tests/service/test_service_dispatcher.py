@@ -142,7 +142,8 @@ def _info(status: str, message: str | None = None) -> RayJobInfo:
         ("SUCCEEDED", False, (4, 4, ()), "succeeded", None),
         ("SUCCEEDED", False, (4, 3, (("AAA/lstm", "nan loss"),)), "failed", "1 of 4 units failed"),
         ("FAILED", False, None, "failed", "driver crashed"),
-        ("STOPPED", True, None, "cancelled", "cancelled"),
+        ("STOPPED", True, None, "cancelled", "before any unit ended"),
+        ("STOPPED", True, (4, 1, ()), "cancelled", "partial results kept"),
         ("STOPPED", False, None, "interrupted", "without a cancel request"),
     ],
 )
@@ -173,6 +174,12 @@ def test_failed_job_message_is_a_summary_not_the_log(qr: Any) -> None:
     out = map_ray_state(_info("FAILED", log), cancel_requested=False, progress=crashed)
     assert out.status == "failed" and "ValueError: the real cause" in out.message
     assert len(out.message) < 2200 and "/logs" in out.message
+    # a driver that could not even plan (exit 2) says why in its progress: that is the job's
+    unusable = parse_progress({**qr.progress_doc(0, 0, ()), "phase": "failed",
+                               "message": "the job's dataset cannot be used: not found"})
+    out = map_ray_state(_info("FAILED", log), cancel_requested=False, progress=unusable)
+    assert out.status == "failed" and out.message == (
+        "the job's dataset cannot be used: not found")
 
 
 def test_failed_units_from_progress_fail_the_job(rig: tuple[Rig, Any], qr: Any) -> None:
