@@ -23,8 +23,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SWEEP = spec("e2e", ["ols", "ridge", "mlp"])
 # Small widths, many epochs, no early stop: the deep units keep the job running for a while
-# after its linear units are done.
-LONG_TRAIN = {"train": {"epochs": 30, "patience": 30}}
+# after its linear units are done. An epoch on the tiny e2e data takes ~0.06 s with its
+# report, so 30 epochs (2 s a unit) let both deep units of a job end between the poll that
+# saw them running and the stop that was meant to interrupt them (a CI failure); 150 epochs
+# give ~10 s a unit.
+LONG_EPOCHS = 150
+LONG_TRAIN = {"train": {"epochs": LONG_EPOCHS, "patience": LONG_EPOCHS}}
 LONG_LSTM = {"lstm": {"hidden_size": 8, "num_layers": 1, **LONG_TRAIN}}
 
 
@@ -122,7 +126,8 @@ def _unit_statuses(stack: Stack, job_id: str) -> dict[str, dict]:
 
 
 def test_cancel_a_running_job_keeps_partial_results(stack: Stack) -> None:
-    body = spec("e2e-cancel", ["ols", "lstm"], symbols=4, max_epochs=30, overrides=LONG_LSTM)
+    body = spec("e2e-cancel", ["ols", "lstm"], symbols=4, max_epochs=LONG_EPOCHS,
+                overrides=LONG_LSTM)
     job = stack.alice.submit(body)
     # Cancel mid-training: the 4 linear units are done and a deep unit is training.
     job = stack.alice.wait(
@@ -201,7 +206,8 @@ def test_api_restart_mid_job_then_job_finishes(stack: Stack) -> None:
 
 
 def test_resume_an_interrupted_job_skips_finished_units(stack: Stack) -> None:
-    body = spec("e2e-resume", ["ols", "ridge", "lstm"], max_epochs=30, overrides=LONG_LSTM)
+    body = spec("e2e-resume", ["ols", "ridge", "lstm"], max_epochs=LONG_EPOCHS,
+                overrides=LONG_LSTM)
     job = stack.alice.submit(body)
     # Interrupt mid-training: the 4 linear units are done and a deep unit is training.
     job = stack.alice.wait(
