@@ -125,6 +125,8 @@ class DatasetPolicy:
             available = self.probe.symbols(uri)
         except (OSError, ValueError) as exc:
             _invalid("dataset.uri", f"cannot read dataset {uri!r}: {exc}")
+        if not available:
+            _invalid("dataset.uri", f"{uri!r} has no rows with a symbol: check the file")
         if isinstance(symbols, int):
             if symbols > len(available):
                 _invalid(

@@ -145,6 +145,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str
         "date": [*days[:60], *days], "close": [1.0] * (60 + len(days)),
     }), root / "bars.parquet")  # fmt: skip
     (root / "bad_dates.csv").write_text("symbol,date,close\nAAA,someday,1.0\n")
+    (root / "empty.csv").write_text("symbol,date,open,high,low,close,volume\n")
     pq.write_table(pa.table({"symbol": ["AAA"], "ts": [days[0]], "ask_price_1": [1.01],
                              "ask_size_1": [5.0], "bid_price_1": [1.0], "bid_size_1": [5.0]}),
                    root / "lob.parquet")  # order-book snapshots  # fmt: skip

@@ -264,6 +264,7 @@ def test_bad_submission_is_refused_and_changes_nothing(
         ("file://{root}/%2e%2e/outside.parquet", 1, "'..'"),
         ("file://{root}/%2E%2E/outside.parquet", 1, "'..'"),
         ("file://{root}/..%2foutside.parquet", 1, "'..'"),
+        ("{root}/empty.csv", 1, "has no rows with a symbol"),
     ],
     ids=[
         "missing-file",
@@ -273,6 +274,7 @@ def test_bad_submission_is_refused_and_changes_nothing(
         "encoded-dotdot",
         "encoded-DOTDOT",
         "encoded-slash",
+        "empty-file",
     ],
 )
 def test_dataset_is_checked_against_roots_and_content(
