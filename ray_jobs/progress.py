@@ -12,9 +12,11 @@ and ended in this session / time since the first of them started (or since the k
 started, `kind_started`: the deep runs' start-up counts). A kind none of whose units has
 ended yet uses its prior (seconds for all its units of this session, e.g. the planner's
 estimate for the deep runs) scaled to the units left, and without one there is no ETA yet.
-Once units end, a kind with a prior blends the two, the measured rate weighing
-ran / (ran + PRIOR_SHARE x the kind's units): the first deep units' rate includes their runs'
-start-up (10-15 s each), which alone made the ETA jump several-fold when they ended.
+A kind with a prior (the deep units) measures its rate from the end of its first unit on,
+n / (time since the first ended) over the n units ended since, and blends it with the
+prior, the rate weighing n / (n + PRIOR_SHARE x the kind's units). Counted from the launch,
+the first deep unit's rate held its run's start-up (10-15 s): alone it made the ETA jump
+several-fold (2 min -> 5 min on the demo) when that unit ended.
 Units found finished on resume count as done but not in the rate (they took no time now),
 and so do units failed without running (their data failed). No ETA during a Tune search
 (its trials are not units). Every document carries the job's `attempt`, so a reader can
@@ -37,8 +39,7 @@ log = logging.getLogger(__name__)
 PHASES = ("queued", "planning", "preparing", "training", "tuning", "reporting",
           "succeeded", "failed", "stopped")  # fmt: skip
 MAX_LISTED_FAILURES = 50  # progress.json lists the latest failures; results keep them all
-# A kind's prior weighs as much as this share of its units' measured rate: the rate of the
-# first deep units to end includes their runs' start-up, so alone it overstates the rest.
+# A kind's prior weighs as much as this share of its units in the measured rate's blend.
 PRIOR_SHARE = 0.1
 
 
@@ -61,6 +62,7 @@ class _Kind:
     ended: int = 0  # done or failed, in this session
     ran: int = 0  # of those, how many had started (the rate's numerator)
     first_start: float | None = None
+    first_end: float | None = None  # when the first of them that ran ended
     prior_s: float | None = None  # estimated seconds for all of this session's units
 
     def left(self) -> int:
@@ -184,7 +186,10 @@ class ProgressTracker:
     def _ended(self, unit_id: str) -> None:
         k = self._kind(unit_id)
         k.ended += 1
-        k.ran += self._running.pop(unit_id, None) is not None
+        if self._running.pop(unit_id, None) is not None:
+            k.ran += 1
+            if k.first_end is None:
+                k.first_end = self._clock()
 
     def unit_done(self, unit_id: str) -> None:
         with self._lock:
@@ -217,15 +222,16 @@ class ProgressTracker:
                 continue
             session = k.total - k.skipped
             prior = k.prior_s * left / session if k.prior_s is not None and session else None
-            if k.ran and k.first_start is not None and now > k.first_start:
-                measured = left * (now - k.first_start) / k.ran
-                if prior is None:
-                    eta += measured
-                else:  # the first units' rate carries the runs' start-up: lean on the prior
-                    weight = k.ran / (k.ran + max(1.0, PRIOR_SHARE * session))
+            if prior is not None:  # the prior covers the runs' start-up; the rate after it
+                after = k.ran - 1  # units ended since the first one ended
+                if after >= 1 and k.first_end is not None and now > k.first_end:
+                    measured = left * (now - k.first_end) / after
+                    weight = after / (after + max(1.0, PRIOR_SHARE * session))
                     eta += weight * measured + (1 - weight) * prior
-            elif prior is not None:
-                eta += prior
+                else:
+                    eta += prior
+            elif k.ran and k.first_start is not None and now > k.first_start:
+                eta += left * (now - k.first_start) / k.ran
             else:
                 return None
         return eta

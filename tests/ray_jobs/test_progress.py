@@ -92,17 +92,23 @@ def test_eta_sums_each_kind_of_unit_at_its_own_rate() -> None:
     tr.unit_started("S1__lstm__f0")
     clock.t += 10
     tr.unit_done("S1__lstm__f0")
-    # deep: 1 ran in 40 s of the deep phase, 3 left -> 120 s measured, 30 s by the prior;
-    # 1 unit ran against a prior worth max(1, 0.1 x 5) units: half each
-    assert tr.eta_s() == pytest.approx(0.5 * 120.0 + 0.5 * 30.0)
+    # deep: one unit ended, 40 s into the deep phase, most of it the run's start-up: no rate
+    # yet (it counts from the first end), so the prior for the 3 left: 30 s
+    assert tr.eta_s() == pytest.approx(30.0)
+    tr.unit_started("S2__lstm__f0")
+    clock.t += 4
+    tr.unit_done("S2__lstm__f0")
+    # 1 unit in the 4 s since the first ended -> 2 left x 4 s; the prior says 20 s for 2;
+    # the rate weighs 1 / (1 + max(1, 0.1 x 5)): half each
+    assert tr.eta_s() == pytest.approx(0.5 * 8.0 + 0.5 * 20.0)
     d = tr.to_dict()
-    assert d["units"]["done"] == 8 and d["units"]["failed"] == 1 and d["units"]["pending"] == 3
+    assert d["units"]["done"] == 9 and d["units"]["failed"] == 1 and d["units"]["pending"] == 2
 
 
 def test_eta_does_not_jump_when_the_first_deep_units_end() -> None:
     """100 deep units on 2 slots, planned at 300 s. The first two end 20 s in, mostly the
-    runs' start-up: their rate alone says 980 s for the other 98; the ETA stays near the
-    plan, then follows the measured rate as more units end."""
+    runs' start-up: counted from the launch their rate says 980 s for the other 98; the
+    ETA keeps the plan, then follows the rate measured since the first unit ended."""
     tr, clock = make()
     tr.plan_units({f"S{i}__lstm__f0": "deep" for i in range(100)}, prior_s={"deep": 300.0})
     tr.kind_started("deep")
@@ -110,14 +116,14 @@ def test_eta_does_not_jump_when_the_first_deep_units_end() -> None:
     for i in range(2):
         tr.unit_started(f"S{i}__lstm__f0")
         tr.unit_done(f"S{i}__lstm__f0")
-    assert tr.eta_s() == pytest.approx((2 * 980 + 10 * 294) / 12)  # ~408 s, not 980
+    assert tr.eta_s() == pytest.approx(294.0)  # the plan's 3 s a unit, not 10 s
     for i in range(2, 60):  # the steady rate: 2 units per 3 s
         clock.t += 1.5
         tr.unit_started(f"S{i}__lstm__f0")
         tr.unit_done(f"S{i}__lstm__f0")
-    measured = 40 * (20 + 58 * 1.5) / 60
-    assert tr.eta_s() == pytest.approx((60 * measured + 10 * 120) / 70)
-    assert abs(tr.eta_s() / measured - 1) < 0.1  # by now the measured rate leads
+    measured = 40 * (58 * 1.5) / 59
+    assert tr.eta_s() == pytest.approx((59 * measured + 10 * 120) / 69)
+    assert abs(tr.eta_s() / measured - 1) < 0.3  # by now the measured rate leads
 
 
 def test_progress_carries_the_attempt() -> None:
