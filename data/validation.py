@@ -209,7 +209,8 @@ def validate_lob(
     too_many = frame["symbol"].isin(n_faulty.index[n_faulty > MAX_FILL_FRACTION * n_rows])
     for mask, what, fix in checks:
         _flag(bad, frame, "ts", mask & too_many, what,
-              f"{fix} (at most {MAX_FILL_FRACTION:.0%} of a symbol's snapshots are dropped)")
+              f"{fix} (over {MAX_FILL_FRACTION:.0%} of this symbol's snapshots are faulty in "
+              f"all, counting every kind of fault; up to {MAX_FILL_FRACTION:.0%} are dropped)")
     dropped = n_faulty[(n_faulty > 0) & ~n_faulty.index.isin(bad.keys())]
     frame = frame[~(faulty & ~too_many.to_numpy())].reset_index(drop=True)
     _flag_min_rows(bad, frame, min_rows)

@@ -12,11 +12,13 @@ and ended in this session / time since the first of them started (or since the k
 started, `kind_started`: the deep runs' start-up counts). A kind none of whose units has
 ended yet uses its prior (seconds for all its units of this session, e.g. the planner's
 estimate for the deep runs) scaled to the units left, and without one there is no ETA yet.
-A kind with a prior (the deep units) measures its rate from the end of its first unit on,
-n / (time since the first ended) over the n units ended since, and blends it with the
-prior, the rate weighing n / (n + PRIOR_SHARE x the kind's units). Counted from the launch,
-the first deep unit's rate held its run's start-up (10-15 s): alone it made the ETA jump
-several-fold (2 min -> 5 min on the demo) when that unit ended.
+A kind with a prior (the deep units) measures its units' own time instead: units left x
+their mean start-to-end time / the most of them seen running at once (a deep unit starts
+when its run's worker begins training it, after the run's start-up), blended with the
+prior, the measurement weighing n / (n + PRIOR_SHARE x the kind's units) after n units
+ended. Counted from the launch, the first deep unit's rate held its run's start-up
+(10-15 s), which doubled the demo's ETA (2 min -> 4 min) when that unit ended; counted
+from the first unit's end, a first wave of units ending together made it collapse.
 Units found finished on resume count as done but not in the rate (they took no time now),
 and so do units failed without running (their data failed). No ETA during a Tune search
 (its trials are not units). Every document carries the job's `attempt`, so a reader can
@@ -62,7 +64,8 @@ class _Kind:
     ended: int = 0  # done or failed, in this session
     ran: int = 0  # of those, how many had started (the rate's numerator)
     first_start: float | None = None
-    first_end: float | None = None  # when the first of them that ran ended
+    busy_s: float = 0.0  # summed start-to-end seconds of the units that ran
+    most_running: int = 0  # the most of them seen running at once
     prior_s: float | None = None  # estimated seconds for all of this session's units
 
     def left(self) -> int:
@@ -149,8 +152,9 @@ class ProgressTracker:
                     self._kinds[kind].prior_s = float(seconds)
 
     def kind_started(self, kind: str) -> None:
-        """The units of `kind` start now (e.g. the deep runs are launched): their rate counts
-        from here, so it includes the runs' start-up, not only from their first unit."""
+        """The units of `kind` start now (e.g. the deep runs are launched). A kind without a
+        prior measures its rate from here, start-up included; one with a prior (the deep
+        units) measures its units' own time (see the module docstring)."""
         with self._lock:
             k = self._kinds.setdefault(kind, _Kind())
             if k.first_start is None:
@@ -174,6 +178,9 @@ class ProgressTracker:
             if k.first_start is None:
                 k.first_start = now
             self._running[unit_id] = _Running(now, run_name, max_epochs=max_epochs)
+            kind = self._kind_of.get(unit_id, UNTYPED)
+            k.most_running = max(k.most_running, sum(
+                self._kind_of.get(u, UNTYPED) == kind for u in self._running))  # fmt: skip
 
     def unit_epoch(self, unit_id: str, epoch: int, metric: str, value: float) -> None:
         """A running unit finished `epoch`; `metric`=`value` is its latest validation score."""
@@ -186,10 +193,10 @@ class ProgressTracker:
     def _ended(self, unit_id: str) -> None:
         k = self._kind(unit_id)
         k.ended += 1
-        if self._running.pop(unit_id, None) is not None:
+        running = self._running.pop(unit_id, None)
+        if running is not None:
             k.ran += 1
-            if k.first_end is None:
-                k.first_end = self._clock()
+            k.busy_s += max(0.0, self._clock() - running.started)
 
     def unit_done(self, unit_id: str) -> None:
         with self._lock:
@@ -222,11 +229,10 @@ class ProgressTracker:
                 continue
             session = k.total - k.skipped
             prior = k.prior_s * left / session if k.prior_s is not None and session else None
-            if prior is not None:  # the prior covers the runs' start-up; the rate after it
-                after = k.ran - 1  # units ended since the first one ended
-                if after >= 1 and k.first_end is not None and now > k.first_end:
-                    measured = left * (now - k.first_end) / after
-                    weight = after / (after + max(1.0, PRIOR_SHARE * session))
+            if prior is not None:  # the prior covers the runs' start-up; units their training
+                if k.ran:
+                    measured = left * (k.busy_s / k.ran) / max(1, k.most_running)
+                    weight = k.ran / (k.ran + max(1.0, PRIOR_SHARE * session))
                     eta += weight * measured + (1 - weight) * prior
                 else:
                     eta += prior

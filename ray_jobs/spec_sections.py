@@ -342,7 +342,8 @@ class TuneSpec:
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    gpu_fraction: str | float = "auto"  # GPU share of one deep run; auto: by free GPUs
+    gpu_fraction: str | float = "auto"  # GPU share of one deep run; auto: by memory
+    # (ray_jobs/placement.py)
     max_concurrent_runs: str | int = "auto"
     units_per_run: str | int = "auto"  # deep units trained one after another in one run
 

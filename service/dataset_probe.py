@@ -77,7 +77,8 @@ class DatasetProbe:
 
         def read(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> frozenset[str]:
             column = _read_symbol_column(fs, path, kind)
-            return frozenset(str(s) for s in pc.unique(column).to_pylist() if s is not None)
+            # an empty CSV cell is a missing symbol, as the loader reads it
+            return frozenset(str(s) for s in pc.unique(column).to_pylist() if s not in (None, ""))
 
         return self._cached(self._cache, self._cache_entries, uri, "", read)
 

@@ -214,7 +214,7 @@ class Dispatcher:
             if not adopted:
                 return
         progress = None
-        if info.status in ("SUCCEEDED", "FAILED"):
+        if info.status in ("SUCCEEDED", "FAILED", "STOPPED"):  # ended: what did it finish?
             try:
                 progress = await asyncio.to_thread(self.files.read_progress, job.id, job.attempt)
             except ValueError as exc:

@@ -344,7 +344,8 @@ def test_a_few_faulty_snapshots_are_dropped_not_the_symbol(lob, breaker):
     many = lob(("AAA", "BBB"), n=150)  # 2 of 150 is over 1%
     at = many.index[many["symbol"] == "BBB"][[3, 9]]
     many.loc[at, "ask_size_2"] = 0.0
-    with pytest.raises(DataValidationError, match=r"2 rows with non-positive .*at most 1%"):
+    with pytest.raises(DataValidationError,
+                       match=r"2 rows with non-positive .*over 1% of this symbol's snapshots"):
         validate_lob(many)
 
 

@@ -200,6 +200,8 @@ def test_cli_seq_len_is_the_window_of_sequence_models(capsys):
           "1,5,01"], "--horizons='1,5,01' lists 1 twice"),
         (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--seq-len",
           "5,6"], "--seq-len='5,6': give one window length"),
+        (["--data", "sample:sp500", "--symbols", "BRK.B,BRK/B", "--models", "ridge",
+          "--save-dir", "/tmp/unused"], "would both be saved under 'BRK_B'"),
     ],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_naming_the_flag(capsys, args, flag):

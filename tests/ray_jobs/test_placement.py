@@ -101,13 +101,18 @@ def test_the_memory_estimate_is_the_jobs_largest_model_on_real_data() -> None:
 
 
 def test_gpu_memory_on_a_cluster_without_gpus(ray_cluster) -> None:
-    """No GPU node: nothing to ask. A node without a GPU driver says why it cannot answer
-    (NVML and nvidia-smi both), which the auto share then reports."""
+    """No GPU node in the cluster (the fixture's num_gpus=0): nothing to ask. The node task
+    itself reads the machine's GPUs through NVML, which ignores Ray's GPU count: on a
+    machine without a GPU driver it says why it cannot answer (NVML and nvidia-smi both),
+    which the auto share then reports; on one with a driver it gives their sizes."""
     import ray
 
     from ray_jobs.placement import _node_gpu_memory, cluster_gpu_memory
 
     assert cluster_gpu_memory() is None
-    with pytest.raises(Exception, match="NVML") as info:
-        ray.get(_node_gpu_memory.remote(), timeout=60)
-    assert "nvidia-smi" in str(info.value)
+    try:
+        sizes = ray.get(_node_gpu_memory.remote(), timeout=60)
+    except Exception as exc:  # noqa: BLE001 - the no-driver case, checked below
+        assert "NVML" in str(exc) and "nvidia-smi" in str(exc), exc
+    else:
+        assert sizes and all(s > 2**30 for s in sizes), sizes

@@ -92,38 +92,64 @@ def test_eta_sums_each_kind_of_unit_at_its_own_rate() -> None:
     tr.unit_started("S1__lstm__f0")
     clock.t += 10
     tr.unit_done("S1__lstm__f0")
-    # deep: one unit ended, 40 s into the deep phase, most of it the run's start-up: no rate
-    # yet (it counts from the first end), so the prior for the 3 left: 30 s
+    # deep: one unit trained 10 s, 40 s into the deep phase (30 s were the run's start-up):
+    # 3 left x 10 s, as the prior says (3 x 10 s)
     assert tr.eta_s() == pytest.approx(30.0)
     tr.unit_started("S2__lstm__f0")
     clock.t += 4
     tr.unit_done("S2__lstm__f0")
-    # 1 unit in the 4 s since the first ended -> 2 left x 4 s; the prior says 20 s for 2;
-    # the rate weighs 1 / (1 + max(1, 0.1 x 5)): half each
-    assert tr.eta_s() == pytest.approx(0.5 * 8.0 + 0.5 * 20.0)
+    # 2 units of 7 s on average, one at a time -> 2 left x 7 s; the prior says 20 s for 2;
+    # the measurement weighs 2 / (2 + max(1, 0.1 x 5))
+    assert tr.eta_s() == pytest.approx(2 / 3 * 14.0 + 1 / 3 * 20.0)
     d = tr.to_dict()
     assert d["units"]["done"] == 9 and d["units"]["failed"] == 1 and d["units"]["pending"] == 2
 
 
 def test_eta_does_not_jump_when_the_first_deep_units_end() -> None:
-    """100 deep units on 2 slots, planned at 300 s. The first two end 20 s in, mostly the
-    runs' start-up: counted from the launch their rate says 980 s for the other 98; the
-    ETA keeps the plan, then follows the rate measured since the first unit ended."""
+    """100 deep units on 2 slots, planned at 300 s. The runs start 17 s in, their first
+    units end at 20 s: counted from the launch that rate says 980 s for the other 98; the
+    units' own time (3 s each, 2 at once) says 147 s, and the ETA moves from the plan
+    towards it, never above the plan."""
     tr, clock = make()
-    tr.plan_units({f"S{i}__lstm__f0": "deep" for i in range(100)}, prior_s={"deep": 300.0})
+    units = [f"S{i}__lstm__f0" for i in range(100)]
+    tr.plan_units(dict.fromkeys(units, "deep"), prior_s={"deep": 300.0})
     tr.kind_started("deep")
-    clock.t += 20
-    for i in range(2):
-        tr.unit_started(f"S{i}__lstm__f0")
-        tr.unit_done(f"S{i}__lstm__f0")
-    assert tr.eta_s() == pytest.approx(294.0)  # the plan's 3 s a unit, not 10 s
-    for i in range(2, 60):  # the steady rate: 2 units per 3 s
-        clock.t += 1.5
-        tr.unit_started(f"S{i}__lstm__f0")
-        tr.unit_done(f"S{i}__lstm__f0")
-    measured = 40 * (58 * 1.5) / 59
-    assert tr.eta_s() == pytest.approx((59 * measured + 10 * 120) / 69)
-    assert abs(tr.eta_s() / measured - 1) < 0.3  # by now the measured rate leads
+    clock.t = 17.0
+    for u in units[:2]:
+        tr.unit_started(u)
+    clock.t = 20.0
+    etas = []
+    for i in range(0, 60, 2):  # two runs, a unit each every 3 s
+        for u in units[i : i + 2]:
+            tr.unit_done(u)
+        etas.append(tr.eta_s())
+        for u in units[i + 2 : i + 4]:
+            tr.unit_started(u)
+        clock.t += 3.0
+    assert etas[0] == pytest.approx((2 * 147 + 10 * 294) / 12)  # ~270 s, not 980
+    assert all(a > b for a, b in zip(etas, etas[1:], strict=False))  # it only falls
+    assert etas[-1] == pytest.approx((60 * 60 + 10 * 120) / 70)  # 40 left: 60 s measured
+
+
+def test_a_first_wave_ending_together_is_not_a_rate() -> None:
+    """8 deep units on 4 slots: after a 10 s start-up, 4 units train 10 s and end within
+    0.15 s of each other. Counted from the first unit's end, 3 units in 0.15 s made the
+    ETA collapse to 4 s with 10 s left; by the units' own time it says ~10 s."""
+    tr, clock = make()
+    units = [f"S{i}__lstm__f0" for i in range(8)]
+    tr.plan_units(dict.fromkeys(units, "deep"), prior_s={"deep": 30.0})
+    tr.kind_started("deep")
+    clock.t = 10.0
+    for u in units[:4]:
+        tr.unit_started(u)
+    clock.t = 20.0
+    for u in units[:4]:
+        clock.t += 0.05
+        tr.unit_done(u)
+    for u in units[4:]:
+        tr.unit_started(u)
+    measured = 4 * 10.125 / 4  # 4 left x the mean 10.125 s, 4 at once
+    assert tr.eta_s() == pytest.approx(0.8 * measured + 0.2 * 15.0)  # ~11 s
 
 
 def test_progress_carries_the_attempt() -> None:

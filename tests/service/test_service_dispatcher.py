@@ -197,16 +197,27 @@ def test_failed_units_from_progress_fail_the_job(rig: tuple[Rig, Any], qr: Any) 
     assert job.finished_at is not None
 
 
-def test_cancel_stops_on_ray_then_cancelled(rig: tuple[Rig, Any]) -> None:
+def test_cancel_stops_on_ray_then_cancelled(rig: tuple[Rig, Any], qr: Any) -> None:
+    """The stop goes to Ray; the job ends cancelled, and its message says whether any unit
+    had ended (its partial results are kept) from the job's progress.json."""
     r, fake = rig
-    job_id = r.new_job()
-    r.ticks()
-    fake.set_status(job_id, "RUNNING")
-    r.store.request_cancel(r.store.get(job_id))
-    r.ticks()  # sees RUNNING + cancel_requested: (re)sends the stop
-    assert fake.stops == [job_id] and fake.jobs[job_id]["status"] == "STOPPED"
-    r.ticks()
-    assert r.status(job_id) == "cancelled"
+    messages = []
+    for done in (0, 4):
+        job_id = r.new_job()
+        r.ticks()
+        fake.set_status(job_id, "RUNNING")
+        if done:
+            progress = Path(r.storage[len("file://") :]) / "jobs" / job_id / "progress.json"
+            progress.parent.mkdir(parents=True)
+            progress.write_text(json.dumps(qr.progress_doc(8, done)))
+        r.store.request_cancel(r.store.get(job_id))
+        r.ticks()  # sees RUNNING + cancel_requested: (re)sends the stop
+        assert fake.stops[-1] == job_id and fake.jobs[job_id]["status"] == "STOPPED"
+        r.ticks()
+        assert r.status(job_id) == "cancelled"
+        messages.append(r.store.get(job_id).message)
+    assert "before any unit ended" in messages[0]
+    assert messages[1] == "cancelled on request; partial results kept"
 
 
 def test_restart_reconcile_marks_vanished_interrupted_and_resume_resubmits(
