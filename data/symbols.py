@@ -5,6 +5,7 @@ named that way."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MAX_SYMBOL_CHARS = 32
 
@@ -17,6 +18,18 @@ def safe_symbol(symbol: str) -> str:
     if not safe.strip("_-"):
         raise ValueError(f"symbol {symbol!r} has no letter or digit to name its files by")
     return safe
+
+
+def name_clashes(symbols: Iterable[str]) -> dict[str, str]:
+    """symbol -> the earlier, different symbol of `symbols` whose safe name it shares
+    (`BRK/B` -> `BRK.B`: both `BRK_B`); the first of each name keeps it."""
+    named: dict[str, str] = {}
+    clashes: dict[str, str] = {}
+    for symbol in symbols:
+        first = named.setdefault(safe_symbol(symbol), symbol)
+        if first != symbol:
+            clashes[symbol] = first
+    return clashes
 
 
 def symbol_problem(symbol: object) -> str | None:

@@ -122,17 +122,16 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         "overrides": {},
     }
     if args.save_dir:  # one folder per symbol: two that share a safe name would overwrite
-        from data.symbols import safe_symbol
+        from data.symbols import name_clashes, safe_symbol
 
-        named: dict[str, str] = {}
-        for s in req["symbols"]:
-            try:
-                key = safe_symbol(s)
-            except ValueError as exc:
-                raise UsageError(f"--symbols: {exc}") from None
-            if named.setdefault(key, s) != s:
-                raise UsageError(f"--symbols: {named[key]!r} and {s!r} would both be saved "
-                                 f"under {key!r} in --save-dir: train them separately")
+        try:
+            clashes = name_clashes(req["symbols"])
+        except ValueError as exc:
+            raise UsageError(f"--symbols: {exc}") from None
+        if clashes:
+            s, first = next(iter(clashes.items()))
+            raise UsageError(f"--symbols: {first!r} and {s!r} would both be saved under "
+                             f"{safe_symbol(s)!r} in --save-dir: train them separately")
     if args.overrides:
         try:
             overrides = json.loads(args.overrides)

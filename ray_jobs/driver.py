@@ -48,26 +48,22 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
     takes (`BRK.B`, `BRK/B` -> `BRK_B`) is left out with that reason, and asking for more
     than the dataset holds is logged."""
     from data.loading import list_symbols
-    from data.symbols import safe_symbol, symbol_problem
+    from data.symbols import name_clashes, safe_symbol, symbol_problem
 
     available = list_symbols(spec.dataset.uri, spec.dataset.kind)
     if isinstance(spec.dataset.symbols, int):
         if spec.dataset.symbols > len(available):
             log.warning("dataset.symbols=%d, but %s holds %d symbols: training all of them",
                         spec.dataset.symbols, spec.dataset.uri, len(available))
-        symbols: list[str] = []
-        left_out: dict[str, str] = {}
-        named: dict[str, str] = {}
-        for s in available[: spec.dataset.symbols]:
-            problem = symbol_problem(s)
-            if problem is None and named.setdefault(safe_symbol(s), s) != s:
-                problem = (f"it and {named[safe_symbol(s)]!r} both name their files "
-                           f"{safe_symbol(s)!r}; rename one in the data")
-            if problem:
-                left_out[s] = f"data: symbol {s!r} left out: {problem}"
-            else:
-                symbols.append(s)
-        return symbols, left_out
+        first_n = available[: spec.dataset.symbols]
+        problems = {s: p for s in first_n if (p := symbol_problem(s))}
+        problems.update({s: f"it and {first!r} both name their files {safe_symbol(s)!r}; "
+                            "rename one in the data"
+                         for s, first in name_clashes(
+                             s for s in first_n if s not in problems).items()})  # fmt: skip
+        left_out = {s: f"data: symbol {s!r} left out: {problems[s]}" for s in first_n
+                    if s in problems}  # fmt: skip
+        return [s for s in first_n if s not in problems], left_out
     present = set(available)
     missing = {
         s: f"symbol {s!r} is not in dataset {spec.dataset.uri}" for s in spec.dataset.symbols

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.symbols import safe_symbol
+from data.symbols import name_clashes, safe_symbol
 from ray_jobs.spec import LINEAR_MODELS, MAX_UNITS_PER_RUN, JobSpec
 
 DEFAULT_RUN_OVERHEAD_S = 25.0  # TorchTrainer fixed cost, two runs starting at once on 2 CPUs
@@ -263,10 +263,11 @@ def plan(
 
 
 def _check_unique_ids(symbols: tuple[str, ...]) -> None:
-    seen: dict[str, str] = {}
+    clashes = name_clashes(symbols)
+    seen: set[str] = set()
     for s in symbols:
-        key = safe_symbol(s)
-        if key in seen:
-            what = "is listed twice" if seen[key] == s else f"and {seen[key]!r} both map to {key!r}"
+        if s in seen or s in clashes:
+            what = ("is listed twice" if s in seen
+                    else f"and {clashes[s]!r} both map to {safe_symbol(s)!r}")  # fmt: skip
             raise ValueError(f"plan: symbol {s!r} {what}; unit ids must be unique: drop one")
-        seen[key] = s
+        seen.add(s)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from data.symbols import safe_symbol, symbol_problem
+from data.symbols import name_clashes, safe_symbol, symbol_problem
 
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
 MAX_SYMBOLS = 600  # the whole S&P 500 universe (505) fits; bigger universes: several jobs
@@ -208,16 +208,14 @@ def _check_symbol_list(iss: _Issues, name: str, symbols: tuple[Any, ...]) -> Non
         iss.add(name, "empty list: give at least one symbol, or an integer N (first N)")
     if len(symbols) > MAX_SYMBOLS:
         iss.add(name, f"{len(symbols)} symbols; at most {MAX_SYMBOLS} per job: split the job")
-    named: dict[str, str] = {}
+    problems = {i: symbol_problem(s) for i, s in enumerate(symbols)}
+    clashes = name_clashes(s for i, s in enumerate(symbols) if not problems[i])
     for i, s in enumerate(symbols):
-        problem = symbol_problem(s)
-        if problem:
-            iss.add(f"{name}[{i}]", f"{s!r} is not a usable symbol: {problem}")
-            continue
-        key = safe_symbol(s)
-        if named.setdefault(key, s) != s:
-            iss.add(f"{name}[{i}]", f"{s!r} and {named[key]!r} both name their files "
-                    f"{key!r}: a job can hold only one of them")  # fmt: skip
+        if problems[i]:
+            iss.add(f"{name}[{i}]", f"{s!r} is not a usable symbol: {problems[i]}")
+        elif s in clashes:
+            iss.add(f"{name}[{i}]", f"{s!r} and {clashes[s]!r} both name their files "
+                    f"{safe_symbol(s)!r}: a job can hold only one of them")  # fmt: skip
     dupes = sorted((s for s, n in Counter(symbols).items() if n > 1), key=str)
     if dupes:
         iss.add(name, f"duplicate symbols {dupes}: list each once")
