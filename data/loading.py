@@ -64,10 +64,7 @@ def list_symbols(uri: str, kind: str | None = None) -> list[str]:
     one error names every missing column, not only `symbol`."""
     fs, path, fmt = _locate(uri)
     if fmt == "csv":
-        if kind is not None:
-            with fs.open_input_stream(path, compression="detect") as stream:
-                _check_kind(list(pd.read_csv(stream, nrows=0).columns), kind, uri)
-        frame = _read_csv(fs, path, uri, ["symbol"])
+        frame = _read_csv(fs, path, uri, ["symbol"], kind=kind)
         return sorted(frame["symbol"].dropna().unique().tolist())
     dataset = parquet_dataset(fs, path, uri)
     if kind is not None:
@@ -302,12 +299,17 @@ def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
     return dataset
 
 
-def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | None) -> pd.DataFrame:
-    """Whole CSV through the filesystem (gzip detected from the name); symbols stay text."""
+def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | None,
+              kind: str | None = None) -> pd.DataFrame:
+    """Whole CSV through the filesystem (gzip detected from the name); symbols stay text.
+    The header is checked first (pandas' own error names no file): against `kind`'s
+    columns when given, then against `usecols`."""
     try:
         with fs.open_input_stream(path, compression="detect") as stream:
             header = list(pd.read_csv(stream, nrows=0).columns)
-        if usecols is not None:  # check the header first: pandas' own error names no file
+        if kind is not None:
+            _check_kind(header, kind, uri)
+        if usecols is not None:
             check_columns(header, usecols, uri)
         # Tickers such as NA (National Bank of Canada) or NULL are text, not missing
         # values: pandas' NA strings apply to the other columns, and only an empty field

@@ -53,9 +53,6 @@ class DeepPlacement:
     slots: int
     reason: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"gpu_fraction": self.gpu, "slots": self.slots, "reason": self.reason}
-
 
 def deep_placement(
     spec: JobSpec,
