@@ -105,18 +105,25 @@ def test_eta_sums_each_kind_of_unit_at_its_own_rate() -> None:
     assert d["units"]["done"] == 9 and d["units"]["failed"] == 1 and d["units"]["pending"] == 2
 
 
+def _deep_job(n: int, prior_s: float, start_up_s: float, first: int):
+    """A tracker of `n` deep units planned at `prior_s`, launched at 0; the first `first`
+    start training after `start_up_s`. Returns (tracker, clock, unit ids)."""
+    tr, clock = make()
+    units = [f"S{i}__lstm__f0" for i in range(n)]
+    tr.plan_units(dict.fromkeys(units, "deep"), prior_s={"deep": prior_s})
+    tr.kind_started("deep")
+    clock.t = start_up_s
+    for u in units[:first]:
+        tr.unit_started(u)
+    return tr, clock, units
+
+
 def test_eta_does_not_jump_when_the_first_deep_units_end() -> None:
     """100 deep units on 2 slots, planned at 300 s. The runs start 17 s in, their first
     units end at 20 s: counted from the launch that rate says 980 s for the other 98; the
     units' own time (3 s each, 2 at once) says 147 s, and the ETA moves from the plan
     towards it, never above the plan."""
-    tr, clock = make()
-    units = [f"S{i}__lstm__f0" for i in range(100)]
-    tr.plan_units(dict.fromkeys(units, "deep"), prior_s={"deep": 300.0})
-    tr.kind_started("deep")
-    clock.t = 17.0
-    for u in units[:2]:
-        tr.unit_started(u)
+    tr, clock, units = _deep_job(100, 300.0, start_up_s=17.0, first=2)
     clock.t = 20.0
     etas = []
     for i in range(0, 60, 2):  # two runs, a unit each every 3 s
@@ -135,13 +142,7 @@ def test_a_first_wave_ending_together_is_not_a_rate() -> None:
     """8 deep units on 4 slots: after a 10 s start-up, 4 units train 10 s and end within
     0.15 s of each other. Counted from the first unit's end, 3 units in 0.15 s made the
     ETA collapse to 4 s with 10 s left; by the units' own time it says ~10 s."""
-    tr, clock = make()
-    units = [f"S{i}__lstm__f0" for i in range(8)]
-    tr.plan_units(dict.fromkeys(units, "deep"), prior_s={"deep": 30.0})
-    tr.kind_started("deep")
-    clock.t = 10.0
-    for u in units[:4]:
-        tr.unit_started(u)
+    tr, clock, units = _deep_job(8, 30.0, start_up_s=10.0, first=4)
     clock.t = 20.0
     for u in units[:4]:
         clock.t += 0.05
