@@ -49,6 +49,11 @@ WAVES = 4  # runs per slot we want at least, when the overhead budget allows it
 # scoring, artifacts); the executor may pass better ones. fast: 0.87 s measured in the
 # 102 x 14 sweep on a quiet 2-CPU machine (~2.5 s under a load of 5-10).
 DEFAULT_UNIT_SECONDS = {"fast": 1.0, "balanced": 15.0, "quality": 45.0}
+# The fold a Tune search trains and validates on. Walk-forward: fold 0, whose train and val
+# come before every fold's test block, so the one best config refitted on every fold has
+# seen no fold's test data (the last fold's val lies inside earlier folds' test blocks:
+# choosing on it would select on test).
+SEARCH_FOLD = 0
 
 
 @dataclass(frozen=True, order=True)
@@ -254,9 +259,8 @@ def plan(
     if spec.tune.num_samples:
         t = spec.tune.symbols
         tsyms = symbols if t is None else (symbols[:t] if isinstance(t, int) else t)
-        search_fold = spec.split.folds - 1  # walk-forward: the latest, largest window
         tune_units = tuple(
-            Unit(s, m, search_fold, k)
+            Unit(s, m, SEARCH_FOLD, k)
             for s in tsyms for m in spec.deep_models for k in range(spec.tune.num_samples)
         )  # fmt: skip
     return Plan(symbols, units, linear, tuple(groups), tune_units, g, meta)

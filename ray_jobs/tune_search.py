@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from data.prepared import PreparedSymbol
+from ray_jobs.planner import SEARCH_FOLD
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
 
@@ -93,7 +94,7 @@ def _search_worker(cfg: dict[str, Any]) -> None:
     params = cast_params(model, cfg["params"])
     overrides = {**unit_overrides(spec, model), **params}
     folds = {s: ray.get(ref) for s, ref in cfg["prepared"].items()}
-    fold = spec.split.folds - 1  # walk-forward: search on the latest, largest window
+    fold = SEARCH_FOLD  # walk-forward: fold 0, before every test block (see planner.py)
     states: dict[str, Any] = dict.fromkeys(folds)
     last: dict[str, dict[str, Any]] = {}
     for epoch in range(cfg["epochs"]):

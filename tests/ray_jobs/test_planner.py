@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from ray_jobs.planner import (
     OVERHEAD_BUDGET,
+    SEARCH_FOLD,
     WAVES,
     Plan,
     Unit,
@@ -128,10 +130,31 @@ def test_walk_forward_folds_and_tune_trials() -> None:
     assert {u.fold for u in p.units} == {0, 1, 2}
     assert len(p.tune_units) == 2 * 2 * 4 == len(p.all_units) - len(p.units)
     assert {u.symbol for u in p.tune_units} == {"S000", "S001"}
-    assert {u.fold for u in p.tune_units} == {2}  # the latest walk-forward window
+    assert {u.fold for u in p.tune_units} == {SEARCH_FOLD} == {0}  # before every test block
     assert {u.model for u in p.tune_units} == {"lstm", "cnn"}
-    assert p.tune_units[0].unit_id == "S000__lstm__f2__t000"
+    assert p.tune_units[0].unit_id == "S000__lstm__f0__t000"
     assert len(p.all_units) == s.unit_count()
+
+
+def test_the_search_fold_sees_no_folds_test_data() -> None:
+    """One searched config is refitted on every walk-forward fold and scored on its test
+    block, so the search's train and val samples, labels included, must all end before the
+    first test block of any fold. (The last fold's val lies inside earlier folds' test
+    blocks: a search there selected on test.)"""
+    from data.loading import load_bars
+    from data.prepare import PrepareConfig, prepare_symbol
+
+    horizons = (1, 5, 20)
+    cfg = PrepareConfig(horizons=horizons, seq_len=30, split="walk_forward", n_folds=3,
+                        train=0.5, val=0.15, test=0.35)  # fmt: skip
+    folds = prepare_symbol(load_bars("sample:sp500", symbols=["AAPL"]), cfg)
+    assert len(folds) == 3
+    first_test = min(int(f.splits["test"].min()) for f in folds)
+    seen = np.concatenate([folds[SEARCH_FOLD].splits[k] for k in ("train", "val")])
+    assert seen.max() + max(horizons) < first_test
+    # the fold the search used before this fix would fail the same check
+    late = np.concatenate([folds[-1].splits[k] for k in ("train", "val")])
+    assert late.max() + max(horizons) >= first_test
 
 
 def test_pending_after_partial_completion() -> None:
