@@ -42,7 +42,9 @@ def test_config_validates_with_field_names() -> None:
                        ({"seq_len": 0}, "seq_len"), ({"threshold": "median"}, "threshold"),
                        ({"threshold": (0.1,)}, "threshold"), ({"split": "kfold"}, "split"),
                        ({"purge": -2}, "purge"), ({"embargo": -1}, "embargo"),
-                       ({"test": 0.3}, "sum to 1"), ({"n_folds": 0}, "n_folds")]:
+                       ({"test": 0.3}, "sum to 1"), ({"n_folds": 0}, "n_folds"),
+                       ({"horizons": (1, 20), "purge": 5}, "labels would overlap the next split"
+                        r"; use purge: auto \(= the longest horizon\) or a purge of at least 15")]:
         with pytest.raises(ValueError, match=field):
             PrepareConfig(**bad)
 
