@@ -45,16 +45,17 @@ class JobInputError(ValueError):
 def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
     """The job's symbols, and those asked for but absent from the dataset (with a reason).
     With `symbols: N`, the dataset's first N; one whose file name another of them already
-    takes (`BRK.B`, `BRK/B` -> `BRK_B`) is left out with that reason, and asking for more
-    than the dataset holds is logged."""
+    takes (`BRK.B`, `BRK/B` -> `BRK_B`) is left out with that reason. Asking for more
+    than the dataset holds is refused (ValueError), as the service refuses it at submit."""
     from data.loading import list_symbols
     from data.symbols import name_clashes, safe_symbol, symbol_problem
 
     available = list_symbols(spec.dataset.uri, spec.dataset.kind)
     if isinstance(spec.dataset.symbols, int):
         if spec.dataset.symbols > len(available):
-            log.warning("dataset.symbols=%d, but %s holds %d symbols: training all of them",
-                        spec.dataset.symbols, spec.dataset.uri, len(available))
+            raise ValueError(
+                f"dataset.symbols: {spec.dataset.symbols} symbols requested but "
+                f"{spec.dataset.uri!r} has {len(available)}: ask for at most {len(available)}")
         first_n = available[: spec.dataset.symbols]
         problems = {s: p for s in first_n if (p := symbol_problem(s))}
         problems.update({s: f"it and {first!r} both name their files {safe_symbol(s)!r}; "

@@ -63,10 +63,8 @@ def check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> No
                 allowed = ", ".join(sorted(model_fields[model])) or "none"
                 iss.add(f"{where}.{key}", f"unknown setting of {model}; allowed: {allowed}"
                         " (training settings as train.<field>)")  # fmt: skip
-            elif not _scalar_or_list(value):
-                iss.add(f"{where}.{key}", f"{value!r}: use a number, string, bool or list")
-            elif not _finite(value):
-                iss.add(f"{where}.{key}", f"{value!r}: use a finite number")
+            elif problem := _value_problem(value):
+                iss.add(f"{where}.{key}", f"{value!r}: {problem}")
             elif is_train and name not in train_fields:
                 allowed = ", ".join(sorted(train_fields))
                 iss.add(f"{where}.{key}", f"unknown training setting; allowed: {allowed}")
@@ -101,18 +99,17 @@ def flatten_train(values: Any) -> Any:
     return flat
 
 
-def _finite(v: Any) -> bool:
-    """No inf or NaN anywhere in `v` (JSON's Infinity, 1e400, YAML's .inf would otherwise
-    pass here, read back as null and fail the job when training)."""
-    if isinstance(v, list | tuple):
-        return all(_finite(x) for x in v)
-    return not isinstance(v, float) or math.isfinite(v)
-
-
-def _scalar_or_list(v: Any) -> bool:
-    if isinstance(v, list | tuple):
-        return all(not isinstance(x, list | tuple) and _scalar_or_list(x) for x in v)
-    return v is None or isinstance(v, bool | int | float | str)
+def _value_problem(v: Any) -> str | None:
+    """What is wrong with an override value, or None for a scalar (number, string, bool,
+    null) or a flat list of scalars, with no inf or NaN anywhere (JSON's Infinity, 1e400
+    and YAML's .inf would otherwise pass here, read back as null and fail the job when
+    training)."""
+    items = v if isinstance(v, list | tuple) else (v,)
+    if not all(x is None or isinstance(x, bool | int | float | str) for x in items):
+        return "use a number, string, bool or list"
+    if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+        return "use a finite number"
+    return None
 
 
 def _override_field(path: str, message: str) -> tuple[str, str]:

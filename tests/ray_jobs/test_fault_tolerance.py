@@ -200,7 +200,12 @@ def test_symbols_n_leaves_out_a_symbol_whose_files_would_clash(tmp_path: Path) -
     path = tmp_path / "b.parquet"
     make_bars(("BRK.B", "BRK/B", "AAPL"), n=5).to_parquet(path)
     spec = JobSpec.from_dict(tiny_spec("clash", ["ols"], dataset={"uri": str(path),
-                                                                   "symbols": 5}))
+                                                                   "symbols": 3}))
     symbols, left_out = resolve_symbols(spec)
     assert symbols == ["AAPL", "BRK.B"]
     assert list(left_out) == ["BRK/B"] and "both name their files 'BRK_B'" in left_out["BRK/B"]
+    too_many = JobSpec.from_dict(tiny_spec("many", ["ols"], dataset={"uri": str(path),
+                                                                      "symbols": 4}))
+    with pytest.raises(ValueError, match=r"dataset.symbols: 4 symbols requested but .* has 3: "
+                                         r"ask for at most 3"):
+        resolve_symbols(too_many)
