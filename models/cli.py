@@ -144,6 +144,7 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         if stray:
             raise UsageError(f"--overrides names {stray}, which are not in --models")
         req["overrides"] = overrides
+    from models.presets import MAX_SEQ_LEN, MIN_SEQ_LEN
     from models.registry import REGISTRY, get_spec, resolve
 
     unknown = [m for m in req["models"] if m not in REGISTRY]
@@ -156,6 +157,9 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         if len(window) != 1:
             raise UsageError(f"--seq-len={args.seq_len!r}: give one window length, e.g. 30")
         (window,) = window
+        if not MIN_SEQ_LEN <= window <= MAX_SEQ_LEN:
+            raise UsageError(f"--seq-len={args.seq_len!r}: use a window of {MIN_SEQ_LEN} to "
+                             f"{MAX_SEQ_LEN} bars, as a job's features.seq_len")
         for name in req["models"]:
             own = req["overrides"].get(name, {})
             if get_spec(name).input == "sequence" and "seq_len" not in own:
@@ -166,6 +170,9 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
             seq_lens.append(resolve(name, req["preset"], req["overrides"].get(name)).seq_len)
         except ValueError as exc:
             raise UsageError(f"--overrides: {exc}") from exc
+        if get_spec(name).input == "sequence" and not MIN_SEQ_LEN <= seq_lens[-1] <= MAX_SEQ_LEN:
+            raise UsageError(f"--overrides: {name}.seq_len={seq_lens[-1]}: use a window of "
+                             f"{MIN_SEQ_LEN} to {MAX_SEQ_LEN} bars")
     req["seq_len"] = max(seq_lens) if args.seq_len is None else max(window, *seq_lens)
     return req
 

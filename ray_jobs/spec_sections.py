@@ -14,12 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from data.symbols import name_clashes, safe_symbol, symbol_problem
+from models.presets import MAX_SEQ_LEN, MIN_SEQ_LEN
 
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
 MAX_SYMBOLS = 600  # the whole S&P 500 universe (505) fits; bigger universes: several jobs
 MAX_HORIZONS = 8
 MAX_HORIZON = 252  # bars: one trading year of daily bars
-MIN_SEQ_LEN, MAX_SEQ_LEN = 5, 512
 MAX_EPOCHS = 500
 MAX_NUM_SAMPLES = 256
 MAX_FOLDS = 20

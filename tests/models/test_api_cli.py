@@ -200,6 +200,13 @@ def test_cli_seq_len_is_the_window_of_sequence_models(capsys):
           "1,5,01"], "--horizons='1,5,01' lists 1 twice"),
         (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--seq-len",
           "5,6"], "--seq-len='5,6': give one window length"),
+        # the bounds of a job's features.seq_len
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--seq-len",
+          "1"], "--seq-len='1': use a window of 5 to 512 bars"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "lstm", "--seq-len",
+          "513"], "--seq-len='513': use a window of 5 to 512 bars"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "lstm", "--overrides",
+          '{"lstm": {"seq_len": 2}}'], "lstm.seq_len=2: use a window of 5 to 512 bars"),
         (["--data", "sample:sp500", "--symbols", "BRK.B,BRK/B", "--models", "ridge",
           "--save-dir", "/tmp/unused"], "would both be saved under 'BRK_B'"),
     ],
