@@ -61,6 +61,16 @@ def map_ray_state(
         errors = tuple(progress.errors) if progress is not None else ()
         if progress is not None and progress.phase == "failed" and progress.message:
             return Outcome("failed", progress.message, errors)  # the driver's own reason
+        killed = killed_by(info.driver_exit_code)
+        if killed:  # not the job's fault: say so, and how to go on
+            where = f" in phase {progress.phase!r}" if progress is not None else ""
+            done = (f" with {progress.units_done} of {progress.units_total} units done"
+                    if progress is not None and progress.units_done is not None else "")
+            return Outcome("failed", (
+                f"the job's driver was killed by {killed}{where}{done} (by hand, or out of "
+                "memory); what finished is kept in storage: resume the job (quantray resume "
+                "ID, POST /v1/jobs/ID/resume) to train the rest; its log: GET "
+                "/v1/jobs/ID/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
         return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
     if info.status == "STOPPED":
@@ -89,6 +99,21 @@ def with_stop_grace(runtime_env: dict) -> dict:
 
 
 MESSAGE_TAIL = 2000  # characters of a crashed driver's log kept in the job's message
+
+
+def killed_by(exit_code: int | None) -> str | None:
+    """The signal that ended the driver ('SIGKILL'), from Ray's `driver_exit_code`: -N for a
+    process the signal ended, 128 + N where the shell that runs the entrypoint reports it;
+    None for an ordinary exit status."""
+    import signal
+
+    if exit_code is None:
+        return None
+    number = -exit_code if exit_code < 0 else exit_code - 128 if exit_code > 128 else None
+    try:
+        return signal.Signals(number).name if number else None
+    except ValueError:
+        return None
 
 
 def _log_tail(message: str | None) -> str:

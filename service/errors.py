@@ -73,6 +73,15 @@ def install_handlers(app: FastAPI) -> None:
         headers: Any = getattr(exc, "headers", None)
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
 
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug or an outage no route maps: the same JSON body as every error (the traceback
+        # goes to the server log, which Starlette writes after this handler answers).
+        return JSONResponse(error_body(
+            "internal", f"internal server error ({type(exc).__name__}); the server log has "
+            "the details: report it, or retry if a dependency (database, storage) was down"),
+            500)  # fmt: skip
+
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, validation)

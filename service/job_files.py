@@ -17,12 +17,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from data.storage import exists, join_uri, list_dir, read_bytes, resolve_uri, write_bytes
+from data.storage import exists, join_uri, list_dir, read_bytes, resolve_uri
+from ray_jobs.storage import JobStorage, RetryPolicy
 
 # One path segment: starts with a letter/digit (so never "." or ".." or a hidden file).
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,199}$")
 _PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$")
 CHUNK_BYTES = 1 << 16
+SUBMIT_RETRY = RetryPolicy(attempts=4, base_delay_s=0.25, max_delay_s=2.0)  # ~2 s at most
 
 
 class UnsafePath(ValueError):
@@ -122,13 +124,22 @@ class JobFiles:
         return join_uri(self.storage_uri, "jobs", job_id, *parts)
 
     def check(self) -> None:
-        """Raise if the storage root cannot be reached (for /readyz)."""
+        """Raise if the storage root cannot be reached, or its S3 bucket does not exist
+        (for /readyz: every submit would fail)."""
         fs, path = resolve_uri(self.storage_uri)
         fs.get_file_info(path)
+        if isinstance(fs, pafs.S3FileSystem):
+            bucket = path.split("/", 1)[0]
+            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise FileNotFoundError(f"bucket {bucket!r} does not exist: create it, or fix "
+                                        "QUANTRAY_STORAGE_URI")
 
     def write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        """Write spec.json, retrying transient errors for a few seconds (a submit waits on
+        it); a `StorageError` names the URI and the cause when it cannot."""
         text = json.dumps(spec, indent=2, sort_keys=True, default=str)
-        write_bytes(self.uri(job_id, "spec.json"), text.encode())
+        storage = JobStorage(self.storage_uri, job_id, retry=SUBMIT_RETRY)
+        storage.write_bytes("spec.json", text.encode())
 
     def remove_job(self, job_id: str) -> None:
         """Delete everything under jobs/{job_id}/ (undo of a job whose row never landed)."""

@@ -51,6 +51,7 @@ class RayJobInfo:
     start_time_ms: int | None
     end_time_ms: int | None
     metadata: dict[str, str]
+    driver_exit_code: int | None = None
 
 
 def resolve_ray_token(explicit: str | None, env: Mapping[str, str], home: Path) -> str | None:
@@ -175,6 +176,7 @@ class RayJobsClient:
             start_time_ms=data.get("start_time"),
             end_time_ms=data.get("end_time"),
             metadata=dict(data.get("metadata") or {}),
+            driver_exit_code=data.get("driver_exit_code"),
         )
 
     async def stop(self, submission_id: str) -> bool:

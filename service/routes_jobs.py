@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
+from ray_jobs.storage import StorageError
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
 from service.keys import Principal
@@ -128,6 +129,10 @@ def _create(
         )
     except JobConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from None
+    except StorageError as exc:  # nothing was stored: a later submit is safe
+        raise ApiError(503, "storage_unavailable", f"could not store the job's spec: {exc}; "
+                       "check QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) "
+                       "and submit again: nothing was stored") from None
 
 
 @router.post(

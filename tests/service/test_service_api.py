@@ -343,3 +343,55 @@ def test_a_queued_job_says_why_it_waits_when_ray_is_down(tmp_path: Any) -> None:
     assert "127.0.0.1:9" in job["message"]
     assert cancel["status"] == "queued" and cancel["cancel_requested"] is True
     assert cancel["message"].startswith("cancel requested, settled once Ray answers again:")
+
+
+def test_storage_that_cannot_be_written_is_a_503_naming_it_and_stores_nothing(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A missing bucket behind a real S3 endpoint (moto on loopback): the submit is a JSON
+    503 naming QUANTRAY_STORAGE_URI and the bucket, no job row is left, and /readyz says
+    storage is down (it said ok: the endpoint answered)."""
+    from moto.server import ThreadedMotoServer
+
+    from service.local_ray import free_port
+    from tests.service.conftest import job_count, make_settings, start_api
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"
+                       }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        uri = f"s3://no-such-bucket/store?endpoint_override=http://127.0.0.1:{port}"
+        server, api = start_api(make_settings(tmp_path, storage_uri=uri), {"alice": False})
+        try:
+            with api.client() as c:
+                submit = c.post("/v1/jobs", json=SPEC)
+                ready = c.get("/readyz")
+                listed = c.get("/v1/jobs").json()
+        finally:
+            server.__exit__()
+    finally:
+        moto.stop()
+    assert submit.status_code == 503, submit.text
+    body = submit.json()
+    assert body["error"] == "storage_unavailable"
+    assert "QUANTRAY_STORAGE_URI" in body["message"] and "no-such-bucket" in body["message"]
+    assert job_count(api.engine) == 0 and listed["total"] == 0
+    assert ready.status_code == 503 and "storage" in ready.json()["down"]
+    assert "no-such-bucket" in ready.json()["checks"]["storage"]
+
+
+def test_an_unexpected_error_is_a_json_500(api: Any, monkeypatch: Any) -> None:
+    from service import routes_jobs
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes_jobs, "_create", broken)
+    with api.client() as c:
+        r = c.post("/v1/jobs", json=SPEC)
+    assert r.status_code == 500
+    assert r.json()["error"] == "internal" and "RuntimeError" in r.json()["message"]

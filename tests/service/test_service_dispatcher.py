@@ -4,6 +4,7 @@ first, Ray state mapping, cancel, reconcile after a restart, resume, crash recov
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shlex
 import time
@@ -180,6 +181,24 @@ def test_failed_job_message_is_a_summary_not_the_log(qr: Any) -> None:
     out = map_ray_state(_info("FAILED", log), cancel_requested=False, progress=unusable)
     assert out.status == "failed" and out.message == (
         "the job's dataset cannot be used: not found")
+
+
+@pytest.mark.parametrize("code", [-9, 137])  # the process itself, or the shell around it
+def test_a_killed_driver_says_so_and_how_to_go_on(code: int, qr: Any) -> None:
+    """Ray's message for a driver killed mid-job is its log's last 20,000 characters
+    ending in 'Killed': the job says it was killed, where, and that resume goes on."""
+    crashed = parse_progress(qr.progress_doc(24, 20, ()))  # phase "training"
+    info = dataclasses.replace(_info("FAILED", "Reporting training result...\nKilled"),
+                               driver_exit_code=code)
+    out = map_ray_state(info, cancel_requested=False, progress=crashed)
+    assert out.status == "failed"
+    assert out.message.startswith("the job's driver was killed by SIGKILL in phase 'training' "
+                                  "with 20 of 24 units done")
+    assert "resume" in out.message and "Reporting" not in out.message
+    # an ordinary failure (exit 1 with a traceback) keeps the log's end
+    info = dataclasses.replace(info, message="ValueError: the cause", driver_exit_code=1)
+    out = map_ray_state(info, cancel_requested=False, progress=crashed)
+    assert "ValueError: the cause" in out.message
 
 
 def test_failed_units_from_progress_fail_the_job(rig: tuple[Rig, Any], qr: Any) -> None:
