@@ -100,6 +100,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max-norm; 0 disables
     patience: int = 5  # early stopping on the validation metric
     min_delta: float = 1e-4
+    # End with the weights of the best validation epoch (False: the last epoch's, as a
+    # refit on train+val needs, whose val samples are in-sample; best_epoch is then the last)
+    restore_best: bool = True
     class_weights: bool = False
     seed: int = 42
     amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)

@@ -81,7 +81,84 @@ def _from_gcs() -> tuple[set[str], list[dict[str, Any]]]:
     return ended, groups
 
 
+def orphaned_groups(rows: list[Any], job_hex: str) -> list[str]:
+    """Ids (hex) of job `job_hex`'s live, non-detached placement groups whose creator actor
+    has died, from the GCS table's `PlacementGroupTableData` rows. Such a group can never
+    be used again: its creator (a Train controller) is gone and so are the workers it
+    placed in it, but Ray keeps a non-detached group until its job ends. A group the driver
+    created (a Tune trial's) has no creator actor (its id is nil) and is left alone."""
+    from ray.core.generated import gcs_pb2
+
+    out = []
+    for g in rows:
+        if (g.creator_job_id.hex() == job_hex and not g.is_detached and g.creator_actor_dead
+                and g.state != gcs_pb2.PlacementGroupTableData.REMOVED and g.creator_actor_id
+                and not ray.ActorID(g.creator_actor_id).is_nil()):  # fmt: skip
+            out.append(g.placement_group_id.hex())
+    return out
+
+
+def remove_orphaned_groups() -> list[str]:
+    """Remove this job's placement groups whose creator actor has died (`orphaned_groups`);
+    returns their ids. Ray 2.60 Train V2 leaves the worker group of a run whose controller
+    was killed (a Tune trial that ASHA stopped, or one that ended) when its detached
+    PlacementGroupCleaner cannot reach the state API: on a head without a dashboard, or on a
+    host with several Ray instances, where the cleaner's lookup fails. Each such group kept
+    a CPU (or a GPU share) for the rest of the job, so a search with more trials than fit at
+    once waited for good. The rows come from the GCS table, which names the creator actor
+    and whether it died (`placement_group_table()` leaves both out)."""
+    from ray._private.state import state as gcs_state
+    from ray.core.generated import gcs_pb2
+
+    accessor = gcs_state._connect_and_get_accessor()
+    rows = [gcs_pb2.PlacementGroupTableData.FromString(b)
+            for b in accessor.get_placement_group_table()]  # fmt: skip
+    job = ray.get_runtime_context().get_job_id()
+    return _remove_groups(orphaned_groups(rows, job), "whose creator actor (a Train "
+                          "controller) had died")
+
+
+class OrphanSweeper:
+    """While a blocking call runs (`tuner.fit()`), remove this job's orphaned groups
+    (`remove_orphaned_groups`) every `every_s` in a background thread. Best effort: a
+    failed sweep is logged and the job goes on."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        import threading
+
+        self.every_s = every_s
+        self.removed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="orphan-sweeper", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.removed += remove_orphaned_groups()
+            except Exception as exc:  # best effort, as the other sweeps
+                log.warning("looking for orphaned placement groups failed: %s", exc)
+
+    def __enter__(self) -> OrphanSweeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 def remove_leaked_placement_groups() -> list[str]:
+    """Remove the placement groups ended quantray jobs left behind, and this job's own
+    orphaned groups (`remove_orphaned_groups`); returns their ids."""
+    try:
+        orphans = remove_orphaned_groups()
+    except Exception as exc:  # best effort: the groups of ended jobs are looked for next
+        log.warning("could not look for this job's orphaned placement groups: %s", exc)
+        orphans = []
+    return orphans + _remove_ended_jobs_groups()
+
+
+def _remove_ended_jobs_groups() -> list[str]:
     """Remove the placement groups ended quantray jobs left behind; returns their ids."""
     from ray.util.state import list_jobs, list_nodes, list_placement_groups
 

@@ -363,8 +363,10 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
         try:
             if not symbols:
                 asked = spec.tune.symbols
+                asked = ("all" if asked is None else f"the first {asked}"
+                         if isinstance(asked, int) else ", ".join(asked))
                 raise RuntimeError(
-                    f"none of the search symbols ({asked if asked is not None else 'all'}) "
+                    f"none of the search symbols ({asked}) "
                     "is among the job's prepared symbols: they are not in the job, or their "
                     "data failed (see the data errors)")
             best = search_model(model, spec, storage, {s: prepared[s] for s in symbols},

@@ -1,9 +1,11 @@
 """Result plots, rendered headless (Agg) to PNG bytes.
 
 - `comparison.png`: four panels: linear R² by horizon, classifiers' accuracy by horizon
-  (with the baseline), macro-F1 by horizon, best model per horizon (win counts).
+  (with the baseline), macro-F1 by horizon, best model per horizon (the highest mean
+  macro-F1 over symbols, ensembles included; summary.json's win counts leave them out).
 - `heatmap_macro_f1.png`: symbol x model test macro-F1 (mean over horizons).
-- `learning_curves.png`: per deep model, mean train/val loss by epoch over its symbols.
+- `learning_curves.png`: per deep model, mean train/val loss by epoch over its symbols (a
+  model refit on train+val after a Tune search: its val loss is in-sample, and says so).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def comparison_figure(frame: pd.DataFrame, linear_models: set[str], split: str =
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_title(f"Linear models: out-of-sample R² ({split})")
     ax.set_xlabel("horizon (bars)")
+    ax.set_ylabel("R² (mean over symbols)")
 
     ax = axes[0, 1]
     acc = _by_horizon(ok, "accuracy", all_models)
@@ -82,12 +85,14 @@ def comparison_figure(frame: pd.DataFrame, linear_models: set[str], split: str =
         ax.plot(base.index, base.values, color="black", ls="--", lw=2, label="baseline")
     ax.set_title(f"Direction accuracy by horizon ({split}, mean over symbols)")
     ax.set_xlabel("horizon (bars)")
+    ax.set_ylabel("accuracy")
 
     ax = axes[1, 0]
     f1 = _by_horizon(ok, "macro_f1", all_models)
     _lines(ax, f1, colors, legend=False)
-    ax.set_title("Macro-F1 by horizon")
+    ax.set_title(f"Macro-F1 by horizon ({split}, mean over symbols)")
     ax.set_xlabel("horizon (bars)")
+    ax.set_ylabel("macro-F1")
 
     ax = axes[1, 1]
     if not f1.empty:
@@ -100,8 +105,9 @@ def comparison_figure(frame: pd.DataFrame, linear_models: set[str], split: str =
         for bar, name in zip(bars, best.values, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), name,
                     ha="center", va="bottom", fontsize=8, rotation=20)
-    ax.set_title("Best model per horizon (mean macro-F1)")
+    ax.set_title("Best model per horizon (highest mean macro-F1, ensembles included)")
     ax.set_xlabel("horizon (bars)")
+    ax.set_ylabel("macro-F1")
 
     handles, labels = axes[0, 1].get_legend_handles_labels()
     if handles:
@@ -134,15 +140,22 @@ def heatmap_figure(frame: pd.DataFrame, split: str = "test", metric: str = "macr
     return fig
 
 
-def learning_curves_plot(histories: dict[str, list[list[dict[str, Any]]]]) -> bytes:
-    """histories: model -> list (one per unit) of per-epoch dicts with train_loss/val_loss."""
+def learning_curves_plot(
+    histories: dict[str, list[list[dict[str, Any]]]], refit: set[str] = frozenset()
+) -> bytes:
+    """histories: model -> list (one per unit) of per-epoch dicts with train_loss/val_loss;
+    `refit`: models refit on train+val after a search, whose val loss is in-sample."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     names = sorted(histories)
-    cols = 3
+    cols = min(3, max(1, len(names)))
     rows = max(1, -(-len(names) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
-        for key, color in (("train_loss", "tab:blue"), ("val_loss", "tab:orange")):
+        val_label = "val_loss (in-sample: refit on train+val)" if name in refit else "val_loss"
+        for key, color, label in (("train_loss", "tab:blue", "train_loss"),
+                                  ("val_loss", "tab:orange", val_label)):
             curves = [[e.get(key) for e in h if e.get(key) is not None] for h in histories[name]]
             curves = [c for c in curves if c]
             if not curves:
@@ -151,10 +164,14 @@ def learning_curves_plot(histories: dict[str, list[list[dict[str, Any]]]]) -> by
             padded = np.full((len(curves), length), np.nan)
             for i, c in enumerate(curves):
                 padded[i, : len(c)] = c
-            ax.plot(np.arange(1, length + 1), np.nanmean(padded, axis=0), color=color, label=key,
-                    marker="o", markersize=3)  # a 1-epoch curve is a point
-        ax.set_title(f"{name} ({len(histories[name])} units)")
+            ax.plot(np.arange(1, length + 1), np.nanmean(padded, axis=0), color=color,
+                    label=label, marker="o", markersize=3,  # a 1-epoch curve is a point
+                    ls="--" if key == "val_loss" and name in refit else "-")
+        refit_note = ", refit on train+val" if name in refit else ""
+        ax.set_title(f"{name} ({len(histories[name])} units{refit_note})")
         ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (mean over units)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

@@ -75,7 +75,7 @@ def write_results(
     plots = {
         "comparison.png": lambda: comparison_plot(frame, set(LINEAR_MODELS)),
         "heatmap_macro_f1.png": lambda: heatmap_plot(frame),
-        "learning_curves.png": lambda: learning_curves_plot(histories),
+        "learning_curves.png": lambda: learning_curves_plot(histories, set(tuned)),
     }
     for name, render in plots.items():
         if name == "learning_curves.png" and not histories:

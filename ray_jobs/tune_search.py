@@ -145,6 +145,7 @@ def search_model(
     """Run (or reload) the search for `model`; returns {params, epochs, metric, value}."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     from models.registry import get_spec, resolve
     from ray_jobs.deep_runs import TRIAL_CPU
@@ -154,6 +155,16 @@ def search_model(
     if storage.exists(best_rel):
         return storage.read_json(best_rel)
     epochs = resolve(model, spec.preset, unit_overrides(spec, model)).train.epochs
+    # A key the spec's overrides set is fixed, not searched: the user's value holds in
+    # every trial and in the refit.
+    space = get_spec(model).search_space
+    fixed = sorted(k for k in space if k in spec.overrides.get(model, {}))
+    space = {k: v for k, v in space.items() if k not in fixed}
+    if not space:
+        raise ValueError(f"overrides.{model} fixes every key of its search space "
+                         f"({', '.join(fixed)}): drop some of them or set tune.num_samples: 0")
+    if fixed:
+        log.info("tune %s: %s fixed by overrides, not searched", model, ", ".join(fixed))
     ctx = {"spec": spec.to_dict(), "model": model, "prepared": prepared, "epochs": epochs,
            "gpu": gpu, "storage_uri": storage.storage_uri, "job_id": storage.job_id}
     ray_storage = storage.ray_storage()
@@ -161,18 +172,20 @@ def search_model(
     concurrent = slots if spec.tune.max_concurrent == "auto" else int(spec.tune.max_concurrent)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": TRIAL_CPU}),
-        param_space=tune_space(get_spec(model).search_space),
+        param_space=tune_space(space),
         tune_config=tune.TuneConfig(
             num_samples=spec.tune.num_samples, max_concurrent_trials=concurrent,
+            search_alg=BasicVariantGenerator(random_state=spec.seed),  # the spec's seed
             scheduler=ASHAScheduler(metric=metric, mode=mode, max_t=epochs,
                                     grace_period=min(spec.tune.grace_period, epochs)),
         ),  # fmt: skip
         run_config=tune.RunConfig(name=f"search-{model}", storage_path=ray_storage.storage_path,
                                   storage_filesystem=ray_storage.storage_filesystem, verbose=0),
     )
-    grid = tuner.fit()
-    from ray_jobs.cluster_gc import remove_own_placement_groups
+    from ray_jobs.cluster_gc import OrphanSweeper, remove_own_placement_groups
 
+    with OrphanSweeper():  # an ended trial's worker group gives its CPU back meanwhile
+        grid = tuner.fit()
     remove_own_placement_groups()  # the stopped trials' worker groups (Ray 2.60 leak)
     ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
     if not ok:
@@ -189,7 +202,7 @@ def search_model(
             best_value, best, best_epochs = sign * float(hist[metric].iloc[i]), r, i + 1
     result = {"params": cast_params_json(model, best.config), "epochs": best_epochs,
               "metric": metric, "value": sign * best_value, "trials": len(grid),
-              "finished_trials": len(ok)}
+              "finished_trials": len(ok), "symbols": list(prepared), "fixed": fixed}
     storage.write_json(best_rel, result)
     log.info("tune %s: best %s=%.4f after %d epochs with %s", model, metric, result["value"],
              best_epochs, result["params"])
@@ -204,6 +217,8 @@ def cast_params_json(model: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def refit_overrides(best: dict[str, Any]) -> dict[str, Any]:
-    """Overrides of the refit: the best params, the best epoch count, no early stopping."""
+    """Overrides of the refit: the best params, the best epoch count, no early stopping,
+    and the last epoch's weights kept (its val samples are in the training set, so the
+    "best" val epoch would be chosen on data it trained on)."""
     return {**best["params"], "train.epochs": int(best["epochs"]),
-            "train.patience": REFIT_PATIENCE}
+            "train.patience": REFIT_PATIENCE, "train.restore_best": False}

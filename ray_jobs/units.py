@@ -39,6 +39,7 @@ def unit_overrides(spec: JobSpec, model: str) -> dict[str, Any]:
     if model in spec.deep_models:
         from models.registry import get_spec, resolve
 
+        train.setdefault("seed", spec.seed)  # the job's seed, unless the model sets one
         if spec.max_epochs is not None and "epochs" not in train:
             preset_epochs = resolve(model, spec.preset).train.epochs
             train["epochs"] = min(preset_epochs, spec.max_epochs)

@@ -218,7 +218,7 @@ def train(
             )
             if not per_step:
                 scheduler.step(val["metric"])
-            if stopper.update(val["metric"], epoch):
+            if stopper.update(val["metric"], epoch) and cfg.restore_best:
                 best_weights = _cpu_clone(module.state_dict())
             epoch_seconds = time.perf_counter() - t_epoch
             other = max(0.0, epoch_seconds - compute - val["forward_seconds"])
@@ -255,6 +255,8 @@ def train(
 
     if best_weights is not None:
         module.load_state_dict(best_weights)
+    elif not cfg.restore_best and history:  # the weights kept are the last epoch's
+        stopper.best_epoch, stopper.best = history[-1]["epoch"], history[-1]["val_metric"]
     return _result(history, stopper, monitor, stop_reason, started, device, precision.name)
 
 

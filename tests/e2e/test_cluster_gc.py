@@ -4,7 +4,7 @@ and its removal on a real head (test_stopped_jobs_leave_no_placement_groups)."""
 
 from __future__ import annotations
 
-from ray_jobs.cluster_gc import ended_quantray_jobs, leaked_groups
+from ray_jobs.cluster_gc import ended_quantray_jobs, leaked_groups, orphaned_groups
 
 JOBS = [
     # A stopped quantray submission (the dispatcher's metadata), and a direct driver run.
@@ -78,3 +78,34 @@ def test_sweeper_looks_again_once_per_interval(monkeypatch) -> None:
     assert sweep() == [] and calls == [115.0, 131.0]
     now[0] = 146.0
     assert sweep() == ["pg3"]
+
+
+def test_orphaned_groups_are_this_jobs_live_groups_whose_creator_actor_died() -> None:
+    """A Train controller's worker group after the controller died (a trial ASHA stopped)
+    is removed while the job runs; a group the driver made (a Tune trial's: no creator
+    actor), a live controller's, another job's, a detached or a removed one are not."""
+    import ray
+    from ray.core.generated import gcs_pb2
+
+    job, other = bytes.fromhex("01000000"), bytes.fromhex("02000000")
+    nil = ray.ActorID.nil().binary()
+    actor = bytes.fromhex("d6e83f14533d6a9378879b01") + job
+    table = gcs_pb2.PlacementGroupTableData
+
+    def row(pg: str, creator_job: bytes = job, creator: bytes = actor, dead: bool = True,
+            state: int = table.CREATED, detached: bool = False) -> object:
+        return table(placement_group_id=bytes.fromhex(pg * 14) + creator_job,
+                     creator_job_id=creator_job, creator_actor_id=creator,
+                     creator_actor_dead=dead, state=state, is_detached=detached)
+
+    rows = [
+        row("a1"),                              # orphaned
+        row("b2", state=table.PENDING),          # orphaned, would grab a CPU once one frees
+        row("c3", creator=nil),                  # the driver's (a trial's own group)
+        row("d4", dead=False),                   # its controller still runs
+        row("e5", creator_job=other),            # another job's
+        row("f6", detached=True),
+        row("a7", state=table.REMOVED),
+    ]  # fmt: skip
+    assert orphaned_groups(rows, "01000000") == ["a1" * 14 + "01000000", "b2" * 14 + "01000000"]
+    assert orphaned_groups(rows, "03000000") == []

@@ -138,6 +138,29 @@ def test_early_stopping_restores_best_weights(monkeypatch):
         assert not torch.equal(value, snapshots[-1][name])
 
 
+def test_restore_best_false_keeps_the_last_epochs_weights(monkeypatch):
+    """A refit on train+val: its val samples are in-sample, so no epoch is chosen on them."""
+    sequence = iter([1.0, 0.7, 0.8, 0.9])  # the best val epoch would be 1
+
+    def fake_evaluate(module, data, split, **kw):
+        value = next(sequence)
+        return {"loss": value, "metric": value, "f1": 0.0, "accuracy": 0.0, "forward_seconds": 0}
+
+    monkeypatch.setattr(loop_module, "evaluate", fake_evaluate)
+    snapshots = []
+
+    class Snap:
+        def on_epoch_end(self, epoch, metrics, trainer_state):
+            snapshots.append(trainer_state()["model"])
+
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=1e-2, patience=10, restore_best=False)
+    module, result = fit(cfg, callbacks=[Snap()])
+    assert result.epochs_run == 4 and result.best_epoch == 3 and result.best_metric == 0.9
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, snapshots[-1][name])
+    assert any(not torch.equal(v, snapshots[1][n]) for n, v in module.state_dict().items())
+
+
 def test_min_delta_counts_small_gains_as_no_improvement(monkeypatch):
     values = iter([1.0, 0.99, 0.98, 0.97, 0.96])
     monkeypatch.setattr(

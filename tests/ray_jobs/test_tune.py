@@ -20,16 +20,22 @@ def test_search_then_refit_on_train_plus_val(ray_cluster: str, tmp_path: Path) -
 
     spec = JobSpec.from_dict(tiny_spec(
         "tuned", ["ridge", "mlp"], max_epochs=2,
-        tune={"num_samples": 2, "symbols": ["AAPL"], "grace_period": 1},
+        # more trials than fit at once on 2 CPUs: each ended trial must give its worker's
+        # CPU back while the search runs (a stopped trial's Train group used to keep it)
+        tune={"num_samples": 4, "symbols": ["AAPL"], "grace_period": 1},
+        overrides={"mlp": {"num_layers": 1}},  # fixed: not searched, kept in the refit
+        seed=7,
     ))  # fmt: skip
     storage = JobStorage(tmp_path.as_uri(), "tuned")
     summary = run_job(spec, storage, progress_interval_s=1.0)
     assert summary["failed_units"] == [], summary["failed_units"]
 
     best = storage.read_json("tune/mlp/best.json")
-    assert best["trials"] == 2 and best["finished_trials"] >= 1
+    assert best["trials"] == 4 and best["finished_trials"] >= 1
     assert 1 <= best["epochs"] <= 2 and best["metric"] == spec.tune.metric
     assert summary["tuned"] == {"mlp": best}
+    assert best["symbols"] == ["AAPL"] and best["fixed"] == ["num_layers"]
+    assert "num_layers" not in best["params"] and "hidden_size" in best["params"]
 
     board = storage.read_table("results/leaderboard.parquet").to_pandas()
     for symbol in ("AAPL", "ABT"):  # refit on every job symbol, not only the searched one
@@ -40,3 +46,11 @@ def test_search_then_refit_on_train_plus_val(ray_cluster: str, tmp_path: Path) -
         ens = board[(board["symbol"] == symbol) & board["model"].str.startswith("ensemble")]
         assert set(zip(ens["model"], ens["split"], strict=True)) == {("ensemble_equal", "test")}
     assert storage.read_json("status/ABT__mlp__f0.json")["state"] == "done"
+    for symbol in ("AAPL", "ABT"):
+        meta = storage.read_json(f"units/{symbol}/mlp/f0/model/metadata.json")
+        assert meta["config"]["num_layers"] == 1  # the user's override, not a searched value
+        assert meta["config"]["hidden_size"] == best["params"]["hidden_size"]
+        assert meta["train_config"]["seed"] == 7  # the job's seed
+        # the refit keeps its last epoch's weights: its val samples are in its training set
+        assert meta["train_config"]["restore_best"] is False
+        assert meta["result"]["best_epoch"] == meta["result"]["epochs_run"] - 1
