@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -37,6 +38,9 @@ from ray_jobs.units import fail_unit, run_unit
 log = logging.getLogger("quantray.deep")
 
 MAX_FAILURES = 2  # worker-group restarts per run before its remaining units fail
+# Waits before a run that a storage outage failed is fitted again (ray_jobs/storage.py
+# retries the job's own reads and writes; Ray Train's checkpoint bookkeeping does not).
+RUN_RETRY_WAITS_S = (10.0, 30.0)
 TRIAL_CPU = 0.01  # a trial only drives its trainer; the trainer's worker holds the CPU
 # The trainer's worker takes the rest of one CPU: trial + worker = exactly 1 CPU per run
 # slot. A whole CPU per worker on top of the trial's share starved the second of two runs
@@ -141,8 +145,49 @@ def run_deep_groups(
     return runs.start(lambda: _tune(groups, ctx, placement.slots, storage, runs))
 
 
+def storage_outage(error: str) -> bool:
+    """Whether a run's error is storage that could not be reached (a network error, a
+    timeout, a 5xx), not a fault of its own: Ray Train's own checkpoint bookkeeping does not
+    retry those, and its controller fails the whole run. The quoted key (a job id, a
+    symbol) is cut out before the message is read."""
+    from ray_jobs.storage import is_transient
+
+    last = error.strip().splitlines()[-1] if error.strip() else ""
+    return ("AWS Error" in last or "When " in last) and is_transient(
+        OSError(re.sub(r"'[^']*'", "<key>", last)))
+
+
 def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,
           runs: DeepRuns) -> None:
+    """Fit the runs; a run that a storage outage failed is fitted again (up to
+    RUN_RETRY_WAITS_S), from its checkpoints and skipping its stored units, as a rerun of
+    the job would."""
+    pending = groups
+    for retry, wait_s in enumerate((0.0, *RUN_RETRY_WAITS_S)):
+        if retry:
+            names = ", ".join(g.run_name for g in pending)
+            log.warning("run(s) %s failed on a storage outage (%s); fitting them again in "
+                        "%.0fs from their checkpoints (retry %d of %d)", names,
+                        runs.trial_errors[pending[0].run_name], wait_s, retry,
+                        len(RUN_RETRY_WAITS_S))  # fmt: skip
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end:
+                check_stop()  # a stop request: no new runs
+                time.sleep(0.5)
+            check_stop()
+        errors = _fit(pending, ctx, slots, storage, f"deep-{ctx['attempt']}"
+                      + (f"-retry{retry}" if retry else ""))  # fmt: skip
+        for group in pending:
+            runs.trial_errors.pop(group.run_name, None)
+        runs.trial_errors.update(errors)
+        pending = [g for g in pending if storage_outage(errors.get(g.run_name, ""))]
+        if not pending:
+            return
+
+
+def _fit(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,
+         name: str) -> dict[str, str]:
+    """One Tune experiment `name` over the groups' runs; returns run name -> error."""
     from ray import tune
 
     ray_storage = storage.ray_storage()
@@ -152,16 +197,17 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
         param_space={"run": tune.grid_search([g.run_name for g in groups])},
         tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=f"deep-{ctx['attempt']}", storage_path=ray_storage.storage_path,
+            name=name, storage_path=ray_storage.storage_path,
             storage_filesystem=ray_storage.storage_filesystem, verbose=0,
         ),  # fmt: skip
     )
-    results = tuner.fit()
-    for result in results:
+    errors = {}
+    for result in tuner.fit():
         if result.error is not None:
-            runs.trial_errors[result.config["run"]] = f"{type(result.error).__name__}: " + str(
+            errors[result.config["run"]] = f"{type(result.error).__name__}: " + str(
                 result.error
             ).strip().splitlines()[-1][:500]
+    return errors
 
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:

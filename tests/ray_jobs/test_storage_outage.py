@@ -1,0 +1,110 @@
+"""An S3 outage in the middle of deep training (the endpoint refuses connections for a few
+seconds, then comes back with its data) does not fail the job: the job's own reads and
+writes retry (ray_jobs/storage.py), and a run whose Train controller failed on its
+checkpoint bookkeeping is fitted again from its checkpoints (ray_jobs/deep_runs.py). It
+used to fail every unit of the run, started or not."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from ray_jobs.deep_runs import storage_outage as outage
+from ray_jobs.spec import JobSpec
+from ray_jobs.storage import JobStorage
+from tests.ray_jobs._jobs import tiny_spec
+
+OUTAGE_S = 8.0
+# What Ray Train's controller raised when the endpoint went away (a 2026-11-23 run).
+CONTROLLER_ERROR = (
+    "RayTaskError(ControllerError): When getting information for key 'store/jobs/qr-a5/ray/"
+    "train/run__mix__f0__g000-f49f99/A__lstm__f0/epoch_0014' in bucket 'qrb': AWS Error "
+    "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect to "
+    "server; Details: Failed to connect to 127.0.0.1:9311 after 0 ms: Could not connect to "
+    "server"
+)
+
+
+def test_which_run_errors_are_storage_outages() -> None:
+    assert outage(CONTROLLER_ERROR)
+    assert outage("ControllerError: Training failed due to controller error:\n"
+                          + CONTROLLER_ERROR.split(": ", 1)[1])  # fmt: skip
+    assert outage("OSError: When uploading part for key 'a/b' in bucket 'q': AWS "
+                          "Error SLOW_DOWN during UploadPart operation: status code: 503")
+    # a missing bucket, a denied key, a worker that died past its restarts: not retried
+    assert not outage("OSError: When getting information for key 'k' in bucket 'q': "
+                              "AWS Error NO_SUCH_BUCKET during HeadObject operation: The "
+                              "specified bucket does not exist")
+    assert not outage("OSError: When reading 'k' in bucket 'q': AWS Error "
+                              "ACCESS_DENIED during GetObject operation: Access Denied")
+    assert not outage("WorkerGroupError: Training failed due to worker errors: "
+                              "ActorDiedError: the actor died unexpectedly")
+    # the key is cut out: a symbol or job id that reads like a network error is not one
+    assert not outage("OSError: When getting information for key 'network/timeout' "
+                              "in bucket 'q': AWS Error NO_SUCH_KEY during HeadObject")
+    assert not outage("")
+
+
+@pytest.mark.timeout(900)
+def test_a_storage_outage_mid_training_is_ridden_out(ray_cluster: str) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from ray_jobs.driver import run_job
+    from service.local_ray import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
+    servers[0].start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="outage")
+    uri = f"s3://outage/store?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+    outage: dict[str, float] = {}
+
+    def cut_the_endpoint() -> None:
+        """Once the first runs have checkpoints: refuse connections for OUTAGE_S, then
+        serve the same bucket again (moto keeps its state in the process)."""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                listed = client.list_objects_v2(Bucket="outage", Prefix="store/jobs/outage/ray/")
+            except Exception:  # noqa: BLE001 - the server is ours and up; try again
+                listed = {}
+            if sum("epoch_0003" in o["Key"] for o in listed.get("Contents", [])) >= 1:
+                break
+            time.sleep(0.2)
+        else:
+            return
+        servers[0].stop()
+        outage["from"] = time.monotonic()
+        time.sleep(OUTAGE_S)
+        servers.append(ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False))
+        servers[-1].start()
+        outage["to"] = time.monotonic()
+
+    # Long units (no early stopping) so that the outage lands while they train.
+    slow = {"hidden_size": 8, "train.epochs": 60, "train.patience": 1000}
+    spec = JobSpec.from_dict(tiny_spec(
+        "outage", ["lstm", "gru"], max_epochs=60, overrides={"lstm": slow, "gru": slow},
+        resources={"units_per_run": 1},
+    ))  # fmt: skip
+    storage = JobStorage(uri, "outage")
+    cutter = threading.Thread(target=cut_the_endpoint, daemon=True)
+    cutter.start()
+    try:
+        summary = run_job(spec, storage, progress_interval_s=1.0)
+        ended = time.monotonic()
+        cutter.join(timeout=OUTAGE_S + 60)
+        statuses = storage.unit_statuses()
+    finally:
+        servers[-1].stop()
+    assert "to" in outage, "the outage never started: no checkpoint reached the bucket"
+    assert outage["to"] < ended  # it came while the job ran
+    assert summary["failed_units"] == [], summary["failed_units"]
+    assert summary["units_reported"] == summary["units"] == 4
+    assert sorted(s["state"] for s in statuses.values()) == ["done"] * 4
