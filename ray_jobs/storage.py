@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from data.storage import join_uri, resolve_uri
+from data.storage import join_uri, parse_json_rereading, resolve_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -240,9 +240,10 @@ class JobStorage:
         self._call("write", rel, write)
 
     def read_json(self, rel: str) -> Any:
-        raw = self.read_bytes(rel)
+        """A file rewritten while it is read (progress.json, a status) can come back torn
+        from S3: a parse error is read again (`parse_json_rereading`)."""
         try:
-            return json.loads(raw)
+            return parse_json_rereading(lambda: self.read_bytes(rel))
         except json.JSONDecodeError as exc:
             raise StorageError("parse", self.uri_of(rel), exc, "the file is not JSON") from exc
 

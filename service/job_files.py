@@ -17,7 +17,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from data.storage import exists, join_uri, list_dir, read_bytes, resolve_uri
+from data.storage import (
+    exists,
+    join_uri,
+    list_dir,
+    parse_json_rereading,
+    read_bytes,
+    resolve_uri,
+)
 from ray_jobs.storage import JobStorage, RetryPolicy
 
 # One path segment: starts with a letter/digit (so never "." or ".." or a hidden file).
@@ -153,11 +160,9 @@ class JobFiles:
         driver has not written its own yet; a file without the field is attempt 0's)."""
         uri = self.uri(job_id, "progress.json")
         try:
-            raw = read_bytes(uri)
+            doc = parse_json_rereading(lambda: read_bytes(uri))  # rewritten every few s
         except FileNotFoundError:
             return None
-        try:
-            doc = json.loads(raw)
         except ValueError as exc:
             raise ValueError(f"{uri} is not valid JSON: {exc}") from None
         progress = parse_progress(doc)

@@ -152,3 +152,22 @@ def test_s3_roundtrip_through_moto(s3_bucket, moto_endpoint):
     assert list_dir(join_uri(base, "j1")) == ["progress.json", "spec.json"]
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_bytes(join_uri(base, "j1", "missing.json"))
+
+
+def test_a_torn_json_read_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 reads take the size, then the bytes: a rewrite in between tears the read. The
+    next read sees the whole new file; a file that stays broken still raises."""
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    old, new = b'{"phase": "training", "done": 3}', b'{"phase": "training", "done": 4, "x": 1}'
+    reads = iter([new[: len(old)], old + b"}", new])  # cut short, then padded, then whole
+    assert storage.parse_json_rereading(lambda: next(reads), attempts=3) == {
+        "phase": "training", "done": 4, "x": 1}
+    calls = []
+
+    def broken() -> bytes:
+        calls.append(1)
+        return b'{"phase": '
+
+    with pytest.raises(ValueError):
+        storage.parse_json_rereading(broken, attempts=3)
+    assert len(calls) == 3
