@@ -84,6 +84,11 @@ class ModelDims:
         return self.n_horizons * (3 if self.task == "direction" else 1)
 
 
+# A batch this large is already one full-batch step on any split one worker trains;
+# without a cap, batch_size 1e12 was accepted and silently meant "all".
+MAX_BATCH_SIZE = 1 << 20
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the one training loop needs besides the model and data."""
@@ -114,8 +119,8 @@ class TrainConfig:
 
         if self.epochs < 1:
             bad("epochs", "use at least 1 epoch")
-        if self.batch_size < 1:
-            bad("batch_size", "use a positive batch size such as 256")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            bad("batch_size", f"use a batch size of 1 to {MAX_BATCH_SIZE}, such as 256")
         if not self.lr > 0:
             bad("lr", "use a positive learning rate such as 1e-3")
         if self.weight_decay < 0:

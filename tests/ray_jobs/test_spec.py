@@ -303,6 +303,10 @@ def test_check_against_registry_catches_bad_model_fields() -> None:
     huge = JobSpec.from_dict(mutated("overrides", {"ridge": {"n_alphas": 10**8}}))
     with pytest.raises(SpecError, match=r"overrides\.ridge\.n_alphas: .*use 1 to 1000"):
         spec_mod.check_against_registry(huge)
+    # so is a batch: 1e12 was accepted and meant "the whole split"
+    with pytest.raises(SpecError, match=r"overrides\.lstm\.train\.batch_size: .*use a batch "
+                                        r"size of 1 to 1048576"):  # fmt: skip
+        JobSpec.from_dict(mutated("overrides", {"lstm": {"train.batch_size": 1e12}}))
 
 
 def test_tune_metrics_are_loop_metrics() -> None:
