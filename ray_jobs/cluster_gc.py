@@ -144,7 +144,8 @@ class OrphanSweeper:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=2)  # a daemon: a sweep stuck on the GCS must not eat the
+        # grace a cancelled driver has to write its partial results
 
 
 def remove_leaked_placement_groups() -> list[str]:

@@ -153,8 +153,10 @@ def storage_outage(error: str) -> bool:
     from ray_jobs.storage import is_transient
 
     last = error.strip().splitlines()[-1] if error.strip() else ""
-    return ("AWS Error" in last or "When " in last) and is_transient(
-        OSError(re.sub(r"'[^']*'", "<key>", last)))
+    # "When <op> key '<key>' in bucket '<bucket>': AWS Error <CODE> during <Op>: <text>";
+    # the key may hold quotes, so it is cut from "key '" to the last "' in bucket '"
+    last = re.sub(r"key '.*' in bucket '[^']*'", "key <key> in bucket <bucket>", last)
+    return "AWS Error" in last and is_transient(OSError(re.sub(r"'[^']*'", "<path>", last)))
 
 
 def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,

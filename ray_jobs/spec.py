@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data.split_rules import leaky_gap_message
-from ray_jobs.spec_overrides import check_against_registry, check_overrides, flatten_train
+from ray_jobs.spec_overrides import (
+    check_against_registry,
+    check_overrides,
+    flatten_train,
+    fully_fixed_searches,
+)
 from ray_jobs.spec_sections import (
     _NAME_RE,
     _TARGET_ONLY_METRICS,
@@ -305,6 +310,11 @@ def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:
         iss.add("tune.num_samples", "search runs on deep models only: add one, or set it to 0")
     if tune.num_samples and spec.max_epochs is not None and tune.grace_period > spec.max_epochs:
         iss.add("tune.grace_period", f"exceeds max_epochs={spec.max_epochs}: lower it")
+    if tune.num_samples and isinstance(spec.overrides, dict):
+        for model in fully_fixed_searches(spec.overrides, spec.deep_models):
+            iss.add(f"overrides.{model}", "fixes every key of the model's search space, so "
+                    "tune has nothing to search: drop some of them (a fixed key is not "
+                    "searched), or set tune.num_samples: 0")  # fmt: skip
     if not iss.items and spec.unit_count() > MAX_UNITS:
         iss.add(
             "dataset.symbols",

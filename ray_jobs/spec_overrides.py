@@ -87,6 +87,15 @@ def _model_fields() -> dict[str, frozenset[str]]:
     }
 
 
+def fully_fixed_searches(overrides: dict[str, Any], deep_models: tuple[str, ...]) -> list[str]:
+    """Deep models whose overrides set every key of their search space (from the committed
+    catalog): a Tune search over them would only repeat one config."""
+    catalog = json.loads(Path(__file__).with_name("model_catalog.json").read_text("utf-8"))
+    spaces = {m["name"]: set(m.get("search_space") or {}) for m in catalog["models"]}
+    return [m for m in deep_models
+            if spaces.get(m) and spaces[m] <= set(overrides.get(m) or {})]  # fmt: skip
+
+
 def flatten_train(values: Any) -> Any:
     """`{"train": {"lr": x}, ...}` -> `{"train.lr": x, ...}`; anything else unchanged."""
     if not isinstance(values, dict):

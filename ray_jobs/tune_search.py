@@ -152,8 +152,10 @@ def search_model(
     from ray_jobs.units import unit_overrides
 
     best_rel = f"tune/{model}/best.json"
-    if storage.exists(best_rel):
-        return storage.read_json(best_rel)
+    if storage.exists(best_rel):  # a resumed job; the user's overrides win over its params
+        best = storage.read_json(best_rel)  # (a search stored before keys could be fixed)
+        fixed = set(spec.overrides.get(model, {}))
+        return {**best, "params": {k: v for k, v in best["params"].items() if k not in fixed}}
     epochs = resolve(model, spec.preset, unit_overrides(spec, model)).train.epochs
     # A key the spec's overrides set is fixed, not searched: the user's value holds in
     # every trial and in the refit.

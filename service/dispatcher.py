@@ -63,14 +63,19 @@ def map_ray_state(
             return Outcome("failed", progress.message, errors)  # the driver's own reason
         killed = killed_by(info.driver_exit_code)
         if killed:  # not the job's fault: say so, and how to go on
+            job = info.metadata.get("quantray_job_id") or "ID"
             where = f" in phase {progress.phase!r}" if progress is not None else ""
-            done = (f" with {progress.units_done} of {progress.units_total} units done"
-                    if progress is not None and progress.units_done is not None else "")
+            done = "" if progress is None or progress.units_done is None else (
+                f" with {progress.units_done}"
+                + (f" of {progress.units_total}" if progress.units_total is not None else "")
+                + " units done")
+            why = ("by hand, or out of memory" if killed == "SIGKILL" else
+                   "sent to the driver itself, not a cancel through the API")
             return Outcome("failed", (
-                f"the job's driver was killed by {killed}{where}{done} (by hand, or out of "
-                "memory); what finished is kept in storage: resume the job (quantray resume "
-                "ID, POST /v1/jobs/ID/resume) to train the rest; its log: GET "
-                "/v1/jobs/ID/logs"), errors)  # fmt: skip
+                f"the job's driver was ended by {killed}{where}{done} ({why}); what finished "
+                f"is kept in storage: resume the job (quantray resume {job}, POST "
+                f"/v1/jobs/{job}/resume) to train the rest; its log: GET "
+                f"/v1/jobs/{job}/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
         return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
     if info.status == "STOPPED":

@@ -31,7 +31,8 @@ from ray_jobs.storage import JobStorage, RetryPolicy
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,199}$")
 _PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$")
 CHUNK_BYTES = 1 << 16
-SUBMIT_RETRY = RetryPolicy(attempts=4, base_delay_s=0.25, max_delay_s=2.0)  # ~2 s at most
+# ~2 s of backoff over 4 attempts (each may add pyarrow's own connect timeouts)
+SUBMIT_RETRY = RetryPolicy(attempts=4, base_delay_s=0.25, max_delay_s=2.0)
 
 
 class UnsafePath(ValueError):
@@ -137,7 +138,11 @@ class JobFiles:
         fs.get_file_info(path)
         if isinstance(fs, pafs.S3FileSystem):
             bucket = path.split("/", 1)[0]
-            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            try:
+                missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+            except OSError:  # HeadBucket denied to keys scoped to a prefix: the first look
+                return       # (above) reached the endpoint, which is what is asked here
+            if missing:
                 raise FileNotFoundError(f"bucket {bucket!r} does not exist: create it, or fix "
                                         "QUANTRAY_STORAGE_URI")
 

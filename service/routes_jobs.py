@@ -130,9 +130,10 @@ def _create(
     except JobConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except StorageError as exc:  # nothing was stored: a later submit is safe
-        raise ApiError(503, "storage_unavailable", f"could not store the job's spec: {exc}; "
-                       "check QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) "
-                       "and submit again: nothing was stored") from None
+        raise ApiError(503, "storage_unavailable", f"could not write the job's spec to "
+                       f"{exc.uri} ({exc.cause}); check QUANTRAY_STORAGE_URI (its bucket, "
+                       "endpoint and credentials) and submit again: nothing was stored"
+                       ) from None
 
 
 @router.post(

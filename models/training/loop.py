@@ -140,7 +140,9 @@ def train(
         stopper.best = float(resume_state["best_metric"])
         stopper.best_epoch = int(resume_state["best_epoch"])
         stopper.counter = int(resume_state["patience_counter"])
-        best_weights = resume_state["best_weights"]
+        # restore_best=False (a refit) keeps the last epoch: an older checkpoint's best
+        # snapshot must not come back at the end
+        best_weights = resume_state["best_weights"] if cfg.restore_best else None
         history = copy.deepcopy(list(resume_state["history"]))
         start_epoch = int(resume_state["epoch"]) + 1
         finished = bool(resume_state.get("finished", False))

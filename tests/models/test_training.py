@@ -161,6 +161,37 @@ def test_restore_best_false_keeps_the_last_epochs_weights(monkeypatch):
     assert any(not torch.equal(v, snapshots[1][n]) for n, v in module.state_dict().items())
 
 
+def test_restore_best_false_on_resume_ignores_the_checkpoints_best_snapshot(monkeypatch):
+    """A refit resumed from a checkpoint that holds a best-val snapshot (written before
+    restore_best existed, or with it on) still ends with its last epoch's weights."""
+    sequence = iter([1.0, 0.5, 0.9, 0.95, 0.97, 0.99])  # best at epoch 1
+
+    def fake_evaluate(module, data, split, **kw):
+        value = next(sequence)
+        return {"loss": value, "metric": value, "f1": 0.0, "accuracy": 0.0, "forward_seconds": 0}
+
+    monkeypatch.setattr(loop_module, "evaluate", fake_evaluate)
+    states, snapshots = [], []
+
+    class KilledAfterEpoch2:
+        def on_epoch_end(self, epoch, metrics, trainer_state):
+            states.append(trainer_state())
+            return epoch == 2
+
+    class Snap:
+        def on_epoch_end(self, epoch, metrics, trainer_state):
+            snapshots.append(trainer_state()["model"])
+
+    cfg = TrainConfig(epochs=6, batch_size=64, lr=1e-2, patience=100)
+    fit(cfg, callbacks=[KilledAfterEpoch2()])
+    assert states[-1]["best_weights"] is not None
+    module, result = fit(dataclasses.replace(cfg, restore_best=False),
+                         resume_state=states[-1], callbacks=[Snap()])
+    assert result.best_epoch == 5 and len(snapshots) == 3
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, snapshots[-1][name])
+
+
 def test_min_delta_counts_small_gains_as_no_improvement(monkeypatch):
     values = iter([1.0, 0.99, 0.98, 0.97, 0.96])
     monkeypatch.setattr(

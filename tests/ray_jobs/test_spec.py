@@ -262,6 +262,23 @@ def test_too_many_units_is_refused() -> None:
     assert any("units; at most" in m for _, m in errors_of(d))
 
 
+def test_a_search_with_every_key_fixed_is_refused() -> None:
+    """Keys the overrides set are not searched; all of them fixed leaves nothing to search."""
+    d = mutated("tune", {"num_samples": 4})
+    d["models"], d["overrides"] = ["mlp"], {"mlp": {"hidden_size": 16, "num_layers": 1}}
+    JobSpec.from_dict(d)  # the train.* keys are still searched
+    d["overrides"]["mlp"].update({"dropout": 0.1, "train": {"lr": 1e-3, "batch_size": 64,
+                                                            "weight_decay": 0.0}})
+    space = json.loads(Path(spec_mod.__file__).with_name("model_catalog.json").read_text())
+    mlp = next(m for m in space["models"] if m["name"] == "mlp")["search_space"]
+    assert set(mlp) <= set(spec_mod.flatten_train(d["overrides"]["mlp"]))
+    assert ("overrides.mlp", "fixes every key of the model's search space, so tune has "
+            "nothing to search: drop some of them (a fixed key is not searched), or set "
+            "tune.num_samples: 0") in errors_of(d)
+    d["tune"] = {"num_samples": 0}
+    JobSpec.from_dict(d)  # no search: the overrides are plain settings
+
+
 # ---- derived views ----------------------------------------------------------------------
 def test_smoke_reduces_the_job() -> None:
     s = JobSpec.from_dict(FULL).smoke()

@@ -46,6 +46,49 @@ def test_which_run_errors_are_storage_outages() -> None:
     assert not outage("OSError: When getting information for key 'network/timeout' "
                               "in bucket 'q': AWS Error NO_SUCH_KEY during HeadObject")
     assert not outage("")
+    # not storage at all, though it reads "When ... connection"
+    assert not outage("RuntimeError: When starting worker group: connection to GCS lost")
+    # a key with a quote in it is still cut out whole
+    assert not outage("OSError: When getting information for key 'it's/network' in bucket "
+                      "'q': AWS Error NO_SUCH_KEY during HeadObject operation: not found")
+
+
+def test_only_runs_failed_by_an_outage_are_fitted_again(monkeypatch) -> None:
+    """The retry loop without Ray: a run the outage failed is fitted again after each wait
+    and its error replaced; another run's own error is kept, not retried; the last retry's
+    error stays; a stop request during a wait starts no new run."""
+    from ray_jobs import deep_runs, stop
+    from ray_jobs.planner import RunGroup
+
+    fits: list[tuple[str, list[str]]] = []
+    answers = iter([
+        {"a": CONTROLLER_ERROR, "b": "WorkerGroupError: died past its restarts"},
+        {"a": CONTROLLER_ERROR},
+        {"a": CONTROLLER_ERROR},
+    ])  # fmt: skip
+
+    def fake_fit(groups, ctx, slots, storage, name):
+        fits.append((name, [g.run_name for g in groups]))
+        return next(answers)
+
+    monkeypatch.setattr(deep_runs, "_fit", fake_fit)
+    monkeypatch.setattr(deep_runs.time, "sleep", lambda s: None)
+    monkeypatch.setattr(deep_runs, "RUN_RETRY_WAITS_S", (0.0, 0.0))
+    runs = type("Runs", (), {"trial_errors": {}})()
+    groups = [RunGroup("a", ()), RunGroup("b", ()), RunGroup("c", ())]
+    deep_runs._tune(groups, {"attempt": "1"}, 2, None, runs)
+    assert fits == [("deep-1", ["a", "b", "c"]), ("deep-1-retry1", ["a"]),
+                    ("deep-1-retry2", ["a"])]  # fmt: skip
+    assert runs.trial_errors == {"a": CONTROLLER_ERROR,
+                                 "b": "WorkerGroupError: died past its restarts"}
+    # a stop request while waiting: no new experiment
+    fits.clear()
+    answers = iter([{"a": CONTROLLER_ERROR}])
+    stop.reset()
+    monkeypatch.setattr(stop, "_requested", stop.JobCancelled(15))
+    with pytest.raises(stop.JobCancelled):
+        deep_runs._tune(groups, {"attempt": "2"}, 2, None, runs)
+    assert fits == [("deep-2", ["a", "b", "c"])]
 
 
 @pytest.mark.timeout(900)

@@ -189,12 +189,16 @@ def test_a_killed_driver_says_so_and_how_to_go_on(code: int, qr: Any) -> None:
     ending in 'Killed': the job says it was killed, where, and that resume goes on."""
     crashed = parse_progress(qr.progress_doc(24, 20, ()))  # phase "training"
     info = dataclasses.replace(_info("FAILED", "Reporting training result...\nKilled"),
-                               driver_exit_code=code)
+                               driver_exit_code=code, metadata={"quantray_job_id": "qr-7"})
     out = map_ray_state(info, cancel_requested=False, progress=crashed)
     assert out.status == "failed"
-    assert out.message.startswith("the job's driver was killed by SIGKILL in phase 'training' "
-                                  "with 20 of 24 units done")
-    assert "resume" in out.message and "Reporting" not in out.message
+    assert out.message.startswith("the job's driver was ended by SIGKILL in phase 'training' "
+                                  "with 20 of 24 units done (by hand, or out of memory)")
+    assert "quantray resume qr-7" in out.message and "Reporting" not in out.message
+    # SIGTERM sent to the driver itself (a cancel through the API is Ray's STOPPED)
+    term = dataclasses.replace(info, driver_exit_code=143)
+    out = map_ray_state(term, cancel_requested=False, progress=crashed)
+    assert "ended by SIGTERM" in out.message and "not a cancel through the API" in out.message
     # an ordinary failure (exit 1 with a traceback) keeps the log's end
     info = dataclasses.replace(info, message="ValueError: the cause", driver_exit_code=1)
     out = map_ray_state(info, cancel_requested=False, progress=crashed)
