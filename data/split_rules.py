@@ -1,7 +1,11 @@
-"""Split rules in pure Python, shared by `data.prepare.PrepareConfig` and the job spec
-(`ray_jobs/spec.py`, which must not import numpy or pandas)."""
+"""Split and window rules in pure Python, shared by `data.prepare.PrepareConfig`, the job
+spec (`ray_jobs/spec.py`, which must not import numpy or pandas, nor the model zoo: the
+API loads it) and `quantray train`."""
 
 from __future__ import annotations
+
+# The window a job's sequence models may read (features.seq_len; quantray train --seq-len).
+MIN_SEQ_LEN, MAX_SEQ_LEN = 5, 512
 
 
 def leaky_gap_message(purge: int, embargo: int, longest_horizon: int) -> str:

@@ -144,7 +144,7 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         if stray:
             raise UsageError(f"--overrides names {stray}, which are not in --models")
         req["overrides"] = overrides
-    from models.presets import MAX_SEQ_LEN, MIN_SEQ_LEN
+    from data.split_rules import MAX_SEQ_LEN, MIN_SEQ_LEN
     from models.registry import REGISTRY, get_spec, resolve
 
     unknown = [m for m in req["models"] if m not in REGISTRY]

@@ -30,8 +30,6 @@ FAST = _train(10, 3, 64, 2e-3)
 BALANCED = _train(30, 6, 64, 1e-3)
 QUALITY = _train(60, 10, 128, 5e-4, weight_decay=1e-3)
 SEQ_LEN = {"fast": 30, "balanced": 60, "quality": 60}
-# The window a job's sequence models may read (features.seq_len; quantray train --seq-len).
-MIN_SEQ_LEN, MAX_SEQ_LEN = 5, 512
 
 
 def _tiers(

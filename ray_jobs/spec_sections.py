@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from data.split_rules import MAX_SEQ_LEN, MIN_SEQ_LEN
 from data.symbols import name_clashes, safe_symbol, symbol_problem
-from models.presets import MAX_SEQ_LEN, MIN_SEQ_LEN
 
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
 MAX_SYMBOLS = 600  # the whole S&P 500 universe (505) fits; bigger universes: several jobs
