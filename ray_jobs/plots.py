@@ -105,7 +105,7 @@ def comparison_figure(frame: pd.DataFrame, linear_models: set[str], split: str =
         for bar, name in zip(bars, best.values, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), name,
                     ha="center", va="bottom", fontsize=8, rotation=20)
-    ax.set_title("Best model per horizon (highest mean macro-F1, ensembles included)")
+    ax.set_title("Best model per horizon (mean macro-F1, ensembles too)")
     ax.set_xlabel("horizon (bars)")
     ax.set_ylabel("macro-F1")
 
