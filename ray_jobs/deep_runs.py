@@ -289,6 +289,19 @@ def _latest_checkpoint() -> tuple[str | None, str | None, int | None]:
     return info["unit_id"], local, int(info["epoch"])
 
 
+def _max_epochs(unit: Unit, spec: JobSpec, refit: dict[str, dict[str, Any]]) -> int | None:
+    """The epochs `unit` trains at most (its progress and the ETA show them); None when its
+    config does not resolve (run_unit then records why)."""
+    from models.registry import resolve
+    from ray_jobs.units import unit_overrides
+
+    overrides = {**unit_overrides(spec, unit.model), **(refit.get(unit.model) or {})}
+    try:
+        return resolve(unit.model, spec.preset, overrides).train.epochs
+    except (ValueError, TypeError):
+        return None
+
+
 def _train_group(cfg: dict[str, Any]) -> None:
     """Per-worker loop: the run's units one after another, each stored when it ends."""
     spec = JobSpec.from_dict(cfg["spec"])
@@ -304,7 +317,8 @@ def _train_group(cfg: dict[str, Any]) -> None:
                 continue  # finished, or failed earlier in this attempt: not retrained
         folds = ray.get(cfg["prepared"][unit.symbol])
         resume = resume_dir if resume_unit == unit.unit_id else None
-        relay.push.remote({"type": "start", "unit_id": unit.unit_id, "run_name": run_name})
+        relay.push.remote({"type": "start", "unit_id": unit.unit_id, "run_name": run_name,
+                           "max_epochs": _max_epochs(unit, spec, cfg["refit"])})
         extra = {"run_name": run_name, "attempt": cfg["attempt"],
                  "resumed_from_epoch": resume_epoch if resume else None}
         rows = run_unit(unit, folds[unit.fold], spec, storage,

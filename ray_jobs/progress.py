@@ -53,6 +53,7 @@ class _Running:
     max_epochs: int | None = None
     metric: str | None = None
     value: float | None = None
+    epoch_at: float | None = None  # when its latest epoch ended
 
 
 @dataclass
@@ -189,6 +190,7 @@ class ProgressTracker:
             if r is None:
                 raise KeyError(f"unit_epoch({unit_id!r}): call unit_started first")
             r.epoch, r.metric, r.value = epoch, metric, float(value)
+            r.epoch_at = self._clock()
 
     def _ended(self, unit_id: str) -> None:
         k = self._kind(unit_id)
@@ -240,7 +242,22 @@ class ProgressTracker:
                 eta += left * (now - k.first_start) / k.ran
             else:
                 return None
-        return eta
+        return max(eta, self._longest_running_left(now))
+
+    def _longest_running_left(self, now: float) -> float:
+        """The most seconds a running unit still needs at its own pace (seconds per epoch
+        up to its latest epoch x epochs left, less the time since that epoch; early
+        stopping can only shorten it): one long unit whose kind's estimate or rate says
+        less (no unit of it has ended yet) no longer shows one ETA for its whole run."""
+        left = 0.0
+        for r in self._running.values():
+            if (r.epoch is None or r.epoch_at is None or not r.max_epochs
+                    or r.epoch + 1 >= r.max_epochs):  # fmt: skip
+                continue
+            done = r.epoch + 1
+            pace = (r.epoch_at - r.started) / done
+            left = max(left, pace * (r.max_epochs - done) - (now - r.epoch_at))
+        return left
 
     def to_dict(self) -> dict[str, Any]:
         """The content of `progress.json`."""

@@ -49,6 +49,27 @@ def test_eta_from_the_rate_of_finished_units() -> None:
     assert d["started_at"] == "1970-01-01T00:00:00+00:00"
 
 
+def test_eta_is_at_least_what_a_long_running_unit_still_needs() -> None:
+    """One 60-epoch unit whose kind's estimate says 13 s: the ETA follows the unit's own
+    pace (seconds per epoch x epochs left, less the time since its latest epoch) instead
+    of showing 13 s for its whole run."""
+    tr, clock = make()
+    tr.plan_units({"A__lstm__f0": "deep"}, prior_s={"deep": 13.0})
+    tr.set_phase("training")
+    tr.unit_started("A__lstm__f0", max_epochs=60)
+    assert tr.eta_s() == pytest.approx(13.0)  # no epoch yet: the estimate
+    clock.t += 10
+    tr.unit_epoch("A__lstm__f0", 9, "val_loss", 1.0)  # 10 of 60 epochs in 10 s
+    assert tr.eta_s() == pytest.approx(50.0)
+    clock.t += 10  # no epoch event for 10 s: that time is gone from what is left
+    assert tr.eta_s() == pytest.approx(40.0)
+    clock.t += 30
+    tr.unit_epoch("A__lstm__f0", 49, "val_loss", 0.9)  # 50 of 60 in 50 s
+    assert tr.eta_s() == pytest.approx(13.0)  # 10 s left at its pace: the estimate is more
+    tr.unit_epoch("A__lstm__f0", 59, "val_loss", 0.9)
+    assert tr.eta_s() == pytest.approx(13.0)  # its last epoch: nothing to project
+
+
 def test_resumed_units_count_as_done_but_not_in_the_rate() -> None:
     tr, clock = make(10)
     tr.skip_done(6)
