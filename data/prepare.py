@@ -20,7 +20,7 @@ from data.features import BAR_WARMUP, bar_features
 from data.lob_features import LOB_WARMUP, lob_features, mid_price
 from data.prepared import SPLITS, PreparedSymbol
 from data.scaling import fit_scaler
-from data.split_rules import leaky_gap_message
+from data.split_rules import leaky_gap_problem
 from data.splits import SplitError, check_fractions, holdout_split, min_samples, walk_forward_splits
 from data.targets import fit_thresholds, forward_log_returns, to_classes
 from data.validation import validate_bars, validate_lob
@@ -84,8 +84,8 @@ class PrepareConfig:
             raise bad("purge", "use 'auto' (= max horizon) or an integer >= 0")
         if not _is_int(self.embargo) or self.embargo < 0:
             raise bad("embargo", "use an integer >= 0")
-        if self.purge != "auto" and self.purge + self.embargo < max(hs):
-            raise bad("purge", leaky_gap_message(self.purge, self.embargo, max(hs)))
+        if leak := leaky_gap_problem(self.purge, self.embargo, max(hs)):
+            raise bad("purge", leak)
         if not _is_int(self.min_split_samples) or self.min_split_samples < 1:
             raise bad("min_split_samples", "use an integer >= 1, e.g. 30")
 

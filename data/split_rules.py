@@ -8,9 +8,12 @@ from __future__ import annotations
 MIN_SEQ_LEN, MAX_SEQ_LEN = 5, 512
 
 
-def leaky_gap_message(purge: int, embargo: int, longest_horizon: int) -> str:
-    """Why purge + embargo below the longest horizon is refused: a split's last labels
-    (h bars ahead) would reach into the next split's samples."""
+def leaky_gap_problem(purge: int | str, embargo: int, longest_horizon: int) -> str | None:
+    """Why purge + embargo below the longest horizon is refused (a split's last labels,
+    h bars ahead, would reach into the next split's samples), or None when the gap holds
+    (purge "auto" is the longest horizon)."""
+    if purge == "auto" or purge + embargo >= longest_horizon:
+        return None
     return (f"purge {purge} + embargo {embargo} = {purge + embargo} bars between splits, but "
             f"the longest horizon is {longest_horizon} bars: the last training labels would "
             f"overlap the next split; use purge: auto (= the longest horizon) or a purge of "

@@ -127,14 +127,13 @@ class OrphanSweeper:
         import threading
 
         self.every_s = every_s
-        self.removed: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orphan-sweeper", daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                self.removed += remove_orphaned_groups()
+                remove_orphaned_groups()  # it logs what it removed
             except Exception as exc:  # best effort, as the other sweeps
                 log.warning("looking for orphaned placement groups failed: %s", exc)
 

@@ -295,7 +295,7 @@ def _max_epochs(unit: Unit, spec: JobSpec, refit: dict[str, dict[str, Any]]) -> 
     from models.registry import resolve
     from ray_jobs.units import unit_overrides
 
-    overrides = {**unit_overrides(spec, unit.model), **(refit.get(unit.model) or {})}
+    overrides = unit_overrides(spec, unit.model, refit.get(unit.model))
     try:
         return resolve(unit.model, spec.preset, overrides).train.epochs
     except (ValueError, TypeError):

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.split_rules import leaky_gap_message
+from data.split_rules import leaky_gap_problem
 from ray_jobs.spec_overrides import (
     check_against_registry,
     check_overrides,
@@ -300,9 +300,9 @@ def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:
         extra = [s for s in tune.symbols if s not in ds.symbols]
         if extra:
             iss.add("tune.symbols", f"{extra} are not in dataset.symbols: pick from those")
-    split, longest = spec.split, max(spec.target.horizons)
-    if split.purge != "auto" and split.purge + split.embargo < longest:
-        iss.add("split.purge", leaky_gap_message(split.purge, split.embargo, longest))
+    split = spec.split
+    if leak := leaky_gap_problem(split.purge, split.embargo, max(spec.target.horizons)):
+        iss.add("split.purge", leak)
     need = _TARGET_ONLY_METRICS.get(tune.metric)
     if need and need != spec.target.kind:
         iss.add("tune.metric", f"{tune.metric} exists for {need} targets only; use val_loss")

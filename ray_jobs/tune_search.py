@@ -92,7 +92,7 @@ def _search_worker(cfg: dict[str, Any]) -> None:
     spec = JobSpec.from_dict(cfg["spec"])
     model = cfg["model"]
     params = cast_params(model, cfg["params"])
-    overrides = {**unit_overrides(spec, model), **params}
+    overrides = unit_overrides(spec, model, params)
     folds = {s: ray.get(ref) for s, ref in cfg["prepared"].items()}
     fold = SEARCH_FOLD  # walk-forward: fold 0, before every test block (see planner.py)
     states: dict[str, Any] = dict.fromkeys(folds)

@@ -31,21 +31,25 @@ SPLITS = ("val", "test")
 log = logging.getLogger(__name__)
 
 
-def unit_overrides(spec: JobSpec, model: str) -> dict[str, Any]:
+def unit_overrides(
+    spec: JobSpec, model: str, searched: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The spec's overrides for `model`, with the job's `max_epochs` cap applied to the
-    preset's epochs too (the spec caps explicit overrides itself), and the job's
-    `features.seq_len` as the window of every sequence model unless overridden."""
+    preset's epochs too (the spec caps explicit overrides itself), the job's
+    `features.seq_len` as the window of every sequence model and the job's seed as its
+    training seed, unless overridden. `searched`: a Tune trial's params or a refit's
+    overrides, laid over them."""
     arch, train = spec.model_overrides(model)
     if model in spec.deep_models:
         from models.registry import get_spec, resolve
 
-        train.setdefault("seed", spec.seed)  # the job's seed, unless the model sets one
+        train.setdefault("seed", spec.seed)
         if spec.max_epochs is not None and "epochs" not in train:
             preset_epochs = resolve(model, spec.preset).train.epochs
             train["epochs"] = min(preset_epochs, spec.max_epochs)
         if get_spec(model).input == "sequence" and "seq_len" not in arch:
             arch["seq_len"] = spec.features.seq_len
-    return {**arch, **{f"train.{k}": v for k, v in train.items()}}
+    return {**arch, **{f"train.{k}": v for k, v in train.items()}, **(searched or {})}
 
 
 def predict_splits(
@@ -133,13 +137,12 @@ def run_unit(
 
     started = time.time()
     try:
-        overrides = unit_overrides(spec, unit.model)
+        overrides = unit_overrides(spec, unit.model, refit)
         splits = SPLITS
         if refit is not None:
             from ray_jobs.tune_search import train_plus_val
 
             prepared, splits = train_plus_val(prepared), ("test",)
-            overrides = {**overrides, **refit}
         fitted = api.fit(
             unit.model, prepared, preset=spec.preset, overrides=overrides,
             task=spec.target.kind, callbacks=callbacks, resume_from=resume_from, device=device,
