@@ -131,7 +131,11 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             storage_path=f"{ray_storage.storage_path}/tune-train",
             storage_filesystem=ray_storage.storage_filesystem,
-            failure_config=ray.train.FailureConfig(max_failures=1),
+            # No restart: when ASHA stops a trial, its worker dies with the trial's actor,
+            # and a controller allowed a restart outlived the trial, made a new worker
+            # group (a live creator: no orphan) and kept its CPU; later trials waited for
+            # good. A failed trial is one sample fewer; the search goes on.
+            failure_config=ray.train.FailureConfig(max_failures=0),
             callbacks=[TuneReportCallback()],
         ),
     )
