@@ -30,6 +30,12 @@ from ray_jobs.storage import JobStorage
 log = logging.getLogger("quantray.tune")
 
 REFIT_PATIENCE = 10_000  # refit trains a fixed number of epochs: no early stopping
+# How long Tune waits for a stopped trial's actor to exit before it kills it (Tune's own
+# default is 600 s). A trial actor that lingers keeps its Train controller alive (the
+# controller is the actor's child), and with it the controller's worker group and its CPU,
+# so later trials could wait for that CPU until the 600 s ran out. Killed, the actor takes
+# its controller with it, and the OrphanSweeper frees the worker group.
+TRIAL_STOP_GRACE_S = 15
 
 
 def tune_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -175,6 +181,8 @@ def search_model(
            "gpu": gpu, "storage_uri": storage.storage_uri, "job_id": storage.job_id}
     ray_storage = storage.ray_storage()
     metric, mode = spec.tune.metric, spec.tune.mode
+    # Read by Tune's controller when `fit` starts (in this process); a user's value wins.
+    os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", str(TRIAL_STOP_GRACE_S))
     concurrent = slots if spec.tune.max_concurrent == "auto" else int(spec.tune.max_concurrent)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": TRIAL_CPU}),
