@@ -105,7 +105,7 @@ def prediction_rows(
         row = empty_row(symbol, model_name, h, split, prepared.fold)
         row.update(stats)
         row.update(direction_metrics(prepared.y_class[idx, j], classes[:, j],
-                                     prepared.y_class[train, j]))
+                                     prepared.y_class[train, j], horizon=h))
         if returns is not None:
             train_mean = float(np.mean(prepared.y_return[train, j]))
             row.update(return_metrics(prepared.y_return[idx, j], returns[:, j], train_mean))

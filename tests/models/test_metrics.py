@@ -14,8 +14,11 @@ from models.metrics import (
     LEADERBOARD_COLUMNS,
     average_ranks,
     binomial_p_greater,
+    design_effect,
     direction_metrics,
+    effective_binomial_p,
     error_rows,
+    hac_lags,
     leaderboard_rows,
     majority_class,
     multiclass_mcc,
@@ -54,10 +57,55 @@ def test_direction_metrics_match_sklearn_and_scipy():
     assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y_true, y_pred))
     assert m["kappa"] == pytest.approx(skm.cohen_kappa_score(y_true, y_pred))
     assert m["baseline_accuracy"] == pytest.approx(np.bincount(y_true).max() / y_true.size)
-    k = int((y_true == y_pred).sum())
+    k = int((y_true == y_pred).sum())  # independent hits here: the exact binomial test
+    assert design_effect(y_true == y_pred, hac_lags(y_true.size, 1)) == 1.0
     expected_p = stats.binom.sf(k - 1, y_true.size, m["baseline_accuracy"])  # P(X >= k)
     assert m["p_value"] == pytest.approx(expected_p, rel=1e-9)
     assert m["p_value"] < 1e-6  # 60% accuracy vs a ~1/3 baseline over 500 samples
+
+
+def _overlapping_labels_and_persistent_guesses(rng, n: int, h: int) -> tuple:
+    """Up/down labels of overlapping h-bar random-walk returns, and an up/down guess that
+    follows its own persistent AR(1) state, independent of the labels: no skill, but hits
+    that come in runs, as a model's do when it tracks a slow state."""
+    steps = rng.standard_normal(n + h)
+    y = (np.convolve(steps, np.ones(h), "valid")[1:n + 1] > 0).astype(int) * 2  # 0 or 2
+    state = np.zeros(n)
+    noise = rng.standard_normal(n) * math.sqrt(1 - 0.98**2)
+    for t in range(1, n):
+        state[t] = 0.98 * state[t - 1] + noise[t]
+    return y, (state > 0).astype(int) * 2
+
+
+def test_p_value_allows_for_overlapping_labels():
+    """On overlapping labels with no skill, the p-value is calibrated: at most the 1%
+    false positives that 400 tests may show by chance (the binomial's 99.9% quantile),
+    where the plain binomial test on n samples flags about 5% (it treats 250 overlapping
+    20-bar labels as 250 independent ones)."""
+    rng = np.random.default_rng(0)
+    reps, n, h = 400, 250, 20
+    plain, corrected = [], []
+    for _ in range(reps):
+        y, guess = _overlapping_labels_and_persistent_guesses(rng, n, h)
+        m = direction_metrics(y, guess, horizon=h)
+        corrected.append(m["p_value"])
+        plain.append(binomial_p_greater(int((y == guess).sum()), n, m["baseline_accuracy"]))
+    allowed = stats.binom.ppf(0.999, reps, 0.01) / reps
+    assert np.mean(np.array(plain) < 0.01) > allowed  # the problem is real on this data
+    assert np.mean(np.array(corrected) < 0.01) <= allowed
+
+
+def test_effective_p_is_the_exact_binomial_for_independent_hits():
+    hits = np.tile([True, False, True], 100)  # negatively autocorrelated: design effect 1
+    assert design_effect(hits, hac_lags(hits.size, 5)) == 1.0
+    expected = stats.binomtest(200, 300, 0.5, alternative="greater").pvalue
+    assert effective_binomial_p(hits, 0.5, horizon=5) == pytest.approx(expected, rel=1e-9)
+    runs = np.repeat(np.random.default_rng(3).random(30) < 2 / 3, 10)  # hits in runs of 10
+    k = int(runs.sum())
+    plain = stats.binomtest(k, runs.size, 0.5, alternative="greater").pvalue
+    assert design_effect(runs, hac_lags(runs.size, 5)) > 3
+    assert effective_binomial_p(runs, 0.5, horizon=5) > 10 * plain  # less evidence
+    assert math.isnan(effective_binomial_p(np.array([], dtype=bool), 0.5))
 
 
 def test_p_value_is_large_without_skill():
