@@ -6,6 +6,9 @@ from __future__ import annotations
 
 # The window a job's sequence models may read (features.seq_len; quantray train --seq-len).
 MIN_SEQ_LEN, MAX_SEQ_LEN = 5, 512
+# The window when none is given: a job's features.seq_len and quantray train's --seq-len
+# (one default, so both paths prepare the same samples from the same data).
+DEFAULT_SEQ_LEN = 60
 
 
 def leaky_gap_problem(purge: int | str, embargo: int, longest_horizon: int) -> str | None:

@@ -46,8 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", default="fast", help=f"one of {', '.join(PRESETS)} (fast)")
     p.add_argument("--horizons", default="1,5,10,20", help="forecast horizons in bars")
     p.add_argument("--seq-len", metavar="N", help="window of every sequence model, unless"
-                   " --overrides sets a model's seq_len (default: the longest preset seq_len"
-                   " among --models)")
+                   " --overrides sets a model's seq_len; the samples of every model start"
+                   " after it (default 60, as a job's features.seq_len)")
     p.add_argument("--task", default="direction", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--split", default="holdout", help=f"one of {', '.join(SPLIT_METHODS)}")
     p.add_argument("--start", help="first date, e.g. 2014-01-01")
@@ -144,36 +144,41 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         if stray:
             raise UsageError(f"--overrides names {stray}, which are not in --models")
         req["overrides"] = overrides
-    from data.split_rules import MAX_SEQ_LEN, MIN_SEQ_LEN
+    from data.split_rules import DEFAULT_SEQ_LEN, MAX_SEQ_LEN, MIN_SEQ_LEN
     from models.registry import REGISTRY, get_spec, resolve
 
     unknown = [m for m in req["models"] if m not in REGISTRY]
     if unknown:
         raise UsageError(f"--models: unknown {unknown}; known: {', '.join(REGISTRY)}")
+    # The window of every sequence model (as a job's features.seq_len, with the same
+    # default), unless the model's own override names one. Every model's samples start
+    # after the longest window, so linear models score the same samples as in a job.
+    window = DEFAULT_SEQ_LEN
     if args.seq_len is not None:
-        # the window of every sequence model (as a job's features.seq_len), unless the
-        # model's own override names one
-        window = _positive_ints("--seq-len", args.seq_len)
-        if len(window) != 1:
+        parsed = _positive_ints("--seq-len", args.seq_len)
+        if len(parsed) != 1:
             raise UsageError(f"--seq-len={args.seq_len!r}: give one window length, e.g. 30")
-        (window,) = window
+        (window,) = parsed
         if not MIN_SEQ_LEN <= window <= MAX_SEQ_LEN:
             raise UsageError(f"--seq-len={args.seq_len!r}: use a window of {MIN_SEQ_LEN} to "
                              f"{MAX_SEQ_LEN} bars, as a job's features.seq_len")
-        for name in req["models"]:
-            own = req["overrides"].get(name, {})
-            if get_spec(name).input == "sequence" and "seq_len" not in own:
-                req["overrides"][name] = {**own, "seq_len": window}
-    seq_lens = []
+    for name in req["models"]:
+        own = req["overrides"].get(name, {})
+        if get_spec(name).input == "sequence" and "seq_len" not in own:
+            req["overrides"][name] = {**own, "seq_len": window}
+    seq_lens = [window]
     for name in req["models"]:
         try:
-            seq_lens.append(resolve(name, req["preset"], req["overrides"].get(name)).seq_len)
+            config = resolve(name, req["preset"], req["overrides"].get(name))
         except ValueError as exc:
             raise UsageError(f"--overrides: {exc}") from exc
-        if get_spec(name).input == "sequence" and not MIN_SEQ_LEN <= seq_lens[-1] <= MAX_SEQ_LEN:
+        if get_spec(name).input != "sequence":
+            continue  # a tabular model reads the last bar: its preset's seq_len is unused
+        seq_lens.append(config.seq_len)
+        if not MIN_SEQ_LEN <= seq_lens[-1] <= MAX_SEQ_LEN:
             raise UsageError(f"--overrides: {name}.seq_len={seq_lens[-1]}: use a window of "
                              f"{MIN_SEQ_LEN} to {MAX_SEQ_LEN} bars")
-    req["seq_len"] = max(seq_lens) if args.seq_len is None else max(window, *seq_lens)
+    req["seq_len"] = max(seq_lens)
     return req
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from data.split_rules import MAX_SEQ_LEN, MIN_SEQ_LEN
+from data.split_rules import DEFAULT_SEQ_LEN, MAX_SEQ_LEN, MIN_SEQ_LEN
 from data.symbols import name_clashes, safe_symbol, symbol_problem
 
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
@@ -263,7 +263,7 @@ class TargetSpec:
 @dataclass(frozen=True)
 class FeaturesSpec:
     set: str = "technical"
-    seq_len: int = 60  # window of every sequence model of the job
+    seq_len: int = DEFAULT_SEQ_LEN  # window of every sequence model of the job
 
     def __post_init__(self) -> None:
         iss = _Issues("features")

@@ -178,6 +178,30 @@ def test_cli_seq_len_is_the_window_of_sequence_models(capsys):
 
 
 @pytest.mark.parametrize(
+    ("models", "seq_len", "window"),
+    [("ols,ridge", None, 60), ("mlp,ridge", None, 60), ("mlp,lstm", "20", 20),
+     ("ridge", "20", 20)],
+)  # fmt: skip
+def test_cli_window_matches_a_jobs_default(models, seq_len, window):
+    """`quantray train` prepares the samples a job with the same settings prepares: the
+    window is --seq-len or a job's features.seq_len default, whatever the models (it was
+    1 for linear models alone, and mlp's unused preset seq_len of 30 entered it), so the
+    two paths score the same test samples."""
+    import argparse
+
+    from models import cli
+    from ray_jobs.spec_sections import FeaturesSpec
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    argv = ["train", "--data", "sample:sp500", "--symbols", "AAPL", "--models", models]
+    args = parser.parse_args(argv + (["--seq-len", seq_len] if seq_len else []))
+    assert cli._parse(args)["seq_len"] == window
+    if seq_len is None:
+        assert window == FeaturesSpec().seq_len
+
+
+@pytest.mark.parametrize(
     ("args", "flag"),
     [
         (["--symbols", "AAPL", "--models", "ridge"], "--data"),
