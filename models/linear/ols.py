@@ -7,10 +7,16 @@ here directly) with `maxlags = h` by default covers that overlap. The coefficien
 themselves are plain OLS; the covariance only changes the inference kept in the artifact
 (std errors, t, p).
 
-Collinear features (e.g. a MACD histogram that equals MACD line minus signal) leave some
-coefficients unidentified: the pinv (minimum-norm) solution still forecasts fine, but their
-standard errors are meaningless and can come out NaN (a numerically negative variance).
-The design's condition number is kept in the summary so such a table can be recognised.
+Collinear features (a MACD histogram equals the MACD line minus its signal) leave some
+coefficients unidentified. Features are float32, so such an identity holds only to ~1e-8
+relative, and the design's smallest singular value is ~1e-8 of its largest where an exact
+identity gives ~1e-16: a direction below `RANK_RCOND` of the largest is treated as an exact
+dependence and left out (the minimum-norm solution; the forecasts barely change), where
+the 1e-15 cutoff of statsmodels' pinv fitted it and returned coefficients of +-800 (1e5 on
+real data) that cancel each other, with noise for standard errors. The coefficients that
+load on a dropped direction (`aliased`, feature column indices in the summary) are not
+identified: their std errors, t and p are NaN. The design's condition number and rank are
+kept in the summary.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ import numpy as np
 from scipy.special import ndtr
 
 from models.linear.base import LinearConfig, LinearFit
+
+# Singular values below this share of the largest are exact dependences (see the docstring).
+RANK_RCOND = 1e-6
+# A coefficient whose column puts more than this share of its unit weight on the dropped
+# directions is not identified.
+ALIAS_LOADING = 1e-3
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,9 @@ def fit_ols(
     design = np.column_stack([np.ones(x.shape[0]), x])
     n, k = design.shape
     u, sv, vt = np.linalg.svd(design, full_matrices=False)
-    keep = sv > 1e-15 * sv.max()  # statsmodels' pinv cutoff
+    keep = sv > RANK_RCOND * sv.max()
+    # Columns in a dropped direction (their squared loadings on it, of 1 in all)
+    aliased = np.flatnonzero(np.sum(vt[~keep] ** 2, axis=0) > ALIAS_LOADING)
     inv_sv = np.divide(1.0, sv, out=np.zeros_like(sv), where=keep)
     pinv = (vt.T * inv_sv) @ u.T  # (k, n)
     bread = (vt.T * inv_sv**2) @ vt  # (X'X)^+ = pinv @ pinv.T
@@ -85,6 +99,7 @@ def fit_ols(
         with np.errstate(invalid="ignore"):
             # sqrt of a negative variance (collinear design) -> NaN, kept as NaN on purpose
             bse[j] = np.sqrt(np.diag(cov))
+        bse[j, aliased] = np.nan  # not identified: no standard error
         lags.append(maxlags)
     tvalues = params / bse
     pvalues = 2.0 * ndtr(-np.abs(tvalues))
@@ -96,6 +111,8 @@ def fit_ols(
             "hac_maxlags": lags,
             "n_train": int(n),
             "condition_number": float(sv.max() / sv.min()) if sv.min() > 0 else float("inf"),
+            "rank": int(keep.sum()),
+            "aliased": [int(i) - 1 for i in aliased if i > 0],  # feature columns
             "undefined_se": int(np.isnan(bse).sum()),
         },
     )

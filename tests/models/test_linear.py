@@ -111,9 +111,36 @@ def test_ols_matches_statsmodels_on_a_collinear_design():
         ours = np.r_[fit.intercept[j], fit.coef[j]]
         np.testing.assert_allclose(ours, ref.params, rtol=1e-7, atol=1e-10)
         np.testing.assert_allclose(design @ ours, ref.fittedvalues, rtol=1e-7, atol=1e-10)
-        defined = np.isfinite(ref.bse)
-        np.testing.assert_allclose(fit.arrays["bse"][j][defined], ref.bse[defined], rtol=1e-6)
+        identified = np.r_[True, False, False, True, False]  # const, x0, x1, x2, x0 - x1
+        np.testing.assert_allclose(fit.arrays["bse"][j][identified], ref.bse[identified],
+                                   rtol=1e-6)
+        assert np.isnan(fit.arrays["pvalues"][j][~identified]).all()  # not identified
     assert fit.summary["condition_number"] > 1e12
+    assert fit.summary["aliased"] == [0, 1, 3] and fit.summary["rank"] == 4
+
+
+def test_ols_leaves_out_a_float32_identity():
+    """Features are float32: an identity such as MACD histogram = line - signal holds only
+    to ~1e-8, which the 1e-15 pinv cutoff fitted as real, giving coefficients in the
+    hundreds that cancel and noise for p-values. The dependence is left out: the same
+    forecasts as OLS without the redundant column, moderate coefficients, and NaN p-values
+    for the three columns that are not identified."""
+    from models.linear.ols import OLSConfig, fit_ols
+
+    rng = np.random.default_rng(4)
+    line = rng.normal(size=600).cumsum() / 20
+    signal = np.convolve(line, np.ones(9) / 9, "same")
+    x = np.column_stack([rng.normal(size=600), line, signal, line - signal]).astype(np.float32)
+    x = (x - x.mean(0)) / x.std(0)  # scaled as the features are
+    y = (0.3 * x[:, :1] + rng.normal(size=(600, 1))).astype(np.float64)
+    fit = fit_ols(x, y, x[:0], y[:0], (1,), OLSConfig())
+    assert fit.summary["aliased"] == [1, 2, 3] and fit.summary["rank"] == 4
+    assert np.abs(fit.coef).max() < 5
+    assert np.isnan(fit.arrays["pvalues"][0][2:]).all() and fit.arrays["pvalues"][0][1] < 1e-6
+    reduced = fit_ols(x[:, :3], y, x[:0], y[:0], (1,), OLSConfig())
+    assert reduced.summary["aliased"] == []
+    np.testing.assert_allclose(x @ fit.coef[0] + fit.intercept[0],
+                               x[:, :3] @ reduced.coef[0] + reduced.intercept[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["ridge", "lasso"])
