@@ -1,8 +1,8 @@
 """Rebuild the bundled sample `data/sample/sp500_sample.parquet` from the shared S&P file.
 
 The sample is the first N symbols (alphabetical) among those with the full 1,259-row
-history in `../shared/data/sp500_daily.parquet`, with the same columns and types, zstd
-compressed. Run from the repository root:
+history in `../shared/data/sp500_daily.parquet` that pass `data.validation` (CHD, with a
+bad print on 2014-05-19, does not), with the same columns and types, zstd compressed. Run from the repository root:
 
     .venv/bin/python bench/make_sample.py            # rebuild and check
     .venv/bin/python bench/make_sample.py --check    # only check the committed file
@@ -38,11 +38,22 @@ def build_sample(source: Path, n_symbols: int) -> pa.Table:
     table = pq.read_table(source)
     counts = pc.value_counts(table["symbol"]).to_pylist()
     full = sorted(c["values"] for c in counts if c["counts"] == FULL_HISTORY)
+    full = [s for s in full if s not in failing_validation(table)]
     if len(full) < n_symbols:
         raise SystemExit(f"only {len(full)} full-history symbols, {n_symbols} requested")
     chosen = full[:n_symbols]
     subset = table.filter(pc.is_in(table["symbol"], pa.array(chosen, table["symbol"].type)))
     return subset.sort_by([("symbol", "ascending"), ("date", "ascending")])
+
+
+def failing_validation(table: pa.Table) -> set[str]:
+    """Symbols whose rows `data.validation.validate_bars` rejects (a bad print, ...): the
+    demo of a sample is meant to train every one of its symbols."""
+    sys.path.insert(0, str(ROOT))
+    from data.validation import validate_bars
+
+    _, report = validate_bars(table.to_pandas(), on_error="drop")
+    return set(report.dropped)
 
 
 def check_sample(path: Path, source_schema: pa.Schema, n_symbols: int) -> list[str]:
@@ -59,6 +70,9 @@ def check_sample(path: Path, source_schema: pa.Schema, n_symbols: int) -> list[s
         problems.append(f"symbols without {FULL_HISTORY} rows: {short}")
     if table.num_rows != n_symbols * FULL_HISTORY:
         problems.append(f"{table.num_rows} rows, expected {n_symbols * FULL_HISTORY}")
+    failing = failing_validation(table)
+    if failing:
+        problems.append(f"symbols that fail data.validation: {sorted(failing)}")
     return problems
 
 

@@ -203,6 +203,8 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"{r['symbol']:<8} {r['fold']:>4} {r['split']:<6} {r['n']:>7} {cells}")
     for symbol, reason in sorted(result.dropped.items()):
         print(f"dropped {symbol}: {reason}")
+    for symbol, warning in result.report.warnings.items():
+        print(f"warning {symbol}: {warning}")
     if not result.prepared:
         print("quantray data prepare: error: no symbol could be prepared", file=sys.stderr)
         return EXIT_BAD_INPUT

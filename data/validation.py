@@ -9,17 +9,25 @@ Policy (bars, `validate_bars`)
   removed and its error message kept in `report.dropped[symbol]`. Checked in this order
   (the first hit is the reason): missing date, duplicate (symbol, date), NaN close,
   infinite price or volume, non-positive open/high/low/close, missing or negative volume,
-  more than 1% of rows missing open/high/low, a close that never changes (no returns to
-  learn from), fewer than `min_rows` rows.
+  more than 1% of rows missing open/high/low, a bad print (an open or close more than
+  `MAX_OUTSIDE_RANGE` (25%) outside the day's [low, high]), a close that never changes (no
+  returns to learn from), fewer than `min_rows` rows.
 - Repairs, counted per symbol in `report.repairs[symbol]`:
   - `sorted`: rows out of date order are sorted (count = rows that moved);
   - `open_filled`: a missing open takes the previous close (the first row: its own close);
   - `high_low_filled`: a missing high becomes max(open, close), a missing low min(open, close);
-  - `bracket_widened`: high/low that do not bracket open and close are widened to
-    max(high, open, close) / min(low, open, close);
+  - `bracket_widened`: high/low that do not bracket open and close (by at most 25%: more is
+    a bad print, an error above) are widened to max(high, open, close) / min(low, open,
+    close);
   - `zero_volume`: zero-volume rows are legal and kept unchanged, only counted.
   At most `MAX_FILL_FRACTION` (1%) of a symbol's rows may miss open/high/low; more is an
   error, because filled bars would then shape the features instead of the market.
+- Warnings, in `report.gaps[symbol]` (kept symbols; the symbol is not changed): gaps
+  between consecutive bars longer than max(`GAP_MEDIANS` (10) x the symbol's median
+  spacing, `MIN_GAP` (10 days)): a count and the first few, with their dates. Weekends and
+  holidays of daily bars, nights and weekends of intraday bars, and weekly bars stay
+  under that limit; a month of missing daily rows does not, and an h-bar label or a
+  rolling feature across it would span the whole hole as if it were one bar.
 - The result holds exactly the contract columns, sorted by (symbol, date), index reset,
   dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
 
@@ -47,6 +55,14 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume")
 LOB_FAMILIES = ("ask_price", "ask_size", "bid_price", "bid_size")
 MAX_FILL_FRACTION = 0.01
+# An open or close beyond the day's [low, high] by more than this fraction (p > 1.25 x high
+# or p < low / 1.25) is a bad print. On the shared S&P file (12 unbracketed rows) the real
+# quirks lie within 9% of their range (WRK 2016-05-13 close 8.9% below its low, SPG
+# 2014-05-28 5.5%, the rest under 5%), while the two bad prints are ~2x off (LNT
+# 2016-05-19 close 17.87 for a low of 35.085, CHD 2014-05-19 open 18.77 for 33.695).
+MAX_OUTSIDE_RANGE = 0.25
+GAP_MEDIANS = 10  # a gap between bars over GAP_MEDIANS x the symbol's median spacing
+MIN_GAP = pd.Timedelta(days=10)  # ... and over MIN_GAP is a warning (report.gaps)
 ON_ERROR = ("raise", "drop")
 _SHOW = 5  # offending rows quoted in a message
 _DROP_FIX = "or pass on_error='drop' to skip this symbol"
@@ -143,6 +159,7 @@ def validate_bars(
             bad[s] = _error(s, f"{n_gaps[s]} of {n_rows[s]} rows miss open/high/low (at most "
                             f"{MAX_FILL_FRACTION:.0%} are filled)", rows,
                             "fill them at the source or choose a cleaner date range")
+    _flag_bad_prints(bad, frame)
     distinct = close.groupby(sym).nunique()
     for s in distinct.index[distinct.le(1)]:
         if s not in bad:
@@ -174,6 +191,7 @@ def validate_bars(
         "bracket_widened": unbracketed,
         "zero_volume": frame["volume"].eq(0),
     }
+    report.gaps = _long_gaps(frame, "date")
     return _finish(frame, counts, report)
 
 
@@ -325,6 +343,53 @@ def _flag(bad, frame, row_col, mask, what, fix) -> None:
     for symbol, rows in hits:
         if symbol not in bad:
             bad[symbol] = _error(symbol, f"{len(rows)} rows with {what}", list(rows), fix)
+
+
+def _flag_bad_prints(bad, frame) -> None:
+    """An open or close more than MAX_OUTSIDE_RANGE outside the day's [low, high] fails its
+    symbol, naming each row's values. Rows missing a price are skipped (NaN compares false):
+    they are filled later."""
+    limit = 1 + MAX_OUTSIDE_RANGE
+    far = {c: np.maximum(frame[c] / frame["high"], frame["low"] / frame[c]) > limit
+           for c in ("open", "close")}  # fmt: skip
+    mask = far["open"] | far["close"]
+    if not mask.any():
+        return
+    for symbol, rows in frame[mask].groupby("symbol", sort=True):
+        if symbol in bad:
+            continue
+        shown = [
+            f"{_fmt([r.date])} ({c} {r[c]:g} outside low {r.low:g} .. high {r.high:g})"
+            for i, r in rows.iterrows() for c in ("open", "close") if far[c][i]
+        ]  # fmt: skip
+        more = f" (+{len(shown) - _SHOW} more)" if len(shown) > _SHOW else ""
+        bad[symbol] = DataValidationError(
+            f"symbol {symbol!r}: {len(rows)} row{'s' if len(rows) != 1 else ''} with an "
+            f"open or close more than "
+            f"{MAX_OUTSIDE_RANGE:.0%} outside the day's [low, high], a bad print (a rounding "
+            f"quirk would be widened) at {'; '.join(shown[:_SHOW])}{more}; fix: correct the "
+            f"row at the source or leave the symbol out, {_DROP_FIX}",
+            symbol=symbol, rows=list(rows["date"]))
+
+
+def _long_gaps(frame, time_col) -> dict[str, dict]:
+    """symbol -> {"count", "limit_days", "first": [{"after", "before", "days"}, ...]} for the
+    symbols with gaps between consecutive rows over max(GAP_MEDIANS x the symbol's median
+    spacing, MIN_GAP); `frame` is sorted by (symbol, time)."""
+    sym, times = frame["symbol"], frame[time_col]
+    step = times.groupby(sym, sort=False).diff()  # NaT on each symbol's first row
+    limit = (step.groupby(sym, sort=False).transform("median") * GAP_MEDIANS).clip(lower=MIN_GAP)
+    long = step > limit
+    if not long.any():
+        return {}
+    day = pd.Timedelta(days=1)
+    out: dict[str, dict] = {}
+    for symbol, idx in frame.index[long].groupby(sym[long]).items():
+        first = [{"after": _fmt([times[i - 1]]), "before": _fmt([times[i]]),
+                  "days": round(step[i] / day, 2)} for i in idx[:_SHOW]]  # fmt: skip
+        out[str(symbol)] = {"count": len(idx), "limit_days": round(limit[idx[0]] / day, 2),
+                            "first": first}
+    return out
 
 
 def _flag_min_rows(bad, frame, min_rows) -> None:

@@ -18,8 +18,11 @@ LOB_REPAIRS = ("sorted", "snapshots_dropped")
 @dataclass
 class ValidationReport:
     """What validation did: repairs per symbol (non-zero counts only), dropped symbols with
-    their error messages, and row/symbol totals. Plain values only, so it crosses process
-    boundaries as `to_dict()` and merges across per-symbol validations with `merge`."""
+    their error messages, row/symbol totals, and warnings about kept symbols: `gaps`, a
+    symbol's long gaps between consecutive bars ({"count", "limit_days", "first": the first
+    few as {"after", "before", "days"}}; see `data.validation`). Plain values only, so it
+    crosses process boundaries as `to_dict()` and merges across per-symbol validations with
+    `merge`."""
 
     kind: str = "bars"
     rows_in: int = 0
@@ -27,6 +30,12 @@ class ValidationReport:
     symbols_in: int = 0
     repairs: dict[str, dict[str, int]] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    gaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> dict[str, str]:
+        """symbol -> warning message (kept symbols whose data is suspect, not wrong)."""
+        return {s: gap_warning(s, g) for s, g in sorted(self.gaps.items())}
 
     @property
     def repair_names(self) -> tuple[str, ...]:
@@ -46,12 +55,13 @@ class ValidationReport:
             "symbols_in": self.symbols_in, "symbols_out": self.symbols_out,
             "totals": self.totals(), "repairs": {s: dict(r) for s, r in self.repairs.items()},
             "dropped": dict(self.dropped),
+            "gaps": {s: dict(g) for s, g in self.gaps.items()}, "warnings": self.warnings,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
         keys = ("kind", "rows_in", "rows_out", "symbols_in", "repairs", "dropped")
-        return cls(**{k: d[k] for k in keys})
+        return cls(**{k: d[k] for k in keys}, gaps=d.get("gaps", {}))
 
     @classmethod
     def merge(cls, reports: Sequence[ValidationReport]) -> ValidationReport:
@@ -65,6 +75,7 @@ class ValidationReport:
             out.symbols_in += r.symbols_in
             out.repairs.update(r.repairs)
             out.dropped.update(r.dropped)
+            out.gaps.update(r.gaps)
         return out
 
     def summary(self) -> str:
@@ -82,4 +93,17 @@ class ValidationReport:
         totals = self.totals()
         lines.append(f"{'TOTAL':<8}" + "".join(f"{totals[n]:>{width[n]}}" for n in names))
         lines += [f"dropped {s}: {msg}" for s, msg in sorted(self.dropped.items())]
+        lines += [f"warning {s}: {msg}" for s, msg in self.warnings.items()]
         return "\n".join(lines)
+
+
+def gap_warning(symbol: str, gaps: dict[str, Any]) -> str:
+    """The message of a symbol's long gaps between consecutive bars (`ValidationReport.gaps`)."""
+    n, first = gaps["count"], gaps["first"]
+    shown = ", ".join(f"{g['after']} -> {g['before']} ({g['days']:g} days)" for g in first)
+    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    return (f"symbol {symbol!r}: {n} gap{'s' if n != 1 else ''} between consecutive bars "
+            f"longer than {gaps['limit_days']:g} days (10 x its median spacing, at least 10 "
+            f"days) at {shown}{more}; kept, but an h-bar label and the rolling features span "
+            "each gap as if it were one bar: fill the missing bars at the source, or choose a "
+            "date range without the gap (dataset.start/end, --start/--end)")

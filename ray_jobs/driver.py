@@ -12,7 +12,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -109,13 +109,14 @@ def chunk_symbols(symbols: list[str], cpus: float) -> list[list[str]]:
 
 def _prepare_and_fit_linear(
     spec: JobSpec, plan: Plan, todo: Plan, symbols: list[str], storage: JobStorage,
-    tracker: ProgressTracker,
+    tracker: ProgressTracker, warnings: dict[str, str],
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[dict[str, Any]]]]:
     """One chunk task per group of symbols: prepare them, fit their pending linear units.
     Returns (symbol -> object ref of its folds, for the deep runs; symbol -> data error;
-    symbol -> ensemble rows computed in the tasks)."""
+    symbol -> ensemble rows computed in the tasks); `warnings` receives symbol -> data
+    warning (a kept symbol with suspect data, e.g. a long gap between bars)."""
     prepared, pending = _dispatch_chunks(spec, plan, todo, symbols, storage, tracker)
-    errors, ensembles = _collect_chunks(pending, spec, storage, tracker)
+    errors, ensembles = _collect_chunks(pending, spec, storage, tracker, warnings)
     for symbol in errors:
         prepared.pop(symbol, None)
     return prepared, errors, ensembles
@@ -156,10 +157,10 @@ def _dispatch_chunks(
 
 def _collect_chunks(
     pending: dict[Any, tuple[list[str], list[Unit]]], spec: JobSpec, storage: JobStorage,
-    tracker: ProgressTracker,
+    tracker: ProgressTracker, warnings: dict[str, str],
 ) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
     """Count the chunks' units as their reports arrive: (symbol -> data error, symbol ->
-    ensemble rows)."""
+    ensemble rows); the data warnings go into `warnings` and the log."""
     errors: dict[str, str] = {}
     ensembles: dict[str, list[dict[str, Any]]] = {}
     sweep = LeakSweeper()
@@ -196,6 +197,9 @@ def _collect_chunks(
                 tracker.unit_done(unit.unit_id)
         for symbol, error in report.data_errors.items():
             log.warning("preparing %s failed: %s", symbol, error)
+        for symbol, warning in report.data_warnings.items():
+            log.warning("data warning for %s (kept): %s", symbol, warning)
+        warnings.update(report.data_warnings)
     return errors, ensembles
 
 
@@ -251,6 +255,7 @@ class _Known:
     plan: Plan | None = None
     prep_errors: dict[str, str] | None = None
     ensembles: dict[str, list[dict[str, Any]]] | None = None
+    data_warnings: dict[str, str] = field(default_factory=dict)
 
 
 def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _Known,
@@ -280,7 +285,8 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
 
     tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
     prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(
-        spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker)
+        spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker,
+        known.data_warnings)
     prep_errors.update(missing)
     known.prep_errors, known.ensembles = prep_errors, done_ensembles
     data_failed = set()
@@ -291,6 +297,15 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
             tracker.unit_failed(unit.unit_id, prep_errors[unit.symbol])
             data_failed.add(unit.unit_id)
     todo = todo.pending(data_failed)  # each unit ends once: failed here, not searched
+    if not prepared and not any(e.startswith("worker:") for e in prep_errors.values()):
+        # no usable symbol is bad input (exit status 2), not a job with failed units; its
+        # units are failed and summary.json lists every symbol's reason
+        write_results(spec, plan, storage, [], prep_errors, elapsed_s=time.time() - t0,
+                      data_warnings=known.data_warnings)
+        first = min(prep_errors)
+        raise _input_error(tracker, ValueError(
+            f"no usable symbol: all {len(prep_errors)} symbols failed their data checks "
+            f"(each reason is in summary.json's data_errors), e.g. {prep_errors[first]}"))
 
     refit, search_failed = _tune(spec, plan, todo, prepared, storage, tracker, placement)
     todo = todo.pending(search_failed)  # failed with their model's search: not trained
@@ -302,7 +317,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
     ensemble_rows += _ensembles(plan, prepared, storage, skip=set(done_ensembles))
     summary = write_results(spec, plan, storage, ensemble_rows, prep_errors,
-                            elapsed_s=time.time() - t0)
+                            elapsed_s=time.time() - t0, data_warnings=known.data_warnings)
     failed = summary["failed_units"]
     tracker.set_phase("failed" if failed else "succeeded",
                       f"{len(failed)} failed units" if failed else "all units done")
@@ -337,7 +352,8 @@ def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s:
         return
     rows = [r for rows in (known.ensembles or {}).values() for r in rows]
     summary = write_results(spec, known.plan, storage, rows, dict(known.prep_errors or {}),
-                            elapsed_s=elapsed_s, partial=True)
+                            elapsed_s=elapsed_s, partial=True,
+                            data_warnings=known.data_warnings)
     log.info("cancelled: results written for %d of %d units", summary["units_reported"],
              len(known.plan.units))
 

@@ -244,7 +244,7 @@ class JobStorage:
         from S3: a parse error is read again (`parse_json_rereading`)."""
         try:
             return parse_json_rereading(lambda: self.read_bytes(rel))
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
             raise StorageError("parse", self.uri_of(rel), exc, "the file is not JSON") from exc
 
     def write_json(self, rel: str, obj: Any) -> None:
@@ -340,9 +340,29 @@ class JobStorage:
         self.write_json(f"status/{unit_id}.json", dict(status, unit_id=unit_id))
 
     def unit_statuses(self) -> dict[str, dict[str, Any]]:
-        """unit_id -> status of every finished unit (one LIST, then one GET each)."""
+        """unit_id -> status of every finished unit (one LIST, then one GET each). A status
+        file that cannot be parsed (cut short, garbled; torn reads are read again first) is
+        left out with a warning: its unit counts as not done, so a resumed job trains it
+        again and rewrites the file. Read errors are retried, then raise, as everywhere."""
         names = [n for n in self.list_dir("status", missing_ok=True) if n.endswith(".json")]
-        return {n[: -len(".json")]: self.read_json(f"status/{n}") for n in names}
+        statuses: dict[str, dict[str, Any]] = {}
+        for name in names:
+            rel = f"status/{name}"
+            try:
+                status = self.read_json(rel)
+            except StorageError as exc:
+                if exc.op != "parse":
+                    raise
+                status = exc
+            if not isinstance(status, dict):  # unparseable, or JSON that is not a status
+                what = status.cause if isinstance(status, StorageError) else (
+                    f"JSON {type(status).__name__}, not an object")
+                log.warning("unit status %s cannot be parsed (%s): its unit counts as not "
+                            "done; it is trained again and its status rewritten",
+                            self.uri_of(rel), what)
+                continue
+            statuses[name[: -len(".json")]] = status
+        return statuses
 
     def done_unit_ids(self) -> set[str]:
         """Units to skip on resume: those whose status is `done` (failed ones rerun)."""

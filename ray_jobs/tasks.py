@@ -26,12 +26,13 @@ def load_symbol_frame(spec: JobSpec, symbols: list[str]):
 
 
 def prepare_many(
-    spec: JobSpec, symbols: list[str]
+    spec: JobSpec, symbols: list[str], warnings: dict[str, str] | None = None
 ) -> tuple[dict[str, list[PreparedSymbol]], dict[str, str]]:
     """Prepare `symbols` from one read of the dataset: (symbol -> folds, symbol -> data
     error). A symbol that fails validation or preparation fails alone, with its reason; if
     the shared read itself fails (e.g. one symbol has no rows in the window), every symbol
-    is read on its own so that each gets its own error."""
+    is read on its own so that each gets its own error. `warnings`, when given, receives
+    symbol -> validation warning (a kept symbol with suspect data, e.g. a long gap)."""
     from data.prepare import PrepareConfig, prepare_frame
 
     cfg = PrepareConfig(**spec.prepare_config_kwargs())
@@ -43,11 +44,14 @@ def prepare_many(
         ok: dict[str, list[PreparedSymbol]] = {}
         errors: dict[str, str] = {}
         for symbol in symbols:
-            one_ok, one_err = prepare_many(spec, [symbol])
+            one_ok, one_err = prepare_many(spec, [symbol], warnings)
             ok.update(one_ok)
             errors.update(one_err)
         return ok, errors
     errors = {s: _data_error(s, reason) for s, reason in result.dropped.items()}
+    if warnings is not None:
+        warnings.update({s: f"data: {w}" for s, w in result.report.warnings.items()
+                         if s in symbols and s not in errors})  # fmt: skip
     for symbol in symbols:
         if symbol not in result.prepared and symbol not in errors:
             errors[symbol] = _data_error(symbol, f"no rows for {symbol!r} in {spec.dataset.uri}")
@@ -65,6 +69,7 @@ class ChunkReport:
 
     symbols: list[str]
     data_errors: dict[str, str] = field(default_factory=dict)  # symbol -> data error
+    data_warnings: dict[str, str] = field(default_factory=dict)  # symbol -> data warning
     unit_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # unit_id -> rows
     ensemble_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # symbol ->
     ensemble_errors: dict[str, str] = field(default_factory=dict)
@@ -90,8 +95,9 @@ def chunk_task(
     is linear and in this task) the ensembles are computed here from the predictions in
     memory instead of being read back from storage by a later task."""
     spec, storage = JobSpec.from_dict(spec_dict), JobStorage(storage_uri, job_id)
-    prepared, errors = prepare_many(spec, symbols)
-    report = ChunkReport(symbols=list(symbols), data_errors=errors)
+    warnings: dict[str, str] = {}
+    prepared, errors = prepare_many(spec, symbols, warnings)
+    report = ChunkReport(symbols=list(symbols), data_errors=errors, data_warnings=warnings)
     predictions: dict[tuple[str, int], dict[str, Any]] = {}
     for d in unit_dicts:
         unit = Unit(**d)

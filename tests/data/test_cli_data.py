@@ -53,6 +53,29 @@ def test_inspect_json_on_the_sample(capsys):
     assert info["validation"]["repairs"] == {"AOS": {"bracket_widened": 1}}
 
 
+def test_inspect_reports_bad_prints_and_gap_warnings(capsys, bars, write_frame, sp500_shared):
+    rc, out, _ = _run(capsys, "inspect", str(sp500_shared), "--symbols", "AOS,CHD", "--json")
+    assert rc == 0
+    dropped = json.loads(out)["validation"]["dropped"]
+    assert list(dropped) == ["CHD"]  # a bad print in the shared file (left out of the sample)
+    assert "2014-05-19 (open 18.77 outside low 33.695" in dropped["CHD"]
+    rc, out, _ = _run(capsys, "inspect", "sample:sp500", "--json")
+    assert rc == 0  # every symbol of the bundled sample passes: the demo trains them all
+    report = json.loads(out)["validation"]
+    assert report["dropped"] == {} and json.loads(out)["symbols"] == 102
+    df = bars(("AAA", "BBB"), n=450)
+    df = df.drop(index=df.index[df["symbol"].eq("BBB")][50:100])  # 10 weeks of BBB missing
+    rc, out, err = _run(capsys, "inspect", write_frame(df, "csv"))
+    assert rc == 0, err
+    assert ("warning BBB: symbol 'BBB': 1 gap between consecutive bars longer than 10 days "
+            "(10 x its median spacing, at least 10 days) at 2020-03-10 -> 2020-05-20 "
+            "(71 days)") in out
+    rc, out, err = _run(capsys, "prepare", write_frame(df, "csv"), "--seq-len", "10",
+                        "--horizons", "1")
+    assert rc == 0, err
+    assert "warning BBB: symbol 'BBB': 1 gap" in out
+
+
 def test_inspect_lob(capsys, lob, write_frame):
     rc, out, err = _run(capsys, "inspect", write_frame(lob(("AAA",), n=12, levels=3), "parquet"),
                         "--kind", "lob")

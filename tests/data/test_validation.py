@@ -226,6 +226,62 @@ def test_more_than_one_percent_missing_is_an_error(bars):
     assert list(report.dropped) == ["BBB"]
 
 
+def test_bad_print_fails_the_symbol_a_small_miss_is_widened(bars):
+    df = bars(("AAA", "BBB"), n=60)
+    i_bad, i_quirk, i_open = _at(df, "BBB", 30), _at(df, "BBB", 40), _at(df, "AAA", 20)
+    df.loc[i_bad, "close"] = df.loc[i_bad, "low"] / 2  # a half-price print: -50%/+100%
+    df.loc[i_quirk, "close"] = df.loc[i_quirk, "low"] * 0.91  # 9% under its low: a quirk
+    df.loc[i_open, "open"] = df.loc[i_open, "high"] * 1.2  # 20% over its high: a quirk
+    with pytest.raises(DataValidationError, match="bad print") as err:
+        validate_bars(df)
+    assert err.value.symbol == "BBB" and err.value.rows == [df.loc[i_bad, "date"]]
+    message = str(err.value)
+    assert "'BBB': 1 row with an open or close more than 25% outside" in message
+    assert f"2020-02-12 (close {df.loc[i_bad, 'close']:g} outside low" in message
+    assert "correct the row at the source or leave the symbol out" in message
+    df.loc[i_bad, "close"] = df.loc[i_bad, "low"] * 0.95
+    _, report = validate_bars(df)
+    assert report.repairs == {"AAA": {"bracket_widened": 1}, "BBB": {"bracket_widened": 2}}
+
+
+def test_long_gap_is_a_warning_in_the_report_not_an_error(bars):
+    df = bars(("AAA", "BBB"), n=300)
+    hole = df.index[df["symbol"].eq("BBB")][100:185]  # ~4 months of BBB's rows missing
+    df = df.drop(index=hole).reset_index(drop=True)
+    clean, report = validate_bars(df, min_rows=200)
+    assert report.dropped == {} and report.rows_out == len(df)  # kept, unchanged
+    assert list(report.gaps) == ["BBB"]  # weekends do not count
+    assert report.gaps["BBB"] == {
+        "count": 1, "limit_days": 10.0,
+        "first": [{"after": "2020-05-19", "before": "2020-09-16", "days": 120.0}],
+    }
+    warning = report.warnings["BBB"]
+    assert "'BBB': 1 gap between consecutive bars longer than 10 days" in warning
+    assert "2020-05-19 -> 2020-09-16 (120 days)" in warning and "date range" in warning
+    assert "warning BBB: symbol 'BBB': 1 gap" in report.summary()
+    assert report.to_dict()["warnings"] == report.warnings
+    assert ValidationReport.from_dict(report.to_dict()) == report
+    merged = ValidationReport.merge([report, ValidationReport()])
+    assert merged.gaps == report.gaps
+
+
+@pytest.mark.parametrize("freq, n, hole", [("W-FRI", 60, 15), ("5min", 2000, 800),
+                                           ("h", 300, 100)])
+def test_normal_spacing_is_no_gap(bars, freq, n, hole):
+    """Weekly bars, and intraday bars with their nights and weekends: no warning; a hole
+    of `hole` bars in them (15 weeks, or over 10 days of trading hours) is one."""
+    df = bars(("AAA",), n=n)
+    if freq == "W-FRI":
+        df["date"] = pd.date_range("2020-01-03", periods=n, freq=freq)
+    else:  # trading hours only, Monday to Friday
+        stamps = pd.date_range("2021-03-01", periods=n * 40, freq=freq)
+        stamps = stamps[(stamps.dayofweek < 5) & (stamps.hour >= 10) & (stamps.hour < 16)]
+        df["date"] = stamps[:n]
+    assert validate_bars(df)[1].gaps == {}
+    df = df.drop(index=range(n // 2, n // 2 + hole))
+    assert validate_bars(df)[1].gaps["AAA"]["count"] == 1
+
+
 # ---- the shared S&P file ----------------------------------------------------------------
 
 
@@ -235,23 +291,42 @@ def sp500(sp500_shared) -> pd.DataFrame:
 
 
 def test_shared_file_quirks_are_met_and_counted(sp500):
-    clean, report = validate_bars(sp500)
+    clean, report = validate_bars(sp500, on_error="drop")
+    # 12 unbracketed rows: 10 quirks within 9% of their range are widened, the 2 bad prints
+    # (~2x off) fail their symbols
     assert report.totals() == {
-        "sorted": 0, "open_filled": 11, "high_low_filled": 8, "bracket_widened": 12,
+        "sorted": 0, "open_filled": 11, "high_low_filled": 8, "bracket_widened": 10,
         "zero_volume": 4,
     }
-    assert report.dropped == {} and report.rows_out == len(sp500) == 619_040
+    assert set(report.dropped) == {"CHD", "LNT"} and len(sp500) == 619_040
+    assert report.rows_out == len(sp500) - 2 * 1259
     assert report.repairs["O"] == {
         "open_filled": 2, "high_low_filled": 1, "bracket_widened": 2, "zero_volume": 1
     }
     assert not clean[["open", "high", "low", "close"]].isna().any().any()
+    # the file's only long gaps: 2015-03-06 -> 2015-03-23 in three symbols, kept
+    assert sorted(report.gaps) == ["DHR", "ES", "O"]
+    assert report.gaps["O"]["first"] == [
+        {"after": "2015-03-06", "before": "2015-03-23", "days": 17.0}
+    ]
+
+
+def test_shared_file_bad_prints_are_symbol_errors(sp500):
+    with pytest.raises(DataValidationError, match="bad print") as err:
+        validate_bars(sp500)
+    assert err.value.symbol == "CHD" and "also failing: LNT" in str(err.value)
+    _, report = validate_bars(sp500, on_error="drop")
+    assert ("2016-05-19 (close 17.87 outside low 35.085 .. high 35.785)" in report.dropped["LNT"]
+            and "correct the row at the source or leave the symbol out" in report.dropped["LNT"])
+    assert "2014-05-19 (open 18.77 outside low 33.695" in report.dropped["CHD"]
 
 
 def test_shared_file_short_symbols_dropped_or_raised(sp500):
     clean, report = validate_bars(sp500, min_rows=300, on_error="drop")
     assert "APTV" in report.dropped and "44 rows, at least 300" in report.dropped["APTV"]
-    assert set(report.dropped) == {"APTV", "DWDP", "BHF", "BHGE", "DXC", "HLT", "EVHC"}
-    assert clean["symbol"].nunique() == 498
+    short = {"APTV", "DWDP", "BHF", "BHGE", "DXC", "HLT", "EVHC"}
+    assert set(report.dropped) == short | {"CHD", "LNT"}  # + the two bad prints
+    assert clean["symbol"].nunique() == 496
     with pytest.raises(DataValidationError, match="'APTV': 44 rows") as err:
         validate_bars(sp500, min_rows=300)
     assert err.value.symbol == "APTV"

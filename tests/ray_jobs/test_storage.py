@@ -153,6 +153,36 @@ def test_local_dir_upload_download_and_unit_status(tmp_path: Path) -> None:
         store.write_unit_status("X__ols", {"state": "running"})
 
 
+def test_unparseable_unit_status_counts_as_not_done(tmp_path: Path, caplog) -> None:
+    store = JobStorage(f"file://{tmp_path}", "job1")
+    store.write_unit_status("AAPL__ols", {"state": "done"})
+    status_dir = tmp_path / "jobs" / "job1" / "status"
+    (status_dir / "AAPL__lstm__f0.json").write_text('{"state": "do')  # cut short
+    (status_dir / "ABT__lstm__f0.json").write_bytes(b"\xff\xfe garbage")
+    (status_dir / "ACN__lstm__f0.json").write_text("[1, 2]")  # JSON, not a status
+    with caplog.at_level("WARNING", logger="ray_jobs.storage"):
+        assert store.unit_statuses() == {"AAPL__ols": {"state": "done", "unit_id": "AAPL__ols"}}
+    assert store.done_unit_ids() == {"AAPL__ols"}
+    warned = caplog.text
+    for unit in ("AAPL__lstm__f0", "ABT__lstm__f0", "ACN__lstm__f0"):
+        assert f"jobs/job1/status/{unit}.json cannot be parsed" in warned
+    assert "trained again" in warned
+    store.write_unit_status("AAPL__lstm__f0", {"state": "done"})  # the rerun rewrites it
+    assert "AAPL__lstm__f0" in store.done_unit_ids()
+
+
+def test_unit_status_read_errors_are_still_retried_then_raise(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    store = flaky_storage(tmp_path, {}, sleeps)
+    store.write_unit_status("AAPL__ols", {"state": "done"})
+    err = "AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7"
+    store.handler.failures["open_input_stream"] = [OSError(err)]
+    assert store.done_unit_ids() == {"AAPL__ols"} and sleeps == [0.01]  # retried
+    store.handler.failures["open_input_stream"] = [OSError(err)] * 10
+    with pytest.raises(StorageError, match=r"read .*AAPL__ols.json.*after 4 attempts"):
+        store.unit_statuses()
+
+
 def test_bad_arguments_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="job_id"):
         JobStorage(str(tmp_path), "../evil")
