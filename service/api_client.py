@@ -18,13 +18,20 @@ class ApiClientError(RuntimeError):
         self.status = status
 
 
+class ApiUnreachable(ApiClientError):
+    """No answer from the API (refused, reset, timed out): it may be restarting."""
+
+
 class ApiClient:
     def __init__(self, api: str | None, api_key: str | None, *, timeout_s: float = 30.0) -> None:
         self.base = (api or os.environ.get("QUANTRAY_API") or DEFAULT_API).rstrip("/")
         if not self.base.startswith(("http://", "https://")):
             raise ApiClientError(f"--api {self.base!r}: give the URL with its scheme, e.g. "
                                  f"http://{self.base}")
+        # the routes' own /v1 is added per request: a base given with it would double it
+        self.base = self.base.removesuffix("/v1").rstrip("/")
         key = api_key or os.environ.get("QUANTRAY_API_KEY")
+        self.has_key = bool(key)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout_s)
 
@@ -40,11 +47,18 @@ class ApiClient:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiClientError(
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(
                 f"cannot reach the quantray API at {self.base} ({type(exc).__name__}: {exc}); "
                 "start it with `quantray serve` or set QUANTRAY_API / --api"
             ) from None
+        except httpx.HTTPError as exc:
+            raise ApiClientError(f"request to the quantray API at {self.base} failed "
+                                 f"({type(exc).__name__}: {exc})") from None  # fmt: skip
+        if resp.status_code == 401 and not self.has_key:
+            raise ApiClientError(
+                "HTTP 401: no API key: set QUANTRAY_API_KEY or pass --api-key (an admin "
+                "creates keys with `quantray keys create --name NAME`)", 401)  # fmt: skip
         if resp.status_code >= 400:
             raise ApiClientError(_error_text(resp), resp.status_code)
         return resp
@@ -58,11 +72,13 @@ class ApiClient:
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/v1/jobs/{job_id}").json()
 
-    def jobs(self, *, status: str | None, page: int, page_size: int | None) -> dict:
+    def jobs(
+        self, *, status: str | list[str] | None, page: int, page_size: int | None
+    ) -> dict:
         params: dict[str, Any] = {"page": page}
         if status:
-            params["status"] = status
-        if page_size:
+            params["status"] = status  # a list: jobs in any of them
+        if page_size is not None:
             params["page_size"] = page_size
         return self.request("GET", "/v1/jobs", params=params).json()
 

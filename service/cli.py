@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="quantray",
         description="quantray: Ray-based distributed training for market forecasting models.",
     )
+    # Also taken before the command (`quantray --api URL list`); after it wins. Their own
+    # dests: a subcommand's defaults would overwrite values parsed here under the same dest.
+    parser.add_argument("--api", dest="global_api", metavar="API",
+                        help="API URL of the job commands (also accepted after the command)")
+    parser.add_argument("--api-key", dest="global_api_key", metavar="API_KEY",
+                        help="API key of the job commands (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMANDS.values():
         importlib.import_module(module).register(sub)

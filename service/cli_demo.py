@@ -48,7 +48,7 @@ def _wait_ready(client, proc: subprocess.Popen, log: Path) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from service.api_client import ApiClient, ApiClientError
     from service.cli_format import table
-    from service.cli_jobs import _wait
+    from service.cli_jobs import _follow  # Ctrl-C ends the demo (and its server) as is
 
     spec = Path(args.spec)
     if not spec.is_file():
@@ -79,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
             if info.get("ray_dashboard_url"):
                 print(f"quantray demo: job {job_id}; Ray dashboard: "
                       f"{info['ray_dashboard_url']}", file=sys.stderr)
-            code = _wait(client, job_id, 2.0)
+            code = _follow(client, job_id, 2.0)
             summary = client.request("GET", f"/v1/jobs/{job_id}/summary").json()
             _print_summary(summary, table)
             plots = client.request("GET", f"/v1/jobs/{job_id}/plots").json()

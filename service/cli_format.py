@@ -81,3 +81,32 @@ def job_summary(job: dict[str, Any]) -> str:
         unit = error.get("unit_id") or error.get("unit") or "?"
         lines.append(f"  error: {unit}: {error.get('error', error)}")
     return "\n".join(lines)
+
+
+PRESET_ORDER = ("fast", "balanced", "quality")
+TRAIN_COLUMNS = ("epochs", "patience", "batch_size", "lr")  # of a preset's `train` settings
+
+
+def preset_names(model: dict[str, Any]) -> list[str]:
+    """A catalog model's preset names, fast -> quality first."""
+    presets = model.get("presets") or {}
+    names = list(presets) if isinstance(presets, dict | list) else []
+    rank = {name: i for i, name in enumerate(PRESET_ORDER)}
+    return sorted(map(str, names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def preset_rows(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per preset of a catalog model: its training budget (epochs, patience,
+    batch_size, lr, where it has them), then its other settings as `key=value`."""
+    presets = model.get("presets")
+    if not isinstance(presets, dict):
+        return [{"preset": name} for name in preset_names(model)]
+    rows = []
+    for name in preset_names(model):
+        values = presets.get(name) or {}
+        train = values.get("train") if isinstance(values.get("train"), dict) else {}
+        row: dict[str, Any] = {"preset": name}
+        row.update({c: train[c] for c in TRAIN_COLUMNS if c in train})
+        row["settings"] = ", ".join(f"{k}={v}" for k, v in values.items() if k != "train")
+        rows.append(row)
+    return rows

@@ -1,7 +1,8 @@
 """`quantray submit|status|list|results|cancel|resume|logs|models`: HTTP clients of the API.
 
-The API is `--api` or QUANTRAY_API (default http://127.0.0.1:8000); the key is `--api-key`
-or QUANTRAY_API_KEY. Heavy imports happen inside the handlers.
+The API is `--api` or QUANTRAY_API (default http://127.0.0.1:8000; a trailing /v1 is
+dropped); the key is `--api-key` or QUANTRAY_API_KEY. Both options may also come before the
+command (service/cli.py). Heavy imports happen inside the handlers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,34 @@ from pathlib import Path
 from typing import Any
 
 POLL_S = 2.0
+INTERVAL_S = (0.2, 60.0)  # bounds of --interval
+RETRY_FOR_S = 60.0  # --wait / logs -f: how long an unreachable API is retried
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)  # then 5 s each
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+
+
+def _interval(text: str) -> float:
+    """--interval: seconds between polls, within INTERVAL_S."""
+    low, high = INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not low <= value <= high:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} s is out of range: poll every {low:g} to "
+                                         f"{high:g} seconds")  # fmt: skip
+    return value
+
+
+def _positive(text: str) -> int:
+    """--page, --page-size: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1: give 1 or more")
+    return value
 
 
 def _common() -> argparse.ArgumentParser:
@@ -32,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="spec file (.yaml/.yml/.json), or - for YAML on stdin")
     p.add_argument("--wait", action="store_true", help="follow it with a progress bar")
     p.add_argument("--idempotency-key", help="retry-safe key: resubmitting returns the same job")
-    p.add_argument("--interval", type=float, default=POLL_S, help="poll seconds for --wait")
+    p.add_argument("--interval", type=_interval, default=POLL_S,
+                   help=f"poll seconds for --wait ({INTERVAL_S[0]:g}-{INTERVAL_S[1]:g}, "
+                   f"default {POLL_S:g})")  # fmt: skip
     p.set_defaults(func=_submit)
 
     p = subparsers.add_parser("status", parents=[common], help="show one job")
@@ -41,9 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_status)
 
     p = subparsers.add_parser("list", parents=[common], help="list your jobs, newest first")
-    p.add_argument("--status", help="only jobs in this status")
-    p.add_argument("--page", type=int, default=1)
-    p.add_argument("--page-size", type=int)
+    p.add_argument("--status", action="append", choices=STATUSES,
+                   help="only jobs in this status (repeatable: in any of them)")
+    p.add_argument("--page", type=_positive, default=1)
+    p.add_argument("--page-size", type=_positive,
+                   help="jobs per page (default: the server's QUANTRAY_PAGE_SIZE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_list)
 
@@ -64,10 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("logs", parents=[common], help="the job driver's log from Ray")
     p.add_argument("job_id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
-    p.add_argument("--interval", type=float, default=POLL_S)
+    p.add_argument("--interval", type=_interval, default=POLL_S,
+                   help=f"poll seconds for -f ({INTERVAL_S[0]:g}-{INTERVAL_S[1]:g}, "
+                   f"default {POLL_S:g})")  # fmt: skip
     p.set_defaults(func=_logs)
 
     p = subparsers.add_parser("models", parents=[common], help="model kinds and presets")
+    p.add_argument("name", nargs="?", help="one model: its presets' settings")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_models)
 
@@ -76,8 +112,10 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     """Call `body(client)`; API errors become a message on stderr and exit code 1."""
     from service.api_client import ApiClient, ApiClientError
 
+    api = args.api or getattr(args, "global_api", None)
+    api_key = args.api_key or getattr(args, "global_api_key", None)
     try:
-        with ApiClient(args.api, args.api_key) as client:
+        with ApiClient(api, api_key) as client:
             return int(body(client) or 0)
     except ApiClientError as exc:
         print(f"quantray {args.command}: {exc}", file=sys.stderr)
@@ -110,14 +148,51 @@ def _submit(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
+def _interrupted(job_id: str) -> int:
+    """Ctrl-C while following a job: the job is not stopped; say how to go on."""
+    sys.stderr.write(f"\njob {job_id} keeps running; `quantray status {job_id}` to follow it, "
+                     f"`quantray cancel {job_id}` to stop it\n")  # fmt: skip
+    return 130
+
+
+def _retrying(call: Any, job_id: str) -> Any:
+    """`call()`, retried with backoff for up to RETRY_FOR_S while the API cannot be reached
+    (restarted, briefly down): the job goes on meanwhile. Other errors are not retried."""
+    from service.api_client import ApiUnreachable
+
+    deadline, attempt = None, 0
+    while True:
+        try:
+            return call()
+        except ApiUnreachable as exc:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + RETRY_FOR_S
+                sys.stderr.write(f"\n{exc}\nretrying for up to {RETRY_FOR_S:g} s (job {job_id} "
+                                 "keeps running meanwhile)\n")  # fmt: skip
+            if now >= deadline:
+                raise
+            delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+            attempt += 1
+            time.sleep(min(delay, deadline - now))
+
+
 def _wait(client: Any, job_id: str, interval: float) -> int:
-    """Poll until the job is final; progress bar on stderr; 0 only if it succeeded."""
+    """Poll until the job is final; progress bar on stderr; 0 only if it succeeded; 130
+    on Ctrl-C (the job goes on)."""
+    try:
+        return _follow(client, job_id, interval)
+    except KeyboardInterrupt:
+        return _interrupted(job_id)
+
+
+def _follow(client: Any, job_id: str, interval: float) -> int:
     from service.cli_format import FINAL_STATUSES, progress_line
 
     tty = sys.stderr.isatty()
     last = ""
     while True:
-        job = client.job(job_id)
+        job = _retrying(lambda: client.job(job_id), job_id)
         line = progress_line(job)
         if tty:
             sys.stderr.write("\r" + line.ljust(len(last)))
@@ -203,35 +278,62 @@ def _resume(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     from service.cli_format import FINAL_STATUSES
 
-    def go(client: Any) -> None:
+    def go(client: Any) -> int:
         printed = 0
         while True:
-            final = client.job(args.job_id)["status"] in FINAL_STATUSES
-            text = client.logs(args.job_id)
+            if args.follow:  # an API restart while following: retried, as for --wait
+                final = _retrying(lambda: client.job(args.job_id), args.job_id)["status"] \
+                    in FINAL_STATUSES  # fmt: skip
+                text = _retrying(lambda: client.logs(args.job_id), args.job_id)
+            else:
+                final, text = True, client.logs(args.job_id)
             # Ray returns the whole log each time; print only what is new.
             sys.stdout.write(text[printed:] if len(text) >= printed else text)
             sys.stdout.flush()
             printed = len(text)
-            if not args.follow or final:
-                return
+            if final:
+                return 0
             time.sleep(args.interval)
 
-    return _run(args, go)
+    def follow(client: Any) -> int:
+        try:
+            return go(client)
+        except KeyboardInterrupt:
+            return _interrupted(args.job_id)
+
+    return _run(args, follow)
 
 
 def _models(args: argparse.Namespace) -> int:
-    from service.cli_format import table
+    from service.cli_format import preset_names, preset_rows, table
 
-    def go(client: Any) -> None:
+    def go(client: Any) -> int:
         catalog = client.models()
-        if args.json:
-            print(json.dumps(catalog, indent=2))
-            return
         models = catalog.get("models", [])
         if isinstance(models, dict):  # {name: {kind, ...}} form of an exported catalog
             models = [{"name": k, **(v if isinstance(v, dict) else {})} for k, v in models.items()]
-        print(table(models, ("name", "kind")))
-        if catalog.get("presets"):
+        if args.name is not None:
+            models = [m for m in models if m.get("name") == args.name]
+            if not models:
+                names = ", ".join(str(m.get("name")) for m in catalog.get("models", []))
+                print(f"quantray models: no model {args.name!r}; models: {names}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+        if args.json:
+            print(json.dumps(models[0] if args.name else catalog, indent=2))
+            return 0
+        if args.name is not None:  # one model: a row per preset with its settings
+            rows = preset_rows(models[0])
+            columns = list(dict.fromkeys(k for row in rows for k in row))
+            print(table(rows, columns) if rows else f"{args.name}: no presets listed")
+            return 0
+        rows = [{**m, "presets": ", ".join(preset_names(m)) or "-"} for m in models]
+        columns = ["name", "kind"] + (["input"] if any("input" in m for m in models) else [])
+        print(table(rows, [*columns, "presets"]))
+        if catalog.get("presets"):  # the names-only catalog lists presets once for all
             print(f"presets: {', '.join(map(str, catalog['presets']))}")
+        elif any(m.get("presets") for m in models):
+            print("`quantray models NAME` shows a model's settings per preset", file=sys.stderr)
+        return 0
 
     return _run(args, go)

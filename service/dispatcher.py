@@ -3,8 +3,9 @@ mirrors Ray's job states into the job table.
 
 One `tick()` = sync every job Ray has (or may have) with Ray's answer, then submit queued
 jobs into the free slots. Reconciling after a restart is the same sync: a job whose
-submission Ray no longer knows becomes `interrupted` (resumable). DB and storage calls are
-blocking, so they run in worker threads; Ray calls are async httpx.
+submission Ray no longer knows becomes `interrupted` (resumable), or `cancelled` when a
+cancel was requested. DB and storage calls are blocking, so they run in worker threads;
+Ray calls are async httpx.
 """
 
 from __future__ import annotations
@@ -227,11 +228,19 @@ class Dispatcher:
             else:
                 await self._post(job)
             return
+        lost = (f"Ray has no record of submission {job.ray_submission_id} (the Ray head was "
+                "restarted or the job was deleted)")  # fmt: skip
+        if job.cancel_requested:  # asked to stop while Ray was away: it has stopped
+            await asyncio.to_thread(
+                self.store.transition, job.id, "running", status="cancelled",
+                finished_at=time.time(),
+                message=f"cancelled on request; {lost}: what finished is kept, resume the job "
+                "to train the rest",
+            )  # fmt: skip
+            return
         await asyncio.to_thread(
             self.store.transition, job.id, "running", status="interrupted",
-            finished_at=time.time(),
-            message=f"Ray has no record of submission {job.ray_submission_id} (the Ray head "
-            "was restarted or the job was deleted); resume the job to continue",
+            finished_at=time.time(), message=f"{lost}; resume the job to continue",
         )  # fmt: skip
 
     async def _apply(self, job: JobRecord, info: RayJobInfo) -> None:

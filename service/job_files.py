@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +19,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from data.storage import (
-    exists,
     join_uri,
     list_dir,
     parse_json_rereading,
     read_bytes,
     resolve_uri,
 )
+from data.symbols import safe_symbol
 from ray_jobs.storage import JobStorage, RetryPolicy
 
 # One path segment: starts with a letter/digit (so never "." or ".." or a hidden file).
@@ -37,6 +38,15 @@ SUBMIT_RETRY = RetryPolicy(attempts=4, base_delay_s=0.25, max_delay_s=2.0)
 
 class UnsafePath(ValueError):
     """A user-supplied path could leave the job's prefix; the message says which part."""
+
+
+class StorageUnreadable(RuntimeError):
+    """The storage root cannot be read: its endpoint does not answer, its bucket does not
+    exist, or access is denied. Not an absent file: that stays FileNotFoundError."""
+
+    def __init__(self, uri: str, cause: BaseException | str) -> None:
+        super().__init__(f"cannot read {uri}: {cause}")
+        self.uri, self.cause = uri, cause
 
 
 def safe_relpath(path: str, *, what: str = "artifact path") -> str:
@@ -59,6 +69,14 @@ def safe_relpath(path: str, *, what: str = "artifact path") -> str:
                 "._=+@- only, not starting with '.')"
             )
     return path
+
+
+def stored_relpath(path: str) -> str:
+    """A checked path under units/ whose first segment, a symbol, may be spelled as the
+    data spells it: `BRK.B/ols/f0/...` -> `BRK_B/ols/f0/...`, where the job stores it
+    (`data.symbols.safe_symbol`; a safe name maps to itself)."""
+    symbol, sep, rest = safe_relpath(path).partition("/")
+    return safe_symbol(symbol) + sep + rest
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,22 @@ class JobFiles:
                 raise FileNotFoundError(f"bucket {bucket!r} does not exist: create it, or fix "
                                         "QUANTRAY_STORAGE_URI")
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Reads of a job's files: an absent file (FileNotFoundError) only where the storage
+        answers and its bucket exists (an S3 key in a missing bucket reads as absent too);
+        any other OSError (endpoint down, access denied) is `StorageUnreadable`."""
+        try:
+            yield
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            try:
+                self.check()
+            except OSError as down:
+                raise StorageUnreadable(self.storage_uri, down) from None
+            raise FileNotFoundError(str(exc)) from None
+        except OSError as exc:
+            raise StorageUnreadable(self.storage_uri, exc) from None
+
     def write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
         """Write spec.json, retrying transient errors for a few seconds (a submit waits on
         it); a `StorageError` names the URI and the cause when it cannot."""
@@ -175,34 +209,49 @@ class JobFiles:
             return None
         return progress
 
+    # The reads below raise FileNotFoundError for an absent file and `StorageUnreadable`
+    # when the storage itself cannot be read (see `_reading`).
     def read_summary(self, job_id: str) -> Any:
-        return json.loads(read_bytes(self.uri(job_id, "results", "summary.json")))
+        with self._reading():
+            raw = read_bytes(self.uri(job_id, "results", "summary.json"))
+        return json.loads(raw)
 
     def read_leaderboard(self, job_id: str) -> pa.Table:
         fs, path = resolve_uri(self.uri(job_id, "results", "leaderboard.parquet"))
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            raise FileNotFoundError(f"job {job_id} has no results/leaderboard.parquet yet")
-        return pq.read_table(path, filesystem=fs)
+        with self._reading():
+            if fs.get_file_info(path).type != pafs.FileType.File:
+                raise FileNotFoundError(f"job {job_id} has no results/leaderboard.parquet yet")
+            return pq.read_table(path, filesystem=fs)
 
     def plot_bytes(self, job_id: str, name: str) -> bytes:
         if not _PLOT_RE.match(name):
             raise UnsafePath(f"plot name {name!r} must be a plain file name ending in .png")
-        return read_bytes(self.uri(job_id, "results", "plots", name))
+        with self._reading():
+            return read_bytes(self.uri(job_id, "results", "plots", name))
 
     def list_plots(self, job_id: str) -> list[str]:
+        """The plots' names; [] while there are none (a missing bucket is not "none")."""
         uri = self.uri(job_id, "results", "plots")
-        return [n for n in _list_or_empty(uri) if n.endswith(".png")]
+        try:
+            with self._reading():
+                names = list_dir(uri)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if n.endswith(".png")]
 
     def list_artifacts(self, job_id: str, prefix: str = "") -> list[dict[str, Any]]:
-        """Files under units/ (recursively) as {path, size}, paths relative to units/."""
+        """Files under units/ (recursively) as {path, size}, paths relative to units/; the
+        prefix's symbol may be spelled as in the data (see `stored_relpath`)."""
         base = (
-            self.uri(job_id, "units", safe_relpath(prefix)) if prefix else self.uri(job_id, "units")
-        )
+            self.uri(job_id, "units", stored_relpath(prefix)) if prefix
+            else self.uri(job_id, "units")
+        )  # fmt: skip
         fs, root = resolve_uri(base)
-        if fs.get_file_info(root).type != pafs.FileType.Directory:
-            raise FileNotFoundError(f"job {job_id} has no artifacts under units/{prefix}")
+        with self._reading():
+            if fs.get_file_info(root).type != pafs.FileType.Directory:
+                raise FileNotFoundError(f"job {job_id} has no artifacts under units/{prefix}")
+            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
         units_root = resolve_uri(self.uri(job_id, "units"))[1].rstrip("/") + "/"
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
         return [
             {"path": info.path[len(units_root) :], "size": info.size}
             for info in sorted(infos, key=lambda i: i.path)
@@ -211,10 +260,11 @@ class JobFiles:
 
     def open_artifact(self, job_id: str, relpath: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunk iterator) for file units/{relpath}; FileNotFoundError if absent."""
-        fs, path = resolve_uri(self.uri(job_id, "units", safe_relpath(relpath)))
-        info = fs.get_file_info(path)
-        if info.type != pafs.FileType.File:
-            raise FileNotFoundError(f"job {job_id} has no artifact {relpath!r}")
+        fs, path = resolve_uri(self.uri(job_id, "units", stored_relpath(relpath)))
+        with self._reading():
+            info = fs.get_file_info(path)
+            if info.type != pafs.FileType.File:
+                raise FileNotFoundError(f"job {job_id} has no artifact {relpath!r}")
 
         def chunks() -> Iterator[bytes]:
             with fs.open_input_stream(path) as stream:
@@ -222,7 +272,3 @@ class JobFiles:
                     yield chunk
 
         return int(info.size or 0), chunks()
-
-
-def _list_or_empty(uri: str) -> list[str]:
-    return list_dir(uri) if exists(uri) else []

@@ -44,6 +44,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body larger than QUANTRAY_MAX_BODY_BYTES",
         415: "Content-Type is not application/json or application/yaml",
         422: "Invalid spec; `errors` names each field",
+        503: "A dependency is down: the job storage (QUANTRAY_STORAGE_URI) or Ray",
     }.items()
 }
 _SPEC_BODY = {
@@ -69,6 +70,12 @@ _SPEC_BODY = {
 
 def _input_error(exc: InputError) -> ApiError:
     return ApiError(_INPUT_STATUS[exc.kind], exc.kind, exc.message, exc.errors)
+
+
+def storage_unavailable(doing: str, uri: str, cause: object, then: str) -> ApiError:
+    """The 503 of a storage that cannot be reached, or whose bucket does not exist."""
+    return ApiError(503, "storage_unavailable", f"could not {doing} {uri} ({cause}); check "
+                    f"QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) and {then}")
 
 
 def _get(state: AppState, job_id: str, principal: Principal) -> JobRecord:
@@ -130,10 +137,8 @@ def _create(
     except JobConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except StorageError as exc:  # nothing was stored: a later submit is safe
-        raise ApiError(503, "storage_unavailable", f"could not write the job's spec to "
-                       f"{exc.uri} ({exc.cause}); check QUANTRAY_STORAGE_URI (its bucket, "
-                       "endpoint and credentials) and submit again: nothing was stored"
-                       ) from None
+        raise storage_unavailable("write the job's spec to", exc.uri, exc.cause,
+                                  "submit again: nothing was stored") from None
 
 
 @router.post(
@@ -167,8 +172,9 @@ def list_jobs(
     state: StateDep,
     principal: PrincipalDep,
     status: Annotated[
-        Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None,
-        Query(description="Only jobs in this status"),
+        list[Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]]
+        | None,
+        Query(max_length=6, description="Only jobs in this status (repeat: in any of them)"),
     ] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int | None, Query(ge=1, description="Default QUANTRAY_PAGE_SIZE")] = None,

@@ -11,7 +11,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -184,14 +184,17 @@ class JobStore:
         return JobRecord.from_row(row)
 
     def list(
-        self, principal: Principal, *, status: str | None, offset: int, limit: int
+        self, principal: Principal, *, status: str | Sequence[str] | None, offset: int,
+        limit: int,
     ) -> tuple[list[JobRecord], int]:
-        """Newest first; returns (page, total matching)."""
+        """Newest first; returns (page, total matching). `status`: one, or any of several."""
         where = []
         if not principal.admin:
             where.append(jobs.c.owner == principal.name)
-        if status is not None:
+        if isinstance(status, str):
             where.append(jobs.c.status == status)
+        elif status:
+            where.append(jobs.c.status.in_(sorted(set(status))))
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(jobs).where(*where)).scalar_one()
             rows = conn.execute(

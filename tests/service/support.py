@@ -18,12 +18,13 @@ TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
 
 
 class LiveServer:
-    """Serve an ASGI app over real HTTP on a free loopback port, in a background thread."""
+    """Serve an ASGI app over real HTTP on a free loopback port (or `port`: a restarted
+    server on its predecessor's), in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)

@@ -93,6 +93,26 @@ def test_paging_and_status_filter(api: Any) -> None:
     assert walked == ids[::-1]
 
 
+def test_status_filter_takes_repeated_values(api: Any) -> None:
+    """?status=a&status=b lists jobs in any of them (not only the last), and the next-page
+    link keeps every value."""
+    with api.client() as c:
+        ids = [c.post("/v1/jobs", json={**SPEC, "name": f"j{i}"}).json()["id"] for i in range(5)]
+        c.post(f"/v1/jobs/{ids[0]}/cancel")
+        JobStore(api.engine).transition(ids[1], "queued", status="failed")
+        both = c.get("/v1/jobs", params=[("status", "cancelled"), ("status", "failed")]).json()
+        walked: list[str] = []
+        url: str | None = "/v1/jobs?status=failed&status=cancelled&page_size=1"
+        while url:
+            page = c.get(url).json()
+            walked += [j["id"] for j in page["items"]]
+            url = page["next"]
+        bad = c.get("/v1/jobs", params=[("status", "queued"), ("status", "done")])
+    assert {j["id"] for j in both["items"]} == set(ids[:2]) and both["total"] == 2
+    assert walked == [ids[1], ids[0]]
+    assert bad.status_code == 422 and "status" in bad.json()["message"]
+
+
 def test_ownership_other_key_gets_404_admin_sees_all(api: Any) -> None:
     with api.client("alice") as alice, api.client("bob") as bob, api.client("admin") as admin:
         a = alice.post("/v1/jobs", json=SPEC).json()["id"]
@@ -395,3 +415,80 @@ def test_an_unexpected_error_is_a_json_500(api: Any, monkeypatch: Any) -> None:
         r = c.post("/v1/jobs", json=SPEC)
     assert r.status_code == 500
     assert r.json()["error"] == "internal" and "RuntimeError" in r.json()["message"]
+
+
+READ_ROUTES = ("results", "summary", "artifacts", "artifacts/AAA/ols/f0/metrics.json", "plots",
+               "plots/comparison.png")  # fmt: skip
+
+
+def test_read_routes_say_storage_is_unavailable_not_missing_files(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Every route that reads job storage answers a JSON 503 `storage_unavailable` naming
+    QUANTRAY_STORAGE_URI when the bucket is gone or the endpoint does not answer (not a 500,
+    a 404 "has no results" or an empty plot list); an absent file in a reachable bucket
+    stays a 404 (moto on loopback)."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    from service.local_ray import free_port
+    from tests.service.conftest import make_settings, start_api
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"
+                       }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", scheme="http",
+                           allow_bucket_creation=True, allow_bucket_deletion=True)
+    s3.create_dir("qr-store")
+    uri = f"s3://qr-store/store?endpoint_override={endpoint}&region=us-east-1&scheme=http"
+    server, api = start_api(make_settings(tmp_path, storage_uri=uri), {"alice": False})
+    answers: dict[str, dict[str, Any]] = {}
+    try:
+        with api.client() as c:
+            job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+            for when in ("reachable", "no bucket", "endpoint down"):
+                if when == "no bucket":
+                    s3.delete_dir("qr-store")
+                elif when == "endpoint down":
+                    moto.stop()
+                answers[when] = {r: c.get(f"/v1/jobs/{job_id}/{r}") for r in READ_ROUTES}
+    finally:
+        server.__exit__()
+        if "endpoint down" not in answers:
+            moto.stop()
+    reachable = answers.pop("reachable")
+    assert {r: a.status_code for r, a in reachable.items()} == {
+        **dict.fromkeys(READ_ROUTES, 404), "plots": 200}
+    assert reachable["plots"].json() == {"plots": []}
+    for when, by_route in answers.items():
+        for route, answer in by_route.items():
+            assert answer.status_code == 503, (when, route, answer.text)
+            body = answer.json()
+            assert body["error"] == "storage_unavailable", (when, route, body)
+            assert "QUANTRAY_STORAGE_URI" in body["message"] and "qr-store" in body["message"]
+            assert job_id in body["message"]
+    assert "does not exist" in answers["no bucket"]["summary"].json()["message"]
+
+
+def test_artifacts_found_by_the_symbol_as_the_data_spells_it(api: Any) -> None:
+    """Units of BRK.B are stored under units/BRK_B/ (data.symbols.safe_symbol): the path's
+    symbol and ?prefix= may be spelled either way."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        model = api.storage / "jobs" / job_id / "units" / "BRK_B" / "ols" / "f0" / "model"
+        model.mkdir(parents=True)
+        (model / "metadata.json").write_text('{"symbol": "BRK.B"}')
+        for symbol in ("BRK.B", "BRK_B"):
+            got = c.get(f"/v1/jobs/{job_id}/artifacts/{symbol}/ols/f0/model/metadata.json")
+            assert got.status_code == 200, (symbol, got.text)
+            assert got.json() == {"symbol": "BRK.B"}
+            listed = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": symbol})
+            assert listed.status_code == 200, (symbol, listed.text)
+            assert listed.json()["files"] == [
+                {"path": "BRK_B/ols/f0/model/metadata.json", "size": 19}]
+        assert c.get(f"/v1/jobs/{job_id}/artifacts/BRK.B/ols/f1/x.json").status_code == 404

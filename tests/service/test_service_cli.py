@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from service.app import create_app
 from service.cli import main
 
 SPEC_YAML = """name: cli-job
@@ -77,7 +78,7 @@ def test_cli_against_the_api(
     spec = tmp_path / "job.yaml"
     spec.write_text(SPEC_YAML)
     try:
-        code, out, err = _run(capsys, "submit", str(spec), "--wait", "--interval", "0.05")
+        code, out, err = _run(capsys, "submit", str(spec), "--wait", "--interval", "0.2")
         job_id = out.strip()
         assert code == 0, err
         assert job_id.startswith("qr-")
@@ -154,3 +155,159 @@ def test_cli_api_url_without_scheme_is_named(
     monkeypatch.setenv("QUANTRAY_API", "127.0.0.1:9")
     code, _, err = _run(capsys, "list")
     assert code == 1 and "http://127.0.0.1:9" in err and "scheme" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("logs", "qr-x", "-f", "--interval", "-1"), "--interval: -1 s is out of range"),
+        (("submit", "spec.yaml", "--wait", "--interval", "0"), "--interval: 0 s is out of"),
+        (("logs", "qr-x", "--interval", "nan"), "--interval: nan s is out of range"),
+        (("logs", "qr-x", "--interval", "61"), "poll every 0.2 to 60 seconds"),
+        (("list", "--page-size", "0"), "--page-size: 0 is below 1"),
+        (("list", "--page", "0"), "--page: 0 is below 1"),
+        (("list", "--status", "done"), "--status: invalid choice: 'done'"),
+    ],
+)
+def test_cli_refuses_out_of_range_options(
+    argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_api_and_key_messages_list_filters_and_models_presets(
+    api: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """No key: says which setting to set. --api/--api-key before the command work, an API
+    URL given with /v1 works, --status repeats, and `models` shows the presets."""
+    monkeypatch.delenv("QUANTRAY_API_KEY", raising=False)
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    code, _, err = _run(capsys, "list")
+    assert code == 1 and "set QUANTRAY_API_KEY or pass --api-key" in err and "Bearer" not in err
+    key = api.keys["alice"]
+    with api.client() as c:
+        ids = [c.post("/v1/jobs", json={**SPEC_JSON, "name": f"j{i}"}).json()["id"]
+               for i in range(3)]  # fmt: skip
+        c.post(f"/v1/jobs/{ids[0]}/cancel")
+    monkeypatch.setenv("QUANTRAY_API", "http://127.0.0.1:9")  # the options must win
+    code, out, err = _run(capsys, "--api", api.url, "--api-key", key, "list", "--json")
+    assert code == 0, err
+    assert {j["id"] for j in json.loads(out)["items"]} == set(ids)
+    monkeypatch.setenv("QUANTRAY_API", api.url + "/v1/")
+    monkeypatch.setenv("QUANTRAY_API_KEY", key)
+    code, out, err = _run(capsys, "list", "--status", "cancelled", "--status", "queued",
+                          "--json", "--page-size", "2")  # fmt: skip
+    assert code == 0, err
+    page = json.loads(out)
+    assert page["total"] == 3 and len(page["items"]) == 2
+    code, out, err = _run(capsys, "list", "--status", "cancelled", "--json")
+    assert [j["id"] for j in json.loads(out)["items"]] == [ids[0]]
+
+    code, out, err = _run(capsys, "models")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split()[-1] == "PRESETS"
+    lstm = next(r for r in rows if r.startswith("lstm "))
+    assert lstm.endswith("fast, balanced, quality"), lstm
+    code, out, err = _run(capsys, "models", "lstm")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split()[:5] == ["PRESET", "EPOCHS", "PATIENCE", "BATCH_SIZE", "LR"]
+    assert [r.split()[:2] for r in rows] == [["fast", "10"], ["balanced", "30"],
+                                             ["quality", "60"]]  # fmt: skip
+    assert "hidden_size=32" in rows[0]
+    code, _, err = _run(capsys, "models", "lstmm")
+    assert code == 1 and "no model 'lstmm'" in err
+
+
+SPEC_JSON: dict[str, Any] = {"name": "cli-job", "dataset": {"uri": "sample:sp500", "symbols": 2},
+                             "models": ["ols"]}  # fmt: skip
+
+
+def test_submit_wait_rides_out_an_api_restart(
+    tmp_path: Path,
+    fake_ray: tuple[Any, str],
+    qr: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The API stops while `submit --wait` follows a running job and comes back on the same
+    port: the CLI says it is retrying, then reports the job's end (exit 0)."""
+    fake, ray_url = fake_ray
+    settings = qr.make_settings(tmp_path, ray_address=ray_url, max_running_jobs=1)
+    server, api = qr.start_api(settings, {"alice": False})
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SPEC_YAML)
+    result: dict[str, int] = {}
+    cli = threading.Thread(target=lambda: result.update(code=main(
+        ["submit", str(spec), "--wait", "--interval", "0.2"])), daemon=True)  # fmt: skip
+    cli.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not fake.jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (sid,) = fake.jobs
+        fake.set_status(sid, "RUNNING")
+        time.sleep(0.5)
+        server.__exit__()  # the API goes away mid-wait
+        time.sleep(1.5)
+        server = qr.LiveServer(create_app(settings), port=server.port)
+        server.__enter__()
+        fake.set_status(sid, "SUCCEEDED")
+        cli.join(timeout=30)
+    finally:
+        server.__exit__()
+    out, err = capsys.readouterr()
+    assert not cli.is_alive() and result.get("code") == 0, err
+    assert out.strip() == sid
+    assert "cannot reach the quantray API" in err and "retrying for up to 60 s" in err
+    assert err.rstrip().endswith("succeeded")
+
+
+def test_ctrl_c_while_following_says_the_job_goes_on(
+    tmp_path: Path,
+    fake_ray: tuple[Any, str],
+    qr: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Ctrl-C in `submit --wait` and `logs -f`: one line on how to follow or stop the job,
+    exit status 130, no traceback."""
+    import types
+
+    from service import cli_jobs
+
+    fake, ray_url = fake_ray
+    settings = qr.make_settings(tmp_path, ray_address=ray_url, max_running_jobs=1)
+    server, api = qr.start_api(settings, {"alice": False})
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SPEC_YAML)
+
+    def ctrl_c(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_jobs, "time", types.SimpleNamespace(sleep=ctrl_c,
+                                                                monotonic=time.monotonic))
+    try:
+        code, out, err = _run(capsys, "submit", str(spec), "--wait")
+        job_id = out.strip()
+        assert code == 130, err
+        assert err.splitlines()[-1] == (f"job {job_id} keeps running; `quantray status "
+                                        f"{job_id}` to follow it, `quantray cancel {job_id}` "
+                                        "to stop it")  # fmt: skip
+        assert "Traceback" not in err
+        deadline = time.monotonic() + 20
+        while job_id not in fake.jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fake.set_status(job_id, "RUNNING")
+        code, out, err = _run(capsys, "logs", job_id, "-f")
+        assert code == 130 and out == f"log of {job_id}\n", err
+        assert err.splitlines()[-1].startswith(f"job {job_id} keeps running;")
+    finally:
+        server.__exit__()

@@ -265,6 +265,25 @@ def test_restart_reconcile_marks_vanished_interrupted_and_resume_resubmits(
     assert last["metadata"]["quantray_attempt"] == "1"
 
 
+def test_cancel_while_ray_is_away_ends_cancelled_when_ray_forgot_the_job(
+    rig: tuple[Rig, Any],
+) -> None:
+    """A cancel sent while the Ray head is down is stored (cancel_requested); a head that
+    comes back without the job means the job stopped: `cancelled`, not `interrupted`."""
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    fake.set_status(job_id, "RUNNING")
+    flagged = r.store.request_cancel(r.store.get(job_id))  # the stop could not be delivered
+    assert flagged.status == "running" and flagged.cancel_requested
+    fake.forget_all()  # the head restarted without it
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "cancelled", job
+    assert job.message.startswith("cancelled on request;") and job_id in job.message
+    assert r.store.resume(job).status == "queued"  # what finished is kept; resume goes on
+
+
 def test_crash_between_claim_and_post(rig: tuple[Rig, Any]) -> None:
     """A claimed-but-unposted job is posted once; a posted-but-unrecorded one is adopted."""
     r, fake = rig
