@@ -187,6 +187,19 @@ class JobFiles:
         storage = JobStorage(self.storage_uri, job_id, retry=SUBMIT_RETRY)
         storage.write_bytes("spec.json", text.encode())
 
+    def has_spec(self, job_id: str) -> bool:
+        """Whether jobs/{job_id}/spec.json is in this storage (False: the job was stored
+        elsewhere, e.g. QUANTRAY_STORAGE_URI changed since it was submitted);
+        `StorageUnreadable` when the storage cannot be read."""
+        fs, path = resolve_uri(self.uri(job_id, "spec.json"))
+        try:
+            with self._reading():
+                if fs.get_file_info(path).type != pafs.FileType.File:
+                    raise FileNotFoundError(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     def remove_job(self, job_id: str) -> None:
         """Delete everything under jobs/{job_id}/ (undo of a job whose row never landed)."""
         fs, path = resolve_uri(self.uri(job_id))

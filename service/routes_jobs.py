@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 from ray_jobs.storage import StorageError
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
+from service.job_files import StorageUnreadable
 from service.keys import Principal
 from service.ray_client import RayError, RayUnavailable
 from service.schemas import (
@@ -233,6 +234,17 @@ async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> J
 )  # fmt: skip
 def resume_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
     job = _get(state, job_id, principal)
+    try:
+        stored = state.files.has_spec(job.id)
+    except StorageUnreadable as exc:
+        raise storage_unavailable("read the job's spec from", exc.uri, exc.cause,
+                                  "resume again") from None
+    if not stored:  # its driver would fail at once, reading a spec that is not there
+        raise ApiError(409, "conflict", (
+            f"job {job.id}'s files are not in the storage this API uses "
+            f"(QUANTRAY_STORAGE_URI={state.settings.storage_uri}: no "
+            f"{state.files.uri(job.id, 'spec.json')}); if the setting changed since the job "
+            "was submitted, set it back to where the job was stored and resume again"))
     try:
         return _public(state, state.store.resume(job), detail=True)
     except JobConflict as exc:

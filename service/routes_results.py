@@ -25,9 +25,13 @@ FILTER_COLUMNS = ("symbol", "model", "horizon", "split", "fold")
 
 def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") -> ApiError:
     if status in ("queued", "running"):
-        why = "yet: results appear when units finish"
+        why = (f"yet: the leaderboard, summary and plots are written when the job ends "
+               f"(progress: GET /v1/jobs/{job_id}; each unit's files appear under "
+               f"/artifacts as it finishes)")
     else:  # final: nothing more will appear unless the job is resumed
-        why = f"(list what it has with GET /v1/jobs/{job_id}/{listing})"
+        why = (f"(list what it has with GET /v1/jobs/{job_id}/{listing}; if "
+               f"QUANTRAY_STORAGE_URI changed since the job ran, its files are in the "
+               f"storage it ran with)")
     return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
 
 

@@ -169,6 +169,24 @@ def test_cancel_and_resume_state_rules(api: Any) -> None:
         assert logs.status_code == 409 and "no Ray logs" in logs.json()["message"]
 
 
+def test_resume_refuses_a_job_whose_files_are_not_in_this_storage(api: Any) -> None:
+    """A job stored under another QUANTRAY_STORAGE_URI (the setting changed since it was
+    submitted): resume would start a driver that fails at once on a missing spec.json, so
+    it is refused, naming the setting, and the job is left as it was."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        stored = api.storage / "jobs" / job_id
+        stored.rename(stored.with_name("elsewhere"))
+        refused = c.post(f"/v1/jobs/{job_id}/resume")
+        assert refused.status_code == 409
+        assert "QUANTRAY_STORAGE_URI=" in refused.json()["message"]
+        assert "set it back" in refused.json()["message"]
+        assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        stored.with_name("elsewhere").rename(stored)
+        assert c.post(f"/v1/jobs/{job_id}/resume").json()["status"] == "queued"
+
+
 def _write_results(api: Any, job_id: str, progress: dict[str, Any]) -> None:
     base = api.storage / "jobs" / job_id
     (base / "results" / "plots").mkdir(parents=True)
@@ -252,7 +270,8 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
         assert other.status_code == 404 and "yet" in other.json()["message"]
         JobStore(api.engine).transition(job_id, "queued", status="cancelled")
         other = c.get(f"/v1/jobs/{job_id}/plots/other.png")
-        assert other.json()["message"].endswith(f"with GET /v1/jobs/{job_id}/plots)")
+        assert f"with GET /v1/jobs/{job_id}/plots; if QUANTRAY_STORAGE_URI changed" in (
+            other.json()["message"])
         listing = c.get(f"/v1/jobs/{job_id}/artifacts").json()["files"]
         assert listing == [{"path": "AAA/ols/model.bin", "size": 256_000}]
         blob = c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/model.bin")
