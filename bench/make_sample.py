@@ -2,7 +2,8 @@
 
 The sample is the first N symbols (alphabetical) among those with the full 1,259-row
 history in `../shared/data/sp500_daily.parquet` that pass `data.validation` (CHD, with a
-bad print on 2014-05-19, does not), with the same columns and types, zstd compressed. Run from the repository root:
+bad print on 2014-05-19, does not), with the same columns and types, zstd compressed.
+Run from the repository root:
 
     .venv/bin/python bench/make_sample.py            # rebuild and check
     .venv/bin/python bench/make_sample.py --check    # only check the committed file
