@@ -79,25 +79,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    from ray_jobs.driver_log import StoredLog
+
+    # The log also goes to the job's storage: Ray forgets it when its head restarts.
+    stored = StoredLog(storage, args.attempt)
+    root = logging.getLogger()
+    stored.setFormatter(root.handlers[0].formatter if root.handlers else None)
+    root.addHandler(stored)
+    stored.start()
+    try:
+        return _run(spec, storage, args.attempt, stored)
+    except BaseException as exc:  # the traceback goes to stderr as usual, and is stored
+        stored.emit(logging.LogRecord("quantray.run", logging.ERROR, __file__, 0,
+                                      "the driver failed", None, (type(exc), exc,
+                                                                 exc.__traceback__)))
+        raise
+    finally:
+        root.removeHandler(stored)
+        stored.close()
+
+
+def _run(spec, storage, attempt: int, stored: logging.Handler) -> int:
     import ray
 
     from ray_jobs.driver import JobInputError, JobSpecMismatch, run_job
     from ray_jobs.stop import JobCancelled, request_stop
+
+    def say(text: str, *, error: bool = False) -> None:  # printed, and kept in the stored log
+        print(text, file=sys.stderr if error else sys.stdout)
+        stored.emit(logging.LogRecord("quantray.run", logging.ERROR if error else logging.INFO,
+                                      __file__, 0, text, None, None))
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # `ray job stop` / the API's cancel: SIGTERM
         signal.signal(sig, request_stop)
     try:
-        summary = run_job(spec, storage, attempt=args.attempt)
+        summary = run_job(spec, storage, attempt=attempt)
     except (JobSpecMismatch, JobInputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", error=True)
         return 2
     except JobCancelled as exc:
-        print(f"job {storage.job_id}: {exc}; the finished units' results are at "
-              f"{storage.uri_of('results')}")
+        say(f"job {storage.job_id}: {exc}; the finished units' results are at "
+            f"{storage.uri_of('results')}")
         return 128 + exc.signum
-    print(f"job {storage.job_id}: results at {storage.uri_of('results')}")
+    say(f"job {storage.job_id}: results at {storage.uri_of('results')}")
     return 1 if summary["failed_units"] else 0
 
 

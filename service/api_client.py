@@ -88,8 +88,9 @@ class ApiClient:
     def resume(self, job_id: str) -> dict:
         return self.request("POST", f"/v1/jobs/{job_id}/resume").json()
 
-    def logs(self, job_id: str) -> str:
-        return self.request("GET", f"/v1/jobs/{job_id}/logs").text
+    def logs(self, job_id: str, attempt: int | None = None) -> str:
+        params = {} if attempt is None else {"attempt": attempt}
+        return self.request("GET", f"/v1/jobs/{job_id}/logs", params=params).text
 
     def results(self, job_id: str, filters: dict[str, list], *, csv: bool) -> httpx.Response:
         params = {k: v for k, v in filters.items() if v}

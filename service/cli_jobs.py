@@ -94,8 +94,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("job_id")
         p.set_defaults(func=_cancel if name == "cancel" else _resume)
 
-    p = subparsers.add_parser("logs", parents=[common], help="the job driver's log from Ray")
+    p = subparsers.add_parser("logs", parents=[common], help="the job driver's log (from Ray, "
+                              "or the copy the job stored when Ray has none)")
     p.add_argument("job_id")
+    p.add_argument("--attempt", type=_attempt, default=None,
+                   help="an earlier attempt's log (0 first, +1 per resume; default the latest)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
     p.add_argument("--interval", type=_interval, default=POLL_S,
                    help=f"poll seconds for -f ({INTERVAL_S[0]:g}-{INTERVAL_S[1]:g}, "
@@ -275,6 +278,16 @@ def _resume(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
+def _attempt(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number, 0 or more")
+    return value
+
+
 def _logs(args: argparse.Namespace) -> int:
     from service.cli_format import FINAL_STATUSES
 
@@ -284,9 +297,9 @@ def _logs(args: argparse.Namespace) -> int:
             if args.follow:  # an API restart while following: retried, as for --wait
                 final = _retrying(lambda: client.job(args.job_id), args.job_id)["status"] \
                     in FINAL_STATUSES  # fmt: skip
-                text = _retrying(lambda: client.logs(args.job_id), args.job_id)
+                text = _retrying(lambda: client.logs(args.job_id, args.attempt), args.job_id)
             else:
-                final, text = True, client.logs(args.job_id)
+                final, text = True, client.logs(args.job_id, args.attempt)
             # Ray returns the whole log each time; print only what is new.
             sys.stdout.write(text[printed:] if len(text) >= printed else text)
             sys.stdout.flush()

@@ -187,6 +187,18 @@ class JobFiles:
         storage = JobStorage(self.storage_uri, job_id, retry=SUBMIT_RETRY)
         storage.write_bytes("spec.json", text.encode())
 
+    def read_driver_log(self, job_id: str, attempt: int) -> str | None:
+        """The copy of attempt `attempt`'s driver log the job stored (`ray_jobs.driver_log`),
+        or None when there is none; `StorageUnreadable` when the storage cannot be read."""
+        from ray_jobs.driver_log import log_path
+
+        try:
+            with self._reading():
+                raw = read_bytes(self.uri(job_id, *log_path(attempt).split("/")))
+        except FileNotFoundError:
+            return None
+        return raw.decode("utf-8", errors="replace")
+
     def has_spec(self, job_id: str) -> bool:
         """Whether jobs/{job_id}/spec.json is in this storage (False: the job was stored
         elsewhere, e.g. QUANTRAY_STORAGE_URI changed since it was submitted);

@@ -255,21 +255,48 @@ def resume_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPubl
     "/{job_id}/logs", response_class=PlainTextResponse, responses=_ERRORS,
     summary="The job driver's log, from Ray",
 )  # fmt: skip
-async def job_logs(job_id: str, state: StateDep, principal: PrincipalDep) -> PlainTextResponse:
+async def job_logs(
+    job_id: str, state: StateDep, principal: PrincipalDep,
+    attempt: Annotated[int | None, Query(ge=0, description=(
+        "an earlier attempt's log (0 first, +1 per resume), from the copy the job stored; "
+        "default: the latest attempt, from Ray, or from that copy when Ray has none"))] = None,
+) -> PlainTextResponse:
     job = await run_in_threadpool(_get, state, job_id, principal)
+    if attempt is not None and attempt > job.attempt:
+        raise ApiError(422, "invalid", f"job {job.id} has attempts 0..{job.attempt}",
+                       [{"field": "query.attempt", "message": f"use 0 to {job.attempt}"}])
+    if attempt is not None and attempt < job.attempt:
+        return await _stored_log(state, job, attempt, f"attempt {attempt}'s driver log")
     if job.ray_submission_id is None:
-        raise ApiError(409, "conflict", f"job {job.id} is {job.status} and has no Ray logs yet")
+        raise ApiError(409, "conflict", f"job {job.id} is {job.status} and has no Ray logs "
+                       f"{'yet' if job.status == 'queued' else '(it never reached Ray)'}")
+    why = None
     if state.ray is None:
-        raise ApiError(503, "unavailable", "no Ray cluster configured (QUANTRAY_RAY_ADDRESS)")
+        why = "no Ray cluster is configured (QUANTRAY_RAY_ADDRESS)"
+    else:
+        try:
+            text = await state.ray.logs(job.ray_submission_id)
+        except RayUnavailable as exc:
+            why = f"Ray is unavailable: {exc}"
+        except RayError as exc:
+            raise ApiError(502, "ray_error", str(exc)) from None
+        else:
+            if text is not None:
+                return PlainTextResponse(text)
+            why = (f"Ray has no record of submission {job.ray_submission_id} (the head was "
+                   "restarted?)")
+    return await _stored_log(state, job, job.attempt, why)
+
+
+async def _stored_log(state: AppState, job: JobRecord, attempt: int, why: str) -> PlainTextResponse:
+    """The driver log the job stored for `attempt`, under a line saying where it is from."""
     try:
-        text = await state.ray.logs(job.ray_submission_id)
-    except RayUnavailable as exc:
-        raise ApiError(503, "unavailable", str(exc)) from None
-    except RayError as exc:
-        raise ApiError(502, "ray_error", str(exc)) from None
+        text = await run_in_threadpool(state.files.read_driver_log, job.id, attempt)
+    except StorageUnreadable as exc:
+        raise storage_unavailable(f"read job {job.id}'s stored log from", exc.uri, exc.cause,
+                                  "retry") from None
     if text is None:
-        raise ApiError(
-            404, "not_found",
-            f"Ray has no record of submission {job.ray_submission_id} (the head was restarted?)",
-        )  # fmt: skip
-    return PlainTextResponse(text)
+        raise ApiError(404, "not_found", f"{why}, and job {job.id} stored no driver log for "
+                       f"attempt {attempt}")
+    head = f"[{why}: the driver's log as the job stored it; workers' output is not in it]\n"
+    return PlainTextResponse(head + text)

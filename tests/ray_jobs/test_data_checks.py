@@ -39,6 +39,11 @@ def test_long_gap_is_a_warning_in_the_log_and_summary(ray_cluster: str, tmp_path
     assert "1 gap between consecutive bars longer than 10 days" in summary["data_warnings"]["ABT"]
     assert gap in summary["data_warnings"]["ABT"]
     assert "data warning for ABT (kept): data: symbol 'ABT': 1 gap" in log.read_text()
+    # the driver's log is also in the job's storage (Ray forgets it when its head restarts)
+    stored = storage.read_bytes("logs/driver-0.log").decode()
+    assert "data warning for ABT (kept): data: symbol 'ABT': 1 gap" in stored
+    assert stored.rstrip().endswith(f"job {storage.job_id}: results at "
+                                    f"{storage.uri_of('results')}")
 
 
 @pytest.mark.timeout(600)
@@ -57,6 +62,8 @@ def test_no_usable_symbol_exits_2(ray_cluster: str, tmp_path: Path) -> None:
     assert rc == 2, f"exit status {rc}, expected 2 (no usable symbol):\n{log_tail(log)}"
     assert "error: the job's dataset cannot be used: no usable symbol: all 2 symbols" in text
     assert "'FLAT': the close is the same on all" in text  # the first symbol's reason
+    assert ("error: the job's dataset cannot be used: no usable symbol"
+            in storage.read_bytes("logs/driver-0.log").decode())
 
     summary = storage.read_json("results/summary.json")  # the reasons are kept
     assert set(summary["data_errors"]) == {"FLAT", "TINY"}

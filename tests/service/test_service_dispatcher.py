@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -365,9 +366,23 @@ def test_api_restart_keeps_jobs_and_reconciles(
                 lambda: c.get(f"/v1/jobs/{second}").json()["status"] == "running", "second running"
             )
             assert c.get("/v1/jobs").json()["total"] == 2
+            # Ray forgot the first job's log; the copy its driver stored is served instead
+            missing = c.get(f"/v1/jobs/{first}/logs")
+            assert missing.status_code == 404 and "stored no driver log" in missing.json()[
+                "message"]
+            stored = Path(urlsplit(settings.storage_uri).path) / "jobs" / first / "logs"
+            stored.mkdir(parents=True)
+            (stored / "driver-0.log").write_text("12:00 quantray.driver progress 3/9\n")
+            logs = c.get(f"/v1/jobs/{first}/logs")
+            assert logs.status_code == 200 and "Ray has no record of submission" in logs.text
+            assert logs.text.endswith("12:00 quantray.driver progress 3/9\n")
             fake.set_status(second, "SUCCEEDED")
             resumed = c.post(f"/v1/jobs/{first}/resume").json()
             assert resumed["id"] == first and resumed["attempt"] == 1
+            earlier = c.get(f"/v1/jobs/{first}/logs", params={"attempt": 0})
+            assert earlier.text.endswith("progress 3/9\n") and "attempt 0" in earlier.text
+            beyond = c.get(f"/v1/jobs/{first}/logs", params={"attempt": 2})
+            assert beyond.status_code == 422 and "attempts 0..1" in beyond.json()["message"]
             _wait(
                 lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "running",
                 "first running again",

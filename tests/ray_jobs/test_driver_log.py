@@ -1,0 +1,63 @@
+"""The driver's log copy in storage (`ray_jobs.driver_log.StoredLog`), without Ray."""
+
+from __future__ import annotations
+
+import logging
+
+from ray_jobs.driver_log import StoredLog, log_path
+
+
+class _Sink:
+    def __init__(self, fail: int = 0) -> None:
+        self.files: dict[str, bytes] = {}
+        self.writes = 0
+        self.fail = fail
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("endpoint down")
+        self.files[rel] = data
+        self.writes += 1
+
+
+def _logger(handler: logging.Handler) -> logging.Logger:
+    logger = logging.getLogger(f"test.driver_log.{id(handler)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger
+
+
+def test_records_are_stored_per_attempt_and_unchanged_logs_are_not_rewritten(capsys) -> None:
+    sink = _Sink(fail=1)
+    stored = StoredLog(sink, attempt=2, every_s=60)
+    stored.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    log = _logger(stored)
+    log.info("progress 1/4")
+    log.debug("not kept: below INFO")
+    stored.flush()  # the storage is down: reported once, retried at the next flush
+    assert sink.files == {} and "could not store the driver log" in capsys.readouterr().err
+    stored.flush()
+    assert log_path(2) == "logs/driver-2.log"
+    assert sink.files["logs/driver-2.log"].decode().endswith("progress 1/4\n")
+    stored.flush()
+    assert sink.writes == 1  # nothing new: not written again
+    log.warning("unit failed")
+    stored.close()
+    assert sink.writes == 2 and sink.files[log_path(2)].decode().splitlines()[-1].endswith(
+        "unit failed")
+
+
+def test_a_long_log_keeps_its_latest_lines_and_says_how_many_went() -> None:
+    sink = _Sink()
+    stored = StoredLog(sink, attempt=0, every_s=60, max_bytes=1 << 20)
+    log = _logger(stored)
+    for i in range(30_000):
+        log.info("line %05d %s", i, "x" * 40)
+    stored.close()
+    text = sink.files[log_path(0)].decode()
+    assert len(text) <= (1 << 20) + 200
+    first, *rest = text.splitlines()
+    assert first.startswith("[") and "earlier lines dropped" in first
+    assert rest[-1].startswith("line 29999") and int(first[1:].split()[0]) + len(rest) == 30_000
