@@ -32,14 +32,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", dest="job_name", default=None,
                    help="with --spec: the job id (default: spec name + spec fingerprint)")
     p.add_argument("--smoke-test", action="store_true", help="a tiny version of the job")
-    p.add_argument("--attempt", type=_attempt, default=0,
+    p.add_argument("--attempt", type=attempt_number, default=0,
                    help="the service's attempt number of this run of the job (0 first, +1 per "
                    "resume), written into progress.json so a reader can tell it from the "
                    "previous attempt's")
     return p.parse_args(argv)
 
 
-def _attempt(text: str) -> int:
+def attempt_number(text: str) -> int:
+    """argparse type of an attempt number (0 first, +1 per resume); `quantray logs` too."""
     try:
         value = int(text)
     except ValueError:

@@ -54,6 +54,8 @@ def _common() -> argparse.ArgumentParser:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ray_jobs.run import attempt_number  # stdlib only, as this module
+
     if "submit" in subparsers.choices:  # registered already (several names map here)
         return
     common = _common()
@@ -97,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("logs", parents=[common], help="the job driver's log (from Ray, "
                               "or the copy the job stored when Ray has none)")
     p.add_argument("job_id")
-    p.add_argument("--attempt", type=_attempt, default=None,
+    p.add_argument("--attempt", type=attempt_number, default=None,
                    help="an earlier attempt's log (0 first, +1 per resume; default the latest)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
     p.add_argument("--interval", type=_interval, default=POLL_S,
@@ -276,16 +278,6 @@ def _resume(args: argparse.Namespace) -> int:
         print(f"{job['id']}: {job['status']} (attempt {job['attempt']})")
 
     return _run(args, go)
-
-
-def _attempt(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number, 0 or more")
-    return value
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -384,16 +384,12 @@ def test_a_queued_job_says_why_it_waits_when_ray_is_down(tmp_path: Any) -> None:
     assert cancel["message"].startswith("cancel requested, settled once Ray answers again:")
 
 
-def test_storage_that_cannot_be_written_is_a_503_naming_it_and_stores_nothing(
-    tmp_path: Any, monkeypatch: Any
-) -> None:
-    """A missing bucket behind a real S3 endpoint (moto on loopback): the submit is a JSON
-    503 naming QUANTRAY_STORAGE_URI and the bucket, no job row is left, and /readyz says
-    storage is down (it said ok: the endpoint answered)."""
+def _moto(monkeypatch: Any) -> tuple[Any, int]:
+    """A started moto S3 server on a free loopback port (the caller stops it), with test
+    credentials in the environment."""
     from moto.server import ThreadedMotoServer
 
     from service.local_ray import free_port
-    from tests.service.conftest import job_count, make_settings, start_api
 
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"
@@ -402,6 +398,18 @@ def test_storage_that_cannot_be_written_is_a_503_naming_it_and_stores_nothing(
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
+    return moto, port
+
+
+def test_storage_that_cannot_be_written_is_a_503_naming_it_and_stores_nothing(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A missing bucket behind a real S3 endpoint (moto on loopback): the submit is a JSON
+    503 naming QUANTRAY_STORAGE_URI and the bucket, no job row is left, and /readyz says
+    storage is down (it said ok: the endpoint answered)."""
+    from tests.service.conftest import job_count, make_settings, start_api
+
+    moto, port = _moto(monkeypatch)
     try:
         uri = f"s3://no-such-bucket/store?endpoint_override=http://127.0.0.1:{port}"
         server, api = start_api(make_settings(tmp_path, storage_uri=uri), {"alice": False})
@@ -448,18 +456,10 @@ def test_read_routes_say_storage_is_unavailable_not_missing_files(
     a 404 "has no results" or an empty plot list); an absent file in a reachable bucket
     stays a 404 (moto on loopback)."""
     import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
 
-    from service.local_ray import free_port
     from tests.service.conftest import make_settings, start_api
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"
-                       }.items():  # fmt: skip
-        monkeypatch.setenv(key, value)
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
+    moto, port = _moto(monkeypatch)
     endpoint = f"http://127.0.0.1:{port}"
     s3 = pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", scheme="http",
                            allow_bucket_creation=True, allow_bucket_deletion=True)

@@ -226,6 +226,20 @@ SPEC_JSON: dict[str, Any] = {"name": "cli-job", "dataset": {"uri": "sample:sp500
                              "models": ["ols"]}  # fmt: skip
 
 
+def _api_for_the_cli(tmp_path: Path, fake_ray: tuple[Any, str], qr: Any,
+                     monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any, Path]:
+    """(fake Ray, settings, the started API server, a spec file): an API alice's CLI talks
+    to (QUANTRAY_API, QUANTRAY_API_KEY set); the caller stops the server."""
+    fake, ray_url = fake_ray
+    settings = qr.make_settings(tmp_path, ray_address=ray_url, max_running_jobs=1)
+    server, api = qr.start_api(settings, {"alice": False})
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SPEC_YAML)
+    return fake, settings, server, spec
+
+
 def test_submit_wait_rides_out_an_api_restart(
     tmp_path: Path,
     fake_ray: tuple[Any, str],
@@ -235,13 +249,7 @@ def test_submit_wait_rides_out_an_api_restart(
 ) -> None:
     """The API stops while `submit --wait` follows a running job and comes back on the same
     port: the CLI says it is retrying, then reports the job's end (exit 0)."""
-    fake, ray_url = fake_ray
-    settings = qr.make_settings(tmp_path, ray_address=ray_url, max_running_jobs=1)
-    server, api = qr.start_api(settings, {"alice": False})
-    monkeypatch.setenv("QUANTRAY_API", api.url)
-    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
-    spec = tmp_path / "job.yaml"
-    spec.write_text(SPEC_YAML)
+    fake, settings, server, spec = _api_for_the_cli(tmp_path, fake_ray, qr, monkeypatch)
     result: dict[str, int] = {}
     cli = threading.Thread(target=lambda: result.update(code=main(
         ["submit", str(spec), "--wait", "--interval", "0.2"])), daemon=True)  # fmt: skip
@@ -281,13 +289,7 @@ def test_ctrl_c_while_following_says_the_job_goes_on(
 
     from service import cli_jobs
 
-    fake, ray_url = fake_ray
-    settings = qr.make_settings(tmp_path, ray_address=ray_url, max_running_jobs=1)
-    server, api = qr.start_api(settings, {"alice": False})
-    monkeypatch.setenv("QUANTRAY_API", api.url)
-    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
-    spec = tmp_path / "job.yaml"
-    spec.write_text(SPEC_YAML)
+    fake, settings, server, spec = _api_for_the_cli(tmp_path, fake_ray, qr, monkeypatch)
 
     def ctrl_c(_seconds: float) -> None:
         raise KeyboardInterrupt
