@@ -109,3 +109,27 @@ def test_orphaned_groups_are_this_jobs_live_groups_whose_creator_actor_died() ->
     ]  # fmt: skip
     assert orphaned_groups(rows, "01000000") == ["a1" * 14 + "01000000", "b2" * 14 + "01000000"]
     assert orphaned_groups(rows, "03000000") == []
+
+
+def test_dead_drivers_in_the_gcs_table_count_as_ended_quantray_jobs(monkeypatch) -> None:
+    """The GCS job table lists every driver, also one the state API's `list_jobs` leaves
+    out: a dead `ray_jobs.run` driver there is an ended quantray job; a live one, or
+    someone else's, is not."""
+    import ray._private.state
+
+    from ray_jobs import cluster_gc
+
+    rows = [
+        {"JobID": "05000000", "IsDead": True,
+         "Entrypoint": "/venv/bin/python -m ray_jobs.run --job-id qr-1 --storage s3://b"},
+        {"JobID": "06000000", "IsDead": False, "Entrypoint": "python -m ray_jobs.run --job-id x"},
+        {"JobID": "07000000", "IsDead": True, "Entrypoint": "python train.py"},
+    ]  # fmt: skip
+    monkeypatch.setattr(ray._private.state, "jobs", lambda: rows)
+    assert cluster_gc._gcs_dead_drivers() == {"05000000"}
+
+    def down() -> list:
+        raise ConnectionError("GCS unreachable")
+
+    monkeypatch.setattr(ray._private.state, "jobs", down)
+    assert cluster_gc._gcs_dead_drivers() == set()  # best effort: logged, nothing added
