@@ -318,9 +318,10 @@ def _models(args: argparse.Namespace) -> int:
         if isinstance(models, dict):  # {name: {kind, ...}} form of an exported catalog
             models = [{"name": k, **(v if isinstance(v, dict) else {})} for k, v in models.items()]
         if args.name is not None:
-            models = [m for m in models if m.get("name") == args.name]
-            if not models:
-                names = ", ".join(str(m.get("name")) for m in catalog.get("models", []))
+            known = models
+            models = [m for m in known if m.get("name") == args.name]
+            if not models:  # (the normalized list: the dict form iterates as bare names)
+                names = ", ".join(str(m.get("name")) for m in known)
                 print(f"quantray models: no model {args.name!r}; models: {names}",
                       file=sys.stderr)  # fmt: skip
                 return 1
