@@ -15,7 +15,7 @@ import pytest
 from ray_jobs.deep_runs import storage_outage as outage
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from tests.ray_jobs._jobs import tiny_spec
+from tests.ray_jobs._jobs import TINY_DATES, tiny_spec
 
 OUTAGE_S = 8.0
 # What Ray Train's controller raised when the endpoint went away (a 2026-11-23 run).
@@ -132,9 +132,11 @@ def test_a_storage_outage_mid_training_is_ridden_out(ray_cluster: str) -> None:
 
     # Long units (no early stopping) so that the outage lands while they train.
     slow = {"hidden_size": 8, "train.epochs": 60, "train.patience": 1000}
+    # One symbol: two runs of one unit each, in flight together on the two CPUs.
     spec = JobSpec.from_dict(tiny_spec(
         "outage", ["lstm", "gru"], max_epochs=60, overrides={"lstm": slow, "gru": slow},
         resources={"units_per_run": 1},
+        dataset={"uri": "sample:sp500", "symbols": ["AAPL"], **TINY_DATES},
     ))  # fmt: skip
     storage = JobStorage(uri, "outage")
     cutter = threading.Thread(target=cut_the_endpoint, daemon=True)
@@ -149,5 +151,5 @@ def test_a_storage_outage_mid_training_is_ridden_out(ray_cluster: str) -> None:
     assert "to" in outage, "the outage never started: no checkpoint reached the bucket"
     assert outage["to"] < ended  # it came while the job ran
     assert summary["failed_units"] == [], summary["failed_units"]
-    assert summary["units_reported"] == summary["units"] == 4
-    assert sorted(s["state"] for s in statuses.values()) == ["done"] * 4
+    assert summary["units_reported"] == summary["units"] == 2
+    assert sorted(s["state"] for s in statuses.values()) == ["done"] * 2
