@@ -110,7 +110,11 @@ def _error_text(resp: httpx.Response) -> str:
         errors = body.get("errors") or []
         if not errors:
             return f"HTTP {resp.status_code}: {body['message']}"
-        lines = [f"HTTP {resp.status_code} ({body.get('error', 'error')}):"]
+        # the message, unless it only joins the errors' own messages (a spec's fields)
+        message = str(body["message"])
+        covered = all(str(e.get("message")) in message for e in errors)
+        lines = [f"HTTP {resp.status_code} ({body.get('error', 'error')}):"
+                 + ("" if covered else f" {message}")]
         lines += [f"  {e.get('field') or '(body)'}: {e.get('message')}" for e in errors]
         return "\n".join(lines)
     return f"HTTP {resp.status_code}: {body}"

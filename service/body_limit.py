@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.errors import BodyTooLarge, error_body, too_large_message
+from service.errors import BodyTooLarge, error_body, too_large_body
 
 
 class BodyLimitMiddleware:
@@ -25,9 +25,7 @@ class BodyLimitMiddleware:
                 await _respond(send, 400, error_body("malformed", "Content-Length is not a number"))
                 return
             if too_big:
-                await _respond(
-                    send, 413, error_body("too_large", too_large_message(self.max_bytes))
-                )
+                await _respond(send, 413, too_large_body(self.max_bytes))
                 return
         seen = 0
 

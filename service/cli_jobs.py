@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +23,30 @@ RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)  # then 5 s each
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 
-def _interval(text: str) -> float:
-    """--interval: seconds between polls, within INTERVAL_S."""
-    low, high = INTERVAL_S
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not low <= value <= high:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text} s is out of range: poll every {low:g} to "
-                                         f"{high:g} seconds")  # fmt: skip
-    return value
+def _bounded(kind: type[int] | type[float], low: float, high: float | None = None, *,
+             unit: str = "", advice: str | None = None) -> Callable[[str], Any]:
+    """An argparse type: a `kind` number in [low, high] (no upper bound when high is None);
+    its errors say what to give instead (`advice`)."""
+    noun = "a whole number" if kind is int else f"a number{' of seconds' if unit else ''}"
+    why = f"below {low:g}" if high is None else "out of range"
+    advice = advice or (f"give {low:g} or more" if high is None else f"give {low:g} to {high:g}")
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not (low <= value and (high is None or value <= high)):  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text}{unit} is {why}: {advice}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    """--page, --page-size: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1: give 1 or more")
-    return value
+# --interval: seconds between polls; --page, --page-size: 1 or more
+_interval = _bounded(float, *INTERVAL_S, unit=" s",
+                     advice=f"poll every {INTERVAL_S[0]:g} to {INTERVAL_S[1]:g} seconds")
+_positive = _bounded(int, 1)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -153,11 +156,15 @@ def _submit(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
-def _interrupted(job_id: str) -> int:
-    """Ctrl-C while following a job: the job is not stopped; say how to go on."""
-    sys.stderr.write(f"\njob {job_id} keeps running; `quantray status {job_id}` to follow it, "
-                     f"`quantray cancel {job_id}` to stop it\n")  # fmt: skip
-    return 130
+def _following(job_id: str, call: Callable[[], int]) -> int:
+    """`call()` that follows a job; Ctrl-C does not stop the job: say how to go on, and
+    exit 130."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\njob {job_id} keeps running; `quantray status {job_id}` to follow "
+                         f"it, `quantray cancel {job_id}` to stop it\n")  # fmt: skip
+        return 130
 
 
 def _retrying(call: Any, job_id: str) -> Any:
@@ -185,10 +192,7 @@ def _retrying(call: Any, job_id: str) -> Any:
 def _wait(client: Any, job_id: str, interval: float) -> int:
     """Poll until the job is final; progress bar on stderr; 0 only if it succeeded; 130
     on Ctrl-C (the job goes on)."""
-    try:
-        return _follow(client, job_id, interval)
-    except KeyboardInterrupt:
-        return _interrupted(job_id)
+    return _following(job_id, lambda: _follow(client, job_id, interval))
 
 
 def _follow(client: Any, job_id: str, interval: float) -> int:
@@ -284,11 +288,18 @@ def _logs(args: argparse.Namespace) -> int:
     from service.cli_format import FINAL_STATUSES
 
     def go(client: Any) -> int:
-        printed = 0
+        printed, waited = 0, False
         while True:
             if args.follow:  # an API restart while following: retried, as for --wait
-                final = _retrying(lambda: client.job(args.job_id), args.job_id)["status"] \
-                    in FINAL_STATUSES  # fmt: skip
+                status = _retrying(lambda: client.job(args.job_id), args.job_id)["status"]
+                if status == "queued" and args.attempt is None:  # no log until it starts
+                    if not waited:
+                        print(f"job {args.job_id} is queued: waiting for it to start",
+                              file=sys.stderr)  # fmt: skip
+                    waited = True
+                    time.sleep(args.interval)
+                    continue
+                final = status in FINAL_STATUSES
                 text = _retrying(lambda: client.logs(args.job_id, args.attempt), args.job_id)
             else:
                 final, text = True, client.logs(args.job_id, args.attempt)
@@ -300,13 +311,7 @@ def _logs(args: argparse.Namespace) -> int:
                 return 0
             time.sleep(args.interval)
 
-    def follow(client: Any) -> int:
-        try:
-            return go(client)
-        except KeyboardInterrupt:
-            return _interrupted(args.job_id)
-
-    return _run(args, follow)
+    return _run(args, lambda client: _following(args.job_id, lambda: go(client)))
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 DESCRIPTION = """Start the quantray API. Settings come from QUANTRAY_* environment variables
 (QUANTRAY_RAY_ADDRESS, QUANTRAY_DATABASE_URL, QUANTRAY_STORAGE_URI, QUANTRAY_MAX_RUNNING_JOBS,
@@ -36,6 +37,32 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _bind_error(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port (bound as uvicorn binds it), or None."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _settle_jobs_of_stopped_head(dispatcher: Any, dashboard_url: str) -> None:
+    import asyncio
+    import logging
+
+    why = (f"the Ray head `quantray serve` started ({dashboard_url}) was stopped when the "
+           "server exited")
+    try:
+        asyncio.run(dispatcher.head_stopped(why))
+    except Exception:  # the next start reconciles these jobs anyway
+        logging.getLogger(__name__).exception("could not mark the head's jobs interrupted")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
     import logging
@@ -62,10 +89,16 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"quantray serve: {exc}", file=sys.stderr)
         return 2
+    taken = _bind_error(settings.host, settings.port)
+    if taken:  # before a Ray head starts (a minute) and the dispatcher submits to it
+        print(f"quantray serve: cannot listen on {settings.host}:{settings.port} ({taken}): "
+              "stop what uses that port, or pick another (--port, QUANTRAY_PORT)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     # uvicorn re-raises a captured SIGTERM after its graceful shutdown; with the default
     # handler that kills the process before `finally` could stop our Ray head.
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
-    head = None
+    head, app = None, None
     try:
         if not settings.ray_address and not args.no_ray:
             try:
@@ -92,5 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if head is not None:
             head.stop()
+            if app is not None:  # its jobs went with it: resumable now, not `running`
+                _settle_jobs_of_stopped_head(app.state.qr.dispatcher, head.dashboard_url)
         signal.signal(signal.SIGTERM, previous)
     return 0

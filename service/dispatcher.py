@@ -228,8 +228,20 @@ class Dispatcher:
             else:
                 await self._post(job)
             return
-        lost = (f"Ray has no record of submission {job.ray_submission_id} (the Ray head was "
-                "restarted or the job was deleted)")  # fmt: skip
+        await self._lost(job, f"Ray has no record of submission {job.ray_submission_id} (the "
+                         "Ray head was restarted or the job was deleted)")
+
+    async def head_stopped(self, why: str) -> None:
+        """The Ray head this API started is gone (`quantray serve` stopped it on exit): its
+        running jobs are `interrupted` (resumable) now, not `running` until the next start.
+        A queued job with a submission id stays queued: the next start submits it again."""
+        for job in await asyncio.to_thread(self.store.on_ray):
+            if job.status == "running":
+                await self._lost(job, why)
+
+    async def _lost(self, job: JobRecord, lost: str) -> None:
+        """A running job whose Ray side is gone: cancelled if that was asked, else
+        interrupted."""
         if job.cancel_requested:  # asked to stop while Ray was away: it has stopped
             await asyncio.to_thread(
                 self.store.transition, job.id, "running", status="cancelled",

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.job_files import StorageUnreadable
+
 
 class ApiError(Exception):
     """An HTTP error with a message that says what is wrong and how to fix it."""
@@ -47,7 +49,25 @@ def too_large_message(limit: int) -> str:
     )
 
 
+def too_large_body(limit: int) -> dict:
+    message = too_large_message(limit)
+    return error_body("too_large", message, [{"field": "body", "message": message}])
+
+
+def storage_unavailable(doing: str, uri: str, cause: object, then: str) -> ApiError:
+    """The 503 of a storage that cannot be reached, or whose bucket does not exist."""
+    return ApiError(503, "storage_unavailable", f"could not {doing} {uri} ({cause}); check "
+                    f"QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) and {then}")
+
+
 def install_handlers(app: FastAPI) -> None:
+    async def storage_unreadable(request: Request, exc: Exception) -> JSONResponse:
+        # every route that reads a job's files (results, summary, plots, artifacts, logs,
+        # resume's spec check): the storage itself, not a file, cannot be read
+        assert isinstance(exc, StorageUnreadable)
+        return await api_error(request, storage_unavailable(
+            f"read {exc.what} from", exc.uri, exc.cause, "retry"))
+
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         return JSONResponse(
@@ -56,7 +76,7 @@ def install_handlers(app: FastAPI) -> None:
 
     async def too_large(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BodyTooLarge)
-        return JSONResponse(error_body("too_large", too_large_message(exc.limit)), 413)
+        return JSONResponse(too_large_body(exc.limit), 413)
 
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -83,6 +103,7 @@ def install_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StorageUnreadable, storage_unreadable)
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -42,11 +42,12 @@ class UnsafePath(ValueError):
 
 class StorageUnreadable(RuntimeError):
     """The storage root cannot be read: its endpoint does not answer, its bucket does not
-    exist, or access is denied. Not an absent file: that stays FileNotFoundError."""
+    exist, or access is denied. Not an absent file: that stays FileNotFoundError. `what`
+    names what was being read (the app answers it with a 503 `storage_unavailable`)."""
 
-    def __init__(self, uri: str, cause: BaseException | str) -> None:
-        super().__init__(f"cannot read {uri}: {cause}")
-        self.uri, self.cause = uri, cause
+    def __init__(self, uri: str, cause: BaseException | str, what: str = "job files") -> None:
+        super().__init__(f"cannot read {what} from {uri}: {cause}")
+        self.uri, self.cause, self.what = uri, cause, what
 
 
 def safe_relpath(path: str, *, what: str = "artifact path") -> str:
@@ -165,20 +166,21 @@ class JobFiles:
                                         "QUANTRAY_STORAGE_URI")
 
     @contextmanager
-    def _reading(self) -> Iterator[None]:
-        """Reads of a job's files: an absent file (FileNotFoundError) only where the storage
-        answers and its bucket exists (an S3 key in a missing bucket reads as absent too);
-        any other OSError (endpoint down, access denied) is `StorageUnreadable`."""
+    def _reading(self, job_id: str, what: str) -> Iterator[None]:
+        """Reads of job `job_id`'s `what`: an absent file (FileNotFoundError) only where the
+        storage answers and its bucket exists (an S3 key in a missing bucket reads as absent
+        too); any other OSError (endpoint down, access denied) is `StorageUnreadable`."""
+        what = f"job {job_id}'s {what}"
         try:
             yield
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             try:
                 self.check()
             except OSError as down:
-                raise StorageUnreadable(self.storage_uri, down) from None
+                raise StorageUnreadable(self.storage_uri, down, what) from None
             raise FileNotFoundError(str(exc)) from None
         except OSError as exc:
-            raise StorageUnreadable(self.storage_uri, exc) from None
+            raise StorageUnreadable(self.storage_uri, exc, what) from None
 
     def write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
         """Write spec.json, retrying transient errors for a few seconds (a submit waits on
@@ -193,7 +195,7 @@ class JobFiles:
         from ray_jobs.driver_log import log_path
 
         try:
-            with self._reading():
+            with self._reading(job_id, f"stored driver log ({log_path(attempt)})"):
                 raw = read_bytes(self.uri(job_id, *log_path(attempt).split("/")))
         except FileNotFoundError:
             return None
@@ -205,7 +207,7 @@ class JobFiles:
         `StorageUnreadable` when the storage cannot be read."""
         fs, path = resolve_uri(self.uri(job_id, "spec.json"))
         try:
-            with self._reading():
+            with self._reading(job_id, "spec.json"):
                 if fs.get_file_info(path).type != pafs.FileType.File:
                     raise FileNotFoundError(path)
         except FileNotFoundError:
@@ -237,13 +239,15 @@ class JobFiles:
     # The reads below raise FileNotFoundError for an absent file and `StorageUnreadable`
     # when the storage itself cannot be read (see `_reading`).
     def read_summary(self, job_id: str) -> Any:
-        with self._reading():
+        with self._reading(job_id, "results/summary.json"):
             raw = read_bytes(self.uri(job_id, "results", "summary.json"))
-        return json.loads(raw)
+        # Python's json writes NaN/Infinity (a Tune config's metric, a std of one value),
+        # which JSON cannot carry: null, as in the leaderboard's rows
+        return json.loads(raw, parse_constant=lambda _: None)
 
     def read_leaderboard(self, job_id: str) -> pa.Table:
         fs, path = resolve_uri(self.uri(job_id, "results", "leaderboard.parquet"))
-        with self._reading():
+        with self._reading(job_id, "results/leaderboard.parquet"):
             if fs.get_file_info(path).type != pafs.FileType.File:
                 raise FileNotFoundError(f"job {job_id} has no results/leaderboard.parquet yet")
             return pq.read_table(path, filesystem=fs)
@@ -251,14 +255,14 @@ class JobFiles:
     def plot_bytes(self, job_id: str, name: str) -> bytes:
         if not _PLOT_RE.match(name):
             raise UnsafePath(f"plot name {name!r} must be a plain file name ending in .png")
-        with self._reading():
+        with self._reading(job_id, f"plot results/plots/{name}"):
             return read_bytes(self.uri(job_id, "results", "plots", name))
 
     def list_plots(self, job_id: str) -> list[str]:
         """The plots' names; [] while there are none (a missing bucket is not "none")."""
         uri = self.uri(job_id, "results", "plots")
         try:
-            with self._reading():
+            with self._reading(job_id, "plot list (results/plots/)"):
                 names = list_dir(uri)
         except FileNotFoundError:
             return []
@@ -266,13 +270,15 @@ class JobFiles:
 
     def list_artifacts(self, job_id: str, prefix: str = "") -> list[dict[str, Any]]:
         """Files under units/ (recursively) as {path, size}, paths relative to units/; the
-        prefix's symbol may be spelled as in the data (see `stored_relpath`)."""
+        prefix's symbol may be spelled as in the data (see `stored_relpath`); a folder's
+        prefix may end in one '/' (`BRK.B/ols/`)."""
+        prefix = prefix.removesuffix("/")
         base = (
             self.uri(job_id, "units", stored_relpath(prefix)) if prefix
             else self.uri(job_id, "units")
         )  # fmt: skip
         fs, root = resolve_uri(base)
-        with self._reading():
+        with self._reading(job_id, f"artifact list (units/{prefix})"):
             if fs.get_file_info(root).type != pafs.FileType.Directory:
                 raise FileNotFoundError(f"job {job_id} has no artifacts under units/{prefix}")
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
@@ -286,7 +292,7 @@ class JobFiles:
     def open_artifact(self, job_id: str, relpath: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunk iterator) for file units/{relpath}; FileNotFoundError if absent."""
         fs, path = resolve_uri(self.uri(job_id, "units", stored_relpath(relpath)))
-        with self._reading():
+        with self._reading(job_id, f"artifact units/{relpath}"):
             info = fs.get_file_info(path)
             if info.type != pafs.FileType.File:
                 raise FileNotFoundError(f"job {job_id} has no artifact {relpath!r}")

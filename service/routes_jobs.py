@@ -13,8 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from ray_jobs.storage import StorageError
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
-from service.errors import ApiError
-from service.job_files import StorageUnreadable
+from service.errors import ApiError, storage_unavailable
 from service.keys import Principal
 from service.ray_client import RayError, RayUnavailable
 from service.schemas import (
@@ -69,14 +68,14 @@ _SPEC_BODY = {
 }
 
 
+_INPUT_FIELD = {"malformed": "body", "unsupported_media": "header.Content-Type"}
+
+
 def _input_error(exc: InputError) -> ApiError:
-    return ApiError(_INPUT_STATUS[exc.kind], exc.kind, exc.message, exc.errors)
-
-
-def storage_unavailable(doing: str, uri: str, cause: object, then: str) -> ApiError:
-    """The 503 of a storage that cannot be reached, or whose bucket does not exist."""
-    return ApiError(503, "storage_unavailable", f"could not {doing} {uri} ({cause}); check "
-                    f"QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) and {then}")
+    errors = exc.errors
+    if not errors and exc.kind in _INPUT_FIELD:  # what is wrong is the body or its type
+        errors = [{"field": _INPUT_FIELD[exc.kind], "message": exc.message}]
+    return ApiError(_INPUT_STATUS[exc.kind], exc.kind, exc.message, errors)
 
 
 def _get(state: AppState, job_id: str, principal: Principal) -> JobRecord:
@@ -156,7 +155,9 @@ async def create_job(
     ] = None,
 ) -> JobPublic:
     if idempotency_key is not None and not _IDEMPOTENCY_RE.match(idempotency_key):
-        raise ApiError(400, "malformed", "Idempotency-Key must be 1-200 visible ASCII characters")
+        why = "use 1-200 visible ASCII characters (no spaces), e.g. a UUID"
+        raise ApiError(400, "malformed", f"Idempotency-Key {idempotency_key[:40]!r}: {why}",
+                       [{"field": "header.Idempotency-Key", "message": why}])
     body = await request.body()
     job, created = await run_in_threadpool(
         _create, state, principal, body, request.headers.get("content-type"), idempotency_key
@@ -234,12 +235,8 @@ async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> J
 )  # fmt: skip
 def resume_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
     job = _get(state, job_id, principal)
-    try:
-        stored = state.files.has_spec(job.id)
-    except StorageUnreadable as exc:
-        raise storage_unavailable("read the job's spec from", exc.uri, exc.cause,
-                                  "resume again") from None
-    if not stored:  # its driver would fail at once, reading a spec that is not there
+    # a spec that is not there would fail its driver at once (storage down: a 503)
+    if not state.files.has_spec(job.id):
         raise ApiError(409, "conflict", (
             f"job {job.id}'s files are not in the storage this API uses "
             f"(QUANTRAY_STORAGE_URI={state.settings.storage_uri}: no "
@@ -268,8 +265,11 @@ async def job_logs(
     if attempt is not None and attempt < job.attempt:
         return await _stored_log(state, job, attempt, f"attempt {attempt}'s driver log")
     if job.ray_submission_id is None:
+        earlier = (f"; its earlier attempts' logs: ?attempt=0 to {job.attempt - 1} (`quantray "
+                   f"logs {job.id} --attempt N`)" if job.attempt else "")  # a resumed job
         raise ApiError(409, "conflict", f"job {job.id} is {job.status} and has no Ray logs "
-                       f"{'yet' if job.status == 'queued' else '(it never reached Ray)'}")
+                       f"{'yet' if job.status == 'queued' else '(it never reached Ray)'}"
+                       f"{earlier}")
     why = None
     if state.ray is None:
         why = "no Ray cluster is configured (QUANTRAY_RAY_ADDRESS)"
@@ -290,11 +290,7 @@ async def job_logs(
 
 async def _stored_log(state: AppState, job: JobRecord, attempt: int, why: str) -> PlainTextResponse:
     """The driver log the job stored for `attempt`, under a line saying where it is from."""
-    try:
-        text = await run_in_threadpool(state.files.read_driver_log, job.id, attempt)
-    except StorageUnreadable as exc:
-        raise storage_unavailable(f"read job {job.id}'s stored log from", exc.uri, exc.cause,
-                                  "retry") from None
+    text = await run_in_threadpool(state.files.read_driver_log, job.id, attempt)
     if text is None:
         raise ApiError(404, "not_found", f"{why}, and job {job.id} stored no driver log for "
                        f"attempt {attempt}")

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
-from service.job_files import StorageUnreadable, UnsafePath
-from service.routes_jobs import _ERRORS, _get, storage_unavailable
+from service.job_files import UnsafePath
+from service.routes_jobs import _ERRORS, _get
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}", tags=["results"], dependencies=[Depends(reject_unknown_query)]
@@ -33,10 +33,6 @@ def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") ->
                f"QUANTRAY_STORAGE_URI changed since the job ran, its files are in the "
                f"storage it ran with)")
     return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
-
-
-def _unreadable(exc: StorageUnreadable, job_id: str) -> ApiError:
-    return storage_unavailable(f"read job {job_id}'s files from", exc.uri, exc.cause, "retry")
 
 
 def _unsafe(exc: UnsafePath, field_path: str) -> ApiError:
@@ -108,8 +104,6 @@ def results(
         table = state.files.read_leaderboard(job.id)
     except FileNotFoundError:
         raise _missing(job.id, job.status, "results/leaderboard.parquet") from None
-    except StorageUnreadable as exc:
-        raise _unreadable(exc, job.id) from None
     filters = {"symbol": symbol, "model": model, "horizon": horizon, "split": split,
                "fold": fold}  # fmt: skip
     unmatched = _unmatched(table, filters)
@@ -169,8 +163,6 @@ def summary(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONRespon
         return JSONResponse(state.files.read_summary(job.id))
     except FileNotFoundError:
         raise _missing(job.id, job.status, "results/summary.json") from None
-    except StorageUnreadable as exc:
-        raise _unreadable(exc, job.id) from None
     except json.JSONDecodeError as exc:
         raise ApiError(500, "corrupt", f"job {job.id} summary.json is not JSON: {exc}") from None
 
@@ -178,10 +170,7 @@ def summary(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONRespon
 @router.get("/plots", responses=_ERRORS, summary="Names of the job's plots")
 def plots(job_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, list[str]]:
     job = _get(state, job_id, principal)
-    try:
-        return {"plots": state.files.list_plots(job.id)}
-    except StorageUnreadable as exc:
-        raise _unreadable(exc, job.id) from None
+    return {"plots": state.files.list_plots(job.id)}
 
 
 @router.get(
@@ -196,8 +185,6 @@ def plot(job_id: str, name: str, state: StateDep, principal: PrincipalDep) -> Re
         raise _unsafe(exc, "path.name") from None
     except FileNotFoundError:
         raise _missing(job.id, job.status, f"plot {name!r}", listing="plots") from None
-    except StorageUnreadable as exc:
-        raise _unreadable(exc, job.id) from None
 
 
 @router.get("/artifacts", responses=_ERRORS, summary="List the job's artifact files")
@@ -214,8 +201,6 @@ def list_artifacts(
         raise _unsafe(exc, "query.prefix") from None
     except FileNotFoundError:
         raise _missing(job.id, job.status, "artifacts") from None
-    except StorageUnreadable as exc:
-        raise _unreadable(exc, job.id) from None
 
 
 @router.get(
@@ -231,8 +216,6 @@ def artifact(job_id: str, path: str, state: StateDep, principal: PrincipalDep) -
         raise _unsafe(exc, "path.path") from None
     except FileNotFoundError:
         raise _missing(job.id, job.status, f"artifact {path!r}") from None
-    except StorageUnreadable as exc:
-        raise _unreadable(exc, job.id) from None
     filename = path.rsplit("/", 1)[-1]
     headers = {
         "Content-Length": str(size),

@@ -66,7 +66,7 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
     if not body.strip():
         raise InputError("malformed", "request body is empty: send a job spec")
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")  # a BOM (Windows editors) is not content
     except UnicodeDecodeError as exc:
         raise InputError("malformed", f"request body is not UTF-8 ({exc.reason})") from None
     if kind in JSON_TYPES:
@@ -167,7 +167,9 @@ class DatasetPolicy:
             need = PrepareConfig(**spec.prepare_config_kwargs()).min_rows()
             rows = self.probe.rows_in_window(ds.uri, TIME_COLUMN[ds.kind], ds.start, ds.end)
         except (OSError, ValueError) as exc:  # the file's times do not read as dates
-            _invalid("dataset.uri", f"cannot count the rows of {ds.uri!r} by date: {exc}")
+            # the other kind's columns (the loader then says which `dataset.kind` to set)
+            field = "dataset.kind" if "dataset.kind" in str(exc) else "dataset.uri"
+            _invalid(field, f"cannot count the rows of {ds.uri!r} by date: {exc}")
         counts = {s: rows.get(s, 0) for s in job_symbols}
         if not counts or max(counts.values()) >= need:
             return

@@ -470,19 +470,24 @@ def test_read_routes_say_storage_is_unavailable_not_missing_files(
     try:
         with api.client() as c:
             job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+            c.post(f"/v1/jobs/{job_id}/cancel")
+            assert c.post(f"/v1/jobs/{job_id}/resume").json()["attempt"] == 1
             for when in ("reachable", "no bucket", "endpoint down"):
                 if when == "no bucket":
                     s3.delete_dir("qr-store")
                 elif when == "endpoint down":
                     moto.stop()
                 answers[when] = {r: c.get(f"/v1/jobs/{job_id}/{r}") for r in READ_ROUTES}
+                # resume reads spec.json, and an earlier attempt's log is the stored copy
+                answers[when]["resume"] = c.post(f"/v1/jobs/{job_id}/resume")
+                answers[when]["logs?attempt=0"] = c.get(f"/v1/jobs/{job_id}/logs?attempt=0")
     finally:
         server.__exit__()
         if "endpoint down" not in answers:
             moto.stop()
     reachable = answers.pop("reachable")
     assert {r: a.status_code for r, a in reachable.items()} == {
-        **dict.fromkeys(READ_ROUTES, 404), "plots": 200}
+        **dict.fromkeys(READ_ROUTES, 404), "plots": 200, "resume": 409, "logs?attempt=0": 404}
     assert reachable["plots"].json() == {"plots": []}
     for when, by_route in answers.items():
         for route, answer in by_route.items():
@@ -502,6 +507,10 @@ def test_artifacts_found_by_the_symbol_as_the_data_spells_it(api: Any) -> None:
         model = api.storage / "jobs" / job_id / "units" / "BRK_B" / "ols" / "f0" / "model"
         model.mkdir(parents=True)
         (model / "metadata.json").write_text('{"symbol": "BRK.B"}')
+        for prefix in ("BRK.B/ols/", "BRK_B/ols/f0/model/"):  # a folder, as a shell gives it
+            listed = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": prefix})
+            assert [f["path"] for f in listed.json()["files"]] == [
+                "BRK_B/ols/f0/model/metadata.json"], (prefix, listed.text)
         for symbol in ("BRK.B", "BRK_B"):
             got = c.get(f"/v1/jobs/{job_id}/artifacts/{symbol}/ols/f0/model/metadata.json")
             assert got.status_code == 200, (symbol, got.text)
@@ -511,3 +520,39 @@ def test_artifacts_found_by_the_symbol_as_the_data_spells_it(api: Any) -> None:
             assert listed.json()["files"] == [
                 {"path": "BRK_B/ols/f0/model/metadata.json", "size": 19}]
         assert c.get(f"/v1/jobs/{job_id}/artifacts/BRK.B/ols/f1/x.json").status_code == 404
+
+
+def test_a_summary_with_nan_is_served_with_null(api: Any) -> None:
+    """summary.json as Python's json writes it may hold NaN/Infinity (not JSON): the route
+    answers 200 with null there, as the leaderboard's rows do, not a 500."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        results = api.storage / "jobs" / job_id / "results"
+        results.mkdir(parents=True)
+        (results / "summary.json").write_text(
+            '{"models": [{"model": "ols", "accuracy": {"mean": NaN, "std": Infinity}}]}')
+        got = c.get(f"/v1/jobs/{job_id}/summary")
+    assert got.status_code == 200, got.text
+    assert got.json() == {"models": [{"model": "ols", "accuracy": {"mean": None, "std": None}}]}
+
+
+def test_logs_of_a_resumed_job_waiting_in_the_queue_point_to_earlier_attempts(api: Any) -> None:
+    """A resumed job back in the queue has no Ray log yet, but its earlier attempts stored
+    theirs: the 409 says how to read them."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        assert c.post(f"/v1/jobs/{job_id}/resume").json()["attempt"] == 1
+        got = c.get(f"/v1/jobs/{job_id}/logs")
+    assert got.status_code == 409, got.text
+    assert "?attempt=0 to 0" in got.json()["message"], got.json()
+
+
+def test_a_json_spec_with_a_utf8_bom_is_accepted_as_yaml_is(api: Any) -> None:
+    """A spec file saved with a UTF-8 byte order mark (Windows editors, PowerShell) is
+    accepted as JSON, as it already was as YAML (RFC 8259 lets a parser ignore it)."""
+    body = b"\xef\xbb\xbf" + json.dumps(SPEC).encode()
+    with api.client() as c:
+        for kind in ("application/json", "application/yaml"):
+            got = c.post("/v1/jobs", content=body, headers={"Content-Type": kind})
+            assert got.status_code == 201, (kind, got.text)

@@ -4,11 +4,13 @@ submit --wait with a progress bar, status, list, results, logs, cancel, resume, 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -313,3 +315,146 @@ def test_ctrl_c_while_following_says_the_job_goes_on(
         assert err.splitlines()[-1].startswith(f"job {job_id} keeps running;")
     finally:
         server.__exit__()
+
+
+def test_serve_marks_the_jobs_of_its_own_stopped_ray_head_interrupted(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`quantray serve` that started its own Ray head stops it on exit (SIGTERM): the jobs
+    that ran on it are `interrupted` (resumable) at once, not `running` until the next
+    start; a queued job stays queued. (The head is the fake Ray; uvicorn.run serves the app
+    over HTTP until the job runs, then returns as after a SIGTERM.)"""
+    import uvicorn
+
+    from service import local_ray
+
+    fake, ray_url = fake_ray
+    stopped: list[bool] = []
+
+    class Head:
+        dashboard_url, temp_dir = ray_url, tmp_path / "ray"
+
+        def stop(self) -> None:
+            stopped.append(True)
+            fake.forget_all()
+
+    answers: dict[str, Any] = {}
+
+    def serve_until_running(app: Any, **_: Any) -> None:
+        with qr.LiveServer(app) as server:
+            with httpx.Client(base_url=server.url) as client:
+                ids = [client.post("/v1/jobs", json={**SPEC_JSON, "name": f"j{i}"}).json()["id"]
+                       for i in range(2)]  # fmt: skip
+                deadline = time.monotonic() + 20
+                while client.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
+                    assert time.monotonic() < deadline, "the job never ran"
+                    time.sleep(0.05)
+                answers["ids"] = ids
+
+    monkeypatch.setattr(local_ray.LocalRayHead, "start", classmethod(lambda cls, **_: Head()))
+    monkeypatch.setattr(uvicorn, "run", serve_until_running)
+    for name, value in {"QUANTRAY_HOME": tmp_path, "QUANTRAY_AUTH": "off",
+                        "QUANTRAY_MAX_RUNNING_JOBS": 1, "QUANTRAY_POLL_INTERVAL_S": 0.05}.items():
+        monkeypatch.setenv(name, str(value))  # fmt: skip
+    monkeypatch.delenv("QUANTRAY_RAY_ADDRESS", raising=False)
+    code, _, err = _run(capsys, "serve")
+    assert code == 0 and stopped == [True], err
+
+    settings = qr.make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'quantray.db'}")
+    server, api = qr.start_api(settings, {"alice": True})
+    try:
+        with api.client() as c:
+            first, second = (c.get(f"/v1/jobs/{i}").json() for i in answers["ids"])
+            assert first["status"] == "interrupted", first
+            assert "stopped when the server exited" in first["message"], first
+            assert second["status"] == "queued", second
+            assert c.post(f"/v1/jobs/{first['id']}/resume").status_code == 200
+    finally:
+        server.__exit__()
+
+
+def test_cli_error_keeps_the_message_besides_the_fields(
+    tmp_path: Path, qr: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """An error whose `errors` do not repeat its message (`logs --attempt` past the job's
+    attempts) shows the message as well as each field; a spec's errors, which the message
+    joins, are shown once."""
+    server, api = qr.start_api(qr.make_settings(tmp_path), {"alice": False})
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
+    try:
+        with api.client() as c:
+            job_id = c.post("/v1/jobs", json=SPEC_JSON).json()["id"]
+        code, _, err = _run(capsys, "logs", job_id, "--attempt", "3")
+        assert code == 1 and f"job {job_id} has attempts 0..0" in err, err
+        assert "query.attempt: use 0 to 0" in err, err
+        spec = tmp_path / "bad.yaml"
+        spec.write_text(SPEC_YAML.replace("symbols: 2", "symbols: 0"))
+        code, _, err = _run(capsys, "submit", str(spec))
+        assert code == 1 and err.count("out of range") == 1, err
+    finally:
+        server.__exit__()
+
+
+def test_logs_follow_waits_for_a_queued_job_to_start(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`logs -f` of a job still queued (its slot is taken) waits for it to start, then
+    follows its log to the end (exit 0), instead of failing at once with a 409."""
+    fake, _, server, _ = _api_for_the_cli(tmp_path, fake_ray, qr, monkeypatch)
+    result: dict[str, int] = {}
+    try:
+        key = os.environ["QUANTRAY_API_KEY"]
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as c:
+            first, second = (c.post("/v1/jobs", json={**SPEC_JSON, "name": f"j{i}"}).json()["id"]
+                             for i in range(2))  # fmt: skip
+            deadline = time.monotonic() + 20
+            while first not in fake.jobs:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert c.get(f"/v1/jobs/{second}").json()["status"] == "queued"
+        cli = threading.Thread(target=lambda: result.update(code=main(
+            ["logs", second, "-f", "--interval", "0.2"])), daemon=True)  # fmt: skip
+        cli.start()
+        time.sleep(1.0)
+        assert cli.is_alive() and "code" not in result  # waiting, not failed
+        fake.set_status(first, "SUCCEEDED")  # frees the slot: the second job starts
+        deadline = time.monotonic() + 20
+        while second not in fake.jobs:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        fake.set_status(second, "SUCCEEDED")
+        cli.join(timeout=20)
+    finally:
+        server.__exit__()
+    out, err = capsys.readouterr()
+    assert not cli.is_alive() and result.get("code") == 0, err
+    assert out == f"log of {second}\n", (out, err)
+    assert f"job {second} is queued: waiting for it to start" in err
+
+
+def test_serve_on_a_taken_port_fails_before_starting_a_ray_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A port another process listens on is named at once (exit 1): no Ray head is started
+    (a minute of waiting), so no queued job is submitted to a head that is torn down."""
+    import socket
+
+    from service import local_ray
+
+    started: list[bool] = []
+    monkeypatch.setattr(local_ray.LocalRayHead, "start",
+                        classmethod(lambda cls, **_: started.append(True)))  # fmt: skip
+    for name, value in {"QUANTRAY_HOME": tmp_path, "QUANTRAY_AUTH": "off"}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("QUANTRAY_RAY_ADDRESS", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = _run(capsys, "serve", "--port", str(port))
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err
+    assert started == []

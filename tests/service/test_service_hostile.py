@@ -300,7 +300,7 @@ def test_dataset_is_checked_against_roots_and_content(
         ({"symbols": ["AAA"]}, "dataset.symbols", "rows its preparation needs in the dataset "
          "(the most: AAA with 60)"),
         ({"uri": "{root}/bad_dates.csv", "symbols": ["AAA"]}, "dataset.uri", "'someday'"),
-        ({"uri": "{root}/lob.parquet", "symbols": ["AAA"]}, "dataset.uri",
+        ({"uri": "{root}/lob.parquet", "symbols": ["AAA"]}, "dataset.kind",
          "missing columns ['date']; found ['symbol', 'ts', 'ask_price_1', 'ask_size_1', "
          "'bid_price_1', 'bid_size_1']; the file must have columns ['symbol', 'date']; these "
          "look like order-book snapshots: set `dataset.kind: lob`"),
@@ -375,3 +375,44 @@ def test_lowercase_symbol_gets_a_case_hint(hostile: Ctx) -> None:
     with api.client() as c:
         resp = c.post("/v1/jobs", json=spec(**{"dataset.symbols": ["aapl"]}))
     _assert_error(resp, 422, "invalid", "case-sensitive: AAPL?")
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        ({"content": b'{"name": "x",', "headers": JSON}, "body"),
+        ({"content": b"\xff\xfe", "headers": JSON}, "body"),
+        ({"content": b"", "headers": JSON}, "body"),
+        ({"content": b"name: x", "headers": {"Content-Type": "text/plain"}}, "header.Content-Type"),
+        ({"json": SPEC, "headers": {"Idempotency-Key": "has space"}}, "header.Idempotency-Key"),
+        ({"json": SPEC, "headers": {"Idempotency-Key": "k" * 201}}, "header.Idempotency-Key"),
+        ({"content": b"#" * (LIMIT + 1), "headers": {"Content-Type": "application/yaml"}},
+         "body"),
+    ],
+    ids=["bad-json", "not-utf8", "empty", "text-plain", "key-space", "key-too-long",
+         "too-large"],
+)
+def test_a_malformed_submit_names_the_part_to_fix(
+    hostile: Ctx, request_kwargs: dict, field: str
+) -> None:
+    """Every 4xx error body names its field in `errors` (`{field, message}`), the body and
+    the headers included, not only the spec's fields."""
+    api, _, _ = hostile
+    with api.client() as c:
+        resp = c.post("/v1/jobs", **request_kwargs)
+    assert resp.status_code in (400, 413, 415), resp.text
+    errors = resp.json()["errors"]
+    assert [e["field"] for e in errors] == [field], resp.json()
+    assert errors[0]["message"], resp.json()
+
+
+def test_bars_submitted_as_lob_name_dataset_kind(hostile: Ctx) -> None:
+    """Bars submitted as `kind: lob` (as snapshots submitted as bars, above): the field to
+    fix is dataset.kind, not the file's URI."""
+    api, _, root = hostile
+    body = spec(**{"dataset.uri": f"{root}/bars.parquet", "dataset.symbols": ["AAA"],
+                   "dataset.kind": "lob"})  # fmt: skip
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=body)
+    assert resp.status_code == 422, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == ["dataset.kind"], resp.json()
