@@ -29,7 +29,13 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
 from data.storage import resolve_uri
-from data.validation import BAR_COLUMNS, check_columns, lob_columns, to_datetime_column
+from data.validation import (
+    BAR_COLUMNS,
+    DataValidationError,
+    check_columns,
+    lob_columns,
+    to_datetime_column,
+)
 
 TimeBound = str | dt.date | pd.Timestamp | None
 _PARQUET = (".parquet", ".pq")
@@ -71,7 +77,7 @@ def list_symbols(uri: str, kind: str | None = None) -> list[str]:
         _check_kind(dataset.schema.names, kind, uri)
     check_columns(dataset.schema.names, ["symbol"], uri)
     values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"])
-    return sorted(v for v in values.to_pylist() if v is not None)
+    return sorted(str(v) for v in values.to_pylist() if v is not None)  # codes such as 7203
 
 
 def _check_kind(found: list[str], kind: str, uri: str) -> None:
@@ -89,6 +95,7 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
     fs, path, kind = _locate(uri)
     if kind == "csv":
         frame = _read_csv(fs, path, uri, None)
+        found = list(frame.columns)
         columns = columns_for(frame.columns)
         check_columns(frame.columns, columns, uri)
         frame = frame.loc[:, columns]
@@ -97,6 +104,7 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
             frame = frame[frame["symbol"].isin(symbols)]
     else:
         dataset = parquet_dataset(fs, path, uri)
+        found = list(dataset.schema.names)
         columns = columns_for(dataset.schema.names)
         check_columns(dataset.schema.names, columns, uri)
         expr = build_filter(dataset.schema, time_col, symbols, lo, hi)
@@ -108,6 +116,9 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
     if isinstance(frame["symbol"].dtype, pd.CategoricalDtype):  # a pandas category saved
         frame["symbol"] = frame["symbol"].astype(object)  # to Parquet: plain strings
+    if pd.api.types.is_integer_dtype(frame["symbol"]):  # numeric codes (7203, 600519) in
+        sym = frame["symbol"]  # Parquet: text, as tickers are (and as CSV reads them)
+        frame["symbol"] = sym.astype("string").astype(object).where(sym.notna(), None)
     # exact bounds in pandas too: pushdown is an optimisation (a string-typed time column
     # cannot be pushed down), and correctness must not depend on it
     if lo is not None:
@@ -129,8 +140,23 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         raise ValueError(f"{uri}: the file has no rows{window}"
                          + (f" (its rows run from {span[0]} to {span[1]})" if span else "")
                          + "; check the file and the start/end dates")
+    _check_separate_time(found, frame, time_col, uri)
     frame = frame.sort_values(["symbol", time_col], kind="stable")
     return frame.reset_index(drop=True)
+
+
+def _check_separate_time(found: list[str], frame: pd.DataFrame, time_col: str, uri: str) -> None:
+    """Intraday bars with the time of day in a column of its own (`date, time, ...`): only
+    `date` is read, so the bars of a day would share one time; refuse, saying how to join
+    them. A daily file with a stray time column (dates do not repeat) loads as it is."""
+    extra = next((c for c in found if str(c).strip().lower() == "time"), None)
+    if time_col != "date" or extra is None or not frame.duplicated(["symbol", "date"]).any():
+        return
+    raise DataValidationError(
+        f"{uri}: dates repeat within a symbol and the file has a separate {extra!r} column, "
+        "which is not read: bars are timed by the `date` column alone; combine the two into "
+        "one `date` column, e.g. df['date'] = pd.to_datetime(df['date'].astype(str) + ' ' "
+        f"+ df[{extra!r}].astype(str))")
 
 
 def _schema_clash(dataset: ds.Dataset, fs: pafs.FileSystem, columns: list[str]) -> str:
@@ -190,7 +216,11 @@ def build_filter(
         sym_type = schema.field("symbol").type
         if pa.types.is_dictionary(sym_type):
             sym_type = sym_type.value_type
-        parts.append(ds.field("symbol").isin(pa.array(list(symbols), type=sym_type)))
+        values = list(symbols)
+        if pa.types.is_integer(sym_type):  # numeric codes: the symbols that spell a number
+            values = [int(v) for v in values  # as the column reads back ("0700" is not 700)
+                      if re.fullmatch(r"-?[0-9]{1,18}", v) and str(int(v)) == v]
+        parts.append(ds.field("symbol").isin(pa.array(values, type=sym_type)))
     ttype = schema.field(time_col).type
     for bound, op in ((lo, "ge"), (hi, "lt")):
         if bound is None:
@@ -293,10 +323,25 @@ def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
             dataset = ds.dataset(path, filesystem=fs, format="parquet",
                                  partitioning=ds.HivePartitioning.discover(schema=text))
     except (pa.ArrowInvalid, OSError) as exc:
+        csv = _csv_files(fs, path)
+        if csv:
+            raise ValueError(
+                f"{uri}: a directory is read as a Parquet dataset, and it holds CSV files "
+                f"(e.g. {csv[0]}), which are not read from a directory: concatenate them into "
+                "one .csv/.csv.gz file, or convert them to Parquet") from exc
         raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})") from exc
     if not dataset.files:
         raise FileNotFoundError(f"{uri}: directory holds no Parquet files")
     return dataset
+
+
+def _csv_files(fs: pafs.FileSystem, path: str) -> list[str]:
+    """The CSV files under directory `path` (names relative to it), [] for a file."""
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted(i.path[len(path):].lstrip("/") for i in infos
+                  if i.type == pafs.FileType.File and i.base_name.lower().endswith(_CSV))
 
 
 def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | None,

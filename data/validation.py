@@ -49,7 +49,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from data.validation_report import BAR_REPAIRS, LOB_REPAIRS, ValidationReport
+from data.validation_report import (
+    BAR_REPAIRS,
+    GAP_MEDIANS,
+    LOB_REPAIRS,
+    MIN_GAP_DAYS,
+    ValidationReport,
+)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume")
@@ -61,11 +67,14 @@ MAX_FILL_FRACTION = 0.01
 # 2014-05-28 5.5%, the rest under 5%), while the two bad prints are ~2x off (LNT
 # 2016-05-19 close 17.87 for a low of 35.085, CHD 2014-05-19 open 18.77 for 33.695).
 MAX_OUTSIDE_RANGE = 0.25
-GAP_MEDIANS = 10  # a gap between bars over GAP_MEDIANS x the symbol's median spacing
-MIN_GAP = pd.Timedelta(days=10)  # ... and over MIN_GAP is a warning (report.gaps)
+# a gap between bars over GAP_MEDIANS x the symbol's median spacing and over MIN_GAP is a
+# warning (report.gaps); the numbers live in data.validation_report, whose message quotes them
+MIN_GAP = pd.Timedelta(days=MIN_GAP_DAYS)
 ON_ERROR = ("raise", "drop")
 _SHOW = 5  # offending rows quoted in a message
 _DROP_FIX = "or pass on_error='drop' to skip this symbol"
+# a time of day's UTC offset: 09:30Z, 09:30:00+09:00, 09:30:00.5-0500 (not 03-12-2021)
+_OFFSET = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 __all__ = [
     "BAR_COLUMNS",
@@ -106,6 +115,10 @@ def check_columns(found: Iterable[str], required: Sequence[str], source: str) ->
         if near
         else f"; the file must have columns {list(required)}"
     )
+    sep = next((s for s in (";", "\t", "|") if len(found) == 1 and s in found[0]), None)
+    if sep:
+        hint += (f"; the header is one column holding {sep!r}: a CSV file must be "
+                 "comma-separated; write it with ',' between fields")
     if "date" in missing and "ts" in found and any(c.startswith("ask_price_") for c in found):
         hint += ("; these look like order-book snapshots: set `dataset.kind: lob` in the job "
                  "spec (`--kind lob` on the command line)")
@@ -316,12 +329,13 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     if not pd.api.types.is_datetime64_dtype(values):
-        with warnings.catch_warnings():  # mixed offsets: handled below, not a user warning
-            warnings.simplefilter("ignore", FutureWarning)
-            parsed = pd.to_datetime(values, errors="coerce")
-        if parsed.dtype == object:  # several UTC offsets (a zone with daylight saving)
-            parsed = pd.to_datetime(values, errors="coerce", utc=True)
+        parsed = _parse_times(values, None, col, source)
         bad = parsed.isna() & values.notna()
+        if bad.any():  # pandas infers one format from the first value; ISO strings that
+            # mix dates and datetimes (2018-02-07, 2018-02-08 15:30:00) need ISO8601 parsing
+            iso = _parse_times(values, "ISO8601", col, source)
+            if (iso.isna() & values.notna()).sum() < bad.sum():
+                parsed, bad = iso, iso.isna() & values.notna()
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             raise DataValidationError(
@@ -333,6 +347,30 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     return values.astype("datetime64[ns]")
+
+
+def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> pd.Series:
+    """`pd.to_datetime(values, format=fmt)` with unparseable values as NaT; several UTC
+    offsets (a zone with daylight saving) are read as UTC. Times with an offset beside
+    times without one raise: which zone the latter are in is unknown (pandas would read
+    them as UTC, or in the offset of the time before them)."""
+    with warnings.catch_warnings():  # mixed offsets: handled below, not a user warning
+        warnings.simplefilter("ignore", FutureWarning)
+        parsed = pd.to_datetime(values, errors="coerce", format=fmt)
+    if parsed.dtype == object or fmt is not None:
+        text = values.astype("string").str.strip()
+        offset = text.str.contains(_OFFSET, regex=True).fillna(False).to_numpy(bool)
+        naive = ~offset & text.notna().to_numpy(bool)
+        if offset.any() and naive.any():
+            i_tz, i_naive = int(np.flatnonzero(offset)[0]), int(np.flatnonzero(naive)[0])
+            raise DataValidationError(
+                f"{source}: column {col!r} mixes times with a UTC offset (e.g. "
+                f"{values.iloc[i_tz]!r}) and times without one (e.g. {values.iloc[i_naive]!r} "
+                f"at row {i_naive}); write every time with its offset, or none",
+                rows=[i_naive])
+    if parsed.dtype == object:
+        parsed = pd.to_datetime(values, errors="coerce", utc=True, format=fmt)
+    return parsed
 
 
 def _flag(bad, frame, row_col, mask, what, fix) -> None:

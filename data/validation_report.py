@@ -13,6 +13,10 @@ from typing import Any
 # repair names in report order; see the policy in data/validation.py
 BAR_REPAIRS = ("sorted", "open_filled", "high_low_filled", "bracket_widened", "zero_volume")
 LOB_REPAIRS = ("sorted", "snapshots_dropped")
+# the gap-warning limit (see data/validation.py, which imports these): a gap between
+# consecutive bars over max(GAP_MEDIANS x the symbol's median spacing, MIN_GAP_DAYS days)
+GAP_MEDIANS = 10
+MIN_GAP_DAYS = 10
 
 
 @dataclass
@@ -103,7 +107,8 @@ def gap_warning(symbol: str, gaps: dict[str, Any]) -> str:
     shown = ", ".join(f"{g['after']} -> {g['before']} ({g['days']:g} days)" for g in first)
     more = f" (+{n - len(first)} more)" if n > len(first) else ""
     return (f"symbol {symbol!r}: {n} gap{'s' if n != 1 else ''} between consecutive bars "
-            f"longer than {gaps['limit_days']:g} days (10 x its median spacing, at least 10 "
-            f"days) at {shown}{more}; kept, but an h-bar label and the rolling features span "
-            "each gap as if it were one bar: fill the missing bars at the source, or choose a "
-            "date range without the gap (dataset.start/end, --start/--end)")
+            f"longer than {gaps['limit_days']:g} days ({GAP_MEDIANS} x its median spacing, at "
+            f"least {MIN_GAP_DAYS} days) at {shown}{more}; kept, but an h-bar label and the "
+            "rolling features span each gap as if it were one bar: fill the missing bars at "
+            "the source, or choose a date range without the gap (dataset.start/end, "
+            "--start/--end)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import pandas as pd
 import pyarrow as pa
@@ -133,6 +134,23 @@ def test_numeric_looking_hive_symbols_stay_text(bars, tmp_path):
     assert len(load_bars(str(tmp_path / "nested"))) == 24
 
 
+def test_integer_symbol_column_in_parquet_reads_as_text(bars, tmp_path):
+    """Numeric codes (7203, 600519) stored as an integer column: symbols are text, as from
+    CSV, and a symbol filter matches the code as the column spells it."""
+    df = bars(("AAA", "BBB"), n=6)
+    df["symbol"] = df["symbol"].map({"AAA": 7203, "BBB": 600519}).astype("int64")
+    df.to_parquet(tmp_path / "jp.parquet")
+    df.to_csv(tmp_path / "jp.csv", index=False)
+    for name in ("jp.parquet", "jp.csv"):
+        uri = str(tmp_path / name)
+        assert list_symbols(uri) == ["600519", "7203"]
+        out = load_bars(uri, symbols=["7203"])
+        assert out["symbol"].tolist() == ["7203"] * 6
+        assert load_bars(uri)["symbol"].tolist() == ["600519"] * 6 + ["7203"] * 6
+        with pytest.raises(ValueError, match=r"no rows for symbols \['07203'\]"):
+            load_bars(uri, symbols=["07203"])
+
+
 def test_files_that_disagree_on_a_column_type_are_named(bars, tmp_path):
     df = bars(("AAA", "BBB"), n=12)
     (tmp_path / "d").mkdir()
@@ -177,6 +195,48 @@ def test_dates_with_daylight_saving_offsets_become_utc(bars, tmp_path, fmt):
                                     pd.Timestamp("2018-07-03 20:00")]
 
 
+def test_iso_strings_mixing_dates_and_datetimes_parse(bars, tmp_path):
+    """ISO times whose midnights are written as plain dates (2021-01-05 beside
+    2021-01-05 09:35:00) are dates, though pandas infers one format from the first."""
+    df = bars(("AAA",), n=4)
+    df["date"] = ["2021-01-04 15:55:00", "2021-01-05", "2021-01-05 09:35:00",
+                  "2021-01-05T09:40:00"]
+    df.to_csv(tmp_path / "f.csv", index=False)
+    out = load_bars(str(tmp_path / "f.csv"))
+    assert out["date"].tolist() == [pd.Timestamp("2021-01-04 15:55"), pd.Timestamp("2021-01-05"),
+                                    pd.Timestamp("2021-01-05 09:35"),
+                                    pd.Timestamp("2021-01-05 09:40")]
+
+
+@pytest.mark.parametrize("second", ["2018-07-03 16:00:00", "2018-07-03"])
+def test_times_with_and_without_utc_offsets_mixed_are_refused(bars, tmp_path, second):
+    """A time without an offset beside times with one is in an unknown zone: the load
+    fails naming both kinds, instead of reading it as UTC."""
+    df = bars(("AAA",), n=3)
+    df["date"] = ["2018-01-02 16:00:00-05:00", "2018-07-02 16:00:00-04:00", second]
+    df.to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"mixes times with a UTC offset .*"
+                       rf"'{second}' at row 2\); write every time with its offset"):
+        load_bars(str(tmp_path / "f.csv"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_time_of_day_in_its_own_column_is_refused_with_the_join(bars, tmp_path, fmt):
+    """`date, time` vendor files: reading `date` alone would give a day's bars one time;
+    the error says how to join the columns. A daily file with a stray time column loads."""
+    df = bars(("AAA",), n=4)
+    df["date"] = ["2021-01-04", "2021-01-04", "2021-01-05", "2021-01-05"]
+    df.insert(2, "Time", ["09:30", "09:35", "09:30", "09:35"])
+    path = tmp_path / f"f.{fmt}"
+    df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path)
+    with pytest.raises(DataValidationError, match=r"dates repeat within a symbol and the file "
+                       r"has a separate 'Time' column, which is not read.*combine"):
+        load_bars(str(path))
+    df["date"] = ["2021-01-04", "2021-01-05", "2021-01-06", "2021-01-07"]
+    df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path)
+    assert len(load_bars(str(path))) == 4
+
+
 def test_categorical_symbol_column_loads_as_strings(bars, tmp_path, recwarn):
     df = bars(("AAA", "BBB"), n=5).astype({"symbol": "category"})
     path = tmp_path / "cat.parquet"
@@ -208,12 +268,34 @@ def test_misnamed_columns_error_lists_missing_found_and_renames(bars, write_fram
     assert path in msg
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_with_another_separator_is_named_in_the_error(bars, tmp_path, sep):
+    """A semicolon- (European spreadsheet) or tab-separated file reads as one column: the
+    error says the file must be comma-separated."""
+    bars(("AAA",), n=5).to_csv(tmp_path / "f.csv", index=False, sep=sep)
+    for call in (load_bars, lambda uri: list_symbols(uri, "bars")):
+        with pytest.raises(DataValidationError, match=re.escape(
+                f"the header is one column holding {sep!r}: a CSV file must be comma-separated")):
+            call(str(tmp_path / "f.csv"))
+
+
 def test_missing_file_and_unknown_type_name_the_uri(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         load_bars(str(tmp_path / "nope.parquet"))
     (tmp_path / "bars.txt").write_text("x")
     with pytest.raises(ValueError, match="bars.txt: unknown file type"):
         load_bars(str(tmp_path / "bars.txt"))
+
+
+def test_directory_of_csv_files_says_how_to_read_them(bars, tmp_path):
+    """A directory is a Parquet dataset; CSV files in it get the fix, not Parquet's
+    "magic bytes not found"."""
+    (tmp_path / "daily" / "2020").mkdir(parents=True)
+    bars(("AAA",), n=5).to_csv(tmp_path / "daily" / "2020" / "AAA.csv.gz", index=False)
+    for call in (load_bars, list_symbols):
+        with pytest.raises(ValueError, match=r"daily: a directory is read as a Parquet dataset"
+                           r", and it holds CSV files \(e.g. 2020/AAA.csv.gz\).*concatenate"):
+            call(str(tmp_path / "daily"))
 
 
 def test_bad_filter_arguments(bars, write_frame):

@@ -265,6 +265,21 @@ def test_long_gap_is_a_warning_in_the_report_not_an_error(bars):
     assert merged.gaps == report.gaps
 
 
+def test_gap_warning_quotes_the_limit_constants(monkeypatch):
+    """The message states the rule from the constants data.validation checks with, not
+    copies of their values."""
+    import data.validation as validation
+    import data.validation_report as vr
+
+    assert validation.GAP_MEDIANS == vr.GAP_MEDIANS
+    assert validation.MIN_GAP == pd.Timedelta(days=vr.MIN_GAP_DAYS)
+    monkeypatch.setattr(vr, "GAP_MEDIANS", 7)
+    monkeypatch.setattr(vr, "MIN_GAP_DAYS", 12)
+    gaps = {"count": 1, "limit_days": 12.0,
+            "first": [{"after": "2020-01-02", "before": "2020-02-03", "days": 32.0}]}
+    assert "(7 x its median spacing, at least 12 days)" in vr.gap_warning("AAA", gaps)
+
+
 @pytest.mark.parametrize("freq, n, hole", [("W-FRI", 60, 15), ("5min", 2000, 800),
                                            ("h", 300, 100)])
 def test_normal_spacing_is_no_gap(bars, freq, n, hole):
