@@ -369,7 +369,7 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
         return {}, failed
     from ray_jobs.tune_search import refit_overrides, search_model, search_symbols
 
-    symbols = [s for s in search_symbols(spec, list(plan.symbols)) if s in prepared]
+    symbols = search_symbols(spec, [s for s in plan.symbols if s in prepared])
     refit: dict[str, dict[str, Any]] = {}
     for model in spec.deep_models:
         if not any(u.model == model for u in todo.deep_units):

@@ -133,6 +133,7 @@ class JobSpec:
             (k, f"unknown field; allowed: {', '.join(known)}") for k in data if k not in known
         ]
         errors += [(k, "required field is missing") for k in _REQUIRED if k not in data]
+        data = _grace_within_max_epochs(data)
         if not errors:
             return cls(**data)
         # Report every other problem in the same answer.
@@ -237,6 +238,8 @@ class JobSpec:
                 tune["symbols"] = ds["symbols"][:1]
         else:
             ds["symbols"] = min(ds["symbols"], SMOKE_SYMBOLS)
+            if isinstance(tune["symbols"], list):  # names the job's first N may not hold:
+                tune["symbols"] = 1  # search on the smoke job's first symbol instead
         if tune["symbols"] is not None and not isinstance(tune["symbols"], list):
             tune["symbols"] = 1
         tune["num_samples"] = min(tune["num_samples"], SMOKE_SAMPLES)
@@ -291,6 +294,18 @@ def _top_level_errors(spec: JobSpec) -> list[tuple[str, str]]:
         _int_in(iss, "max_epochs", spec.max_epochs, 1, MAX_EPOCHS, " (or null)")
     check_overrides(iss, spec.overrides, models if isinstance(models, tuple) else ())
     return iss.items
+
+
+def _grace_within_max_epochs(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with tune.grace_period set to max_epochs when the spec leaves it at its
+    default (2) and caps the epochs below it: a search with `max_epochs: 1` is valid
+    without naming the ASHA setting too. A grace period the spec sets is checked as given."""
+    tune, cap = data.get("tune"), data.get("max_epochs")
+    default = TuneSpec.__dataclass_fields__["grace_period"].default
+    if (isinstance(tune, dict) and "grace_period" not in tune and isinstance(cap, int)
+            and not isinstance(cap, bool) and 1 <= cap < default):
+        return {**data, "tune": {**tune, "grace_period": cap}}
+    return data
 
 
 def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:

@@ -314,7 +314,7 @@ class TuneSpec:
     """Ray Tune search over each deep model's search space (num_samples = 0: no search)."""
 
     num_samples: int = 0
-    symbols: int | tuple[str, ...] | None = 3  # search on these (int: the job's first N)
+    symbols: int | tuple[str, ...] | None = 3  # search on these (int: the job's first N usable)
     metric: str = "val_loss"
     max_concurrent: str | int = "auto"
     grace_period: int = 2  # ASHA: epochs before a trial may be stopped

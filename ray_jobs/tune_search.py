@@ -59,6 +59,9 @@ def tune_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def search_symbols(spec: JobSpec, symbols: list[str]) -> list[str]:
+    """The symbols a search trains on, from `symbols` (the job's usable ones, in order):
+    all, the first N (a symbol whose data failed is no reason to search on fewer), or
+    those named."""
     t = spec.tune.symbols
     if t is None:
         return list(symbols)
@@ -188,8 +191,11 @@ def search_model(
         tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": TRIAL_CPU}),
         param_space=tune_space(space),
         tune_config=tune.TuneConfig(
-            num_samples=spec.tune.num_samples, max_concurrent_trials=concurrent,
-            search_alg=BasicVariantGenerator(random_state=spec.seed),  # the spec's seed
+            # the limit goes to the generator: Tune ignores max_concurrent_trials (with a
+            # warning only) when search_alg is a BasicVariantGenerator
+            num_samples=spec.tune.num_samples,
+            search_alg=BasicVariantGenerator(random_state=spec.seed,  # the spec's seed
+                                             max_concurrent=concurrent),
             scheduler=ASHAScheduler(metric=metric, mode=mode, max_t=epochs,
                                     grace_period=min(spec.tune.grace_period, epochs)),
         ),  # fmt: skip

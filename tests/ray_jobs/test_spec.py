@@ -292,6 +292,28 @@ def test_smoke_reduces_the_job() -> None:
     assert arch.smoke() == arch
 
 
+def test_a_search_capped_below_the_default_grace_period_needs_no_grace_period() -> None:
+    """`max_epochs: 1` with a search: the default grace period (2) follows the cap, so the
+    spec is valid as written; a grace period the spec gives is still checked."""
+    d = mutated("max_epochs", 1)
+    d["tune"] = {k: v for k, v in d["tune"].items() if k != "grace_period"}
+    s = JobSpec.from_dict(d)
+    assert s.tune.grace_period == 1 and s.max_epochs == 1
+    assert JobSpec.from_dict(mutated("max_epochs", 2, d)).tune.grace_period == 2
+    d["tune"]["grace_period"] = 2
+    assert ("tune.grace_period", "exceeds max_epochs=1: lower it") in errors_of(d)
+
+
+def test_smoke_of_first_n_symbols_searches_among_its_own_symbols() -> None:
+    """`symbols: N` with a named search symbol: the smoke job's first 2 symbols need not
+    hold it, and a search on none of its symbols fails every deep unit; the smoke job
+    searches on its first symbol."""
+    d = mutated("dataset.symbols", 50, FULL)
+    d["tune"] = {**d["tune"], "symbols": ["MSFT"]}
+    s = JobSpec.from_dict(d).smoke()
+    assert s.dataset.symbols == 2 and s.tune.symbols == 1
+
+
 def test_prepare_config_kwargs_build_a_prepare_config() -> None:
     prepare = pytest.importorskip("data.prepare", reason="data.prepare not written yet")
     s = JobSpec.from_dict(FULL)

@@ -54,3 +54,65 @@ def test_search_then_refit_on_train_plus_val(ray_cluster: str, tmp_path: Path) -
         # the refit keeps its last epoch's weights: its val samples are in its training set
         assert meta["train_config"]["restore_best"] is False
         assert meta["result"]["best_epoch"] == meta["result"]["epochs_run"] - 1
+
+
+@pytest.mark.parametrize("max_concurrent, expected", [(1, 1), ("auto", 3)])
+def test_search_passes_its_concurrency_limit_to_tune(monkeypatch, tmp_path: Path,
+                                                     max_concurrent, expected) -> None:
+    """tune.max_concurrent (auto: the placement's slots) is the limit Tune applies; with a
+    BasicVariantGenerator Tune ignores `max_concurrent_trials`, so the limit must be the
+    generator's own."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from ray_jobs.tune_search import search_model
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_tuner(*args, tune_config, **kwargs):
+        seen["config"] = tune_config
+        raise Stop
+
+    monkeypatch.setattr(tune, "Tuner", fake_tuner)
+    spec = JobSpec.from_dict(tiny_spec("limit", ["mlp"], tune={
+        "num_samples": 8, "symbols": ["AAPL"], "max_concurrent": max_concurrent,
+        "grace_period": 1}))
+    with pytest.raises(Stop):
+        search_model("mlp", spec, JobStorage(tmp_path.as_uri(), "limit"), {}, gpu=0, slots=3)
+    config = seen["config"]
+    alg = config.search_alg
+    if isinstance(alg, ConcurrencyLimiter):
+        applied = alg.max_concurrent
+    else:  # what ray.tune.tune.run does with a generator: max_concurrent_trials ignored
+        assert isinstance(alg, BasicVariantGenerator)
+        applied = alg.max_concurrent or None
+    assert applied == expected
+
+
+def test_first_n_search_symbols_skip_a_symbol_whose_data_failed(monkeypatch,
+                                                                tmp_path: Path) -> None:
+    """`tune.symbols: 1` searches on the job's first usable symbol: the first symbol's
+    failed data does not fail every deep unit with "none of the search symbols"."""
+    import ray_jobs.tune_search as tune_search
+    from ray_jobs import driver
+    from ray_jobs.placement import DeepPlacement
+    from ray_jobs.planner import plan as make_plan
+    from ray_jobs.progress import ProgressTracker
+
+    searched = []
+
+    def fake_search(model, spec, storage, prepared, *, gpu, slots):
+        searched.append(sorted(prepared))
+        return {"params": {"dropout": 0.1}, "epochs": 1}
+
+    monkeypatch.setattr(tune_search, "search_model", fake_search)
+    spec = JobSpec.from_dict(tiny_spec("first-usable", ["mlp"], tune={
+        "num_samples": 2, "symbols": 1, "grace_period": 1}))
+    plan = make_plan(spec, ["AAPL", "ABT"])
+    storage = JobStorage(tmp_path.as_uri(), "first-usable")
+    refit, failed = driver._tune(spec, plan, plan, {"ABT": object()}, storage,
+                                 ProgressTracker(), DeepPlacement(gpu=0.0, slots=1))
+    assert failed == set() and searched == [["ABT"]] and "mlp" in refit
