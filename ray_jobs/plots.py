@@ -1,6 +1,7 @@
 """Result plots, rendered headless (Agg) to PNG bytes.
 
-- `comparison.png`: four panels: linear R² by horizon, classifiers' accuracy by horizon
+- `comparison.png`: four panels: R² by horizon of the return forecasts (linear models;
+  deep models too for return targets), classifiers' accuracy by horizon
   (with the baseline), macro-F1 by horizon, best model per horizon (the highest mean
   macro-F1 over symbols, ensembles included; summary.json's win counts leave them out).
 - `heatmap_macro_f1.png`: symbol x model test macro-F1 (mean over horizons).
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ray_jobs.spec import LINEAR_MODELS
 
 
 def _pyplot():
@@ -56,24 +59,27 @@ def _by_horizon(ok: pd.DataFrame, metric: str, models: list[str]) -> pd.DataFram
     return table.sort_index()
 
 
-def comparison_plot(frame: pd.DataFrame, linear_models: set[str], split: str = "test") -> bytes:
-    return _png(comparison_figure(frame, linear_models, split))
+def comparison_plot(frame: pd.DataFrame, r2_models: set[str], split: str = "test") -> bytes:
+    return _png(comparison_figure(frame, r2_models, split))
 
 
-def comparison_figure(frame: pd.DataFrame, linear_models: set[str], split: str = "test") -> Any:
-    """The four-panel figure of `comparison_plot` (a model keeps its colour in every panel)."""
+def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "test") -> Any:
+    """The four-panel figure of `comparison_plot` (a model keeps its colour in every panel);
+    the R² panel draws `r2_models`, the models that forecast returns."""
     plt = _pyplot()
     ok = frame[(frame["split"] == split) & frame["error"].isna()].copy()
     ok["horizon"] = ok["horizon"].astype(int)
     all_models = sorted(ok["model"].unique())
-    linear = [m for m in all_models if m in linear_models]
+    regressors = [m for m in all_models if m in r2_models]
     colors = model_colors(all_models)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     ax = axes[0, 0]
-    _lines(ax, _by_horizon(ok, "r2", linear), colors)
+    _lines(ax, _by_horizon(ok, "r2", regressors), colors)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-    ax.set_title(f"Linear models: out-of-sample R² ({split})")
+    linear_only = not set(regressors) - set(LINEAR_MODELS)
+    ax.set_title(f"{'Linear models' if linear_only else 'Return forecasts'}: out-of-sample R² "
+                 f"({split})")
     ax.set_xlabel("horizon (bars)")
     ax.set_ylabel("R² (mean over symbols)")
 

@@ -21,6 +21,14 @@ from ray_jobs.storage import JobStorage
 log = logging.getLogger("quantray.report")
 
 
+def r2_models(spec: JobSpec) -> set[str]:
+    """The models whose out-of-sample R² the comparison plot draws: those that forecast
+    returns (linear models always; deep models too with `target.kind: return`)."""
+    if spec.target.kind == "return":
+        return set(LINEAR_MODELS) | set(spec.deep_models)
+    return set(LINEAR_MODELS)
+
+
 def write_results(
     spec: JobSpec,
     plan: Plan,
@@ -75,7 +83,7 @@ def write_results(
         summary["tuned"] = tuned
     storage.write_json("results/summary.json", summary)
     plots = {
-        "comparison.png": lambda: comparison_plot(frame, set(LINEAR_MODELS)),
+        "comparison.png": lambda: comparison_plot(frame, r2_models(spec)),
         "heatmap_macro_f1.png": lambda: heatmap_plot(frame),
         "learning_curves.png": lambda: learning_curves_plot(histories, set(tuned)),
     }

@@ -124,6 +124,20 @@ def test_cli_csv_and_table_outputs(capsys):
     assert lines[0].split()[:4] == ["symbol", "model", "h", "split"] and len(lines) == 3
 
 
+def test_cli_table_of_walk_forward_rows_names_each_fold(capsys):
+    """Walk-forward gives each (model, horizon, split) once per fold: the table shows the
+    fold, or its rows could not be told apart."""
+    code, out, err = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL",
+                            "--models", "ols", "--horizons", "1", "--split", "walk_forward",
+                            "--no-ensembles")  # fmt: skip
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:5] == ["symbol", "model", "h", "split", "fold"]
+    keys = [tuple(line.split()[:5]) for line in lines[1:]]
+    assert len(keys) == 3 * 2 and len(set(keys)) == len(keys)  # folds x splits, all distinct
+    assert sorted({k[4] for k in keys}) == ["0", "1", "2"]
+
+
 def test_cli_trains_on_order_book_snapshots_with_kind_lob(capsys, tmp_path):
     """LOB files train in this process too (`--kind lob`); ridge finds the planted
     imbalance signal. Without the flag, the error names it."""

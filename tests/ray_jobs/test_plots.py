@@ -51,3 +51,23 @@ def test_heatmap_of_a_job_with_no_finished_unit_shows_a_message() -> None:
     assert heatmap_plot(failed)[:8] == b"\x89PNG\r\n\x1a\n"
     assert learning_curves_plot({"lstm": [[{"train_loss": 1.0, "val_loss": 1.1}]]})[:4] == \
         b"\x89PNG"
+
+
+def test_r2_panel_of_a_return_target_job_draws_its_deep_models() -> None:
+    """With `target.kind: return` the deep models forecast returns too: their R² is drawn
+    beside the linear models' (a direction job's deep models have none)."""
+    from ray_jobs.reporting import r2_models
+    from ray_jobs.spec import JobSpec
+
+    base = {"name": "r2", "dataset": {"uri": "sample:sp500", "symbols": 2},
+            "models": ["ols", "lstm"], "target": {"kind": "return", "horizons": [1, 5]}}
+    returns = JobSpec.from_dict(base)
+    direction = JobSpec.from_dict({**base, "target": {"kind": "direction", "horizons": [1]}})
+    models = ["ensemble_equal", "lstm", "ols"]
+    r2_ax = comparison_figure(_frame(models), r2_models(returns)).axes[0]
+    assert set(_line_colors(r2_ax)) == {"lstm", "ols"}
+    assert r2_ax.get_title() == "Return forecasts: out-of-sample R² (test)"
+    r2_ax = comparison_figure(_frame(models), r2_models(direction)).axes[0]
+    assert set(_line_colors(r2_ax)) == {"ols"}
+    assert r2_ax.get_title() == "Linear models: out-of-sample R² (test)"
+
