@@ -17,9 +17,25 @@ from pathlib import Path
 
 
 def default_storage() -> str:
+    """QUANTRAY_STORAGE_URI, else $QUANTRAY_HOME/storage (home default ./.quantray), as the
+    service resolves it."""
+    home = os.environ.get("QUANTRAY_HOME") or ".quantray"
     return os.environ.get("QUANTRAY_STORAGE_URI") or (
-        Path.cwd() / ".quantray" / "storage"
+        Path(home).expanduser() / "storage"
     ).resolve().as_uri()
+
+
+def token_auth_for_existing_cluster() -> None:
+    """Connect to a given cluster (RAY_ADDRESS) the way `ray start` set it up: a head started
+    while a token was available (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) runs with token
+    auth, and Ray 2.60's `ray.init(address=...)` does not turn it on by itself (it fails with
+    "RAY_AUTH_MODE is currently 'disabled'"). A token sent to a head without auth is
+    ignored. An explicit RAY_AUTH_MODE is kept; inside a Ray job it comes from the head."""
+    if not os.environ.get("RAY_ADDRESS") or "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--spec", help="job spec file (.yaml, .yml or .json)")
     src.add_argument("--job-id", help="run (or resume) the job whose spec.json is in storage")
     p.add_argument("--storage", default=None, help="storage URI (default: QUANTRAY_STORAGE_URI "
-                   "or ./.quantray/storage)")
+                   "or $QUANTRAY_HOME/storage, home ./.quantray)")
     p.add_argument("--name", dest="job_name", default=None,
                    help="with --spec: the job id (default: spec name + spec fingerprint)")
     p.add_argument("--smoke-test", action="store_true", help="a tiny version of the job")
@@ -111,6 +127,7 @@ def _run(spec, storage, attempt: int, stored: logging.Handler) -> int:
         stored.emit(logging.LogRecord("quantray.run", logging.ERROR if error else logging.INFO,
                                       __file__, 0, text, None, None))
 
+    token_auth_for_existing_cluster()
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # `ray job stop` / the API's cancel: SIGTERM

@@ -1,0 +1,68 @@
+"""The job entrypoint's defaults (`ray_jobs.run`): where its storage goes, and how it
+connects to a `ray start` head that runs with token auth."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ray_jobs.run import default_storage, token_auth_for_existing_cluster
+
+_AUTH = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def test_default_storage_follows_quantray_home_as_the_service_does(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("QUANTRAY_STORAGE_URI", raising=False)
+    monkeypatch.setenv("QUANTRAY_HOME", str(tmp_path / "home"))
+    assert default_storage() == (tmp_path / "home" / "storage").as_uri()
+    monkeypatch.delenv("QUANTRAY_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert default_storage() == (tmp_path / ".quantray" / "storage").as_uri()
+    monkeypatch.setenv("QUANTRAY_STORAGE_URI", "s3://b/p")  # the explicit URI wins
+    assert default_storage() == "s3://b/p"
+
+
+@pytest.fixture
+def auth_env(monkeypatch, tmp_path) -> Path:
+    """No Ray auth settings (restored after the test: set, then deleted, so monkeypatch
+    records each even where it was unset) and a HOME of its own."""
+    for name in _AUTH:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ray/auth_token under tmp_path
+    return tmp_path / ".ray" / "auth_token"
+
+
+def test_a_given_cluster_is_joined_with_token_auth_when_a_token_is_available(
+    auth_env, monkeypatch
+) -> None:
+    token_auth_for_existing_cluster()  # no address: a local ray.init decides by itself
+    assert "RAY_AUTH_MODE" not in os.environ
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")
+    token_auth_for_existing_cluster()  # no token anywhere: nothing to send
+    assert "RAY_AUTH_MODE" not in os.environ
+    auth_env.parent.mkdir()
+    auth_env.write_text("t" * 32)
+    token_auth_for_existing_cluster()  # the file `ray start` found: the head wants it
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+
+
+@pytest.mark.parametrize("source", ["RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"])
+def test_a_token_from_the_environment_counts_too(auth_env, tmp_path, monkeypatch, source) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")
+    token_file = tmp_path / "elsewhere"
+    token_file.write_text("t" * 32)
+    monkeypatch.setenv(source, "t" * 32 if source == "RAY_AUTH_TOKEN" else str(token_file))
+    token_auth_for_existing_cluster()
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+
+
+def test_an_explicit_auth_mode_is_kept(auth_env, monkeypatch) -> None:
+    auth_env.parent.mkdir()
+    auth_env.write_text("t" * 32)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    token_auth_for_existing_cluster()
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
