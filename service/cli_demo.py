@@ -17,6 +17,7 @@ from service.local_ray import free_port
 
 DEFAULT_SPEC = "examples/demo.yaml"
 READY_TIMEOUT_S = 240
+DASHBOARD_WAIT_S = 30
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     p.add_argument("--spec", default=DEFAULT_SPEC, help=f"job spec (default {DEFAULT_SPEC})")
     p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
-    p.add_argument("--home", default=".quantray", help="state dir: DB, storage, logs")
+    p.add_argument("--home", default=os.environ.get("QUANTRAY_HOME") or ".quantray",
+                   help="state dir: DB, storage, logs (default: QUANTRAY_HOME or ./.quantray)")
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")
     p.set_defaults(func=_demo)
 
@@ -43,6 +45,18 @@ def _wait_ready(client, proc: subprocess.Popen, log: Path) -> None:
             pass
         time.sleep(1.0)
     raise SystemExit(f"quantray demo: the server was not ready in {READY_TIMEOUT_S}s; see {log}")
+
+
+def _dashboard_url(client, job_id: str, wait_s: float = DASHBOARD_WAIT_S) -> str | None:
+    """The job's Ray dashboard URL, set once the dispatcher has handed it to Ray (a queued
+    job has none yet): polled for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        info = client.job(job_id)
+        url = (info.get("ray") or {}).get("dashboard_url")
+        if url or info.get("status") != "queued" or time.monotonic() > deadline:
+            return url
+        time.sleep(0.5)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -75,10 +89,10 @@ def _demo(args: argparse.Namespace) -> int:
             kind = "application/json" if spec.suffix == ".json" else "application/yaml"
             job = client.submit(spec.read_bytes(), kind, None)
             job_id = job["id"]
-            info = client.job(job_id)
-            if info.get("ray_dashboard_url"):
-                print(f"quantray demo: job {job_id}; Ray dashboard: "
-                      f"{info['ray_dashboard_url']}", file=sys.stderr)
+            dashboard = _dashboard_url(client, job_id)
+            if dashboard:
+                print(f"quantray demo: job {job_id}; watch it in the Ray dashboard: "
+                      f"{dashboard}", file=sys.stderr)
             code = _follow(client, job_id, 2.0)
             summary = client.request("GET", f"/v1/jobs/{job_id}/summary").json()
             _print_summary(summary, table)
@@ -86,7 +100,15 @@ def _demo(args: argparse.Namespace) -> int:
             names = [p["name"] if isinstance(p, dict) else p for p in plots.get("plots", plots)]
             print(f"\nplots ({api}/v1/jobs/{job_id}/plots/NAME, files under "
                   f"{home}/storage/jobs/{job_id}/results/plots/): {', '.join(names)}")
-            print(f"leaderboard: quantray results {job_id} --api {api}")
+            results = home / "storage" / "jobs" / job_id / "results"
+            print(f"leaderboard: {results}/leaderboard.csv (and .parquet), summary: "
+                  f"{results}/summary.json")
+            if args.keep:
+                print(f"through the API: quantray results {job_id} --api {api}"
+                      + (f"; Ray dashboard: {dashboard}" if dashboard else ""))
+            else:
+                print("(the server stops now: `quantray demo --keep` leaves it running, to "
+                      "browse the job through the API and the Ray dashboard)")
             return code
     except ApiClientError as exc:
         print(f"quantray demo: {exc}", file=sys.stderr)

@@ -1,0 +1,45 @@
+"""`quantray demo`'s pieces that need no server: where it keeps its state, and the Ray
+dashboard URL it prints once the job is on Ray."""
+
+from __future__ import annotations
+
+import argparse
+
+from service import cli_demo
+
+
+class _Jobs:
+    """A client whose job answers come from a list, the last one repeated."""
+
+    def __init__(self, answers: list[dict]) -> None:
+        self.answers, self.calls = answers, 0
+
+    def job(self, job_id: str) -> dict:
+        self.calls += 1
+        return self.answers[min(self.calls, len(self.answers)) - 1]
+
+
+def test_dashboard_url_waits_for_the_dispatcher_to_hand_the_job_to_ray(monkeypatch) -> None:
+    monkeypatch.setattr(cli_demo.time, "sleep", lambda s: None)
+    url = "http://127.0.0.1:8265/#/jobs/demo-1"
+    client = _Jobs([{"status": "queued", "ray": {"dashboard_url": None}}] * 2
+                   + [{"status": "running", "ray": {"dashboard_url": url}}])  # fmt: skip
+    assert cli_demo._dashboard_url(client, "demo-1") == url and client.calls == 3
+    # a job that ended before it reached Ray has none: no wait for it
+    client = _Jobs([{"status": "failed", "ray": {"dashboard_url": None}}])
+    assert cli_demo._dashboard_url(client, "demo-2") is None and client.calls == 1
+    # one that stays queued: given up after the wait
+    client = _Jobs([{"status": "queued", "ray": {"dashboard_url": None}}])
+    assert cli_demo._dashboard_url(client, "demo-3", wait_s=0.0) is None
+
+
+def test_demo_home_defaults_to_quantray_home(monkeypatch, tmp_path) -> None:
+    def home_default() -> str:
+        parser = argparse.ArgumentParser()
+        cli_demo.register(parser.add_subparsers())
+        return parser.parse_args(["demo"]).home
+
+    monkeypatch.setenv("QUANTRAY_HOME", str(tmp_path))
+    assert home_default() == str(tmp_path)
+    monkeypatch.delenv("QUANTRAY_HOME")
+    assert home_default() == ".quantray"
