@@ -281,7 +281,8 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     todo = plan.pending(done)
     tracker.plan_units({u.unit_id: u.kind for u in plan.units}, already_done=done,
                        prior_s=_deep_prior(spec, todo, placement.slots))
-    log.info("plan: %s; %d units already done", plan.summary(), len(done))
+    log.info("plan: %s; %d units already done", plan.describe(),
+             len(done & {u.unit_id for u in plan.units}))
 
     tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
     prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(

@@ -124,12 +124,23 @@ class Plan:
         )  # fmt: skip
 
     def summary(self) -> dict[str, int]:
+        """Counts of the plan. `units` are the final units (what progress.json and
+        summary.json count); `tune_trials` (search trials) are not among them."""
         return {
-            "symbols": len(self.symbols), "units": len(self.all_units),
+            "symbols": len(self.symbols), "units": len(self.units),
             "linear_units": len(self.linear_units), "deep_units": len(self.deep_units),
             "deep_runs": len(self.deep_groups), "tune_trials": len(self.tune_units),
             "units_per_run": self.units_per_run,
         }  # fmt: skip
+
+    def describe(self) -> str:
+        """One line for the driver's log, e.g. "8 units (4 linear, 4 deep in 2 runs of up
+        to 2) + 2 search trials, 2 symbols"."""
+        s = self.summary()
+        trials = f" + {s['tune_trials']} search trials" if s["tune_trials"] else ""
+        return (f"{s['units']} units ({s['linear_units']} linear, {s['deep_units']} deep in "
+                f"{s['deep_runs']} runs of up to {s['units_per_run']}){trials}, "
+                f"{s['symbols']} symbols")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -136,6 +136,18 @@ def test_walk_forward_folds_and_tune_trials() -> None:
     assert len(p.all_units) == s.unit_count()
 
 
+def test_plan_summary_counts_units_as_progress_and_summary_do() -> None:
+    """The plan's `units` (its log line, summary.json's `plan`) are the final units that
+    progress.json and summary.json count; search trials are counted apart."""
+    s = spec(dataset={"uri": "sample:sp500", "symbols": 2}, models=["ridge", "lstm"],
+             tune={"num_samples": 3, "symbols": 1})
+    p = plan(s, SYMBOLS[:2])
+    assert p.summary()["units"] == len(p.units) == 4
+    assert p.summary()["tune_trials"] == 3
+    assert p.describe().startswith("4 units (2 linear, 2 deep in ")
+    assert "+ 3 search trials, 2 symbols" in p.describe()
+
+
 def test_the_search_fold_sees_no_folds_test_data() -> None:
     """One searched config is refitted on every walk-forward fold and scored on its test
     block, so the search's train and val samples, labels included, must all end before the
