@@ -108,7 +108,8 @@ def prediction_rows(
                                      prepared.y_class[train, j], horizon=h))
         if returns is not None:
             train_mean = float(np.mean(prepared.y_return[train, j]))
-            row.update(return_metrics(prepared.y_return[idx, j], returns[:, j], train_mean))
+            row.update(return_metrics(prepared.y_return[idx, j], returns[:, j], train_mean,
+                                      horizon=h))
         rows.append(row)
     return rows
 

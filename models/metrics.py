@@ -30,11 +30,21 @@ Return metrics (only for models that predict returns)
   (Campbell & Thompson 2008); it can be negative.
 - rmse, mae; ic (Pearson) and rank_ic (Spearman) between prediction and realized return;
   directional_accuracy = share of samples with sign(prediction) == sign(realized).
+- ic_p_value: the significance test beside the return scores (`p_value` tests the class
+  accuracy, not the forecast): one-sided test of H0 "IC <= 0", a Student t on the
+  effective sample size n / design effect, the design effect being that of a correlation
+  between two autocorrelated series (`correlation_design_effect`): overlapping h-bar
+  returns and a persistent forecast (rolling features) carry fewer independent samples
+  than n. On a random walk it is rarely small; a model with no skill
+  can still show an IC or a directional_accuracy well away from 0 / 0.5 on a short test
+  split (directional_accuracy has no baseline of its own: in a trending test period a
+  constant forecast of the trend's sign beats 0.5).
 
 Degenerate inputs never raise. A metric that is mathematically undefined on the data is
 NaN: ic/rank_ic when either side is constant, r2 when the realized returns equal the
 training mean everywhere, kappa when truth and prediction are one and the same class,
-p_value on an empty split. mcc follows scikit-learn's convention and is 0.0 when its
+p_value on an empty split, ic_p_value when ic is NaN or the effective sample size is
+at most 2. mcc follows scikit-learn's convention and is 0.0 when its
 denominator vanishes (constant predictions carry no information). A metric that does not
 apply to the model (return metrics of a pure classifier) is None.
 """
@@ -45,21 +55,21 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import bdtrc, betainc
+from scipy.special import bdtrc, betainc, stdtr
 
 LABELS = (0, 1, 2)
 
 LEADERBOARD_COLUMNS = [
     "symbol", "model", "horizon", "split", "fold",
     "accuracy", "macro_f1", "weighted_f1", "mcc", "kappa", "baseline_accuracy", "p_value",
-    "r2", "rmse", "mae", "ic", "rank_ic", "directional_accuracy",
+    "r2", "rmse", "mae", "ic", "ic_p_value", "rank_ic", "directional_accuracy",
     "train_seconds", "epochs", "best_epoch", "params", "error",
 ]  # fmt: skip
 
 DIRECTION_METRICS = (
     "accuracy", "macro_f1", "weighted_f1", "mcc", "kappa", "baseline_accuracy", "p_value",
 )  # fmt: skip
-RETURN_METRICS = ("r2", "rmse", "mae", "ic", "rank_ic", "directional_accuracy")
+RETURN_METRICS = ("r2", "rmse", "mae", "ic", "ic_p_value", "rank_ic", "directional_accuracy")
 
 
 def majority_class(y_train: np.ndarray) -> int:
@@ -212,8 +222,57 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / denom if denom > 0 else math.nan
 
 
-def return_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float) -> dict:
-    """Return metrics of one horizon; `train_mean` is the training split's mean return."""
+def _acf(d: np.ndarray, lags: int) -> np.ndarray:
+    """Sample autocorrelations 1..lags of a demeaned (n,) series (through the FFT)."""
+    n = d.size
+    spec = np.fft.rfft(d, 2 * n)
+    acov = np.fft.irfft(spec * np.conj(spec), 2 * n)[: lags + 1]
+    return acov[1:] / acov[0]
+
+
+def correlation_design_effect(a: np.ndarray, b: np.ndarray, horizon: int = 1) -> float:
+    """How many of n samples count as one for the correlation of two demeaned (n,) series,
+    at least 1: 1 + 2 sum_j (1 - j / n) acf_a(j) acf_b(j), j = 1..max(n // 5, h - 1 +
+    the rule of thumb), the variance of a sample correlation between two autocorrelated
+    series that are unrelated (Bartlett 1935; Pyper & Peterman 1998). A kernel estimate on
+    the products (`design_effect`) is too small when both series are persistent, as an
+    h-bar return and a rolling-feature forecast are: it let 10% of random-walk tests at
+    h = 20 through at the 5% level."""
+    n = a.size
+    if n < 3 or not (a @ a > 0 and b @ b > 0):
+        return 1.0
+    lags = min(n - 1, max(n // 5, hac_lags(n, horizon)))
+    j = np.arange(1, lags + 1)
+    total = 1.0 + 2.0 * float(((1 - j / n) * _acf(a, lags) * _acf(b, lags)).sum())
+    return max(1.0, total)
+
+
+def ic_p_value(y_true: np.ndarray, y_pred: np.ndarray, horizon: int = 1) -> float:
+    """One-sided p-value of H0 "IC <= 0" for time-ordered (n,) realized and predicted
+    returns of one horizon: P(T >= t), T ~ Student t with n_eff - 2 degrees of freedom,
+    t = ic sqrt((n_eff - 2) / (1 - ic^2)), n_eff = n / the design effect of a correlation
+    for two autocorrelated series (`correlation_design_effect`). NaN when undefined."""
+    a = np.asarray(y_true, dtype=np.float64).ravel()
+    b = np.asarray(y_pred, dtype=np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    denom = math.sqrt(float(a @ a) * float(b @ b))
+    if a.size < 3 or not denom > 0:
+        return math.nan
+    ic = min(max(float(a @ b) / denom, -1.0), 1.0)
+    n_eff = a.size / correlation_design_effect(a, b, horizon)
+    if n_eff <= 2:
+        return math.nan
+    if ic >= 1.0:
+        return 0.0
+    t = ic * math.sqrt((n_eff - 2) / (1.0 - ic * ic))
+    return float(stdtr(n_eff - 2, -t))
+
+
+def return_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float, *,
+                   horizon: int = 1) -> dict:
+    """Return metrics of one horizon; `train_mean` is the training split's mean return.
+    The samples must be in time order and `horizon` is their labels' horizon in bars:
+    ic_p_value allows for overlapping labels."""
     y_true = np.asarray(y_true, dtype=np.float64).ravel()
     y_pred = np.asarray(y_pred, dtype=np.float64).ravel()
     if y_true.shape != y_pred.shape:
@@ -230,6 +289,8 @@ def return_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float) ->
         "rmse": math.sqrt(sse / y_true.size),
         "mae": float(np.abs(err).mean()),
         "ic": _pearson(y_true, y_pred),
+        "ic_p_value": ic_p_value(y_true, y_pred, horizon)
+        if np.isfinite(y_true).all() else math.nan,
         "rank_ic": _pearson(average_ranks(y_true), average_ranks(y_pred))
         if np.isfinite(y_true).all() else math.nan,
         "directional_accuracy": float(np.mean(np.sign(y_pred) == np.sign(y_true))),

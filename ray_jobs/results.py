@@ -22,6 +22,7 @@ SUMMARY_METRICS = (
     "p_value",
     "r2",
     "ic",
+    "ic_p_value",
     "rank_ic",
     "directional_accuracy",
     "train_seconds",
@@ -72,8 +73,9 @@ def _per_symbol(group: pd.DataFrame, metric: str) -> pd.Series:
 
 def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
     """Mean +- std over symbols per model x horizon on `split` (a symbol's walk-forward
-    folds averaged first), win counts, failures. `share_significant_1pct` is over the
-    symbol x fold tests."""
+    folds averaged first), win counts, failures. `share_significant_1pct` (p_value, the
+    class accuracy) and `share_ic_significant_1pct` (ic_p_value, the return forecast; None
+    for classifiers) are over the symbol x fold tests."""
     ok = frame[(frame["split"] == split) & frame["error"].isna()]
     failed = frame[frame["error"].notna()]
     models: list[dict[str, Any]] = []
@@ -92,6 +94,10 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
             }
         sig = pd.to_numeric(group["p_value"], errors="coerce")
         entry["share_significant_1pct"] = _clean((sig < 0.01).mean()) if sig.notna().any() else None
+        ic_sig = pd.to_numeric(group["ic_p_value"], errors="coerce") if "ic_p_value" in group \
+            else pd.Series(dtype=float)
+        entry["share_ic_significant_1pct"] = (_clean((ic_sig < 0.01).mean())
+                                              if ic_sig.notna().any() else None)
         models.append(entry)
     return {
         "split": split,
@@ -122,9 +128,11 @@ def win_counts(ok: pd.DataFrame, metric: str = "macro_f1") -> dict[str, dict[str
 
 
 def format_summary_table(summary: dict[str, Any]) -> str:
-    """A plain-text table of the summary: one line per model x horizon."""
+    """A plain-text table of the summary: one line per model x horizon. `sig<1%`: the
+    share of tests whose class accuracy beats the baseline at 1%; `ic<1%`: whose IC is
+    above 0 at 1% (models that forecast returns)."""
     header = f"{'model':<20}{'h':>4}{'n':>5}{'accuracy':>17}{'macro_f1':>17}{'baseline':>10}"
-    header += f"{'r2':>17}{'sig<1%':>8}"
+    header += f"{'r2':>17}{'sig<1%':>8}{'ic<1%':>7}"
     lines = [header, "-" * len(header)]
 
     def ms(d: dict[str, Any]) -> str:
@@ -136,9 +144,11 @@ def format_summary_table(summary: dict[str, Any]) -> str:
     for e in summary["models"]:
         base = e["baseline_accuracy"]["mean"]
         sig = e["share_significant_1pct"]
+        ic_sig = e.get("share_ic_significant_1pct")
         lines.append(
             f"{e['model']:<20}{e['horizon']:>4}{e['n_symbols']:>5}{ms(e['accuracy']):>17}"
             f"{ms(e['macro_f1']):>17}{(f'{base:.3f}' if base is not None else '-'):>10}"
             f"{ms(e['r2']):>17}{(f'{sig:.0%}' if sig is not None else '-'):>8}"
+            f"{(f'{ic_sig:.0%}' if ic_sig is not None else '-'):>7}"
         )
     return "\n".join(lines)

@@ -14,11 +14,13 @@ from models.metrics import (
     LEADERBOARD_COLUMNS,
     average_ranks,
     binomial_p_greater,
+    correlation_design_effect,
     design_effect,
     direction_metrics,
     effective_binomial_p,
     error_rows,
     hac_lags,
+    ic_p_value,
     leaderboard_rows,
     majority_class,
     multiclass_mcc,
@@ -29,8 +31,9 @@ from models.metrics import (
 def test_leaderboard_columns_are_the_contract():
     assert LEADERBOARD_COLUMNS == [
         "symbol", "model", "horizon", "split", "fold", "accuracy", "macro_f1", "weighted_f1",
-        "mcc", "kappa", "baseline_accuracy", "p_value", "r2", "rmse", "mae", "ic", "rank_ic",
-        "directional_accuracy", "train_seconds", "epochs", "best_epoch", "params", "error",
+        "mcc", "kappa", "baseline_accuracy", "p_value", "r2", "rmse", "mae", "ic", "ic_p_value",
+        "rank_ic", "directional_accuracy", "train_seconds", "epochs", "best_epoch", "params",
+        "error",
     ]  # fmt: skip
 
 
@@ -133,6 +136,52 @@ def test_return_metrics_match_references():
     assert m["ic"] == pytest.approx(stats.pearsonr(y, pred)[0])
     assert m["rank_ic"] == pytest.approx(stats.spearmanr(y, pred)[0])
     assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(y) == np.sign(pred)))
+
+
+def test_ic_p_value_is_the_pearson_t_test_on_independent_samples():
+    """With independent samples (design effect 1) the IC test is scipy's one-sided
+    Pearson test; a planted linear forecast is found, a constant one gives NaN."""
+    rng = np.random.default_rng(11)
+    y = rng.normal(0, 0.02, 400)
+    pred = 0.1 * y + rng.normal(0, 0.02, 400)  # IC about 0.1
+    p = ic_p_value(y, pred, horizon=1)
+    deff = correlation_design_effect(y - y.mean(), pred - pred.mean(), 1)
+    assert 1.0 <= deff < 1.2  # white noise: about n independent samples
+    expected = stats.pearsonr(y, pred, alternative="greater").pvalue
+    if deff == 1.0:
+        assert p == pytest.approx(expected, rel=1e-6)
+    else:  # the same t test on n / deff samples
+        r = stats.pearsonr(y, pred)[0]
+        n_eff = 400 / deff
+        t = r * math.sqrt((n_eff - 2) / (1 - r * r))
+        assert p == pytest.approx(stats.t.sf(t, n_eff - 2), rel=1e-6) and p >= expected
+    assert p < 0.05
+    assert return_metrics(y, pred, 0.0)["ic_p_value"] == p
+    assert ic_p_value(y, 0.5 * y + rng.normal(0, 0.005, 400)) < 1e-10
+    assert ic_p_value(y, -y + rng.normal(0, 0.005, 400)) > 0.999  # skill the wrong way
+    assert math.isnan(return_metrics(y, np.zeros(400), 0.0)["ic_p_value"])
+    assert math.isnan(ic_p_value(y[:2], pred[:2]))
+
+
+def test_ic_p_value_holds_its_size_on_random_walks_with_overlap():
+    """A random walk's h-bar returns against a persistent forecast that knows nothing
+    (an AR(1) like a rolling feature): the plain t test would reject far too often at
+    h = 20; the test on the effective sample size keeps near its level."""
+    rng = np.random.default_rng(7)
+    h, n, trials = 20, 250, 400
+    ps, plain = [], []
+    for _ in range(trials):
+        steps = rng.normal(0, 0.01, n + h)
+        logp = np.cumsum(steps)
+        y = logp[h:] - logp[:-h]  # overlapping h-bar returns
+        x = np.empty(n)
+        x[0] = rng.normal()
+        for t in range(1, n):
+            x[t] = 0.95 * x[t - 1] + rng.normal(0, 0.3)
+        ps.append(ic_p_value(y, x, horizon=h))
+        plain.append(stats.pearsonr(y, x, alternative="greater").pvalue)
+    assert np.mean(np.array(plain) < 0.05) > 0.2  # overlap + persistence: the naive test lies
+    assert np.mean(np.array(ps) < 0.05) < 0.075
 
 
 def test_binomial_p_and_ranks_match_scipy():

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ray_jobs.results import SUMMARY_METRICS, summarize
+from ray_jobs.results import SUMMARY_METRICS, format_summary_table, summarize
 
 
 def frame(acc: dict[tuple[str, str, int], float]) -> pd.DataFrame:
@@ -33,3 +33,20 @@ def test_walk_forward_folds_are_averaged_per_symbol_before_the_spread() -> None:
     assert ols["accuracy"]["std"] == pytest.approx(np.std([0.6, 0.4], ddof=1))
     assert ols["share_significant_1pct"] == pytest.approx(2 / 6)  # over symbol x fold tests
     assert summary["wins"] == {"1": {"ols": 1, "mlp": 1}}  # AAA: ols 0.60 vs mlp 0.55
+
+
+def test_the_share_of_significant_ics_is_summarized_beside_the_accuracy_one() -> None:
+    acc = {("AAA", "ridge", 0): 0.4, ("BBB", "ridge", 0): 0.4, ("CCC", "ridge", 0): 0.4,
+           ("AAA", "lstm", 0): 0.4}  # fmt: skip
+    f = frame(acc)
+    f["ic_p_value"] = [0.001, 0.2, 0.004, np.nan]  # lstm: a classifier, no return forecast
+    summary = summarize(f)
+    by = {e["model"]: e for e in summary["models"]}
+    assert by["ridge"]["share_ic_significant_1pct"] == pytest.approx(2 / 3)
+    assert by["ridge"]["ic_p_value"]["mean"] == pytest.approx((0.001 + 0.2 + 0.004) / 3)
+    assert by["ridge"]["share_significant_1pct"] == 0.0
+    assert by["lstm"]["share_ic_significant_1pct"] is None
+    table = format_summary_table(summary).splitlines()
+    assert table[0].split()[-2:] == ["sig<1%", "ic<1%"]
+    assert table[2].split()[-2:] == ["0%", "-"] and table[2].startswith("lstm")
+    assert table[3].split()[-2:] == ["0%", "67%"] and table[3].startswith("ridge")
