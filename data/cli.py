@@ -3,7 +3,9 @@
     quantray data inspect URI [--kind bars|lob] [--symbols A,B] [--start D] [--end D]
                               [--min-rows N] [--json]
     quantray data prepare URI [--symbols A,B] [--seq-len 60] [--horizons 1,5,10,20]
-                              [--split holdout|walk_forward] [--n-folds 3] [--json]
+                              [--split holdout|walk_forward] [--n-folds 3]
+                              [--threshold auto] [--train 0.7 --val 0.15 --test 0.15]
+                              [--purge auto] [--embargo 5] [--json]
 
 Bad input (missing file, unknown symbols, bad horizons, invalid data) exits with status 2
 and one line on stderr. Only argparse and the stdlib are imported here; data code is
@@ -49,6 +51,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--split", choices=("holdout", "walk_forward"), default="holdout")
     prepare.add_argument("--n-folds", type=int, default=3, help="walk_forward folds (default 3)")
+    # a job's target.threshold and split.{train,val,test,purge,embargo}, with its defaults
+    prepare.add_argument("--threshold", default="auto",
+                         help="flat band: auto, one return such as 0.002, or one per horizon"
+                         " (comma-separated) (default auto)")
+    prepare.add_argument("--train", type=float, default=0.7, help="train fraction (default 0.7)")
+    prepare.add_argument("--val", type=float, default=0.15, help="val fraction (default 0.15)")
+    prepare.add_argument("--test", type=float, default=0.15,
+                         help="test fraction (default 0.15); train + val + test = 1")
+    prepare.add_argument("--purge", default="auto",
+                         help="samples dropped before each later split: auto (= the longest"
+                         " horizon) or an integer (default auto)")
+    prepare.add_argument("--embargo", type=int, default=5,
+                         help="samples left out after the purge (default 5)")
     prepare.set_defaults(func=_guarded("prepare", _prepare))
 
 
@@ -101,6 +116,30 @@ def parse_horizons(text: str) -> tuple[int, ...]:
     if not horizons or any(h < 1 for h in horizons):
         raise ValueError(f"--horizons {text!r}: use comma-separated integers >= 1 such as 1,5,10")
     return horizons
+
+
+def parse_threshold(text: str) -> str | float | tuple[float, ...]:
+    """"auto" -> "auto"; "0.002" -> 0.002; "0.002,0.005" -> (0.002, 0.005)."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not v >= 0 or v == float("inf") for v in values):
+        raise ValueError(f"--threshold {text!r}: use auto, a return >= 0 such as 0.002, or "
+                         "one per horizon (comma-separated)")
+    return values[0] if len(values) == 1 else values
+
+
+def parse_purge(text: str) -> str | int:
+    """"auto" -> "auto"; "20" -> 20."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--purge {text!r}: use auto or an integer >= 0") from None
 
 
 def _load(args: argparse.Namespace):
@@ -166,10 +205,13 @@ def _prepare(args: argparse.Namespace) -> int:
     try:
         cfg = PrepareConfig(
             kind=args.kind, horizons=parse_horizons(args.horizons), seq_len=args.seq_len,
-            split=args.split, n_folds=args.n_folds,
+            split=args.split, n_folds=args.n_folds, threshold=parse_threshold(args.threshold),
+            train=args.train, val=args.val, test=args.test, purge=parse_purge(args.purge),
+            embargo=args.embargo,
         )
     except ValueError as exc:  # e.g. "PrepareConfig.horizons=(5, 1): use increasing ..."
-        raise ValueError(f"--horizons/--seq-len/--split/--n-folds: {exc}") from exc
+        raise ValueError(f"--horizons/--seq-len/--split/--n-folds/--threshold/--train/--val/"
+                         f"--test/--purge/--embargo: {exc}") from exc
     result = prepare_frame(_load(args), cfg, on_error="drop")
     rows = []
     for symbol, folds in sorted(result.prepared.items()):
@@ -187,7 +229,8 @@ def _prepare(args: argparse.Namespace) -> int:
                              "n": int(len(idx)), "balance": balance})
     if args.json:
         out = {"config": cfg.to_dict(), "min_rows": cfg.min_rows(), "splits": rows,
-               "dropped": result.dropped, "validation": result.report.to_dict()}
+               "dropped": result.dropped, "warnings": result.warnings,
+               "validation": result.report.to_dict()}
         print(json.dumps(out, indent=2))
         return 0 if result.prepared else EXIT_BAD_INPUT
     print(f"prepared {len(result.prepared)} symbols, dropped {len(result.dropped)} "
@@ -203,7 +246,7 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"{r['symbol']:<8} {r['fold']:>4} {r['split']:<6} {r['n']:>7} {cells}")
     for symbol, reason in sorted(result.dropped.items()):
         print(f"dropped {symbol}: {reason}")
-    for symbol, warning in result.report.warnings.items():
+    for symbol, warning in result.warnings.items():
         print(f"warning {symbol}: {warning}")
     if not result.prepared:
         print("quantray data prepare: error: no symbol could be prepared", file=sys.stderr)

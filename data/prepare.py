@@ -115,6 +115,42 @@ class PrepareConfig:
         return cls(**values)
 
 
+# A training split where a class holds less than this share of a horizon's labels gets a
+# warning: a model can hardly learn that class, and macro-F1 (which averages the three
+# classes' F1) and the majority-class baseline stop meaning what they usually do.
+MIN_CLASS_SHARE = 0.05
+CLASS_NAMES = ("down", "flat", "up")
+
+
+def label_imbalance(y_train: np.ndarray, horizons: tuple[int, ...], thresholds: np.ndarray
+                    ) -> str | None:
+    """The horizons whose (n, H) training classes leave a class under MIN_CLASS_SHARE, with
+    their class mix ("h=1 (tau 0.05): 0.7% down / 98.5% flat / 0.7% up"), or None. A fixed
+    threshold wider than most moves puts (nearly) every label in "flat"; 0 empties "flat"."""
+    y_train = np.asarray(y_train, dtype=np.int64)
+    n = y_train.shape[0]
+    if n == 0:
+        return None
+    parts = []
+    for j, h in enumerate(horizons):
+        share = np.bincount(y_train[:, j], minlength=3) / n
+        if share.min() < MIN_CLASS_SHARE:
+            mix = " / ".join(f"{100 * v:.1f}% {c}" for v, c in zip(share, CLASS_NAMES,
+                                                                    strict=True))
+            parts.append(f"h={h} (tau {float(thresholds[j]):.4g}): {mix}")
+    return "; ".join(parts) or None
+
+
+def label_warning(threshold: str | float | tuple[float, ...], imbalance: str) -> str:
+    """The warning for a symbol whose training labels are imbalanced (`label_imbalance`)."""
+    fix = ("use threshold 'auto' or a threshold per horizon nearer the typical move"
+           if threshold != "auto" else "the training returns are one-sided or mostly exactly 0;"
+           " check the data")
+    return (f"threshold {threshold!r} leaves a class under {100 * MIN_CLASS_SHARE:.0f}% of "
+            f"the training labels: {imbalance}. Models can hardly learn that class, and "
+            f"macro-F1 and the majority baseline mislead; {fix}")
+
+
 def _is_int(x: object) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
@@ -128,6 +164,26 @@ class PrepareResult:
     dropped: dict[str, str]
     report: ValidationReport
     config: PrepareConfig = field(default_factory=PrepareConfig)
+
+    @property
+    def warnings(self) -> dict[str, str]:
+        """symbol -> warning about a kept symbol: the validation report's (a long gap)
+        and its labels' (a class (nearly) empty in a training split; see label_warning)."""
+        return merged_warnings(self.report.warnings, self.prepared)
+
+
+def merged_warnings(validation: dict[str, str], prepared: dict[str, list[PreparedSymbol]]
+                    ) -> dict[str, str]:
+    """The validation warnings and each prepared symbol's label warning (from its folds'
+    `meta["label_imbalance"]`), one message per symbol."""
+    out = dict(validation)
+    for symbol, folds in prepared.items():
+        parts = [(f"fold {prep.fold}: " if len(folds) > 1 else "") + prep.meta["label_imbalance"]
+                 for prep in folds if prep.meta.get("label_imbalance")]
+        if parts:
+            msg = label_warning(folds[0].meta["config"]["threshold"], "; ".join(parts))
+            out[symbol] = f"{out[symbol]}; {msg}" if symbol in out else msg
+    return out
 
 
 def _features(df: pd.DataFrame, kind: str) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -208,6 +264,7 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
     for k, splits in enumerate(folds):
         train = splits["train"]
         thresholds = fit_thresholds(y_return[train], cfg.threshold)
+        y_class = to_classes(y_return, thresholds)
         # fit on every feature row a training sample can see, i.e. up to its decision row
         fit_stop = row0 + int(train[-1]) + 1
         scaler = fit_scaler(feats[:fit_stop])
@@ -226,7 +283,7 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
                 feature_names=tuple(names),
                 timestamps=times[:t_rows].copy(),
                 y_return=y_return,
-                y_class=to_classes(y_return, thresholds),
+                y_class=y_class,
                 horizons=cfg.horizons,
                 seq_len=cfg.seq_len,
                 splits=splits,
@@ -244,6 +301,8 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
                     "purge": cfg.purge_samples,
                     "embargo": cfg.embargo,
                     "scaler_fit_rows": fit_stop,
+                    "label_imbalance": label_imbalance(y_class[train], cfg.horizons,
+                                                       thresholds),
                 },
             )
         )

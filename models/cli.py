@@ -212,6 +212,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--data {args.data}: {exc}") from exc
     for symbol, reason in prepared.dropped.items():
         print(f"warning: {symbol} dropped: {reason}", file=sys.stderr)
+    for symbol, warning in prepared.warnings.items():
+        print(f"warning: {symbol} (kept): {warning}", file=sys.stderr)
     if not prepared.prepared:
         raise UsageError("--symbols: every symbol was dropped (see the warnings above)")
     from models.metrics import error_rows
@@ -283,7 +285,8 @@ TABLE = (  # (column, header, format)
     ("split", "split", "{}"), ("accuracy", "acc", "{:.3f}"),
     ("baseline_accuracy", "base", "{:.3f}"), ("p_value", "p", "{:.3g}"),
     ("macro_f1", "macro_f1", "{:.3f}"), ("mcc", "mcc", "{:.3f}"), ("r2", "r2", "{:.4f}"),
-    ("ic", "ic", "{:.3f}"), ("train_seconds", "secs", "{:.1f}"), ("error", "error", "{}"),
+    ("ic", "ic", "{:.3f}"), ("ic_p_value", "ic_p", "{:.3g}"), ("train_seconds", "secs", "{:.1f}"),
+    ("error", "error", "{}"),
 )  # fmt: skip
 
 

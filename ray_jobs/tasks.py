@@ -32,7 +32,8 @@ def prepare_many(
     error). A symbol that fails validation or preparation fails alone, with its reason; if
     the shared read itself fails (e.g. one symbol has no rows in the window), every symbol
     is read on its own so that each gets its own error. `warnings`, when given, receives
-    symbol -> validation warning (a kept symbol with suspect data, e.g. a long gap)."""
+    symbol -> warning about a kept symbol (suspect data, e.g. a long gap; or a threshold
+    that leaves a class (nearly) empty in training: `PrepareResult.warnings`)."""
     from data.prepare import PrepareConfig, prepare_frame
 
     cfg = PrepareConfig(**spec.prepare_config_kwargs())
@@ -50,7 +51,7 @@ def prepare_many(
         return ok, errors
     errors = {s: _data_error(s, reason) for s, reason in result.dropped.items()}
     if warnings is not None:
-        warnings.update({s: f"data: {w}" for s, w in result.report.warnings.items()
+        warnings.update({s: f"data: {w}" for s, w in result.warnings.items()
                          if s in symbols and s not in errors})  # fmt: skip
     for symbol in symbols:
         if symbol not in result.prepared and symbol not in errors:

@@ -150,6 +150,40 @@ def test_prepare_walk_forward_prints_every_fold(capsys):
     assert folds == {"0", "1"}
 
 
+def test_prepare_takes_a_jobs_threshold_and_split_and_warns_on_an_empty_class(capsys):
+    from data.loading import load_bars
+    from data.prepare import PrepareConfig, prepare_frame
+
+    argv = ("prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "20",
+            "--horizons", "1,5", "--threshold", "0.05,0.002", "--train", "0.6", "--val", "0.2",
+            "--test", "0.2", "--purge", "8", "--embargo", "2")
+    rc, out, err = _run(capsys, *argv, "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    cfg = PrepareConfig(horizons=(1, 5), seq_len=20, threshold=(0.05, 0.002), train=0.6,
+                        val=0.2, test=0.2, purge=8, embargo=2)
+    assert got["config"] == cfg.to_dict()
+    direct = prepare_frame(load_bars("sample:sp500", symbols=["AAPL"]), cfg).prepared["AAPL"][0]
+    assert {r["split"]: r["n"] for r in got["splits"]} == {
+        k: len(v) for k, v in direct.splits.items()}
+    assert "h=1 (tau 0.05)" in got["warnings"]["AAPL"] and "h=5" not in got["warnings"]["AAPL"]
+
+    rc, out, _ = _run(capsys, *argv)
+    assert rc == 0 and "warning AAPL: threshold [0.05, 0.002] leaves a class under 5%" in out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (("--threshold", "wide"), "--threshold 'wide': use auto"),
+    (("--threshold", "0.1,0.2,0.3"), "one float >= 0 or 4 (one a horizon)"),
+    (("--purge", "1"), "purge 1 + embargo 5 = 6 bars between splits"),
+    (("--train", "0.8"), "they must sum to 1"),
+    (("--embargo", "-1"), "PrepareConfig.embargo=-1"),
+])
+def test_prepare_split_and_threshold_flags_are_validated(capsys, flags, words):
+    _assert_one_line_error(*_run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL", *flags),
+                           words)
+
+
 def test_prepare_with_every_symbol_too_short_exits_2(capsys):
     rc, out, err = _run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL",
                         "--start", "2018-01-01")

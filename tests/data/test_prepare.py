@@ -205,3 +205,38 @@ def test_prepare_real_symbols() -> None:
     assert p.X_seq.shape[1:] == (60, 16) and np.isfinite(p.features).all()
     counts = np.bincount(p.y_class[p.splits["train"], 0], minlength=3) / len(p.splits["train"])
     assert counts.min() > 0.25  # auto thresholds roughly balance the training classes
+
+
+# ---- label balance ----------------------------------------------------------------------
+def test_a_threshold_that_empties_a_training_class_is_warned_about() -> None:
+    """A fixed threshold wider than nearly every move puts (nearly) every training label in
+    "flat" (and 0 leaves "flat" empty): the symbol is kept, with a warning naming the
+    horizon and its class mix; "auto" and a sensible threshold give none."""
+    df = bars(400)  # daily moves of about 2%
+    wide = prepare_frame(df, PrepareConfig(seq_len=20, horizons=(1, 5), threshold=(0.2, 0.01)))
+    assert list(wide.prepared) == ["AAA"]
+    warning = wide.warnings["AAA"]
+    assert "threshold [0.2, 0.01] leaves a class under 5% of the training labels" in warning
+    assert "h=1 (tau 0.2): 0.0% down / 100.0% flat / 0.0% up" in warning
+    assert "h=5" not in warning  # a 1% band at h=5 leaves every class well filled
+    assert wide.prepared["AAA"][0].meta["label_imbalance"] in warning
+
+    zero = prepare_frame(df, PrepareConfig(seq_len=20, horizons=(1, 5), threshold=0.0))
+    assert "0.0% flat" in zero.warnings["AAA"] and "h=5" in zero.warnings["AAA"]
+
+    for threshold in ("auto", 0.005):
+        ok = prepare_frame(df, PrepareConfig(seq_len=20, horizons=(1, 5), threshold=threshold))
+        assert ok.warnings == {} and ok.prepared["AAA"][0].meta["label_imbalance"] is None
+
+
+def test_label_warnings_join_the_validation_warnings_per_symbol_and_fold() -> None:
+    df = bars(600)
+    df = df[(df.index < 300) | (df.index >= 310)].copy()
+    df.loc[df.index >= 310, "date"] += pd.Timedelta(days=60)  # one long gap
+    cfg = PrepareConfig(seq_len=20, horizons=(1,), threshold=0.3, split="walk_forward",
+                        n_folds=2)
+    result = prepare_frame(df, cfg)
+    warning = result.warnings["AAA"]
+    assert warning.startswith(result.report.warnings["AAA"] + "; threshold 0.3 leaves a class")
+    assert "training labels: fold 0: h=1 (tau 0.3): 0.0% down / 100.0% flat" in warning
+    assert "; fold 1: h=1 (tau 0.3)" in warning and warning.count("Models can hardly") == 1

@@ -122,6 +122,8 @@ def test_cli_csv_and_table_outputs(capsys):
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0].split()[:4] == ["symbol", "model", "h", "split"] and len(lines) == 3
+    head = lines[0].split()
+    assert head[head.index("ic"):head.index("ic") + 2] == ["ic", "ic_p"]  # the IC's test
 
 
 def test_cli_table_of_walk_forward_rows_names_each_fold(capsys):
@@ -267,3 +269,18 @@ def test_cli_module_imports_only_the_standard_library():
         "assert 'models.registry' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_prints_the_data_warnings_of_kept_symbols(capsys, tmp_path):
+    """A kept symbol with a long gap between bars trains, and says so on stderr (as
+    `quantray data prepare` and a job's log do)."""
+    from data.loading import load_bars
+
+    frame = load_bars("sample:sp500", symbols=["AAPL"])
+    frame = frame.drop(frame.index[400:420])  # 20 trading days missing: a 4-week gap
+    path = tmp_path / "gap.csv"
+    frame.to_csv(path, index=False)
+    code, out, err = _train(capsys, "--data", str(path), "--symbols", "AAPL", "--models", "ols",
+                            "--horizons", "1", "--output", "csv")
+    assert code == 0 and len(list(csv.DictReader(io.StringIO(out)))) == 2
+    assert "warning: AAPL (kept): symbol 'AAPL': 1 gap between consecutive bars" in err

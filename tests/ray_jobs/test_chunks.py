@@ -56,6 +56,22 @@ def test_one_read_prepares_many_and_a_short_symbol_fails_alone(tmp_path: Path) -
     assert "NOPE" in errors["NOPE"]
 
 
+def test_a_threshold_that_empties_a_training_class_is_a_data_warning() -> None:
+    """target.threshold 0.5 puts every training label at h=1 in "flat": the symbol trains,
+    and its warning reaches the driver's log and summary.json's data_warnings."""
+    spec = JobSpec.from_dict({
+        "name": "wide", "dataset": {"uri": "sample:sp500", "symbols": ["AAPL"]},
+        "target": {"kind": "direction", "horizons": [1, 5], "threshold": [0.5, 0.01]},
+        "models": ["ols"], "preset": "fast",
+    })  # fmt: skip
+    warnings: dict[str, str] = {}
+    prepared, errors = prepare_many(spec, ["AAPL"], warnings)
+    assert list(prepared) == ["AAPL"] and errors == {}
+    assert list(warnings) == ["AAPL"]
+    assert warnings["AAPL"].startswith("data: threshold [0.5, 0.01] leaves a class under 5%")
+    assert "h=1 (tau 0.5): 0.0% down / 100.0% flat / 0.0% up" in warnings["AAPL"]
+
+
 @pytest.mark.timeout(300)
 def test_in_memory_ensembles_equal_the_ones_read_back(tmp_path: Path) -> None:
     spec = _spec("sample:sp500", ["AAPL"])
