@@ -125,6 +125,10 @@ def _demo(args: argparse.Namespace) -> int:
                 proc.kill()
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _print_summary(summary: dict, table) -> None:
     rows = []
     for e in summary.get("models", []):
@@ -135,11 +139,12 @@ def _print_summary(summary: dict, table) -> None:
         rows.append({"model": e["model"], "h": e["horizon"], "symbols": e["n_symbols"],
                      "accuracy": mean("accuracy"), "baseline": mean("baseline_accuracy"),
                      "macro_f1": mean("macro_f1"), "r2": mean("r2"), "ic": mean("ic"),
-                     "sig<1%": "-" if e.get("share_significant_1pct") is None
-                     else f"{e['share_significant_1pct']:.0%}"})
+                     "sig<1%": _share(e.get("share_significant_1pct")),
+                     "ic<1%": _share(e.get("share_ic_significant_1pct"))})
     print(f"\nsummary over {summary.get('symbols')} symbols, {summary.get('split')} split "
           f"(mean over symbols; sig<1% = share of symbols beating the majority-class "
-          f"baseline at p < 0.01):")
+          f"baseline at p < 0.01; ic<1% = share whose return forecast has an IC above 0 at "
+          f"p < 0.01):")
     print(table(rows, list(rows[0]) if rows else ["model"]))
     failed = summary.get("failed_units") or []
     if failed:
