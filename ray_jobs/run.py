@@ -30,7 +30,8 @@ def token_auth_for_existing_cluster() -> None:
     while a token was available (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) runs with token
     auth, and Ray 2.60's `ray.init(address=...)` does not turn it on by itself (it fails with
     "RAY_AUTH_MODE is currently 'disabled'"). A token sent to a head without auth is
-    ignored. An explicit RAY_AUTH_MODE is kept; inside a Ray job it comes from the head."""
+    ignored. An explicit RAY_AUTH_MODE is kept; inside a Ray job it comes from the head.
+    Call it before `ray` is imported: Ray reads RAY_AUTH_MODE into its config on import."""
     if not os.environ.get("RAY_ADDRESS") or "RAY_AUTH_MODE" in os.environ:
         return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stdout)
     args = parse_args(argv)
+    token_auth_for_existing_cluster()  # before ray is imported: its config reads the mode then
     from ray_jobs.spec import JobSpec, SpecError, check_against_registry
     from ray_jobs.storage import JobStorage, StorageError
 
@@ -127,7 +129,6 @@ def _run(spec, storage, attempt: int, stored: logging.Handler) -> int:
         stored.emit(logging.LogRecord("quantray.run", logging.ERROR if error else logging.INFO,
                                       __file__, 0, text, None, None))
 
-    token_auth_for_existing_cluster()
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # `ray job stop` / the API's cancel: SIGTERM

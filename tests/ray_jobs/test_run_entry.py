@@ -66,3 +66,28 @@ def test_an_explicit_auth_mode_is_kept(auth_env, monkeypatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     token_auth_for_existing_cluster()
     assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_ray_reads_the_token_mode_set_before_it_is_imported(tmp_path) -> None:
+    """What `main` relies on: importing the entrypoint does not import ray, and a mode set
+    before ray's import is the one its config holds (set after it, Ray kept 'disabled' and
+    the driver failed to join a `ray start` head with InvalidAuthToken)."""
+    import subprocess
+    import sys
+
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t" * 32)
+    env = {k: v for k, v in os.environ.items() if k not in _AUTH}
+    env.update(HOME=str(tmp_path), RAY_ADDRESS="127.0.0.1:6380")
+    code = (
+        "import sys\n"
+        "from ray_jobs import run\n"
+        "assert 'ray' not in sys.modules, 'the entrypoint imports ray before main'\n"
+        "run.token_auth_for_existing_cluster()\n"
+        "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+        "print(get_authentication_mode() == AuthenticationMode.TOKEN)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
