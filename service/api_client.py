@@ -8,6 +8,9 @@ from typing import Any
 import httpx
 
 DEFAULT_API = "http://127.0.0.1:8000"
+# A submit waits for the spec to be stored, with retries: against an S3 endpoint that does
+# not answer that is ~4 x its ~10 s timeout before the API's 503. Outlast it.
+SUBMIT_TIMEOUT_S = 120.0
 
 
 class ApiClientError(RuntimeError):
@@ -47,6 +50,11 @@ class ApiClient:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
+        except httpx.ReadTimeout as exc:  # it was reached, and may have acted on the request
+            then = ("; it may still carry it out: check `quantray list` before repeating it"
+                    if method != "GET" else ": it is up but busy, or stuck")  # fmt: skip
+            raise ApiUnreachable(f"the quantray API at {self.base} did not answer {method} "
+                                 f"{path} in time ({type(exc).__name__}){then}") from None
         except httpx.TransportError as exc:
             raise ApiUnreachable(
                 f"cannot reach the quantray API at {self.base} ({type(exc).__name__}: {exc}); "
@@ -64,10 +72,18 @@ class ApiClient:
         return resp
 
     def submit(self, body: bytes, content_type: str, idempotency_key: str | None) -> dict:
-        headers = {"Content-Type": content_type}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        return self.request("POST", "/v1/jobs", content=body, headers=headers).json()
+        """Always with an Idempotency-Key (a new one unless given): a submit that timed out
+        may have created the job, and resending the same key returns that job."""
+        import uuid
+
+        key = idempotency_key or f"cli-{uuid.uuid4()}"
+        headers = {"Content-Type": content_type, "Idempotency-Key": key}
+        try:
+            return self.request("POST", "/v1/jobs", content=body, headers=headers,
+                                timeout=SUBMIT_TIMEOUT_S).json()  # fmt: skip
+        except ApiUnreachable as exc:
+            raise ApiUnreachable(f"{exc}; or submit again with `--idempotency-key {key}`: "
+                                 "that returns the job if it was created") from None
 
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/v1/jobs/{job_id}").json()

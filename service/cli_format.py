@@ -75,6 +75,8 @@ def job_summary(job: dict[str, Any]) -> str:
         lines.append(f"dashboard: {dashboard}")
     if job.get("progress"):
         lines.append(f"progress:  {progress_line(job)}")
+    elif job.get("progress_error"):  # storage down: say so rather than show nothing
+        lines.append(f"progress:  unreadable: {job['progress_error']}")
     if job.get("message"):
         lines.append(f"message:   {job['message']}")
     for error in job.get("errors") or []:

@@ -238,7 +238,8 @@ def _list(args: argparse.Namespace) -> int:
             return
         print(table(page["items"], ("id", "name", "status", "owner", "created_at")))
         shown = len(page["items"])
-        print(f"page {page['page']}: {shown} of {page['total']} jobs", file=sys.stderr)
+        more = f" (next: --page {page['page'] + 1})" if page.get("next") else ""
+        print(f"page {page['page']}: {shown} of {page['total']} jobs{more}", file=sys.stderr)
 
     return _run(args, go)
 

@@ -39,6 +39,9 @@ class Outcome:
     errors: tuple[dict, ...] = ()
 
 
+INPUT_ERROR_EXIT = 2  # `ray_jobs.run`: unusable input (no usable symbol); progress says why
+
+
 def map_ray_state(
     info: RayJobInfo, *, cancel_requested: bool, progress: Progress | None
 ) -> Outcome:
@@ -46,14 +49,16 @@ def map_ray_state(
     failed units; FAILED -> failed; STOPPED -> cancelled if we asked, else interrupted."""
     if info.status in ("PENDING", "RUNNING"):
         return Outcome("running")
+    bad_input = info.status == "FAILED" and info.driver_exit_code == INPUT_ERROR_EXIT
     finished_with_failures = progress is not None and progress.units_failed > 0 and (
         info.status == "SUCCEEDED" or progress.phase == "failed"
-    )  # the driver ran to the end (exit status 1 = some units failed): its own summary
+    ) and not bad_input  # ran to the end (exit status 1 = some units failed): its summary
     if finished_with_failures:
         total = progress.units_total if progress.units_total is not None else "?"
         return Outcome(
             "failed",
-            f"{progress.units_failed} of {total} units failed; partial results kept",
+            f"{progress.units_failed} of {total} units failed; partial results kept"
+            + _data_failures(progress.errors),
             tuple(progress.errors),
         )
     if info.status == "SUCCEEDED":
@@ -90,6 +95,18 @@ def map_ray_state(
             f"Ray stopped the job without a cancel request: {info.message or ''}".strip(),
         )
     raise ValueError(f"unknown Ray job status {info.status!r}")
+
+
+def _data_failures(errors: list[dict] | tuple[dict, ...]) -> str:
+    """What to do about units that failed on their symbol's data: a resume retries them on
+    the same data, so they fail again until the data is fixed."""
+    symbols = sorted({str(e.get("unit_id", "")).split("__")[0] for e in errors
+                      if str(e.get("error", "")).startswith("data:")})  # fmt: skip
+    if not symbols:
+        return ""
+    return (f"; the data of {', '.join(symbols[:5])}{' ...' if len(symbols) > 5 else ''} "
+            "failed validation (see errors): a resume retries those units on the same data, "
+            "so fix it at the source first, or submit a job without those symbols")
 
 
 STOP_GRACE_S = 30  # a cancelled driver writes its partial results before Ray's SIGKILL
@@ -270,7 +287,16 @@ class Dispatcher:
                 progress = await asyncio.to_thread(self.files.read_progress, job.id, job.attempt)
             except ValueError as exc:
                 log.warning("job %s: unreadable progress.json: %s", job.id, exc)
+            except OSError as exc:
+                # The storage does not answer: what the job finished (so its final status)
+                # is unknown. Settle it at a later tick, and go on with the other jobs.
+                log.warning("job %s ended on Ray (%s); its progress.json cannot be read "
+                            "yet, settled once the storage answers: %s", job.id, info.status,
+                            exc)  # fmt: skip
+                return
         outcome = map_ray_state(info, cancel_requested=job.cancel_requested, progress=progress)
+        if outcome.status == "failed" and progress is None:
+            outcome = await self._storage_cause(outcome)
         if outcome.status == "running":
             if job.cancel_requested:
                 await self.ray.stop(info.submission_id)  # re-sent until Ray reports STOPPED
@@ -279,6 +305,19 @@ class Dispatcher:
             self.store.transition, job.id, "running", status=outcome.status,
             message=outcome.message, errors=list(outcome.errors), finished_at=time.time(),
         )  # fmt: skip
+
+    async def _storage_cause(self, outcome: Outcome) -> Outcome:
+        """A driver that failed without any progress.json while the storage is down (a
+        missing bucket reads as no file) failed because of it: say so first, Ray's log tail
+        after (mostly its workers' noise then)."""
+        try:
+            await asyncio.to_thread(self.files.check)
+        except OSError as exc:
+            message = (f"the job storage is unavailable ({exc}), so the job's driver could "
+                       "not record its work: fix QUANTRAY_STORAGE_URI's storage, then resume "
+                       f"the job (what it stored before is skipped); {outcome.message}")
+            return Outcome("failed", message, outcome.errors)
+        return outcome
 
     async def submit_queued(self) -> None:
         if self.max_running_jobs <= 0:

@@ -99,6 +99,13 @@ def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
         why = ("cancel requested, settled once Ray answers again" if job.cancel_requested
                else "waiting to be submitted")  # fmt: skip
         job = dataclasses.replace(job, message=f"{why}: {waiting}")
+    elif job.status == "running" and not job.message and waiting:
+        # Ray does not answer (its head died?): `running` is only what it last said.
+        then = ("`cancelled` if it stopped, else it is stopped" if job.cancel_requested
+                else "`interrupted` (resumable) if its Ray head was restarted")  # fmt: skip
+        job = dataclasses.replace(job, message=(
+            f"last known status; Ray has not confirmed it since: {waiting}; once Ray answers, "
+            f"the job is settled: {then}"))
     return job_public(
         job,
         dashboard_url=state.dashboard_url(job.ray_submission_id),

@@ -28,6 +28,10 @@ def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") ->
         why = (f"yet: the leaderboard, summary and plots are written when the job ends "
                f"(progress: GET /v1/jobs/{job_id}; each unit's files appear under "
                f"/artifacts as it finishes)")
+    elif status == "interrupted":  # its driver was gone before it could report
+        why = (f"(the job was interrupted before writing it: resume it, POST "
+               f"/v1/jobs/{job_id}/resume or `quantray resume {job_id}`; what its units "
+               f"finished is listed at GET /v1/jobs/{job_id}/artifacts)")
     else:  # final: nothing more will appear unless the job is resumed
         why = (f"(list what it has with GET /v1/jobs/{job_id}/{listing}; if "
                f"QUANTRAY_STORAGE_URI changed since the job ran, its files are in the "

@@ -19,6 +19,7 @@ from service.ray_client import RayError
 
 router = APIRouter(tags=["system"])
 CATALOG_FILE = "model_catalog.json"
+READY_PROBE_ID = "quantray-readyz-probe"  # never a job's submission id (`qr-...`)
 
 
 @router.get("/healthz", summary="Liveness: the process serves requests")
@@ -47,6 +48,9 @@ async def readyz(state: StateDep) -> JSONResponse:
     else:
         try:
             version = await state.ray.version()
+            # The dashboard answers /api/version on its own, even when the head's GCS is
+            # gone; a job lookup (a 404 for this id) needs the GCS, as every dispatch does.
+            await state.ray.get(READY_PROBE_ID)
             checks["ray"] = f"ok (Ray {version.get('ray_version', '?')})"
         except RayError as exc:
             checks["ray"] = f"down: {exc}"

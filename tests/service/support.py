@@ -55,6 +55,8 @@ class FakeRay:
     submissions: list[dict[str, Any]] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    # A head whose GCS died: its dashboard still answers /api/version, not the Jobs API.
+    jobs_down: bool = False
 
     def set_status(self, sid: str, status: str, message: str | None = None) -> None:
         self.jobs[sid]["status"] = status
@@ -76,6 +78,8 @@ class FakeRay:
                     return PlainTextResponse("Unauthorized: Missing authentication token", 401)
                 if header != f"Bearer {self.token}":
                     return PlainTextResponse("Forbidden: Invalid authentication token", 403)
+            if self.jobs_down and request.url.path.startswith("/api/jobs"):
+                return PlainTextResponse("Internal Server Error: GCS unavailable", 500)
             return await call_next(request)
 
         @app.get("/api/version")

@@ -1,0 +1,271 @@
+"""What an operator sees when things go wrong on a real deployment: a Ray head whose GCS
+died (dashboard still up), units that failed on their data, storage that does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+
+from service import api_client
+from service.cli import main
+
+SPEC = {"name": "ops", "dataset": {"uri": "sample:sp500", "symbols": 2}, "models": ["ols"]}
+
+
+def _until(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def _running_job(tmp_path: Path, fake_ray: tuple[Any, str], qr: Any) -> tuple[Any, Any, str]:
+    fake, url = fake_ray
+    settings = qr.make_settings(tmp_path, ray_address=url, max_running_jobs=1, auth=False,
+                                ray_timeout_s=2.0)  # fmt: skip
+    server, api = qr.start_api(settings, {})
+    with api.client(None) as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        _until(lambda: job_id in fake.jobs)
+        fake.set_status(job_id, "RUNNING")
+        _until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "running")
+    return server, api, job_id
+
+
+def test_gcs_dead_head_is_not_ready_and_running_jobs_say_so(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    fake, _ = fake_ray
+    server, api, job_id = _running_job(tmp_path, fake_ray, qr)
+    try:
+        with api.client(None) as c:
+            assert c.get("/readyz").status_code == 200
+            assert c.get(f"/v1/jobs/{job_id}").json()["message"] is None
+            fake.jobs_down = True  # SIGKILLed GCS: /api/version answers, /api/jobs does not
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["down"] == ["ray"], ready.json()
+            job = _until(lambda: (j := c.get(f"/v1/jobs/{job_id}").json())["message"] and j)
+            assert job["status"] == "running"
+            assert "last known status" in job["message"] and "interrupted" in job["message"]
+            c.post(f"/v1/jobs/{job_id}/cancel")
+            job = c.get(f"/v1/jobs/{job_id}").json()
+            assert job["cancel_requested"] and "`cancelled` if it stopped" in job["message"]
+            fake.jobs_down = False  # Ray is back, and stops the job as asked
+            job = _until(lambda: (j := c.get(f"/v1/jobs/{job_id}").json())["status"]
+                         == "cancelled" and j)  # fmt: skip
+            assert "last known status" not in job["message"]
+            assert c.get("/readyz").status_code == 200
+    finally:
+        server.__exit__()
+
+
+@pytest.mark.parametrize("ray_status", ["SUCCEEDED", "FAILED"])
+def test_units_failed_on_data_say_resume_will_not_help_until_fixed(
+    ray_status: str, tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    fake, _ = fake_ray
+    server, api, job_id = _running_job(tmp_path, fake_ray, qr)
+    bad = "data: DataValidationError: symbol 'BAD': 10 rows with non-positive prices"
+    failures = (("BAD__ols__f0", bad), ("BAD__mlp__f0", bad), ("AAPL__mlp__f0", "NaN loss"))
+    doc = qr.progress_doc(6, 3, failures=failures)
+    doc["phase"] = "failed"
+    (api.storage / "jobs" / job_id / "progress.json").write_text(json.dumps(doc))
+    try:
+        with api.client(None) as c:
+            fake.set_status(job_id, ray_status)
+            job = _until(lambda: (j := c.get(f"/v1/jobs/{job_id}").json())["status"] == "failed"
+                         and j)  # fmt: skip
+    finally:
+        server.__exit__()
+    message = job["message"]
+    assert message.startswith("3 of 6 units failed; partial results kept"), message
+    assert "the data of BAD failed validation" in message and "AAPL" not in message
+    assert "fix it at the source first" in message
+
+
+def test_cli_status_shows_why_progress_is_missing(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    server, api, job_id = _running_job(tmp_path, fake_ray, qr)
+    (api.storage / "jobs" / job_id / "progress.json").write_text("{not json")
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    try:
+        code = main(["status", job_id])
+        out, _ = capsys.readouterr()
+    finally:
+        server.__exit__()
+    assert code == 0
+    assert "progress:  unreadable: " in out, out
+
+
+def test_an_ended_job_whose_progress_cannot_be_read_does_not_stall_the_others(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    """Storage that does not answer when a job ends on Ray: that job waits for it (its
+    final status depends on progress.json), the other jobs are still synced."""
+    fake, url = fake_ray
+    settings = qr.make_settings(tmp_path, ray_address=url, max_running_jobs=2, auth=False)
+    server, api = qr.start_api(settings, {})
+    try:
+        with api.client(None) as c:
+            first = c.post("/v1/jobs", json=SPEC).json()["id"]
+            second = c.post("/v1/jobs", json={**SPEC, "name": "ops2"}).json()["id"]
+            _until(lambda: first in fake.jobs and second in fake.jobs)
+            _until(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "running"
+                               for j in (first, second)))  # fmt: skip
+            unreadable = api.storage / "jobs" / first / "progress.json"
+            unreadable.mkdir()  # reading it raises an OSError, as a storage outage does
+            fake.set_status(first, "SUCCEEDED")
+            fake.set_status(second, "SUCCEEDED")
+            _until(lambda: c.get(f"/v1/jobs/{second}").json()["status"] == "succeeded")
+            assert c.get(f"/v1/jobs/{first}").json()["status"] == "running"
+            unreadable.rmdir()  # the storage is back
+            unreadable.write_text(json.dumps(qr.progress_doc(2, 2)))
+            _until(lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "succeeded")
+    finally:
+        server.__exit__()
+
+
+def test_a_driver_that_failed_on_a_missing_bucket_says_so(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket vanished mid-job: the driver crashed without a progress.json; the job's
+    message leads with the storage, not with Ray's log tail of worker noise."""
+    import pyarrow.fs as pafs
+
+    from tests.service.test_service_api import _moto
+
+    fake, url = fake_ray
+    moto, port = _moto(monkeypatch)
+    try:
+        s3 = pafs.S3FileSystem(endpoint_override=f"http://127.0.0.1:{port}", scheme="http",
+                               region="us-east-1", allow_bucket_creation=True,
+                               allow_bucket_deletion=True)  # fmt: skip
+        s3.create_dir("ops-bucket")
+        uri = f"s3://ops-bucket/store?endpoint_override=http://127.0.0.1:{port}&scheme=http"
+        settings = qr.make_settings(tmp_path, ray_address=url, max_running_jobs=1, auth=False,
+                                    storage_uri=uri)  # fmt: skip
+        server, api = qr.start_api(settings, {})
+        try:
+            with api.client(None) as c:
+                job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+                _until(lambda: job_id in fake.jobs)
+                s3.delete_dir("ops-bucket")
+                fake.set_status(job_id, "FAILED", "Job entrypoint command failed with exit "
+                                "code 1, last available logs: (RayTrainWorker) noise")  # fmt: skip
+                job = _until(lambda: (j := c.get(f"/v1/jobs/{job_id}").json())["status"]
+                             == "failed" and j)  # fmt: skip
+        finally:
+            server.__exit__()
+    finally:
+        moto.stop()
+    message = job["message"]
+    assert message.startswith("the job storage is unavailable (bucket 'ops-bucket' does not "
+                              "exist"), message  # fmt: skip
+    assert "then resume the job" in message and "Ray job failed" in message
+
+
+def test_cli_list_says_how_to_get_the_next_page(
+    tmp_path: Path, qr: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    server, api = qr.start_api(qr.make_settings(tmp_path, auth=False), {})
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    try:
+        with api.client(None) as c:
+            for n in range(3):
+                c.post("/v1/jobs", json={**SPEC, "name": f"j{n}"})
+        first = main(["list", "--page-size", "2"]), capsys.readouterr()
+        last = main(["list", "--page-size", "2", "--page", "2"]), capsys.readouterr()
+    finally:
+        server.__exit__()
+    assert first[0] == 0 and "page 1: 2 of 3 jobs (next: --page 2)" in first[1].err
+    assert last[0] == 0 and last[1].err.strip() == "page 2: 1 of 3 jobs"
+
+
+def test_a_job_with_no_usable_symbol_gives_the_drivers_reason(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    """Every symbol failed validation: the driver fails its units, says why in progress.json
+    and exits 2. The job's message is that reason, not "partial results kept"."""
+    fake, _ = fake_ray
+    server, api, job_id = _running_job(tmp_path, fake_ray, qr)
+    bad = "data: DataValidationError: symbol 'BAD': 10 rows with non-positive prices"
+    doc = qr.progress_doc(1, 0, failures=(("BAD__ols__f0", bad),))
+    reason = ("the job's dataset cannot be used: no usable symbol: all 1 symbols failed their "
+              f"data checks (each reason is in summary.json's data_errors), e.g. {bad}")
+    doc.update(phase="failed", message=reason)
+    (api.storage / "jobs" / job_id / "progress.json").write_text(json.dumps(doc))
+    try:
+        with api.client(None) as c:
+            fake.jobs[job_id]["driver_exit_code"] = 2
+            fake.set_status(job_id, "FAILED", "Job entrypoint command failed with exit code 2")
+            job = _until(lambda: (j := c.get(f"/v1/jobs/{job_id}").json())["status"] == "failed"
+                         and j)  # fmt: skip
+    finally:
+        server.__exit__()
+    assert job["message"] == reason
+    assert [e["unit_id"] for e in job["errors"]] == ["BAD__ols__f0"]
+
+
+def test_results_of_an_interrupted_job_say_to_resume(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    """The Ray head was restarted mid-job: no leaderboard was written; the 404 says why
+    and what to do, not that the storage setting may have changed."""
+    fake, _ = fake_ray
+    server, api, job_id = _running_job(tmp_path, fake_ray, qr)
+    try:
+        with api.client(None) as c:
+            fake.forget_all()
+            _until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "interrupted")
+            results = c.get(f"/v1/jobs/{job_id}/results")
+    finally:
+        server.__exit__()
+    assert results.status_code == 404
+    message = results.json()["message"]
+    assert "interrupted before writing it: resume it" in message, message
+    assert "QUANTRAY_STORAGE_URI" not in message
+
+
+def test_cli_submit_that_times_out_says_it_may_have_been_created_and_how_to_retry(
+    tmp_path: Path, qr: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The API is up but its submit outlasts the client (S3 retrying the spec write): the
+    CLI must not say the API is unreachable (start `quantray serve`), since the job may be
+    created; it says how to resubmit without a duplicate, and that works."""
+    app, seen = FastAPI(), []
+
+    @app.post("/v1/jobs", status_code=201)
+    async def slow_submit(request: Request) -> dict:
+        key = request.headers.get("idempotency-key")
+        first = key not in seen
+        seen.append(key)
+        if first:
+            await asyncio.sleep(1.0)  # stored meanwhile; the client has given up
+        return {"id": "qr-0123456789abcdef", "status": "queued"}
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: x\ndataset: {uri: 'sample:sp500', symbols: 2}\nmodels: [ols]\n")
+    monkeypatch.setattr(api_client, "SUBMIT_TIMEOUT_S", 0.3)
+    with qr.LiveServer(app) as server:
+        monkeypatch.setenv("QUANTRAY_API", server.url)
+        code = main(["submit", str(spec)])
+        _, err = capsys.readouterr()
+        assert code == 1 and seen and seen[0], err
+        assert "cannot reach" not in err and "quantray serve" not in err, err
+        assert "did not answer POST /v1/jobs in time" in err
+        assert f"`--idempotency-key {seen[0]}`" in err
+        code = main(["submit", str(spec), "--idempotency-key", seen[0]])
+        out, _ = capsys.readouterr()
+    assert code == 0 and out.strip() == "qr-0123456789abcdef"
