@@ -16,7 +16,7 @@ from ray_jobs.results import (
     to_parquet_bytes,
 )
 from ray_jobs.spec import LINEAR_MODELS, JobSpec
-from ray_jobs.storage import JobStorage
+from ray_jobs.storage import JobStorage, StorageError
 
 log = logging.getLogger("quantray.report")
 
@@ -27,6 +27,20 @@ def r2_models(spec: JobSpec) -> set[str]:
     if spec.target.kind == "return":
         return set(LINEAR_MODELS) | set(spec.deep_models)
     return set(LINEAR_MODELS)
+
+
+def _check_job_files_are_there(storage: JobStorage, missing: int) -> None:
+    """Units without a status, because the job's files were deleted while it ran (its
+    bucket or prefix removed or replaced, e.g. an S3 endpoint restarted without its
+    data: a missing bucket lists as empty) -> a StorageError naming the URI."""
+    if storage.exists("spec.json"):
+        return
+    raise StorageError(
+        "read the unit statuses under", storage.uri_of(""),
+        f"{missing} units have no status and the job's own spec.json is gone too: its "
+        "files were deleted, or its bucket was removed or replaced, while it ran",
+        "Check QUANTRAY_STORAGE_URI's bucket and prefix; once the storage holds the job's "
+        "files, resume the job (a job whose files are lost must be submitted again)")
 
 
 def write_results(
@@ -58,7 +72,8 @@ def write_results(
         rows += status.get("rows", [])
         if status.get("state") == "done" and status.get("history") and unit.kind == "deep":
             histories.setdefault(unit.model, []).append(status["history"])
-    if missing and not partial:  # every unit ends with a status; a gap is a bug
+    if missing and not partial:  # every unit ends with a status: the files went, or a bug
+        _check_job_files_are_there(storage, len(missing))
         raise RuntimeError(f"{len(missing)} units have no status, e.g. {missing[:3]}")
     rows += ensemble_rows
     frame = leaderboard_frame(rows, LEADERBOARD_COLUMNS)

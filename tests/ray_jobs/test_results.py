@@ -50,3 +50,26 @@ def test_the_share_of_significant_ics_is_summarized_beside_the_accuracy_one() ->
     assert table[0].split()[-2:] == ["sig<1%", "ic<1%"]
     assert table[2].split()[-2:] == ["0%", "-"] and table[2].startswith("lstm")
     assert table[3].split()[-2:] == ["0%", "67%"] and table[3].startswith("ridge")
+
+
+def test_a_report_over_deleted_job_files_names_the_storage(tmp_path) -> None:
+    """Units without a status at the report: when the job's own files are gone too (its
+    bucket removed or replaced while it ran: a missing bucket lists as empty), the error
+    names the storage and what to do, not "N units have no status" alone."""
+    from ray_jobs.planner import plan
+    from ray_jobs.reporting import write_results
+    from ray_jobs.spec import JobSpec
+    from ray_jobs.storage import JobStorage, StorageError
+
+    spec = JobSpec.from_dict({"name": "gone", "models": ["ols"],
+                              "dataset": {"uri": "sample:sp500", "symbols": ["AAPL"]}})
+    storage = JobStorage((tmp_path / "store").as_uri(), "gone")
+    units = plan(spec, ["AAPL"])
+    with pytest.raises(StorageError, match="spec.json is gone") as info:
+        write_results(spec, units, storage, [], {}, elapsed_s=1.0)
+    assert info.value.uri == storage.uri_of("") and "resume the job" in str(info.value)
+    # the job's files are there and a status is not: a bug, said as such
+    storage.write_spec(spec.to_dict())
+    with pytest.raises(RuntimeError, match="1 units have no status") as info:
+        write_results(spec, units, storage, [], {}, elapsed_s=1.0)
+    assert not isinstance(info.value, StorageError)
