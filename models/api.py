@@ -10,7 +10,6 @@ the Ray layer's parallel execution is measured against, and what `quantray train
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +21,7 @@ from models.ensemble import ensemble_rows
 from models.leaderboard import fitted_rows
 from models.linear import LINEAR_SPECS, fit_linear, load_linear
 from models.metrics import error_rows
-from models.spec import FittedModel
+from models.spec import FittedModel, read_metadata
 
 ProgressFn = Callable[[int, int, str], None]  # (units done, units total, unit label)
 
@@ -65,12 +64,12 @@ def fit(
 
 
 def load(directory: str) -> FittedModel:
-    """Load a saved model; `metadata.json` names the model, which picks the class."""
-    path = os.path.join(directory, "metadata.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {directory!r} a saved model directory?")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
+    """Load a saved model; `metadata.json` names the model, which picks the class.
+
+    A missing `metadata.json` (or weights file) is FileNotFoundError; files that cannot be
+    read back (corrupt, truncated, edited) are `models.spec.ArtifactError` (a ValueError)
+    naming the file or directory."""
+    meta = read_metadata(directory)
     name = meta.get("model", meta.get("name"))
     if meta.get("kind") == "linear" or name in LINEAR_SPECS:
         return load_linear(directory)

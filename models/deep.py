@@ -30,7 +30,7 @@ from torch import nn
 
 from data.prepared import PreparedSymbol
 from models.config import ModelDims, TrainConfig, config_from_dict
-from models.spec import save_artifact_files
+from models.spec import artifact_errors, check_finite, read_metadata, save_artifact_files
 from models.training import Callback, TrainData, TrainResult, load_checkpoint, train
 from models.training.checkpoint import json_safe
 from models.training.losses import residual_std
@@ -73,6 +73,14 @@ class DeepModel:
         self.target_scale = ones if target_scale is None else np.asarray(target_scale, np.float32)
         self.resid_std = None if resid_std is None else np.asarray(resid_std, np.float64)
         self.thresholds = np.asarray(self.info["thresholds"], dtype=np.float64)  # (H,)
+        sizes = {"thresholds": self.thresholds.size, "target_scale": self.target_scale.size}
+        if self.resid_std is not None:
+            sizes["resid_std"] = self.resid_std.size
+        if "horizons" in self.info:
+            sizes["horizons"] = len(self.info["horizons"])
+        wrong = {k: v for k, v in sizes.items() if v != dims.n_horizons}
+        if wrong:
+            raise ValueError(f"{name}: sizes {wrong} do not match its {dims.n_horizons} horizons")
         self.result = result
         self.history: list[dict[str, Any]] = list(result.history) if result else []
         self.quantized = quantized
@@ -105,6 +113,7 @@ class DeepModel:
                     "pass PreparedSymbol.X_seq rows"
                 )
             x = x[:, -length:, :]  # [n, L', F] -> [n, L, F]: the most recent steps
+        check_finite(self.name, x)
         return torch.from_numpy(np.ascontiguousarray(x))
 
     @torch.no_grad()
@@ -205,14 +214,18 @@ class DeepModel:
 
     @classmethod
     def load(cls, directory: str, device: str = "cpu") -> DeepModel:
-        """Rebuild from `save`'s files through the registry; weights read weights_only."""
+        """Rebuild from `save`'s files through the registry; weights read weights_only.
+        Unreadable files raise `models.spec.ArtifactError` naming the directory."""
+        path = Path(directory)
+        meta = read_metadata(str(path))
+        dev = resolve_device(device)
+        with artifact_errors(str(path), meta.get("model")):
+            return cls._from_files(path, meta, dev)
+
+    @classmethod
+    def _from_files(cls, path: Path, meta: dict[str, Any], device: torch.device) -> DeepModel:
         from models.registry import build_module, get_spec
 
-        path = Path(directory)
-        meta_path = path / METADATA_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: is {directory!r} a saved model?")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         name = meta["model"]
         spec = get_spec(name)
         config = config_from_dict(spec.config_cls, meta["config"], where=name)
@@ -220,7 +233,7 @@ class DeepModel:
         module = build_module(name, config, dims)
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
-        module.to(resolve_device(device))
+        module.to(device)
         result = None
         if meta.get("result") is not None:
             values = {k: float(v) if v in ("inf", "-inf", "nan") else v

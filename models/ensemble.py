@@ -31,9 +31,15 @@ def member_outputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Stack the members' outputs on one split: probas (M, n, H, 3), returns (M, n, H) | None."""
     probas, returns = [], []
-    for model in members.values():
+    for name, model in members.items():
         x = model_inputs(model, prepared, split)
-        probas.append(np.asarray(model.predict_proba(x), dtype=np.float64))
+        proba = np.asarray(model.predict_proba(x), dtype=np.float64)
+        if not np.isfinite(proba).all():
+            raise ValueError(
+                f"{prepared.symbol}: ensemble member {name!r} gives NaN/inf probabilities on"
+                f" {split}; leave it out of the ensemble"
+            )
+        probas.append(proba)
         r = model.predict_return(x)
         returns.append(None if r is None else np.asarray(r, dtype=np.float64))
     stacked_returns = None if any(r is None for r in returns) else np.stack(returns)
@@ -63,6 +69,9 @@ def soft_vote(probas: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(M, n, H, 3) member probabilities x (M, H) weights -> (n, H, 3) ensemble probabilities."""
     if probas.shape[0] != weights.shape[0] or probas.shape[2] != weights.shape[1]:
         raise ValueError(f"probas {probas.shape} do not match weights {weights.shape}")
+    bad = ~np.isfinite(probas).reshape(probas.shape[0], -1).all(axis=1)
+    if bad.any():  # NaN would vote, and argmax of NaN is silently class 0 (down)
+        raise ValueError(f"members {np.flatnonzero(bad).tolist()} have NaN/inf probabilities")
     return np.einsum("mnhc,mh->nhc", probas, weights)
 
 

@@ -55,6 +55,12 @@ def export_onnx(
     """Write `module` (in eval mode) to a single self-contained ONNX file at `path`."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r}: use one of {EXPORTERS}")
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in module.modules()):
+        # both exporters fail inside torch on these layers, with a graph dump on stderr
+        raise ValueError(
+            "an int8-quantized module (models.quantize) cannot be exported to ONNX: export the"
+            " float model, then quantize the ONNX file (onnxruntime.quantization) if needed"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = example_input(dims, input_kind)
@@ -122,6 +128,9 @@ def check_onnx(module: nn.Module, path: str | Path, x: torch.Tensor | np.ndarray
     import onnxruntime as ort  # imported here: only export checks need the runtime
 
     x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if x_t.ndim == 0 or x_t.shape[0] == 0:
+        # onnxruntime aborts the whole process on an empty batch through an LSTM/GRU node
+        raise ValueError(f"check_onnx needs at least one input row; got shape {tuple(x_t.shape)}")
     was_training = module.training
     module.eval()
     try:

@@ -8,8 +8,10 @@ Presets: {"fast" | "balanced" | "quality": {"model": {...}, "train": {...}, "seq
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,3 +76,53 @@ def save_artifact_files(directory: str, files: dict[str, bytes]) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, os.path.join(directory, name))
+
+
+class ArtifactError(ValueError):
+    """A saved model directory that cannot be read back: corrupt, truncated or edited files."""
+
+
+def read_metadata(directory: str) -> dict[str, Any]:
+    """`directory/metadata.json` as a dict; a missing file is FileNotFoundError, unreadable
+    JSON or a non-object an ArtifactError naming the file."""
+    path = os.path.join(directory, "metadata.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {directory!r} a saved model directory?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(
+            f"{path} is not valid JSON ({exc}): the saved model is corrupt or truncated;"
+            " save it again"
+        ) from exc
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+@contextlib.contextmanager
+def artifact_errors(directory: str, name: Any) -> Iterator[None]:
+    """Re-raise what reading a saved model's files raises as an ArtifactError naming the
+    directory (a missing file stays FileNotFoundError, which names it already)."""
+    try:
+        yield
+    except (FileNotFoundError, ArtifactError):
+        raise
+    except Exception as exc:
+        raise ArtifactError(
+            f"{directory}: cannot load the saved {name!r} model ({type(exc).__name__}: {exc});"
+            " its files are corrupt, truncated, edited or from an incompatible version"
+        ) from exc
+
+
+def check_finite(name: str, x: np.ndarray) -> None:
+    """Refuse inputs with NaN or inf: a model maps them to NaN probabilities, whose argmax
+    is silently class 0 (down). Prepared features are finite; raw ones need cleaning."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))
+        raise ValueError(
+            f"{name}: {bad.size} of {len(x)} input rows hold NaN or inf (first: row"
+            f" {int(bad[0])}); pass finite, scaled features (PreparedSymbol rows)"
+        )

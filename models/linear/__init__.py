@@ -8,7 +8,6 @@ have no training loop, so `train.*` keys and `seq_len` do not apply).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from models.linear.base import METADATA_FILE, LinearModel, fit_log_scale
 from models.linear.lasso import LASSO_PRESETS, LASSO_SEARCH_SPACE, LassoConfig, fit_lasso
 from models.linear.ols import OLS_PRESETS, OLS_SEARCH_SPACE, OLSConfig, fit_ols
 from models.linear.ridge import RIDGE_PRESETS, RIDGE_SEARCH_SPACE, RidgeConfig, fit_ridge
-from models.spec import PRESETS, ModelSpec
+from models.spec import PRESETS, ModelSpec, artifact_errors, read_metadata
 
 LINEAR_SPECS: dict[str, ModelSpec] = {
     "ols": ModelSpec(
@@ -126,11 +125,11 @@ def data_window(prepared: PreparedSymbol) -> dict[str, dict[str, Any]]:
 def load_linear(directory: str) -> LinearModel:
     """Load a linear model saved with `LinearModel.save` (no pickle involved)."""
     path = os.path.join(directory, METADATA_FILE)
-    with open(path, encoding="utf-8") as f:
-        name = json.load(f).get("model")
+    name = read_metadata(directory).get("model")
     if name not in LINEAR_SPECS:
         raise ValueError(f"{path}: model {name!r} is not a linear model {sorted(LINEAR_SPECS)}")
-    return LinearModel.load(directory, LINEAR_SPECS[name].config_cls)
+    with artifact_errors(directory, name):
+        return LinearModel.load(directory, LINEAR_SPECS[name].config_cls)
 
 
 __all__ = ["LINEAR_SPECS", "LinearModel", "fit_linear", "load_linear", "resolve_linear"]

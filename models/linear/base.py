@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from models.spec import save_artifact_files
+from models.spec import check_finite, save_artifact_files
 
 PREDICTIVES = ("gaussian", "empirical")
 SCALES = ("conditional", "constant")
@@ -171,6 +171,8 @@ class LinearModel:
         n_h, n_f = self.coef.shape
         if self.intercept.shape != (n_h,) or self.thresholds.shape != (n_h,):
             raise ValueError(f"{name}: coef {self.coef.shape} does not match intercept/thresholds")
+        if len(self.info.get("horizons", range(n_h))) != n_h:
+            raise ValueError(f"{name}: horizons {self.info['horizons']} do not match coef {n_h}")
         # residual std per horizon with ddof = fitted parameters (non-zero coefs + intercept)
         ddof = np.count_nonzero(self.coef, axis=1) + 1
         dof = np.maximum(self.residuals.shape[1] - ddof, 1)
@@ -197,6 +199,7 @@ class LinearModel:
                 f"{self.name}: expected tabular inputs (n, {self.n_features}), got {x.shape};"
                 " pass PreparedSymbol.X rows of the data the model was fitted on"
             )
+        check_finite(self.name, x)
         return x
 
     def predict_return(self, x: np.ndarray) -> np.ndarray:
