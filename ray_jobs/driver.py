@@ -220,6 +220,9 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
     `attempt` (the service's count of resumes) is stamped on progress.json."""
     t0 = time.time()
     store_spec(spec, storage)
+    finished = finished_summary(storage)
+    if finished is not None:  # a resume of a job that succeeded: nothing to train or write
+        return _already_finished(storage, finished, attempt)
     # A job stopped mid-training may have leaked a Train placement group that would starve
     # this job's deep runs for good (see ray_jobs/cluster_gc.py).
     remove_leaked_placement_groups()
@@ -246,6 +249,44 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             _write_partial(spec, storage, known, time.time() - t0)
             tracker.set_phase("stopped", f"{exc}: the finished units' results are written")
             raise exc from (None if exc is raised else raised)
+
+
+def finished_summary(storage: JobStorage) -> dict | None:
+    """The stored summary of a job that already succeeded (progress.json `succeeded`, its
+    report complete and every planned unit done), else None. Anything unreadable is None:
+    the job then runs as usual (and reports what is wrong)."""
+    try:
+        if not all(storage.exists(rel) for rel in ("plan.json", "progress.json",
+                                                   "results/summary.json")):
+            return None
+        if storage.read_progress().get("phase") != "succeeded":
+            return None
+        plan = Plan.from_dict(storage.read_json("plan.json"))
+        summary = storage.read_json("results/summary.json")
+        statuses = storage.unit_statuses()
+    except Exception:  # noqa: BLE001 - not provably finished: run the job as usual
+        return None
+    if (summary.get("cancelled") or summary.get("not_finished") or summary.get("failed_units")
+            or summary.get("units") != len(plan.units)):
+        return None
+    if any(statuses.get(u.unit_id, {}).get("state") != "done" for u in plan.units):
+        return None
+    return summary
+
+
+def _already_finished(storage: JobStorage, summary: dict, attempt: int) -> dict:
+    """Rerunning a job that succeeded: say so, stamp this attempt on progress.json (the
+    service reads the attempt it started), retrain and rewrite nothing."""
+    plan = Plan.from_dict(storage.read_json("plan.json"))
+    tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
+    tracker.plan_units({u.unit_id: u.kind for u in plan.units},
+                       already_done={u.unit_id for u in plan.units})
+    message = (f"job {storage.job_id} already finished: all {len(plan.units)} units done and "
+               "its results written; nothing to do")
+    tracker.set_phase("succeeded", message)
+    storage.write_progress(tracker.to_dict())
+    log.info("%s (results at %s)", message, storage.uri_of("results"))
+    return summary
 
 
 @dataclass

@@ -49,10 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", dest="job_name", default=None,
                    help="with --spec: the job id (default: spec name + spec fingerprint)")
     p.add_argument("--smoke-test", action="store_true", help="a tiny version of the job")
-    p.add_argument("--attempt", type=attempt_number, default=0,
+    p.add_argument("--attempt", type=attempt_number, default=None,
                    help="the service's attempt number of this run of the job (0 first, +1 per "
                    "resume), written into progress.json so a reader can tell it from the "
-                   "previous attempt's")
+                   "previous attempt's (default: the first one without a stored driver log, "
+                   "so a rerun keeps the earlier runs' logs/driver-N.log)")
     return p.parse_args(argv)
 
 
@@ -65,6 +66,22 @@ def attempt_number(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: use a whole number, 0 or more")
     return value
+
+
+def next_attempt(storage) -> int:
+    """The attempt number of a run started without --attempt (directly, not by the
+    service): one past the job's stored driver logs, 0 for a new job. Rerunning a job id
+    (a resume, or a refused spec) then keeps every earlier run's log."""
+    from ray_jobs.driver_log import log_path
+
+    try:
+        names = set(storage.list_dir("logs", missing_ok=True))
+    except Exception:  # noqa: BLE001 - unreadable storage fails later, with its own message
+        return 0
+    attempt = 0
+    while log_path(attempt).rsplit("/", 1)[-1] in names:
+        attempt += 1
+    return attempt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,14 +117,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from ray_jobs.driver_log import StoredLog
 
+    attempt = args.attempt if args.attempt is not None else next_attempt(storage)
     # The log also goes to the job's storage: Ray forgets it when its head restarts.
-    stored = StoredLog(storage, args.attempt)
+    stored = StoredLog(storage, attempt)
     root = logging.getLogger()
     stored.setFormatter(root.handlers[0].formatter if root.handlers else None)
     root.addHandler(stored)
     stored.start()
     try:
-        return _run(spec, storage, args.attempt, stored)
+        return _run(spec, storage, attempt, stored)
     except BaseException as exc:  # the traceback goes to stderr as usual, and is stored
         stored.emit(logging.LogRecord("quantray.run", logging.ERROR, __file__, 0,
                                       "the driver failed", None, (type(exc), exc,

@@ -1,0 +1,88 @@
+"""Resume edge cases, unit-level (no Ray): what a rerun of a job id does with the files an
+earlier attempt left."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from ray_jobs import driver
+from ray_jobs.planner import plan as make_plan
+from ray_jobs.spec import JobSpec
+from ray_jobs.storage import JobStorage
+from tests.ray_jobs._jobs import tiny_spec
+
+
+def _finished_job(tmp_path: Path) -> tuple[JobSpec, JobStorage]:
+    """The files of a job that succeeded: spec, plan, done statuses, report, progress."""
+    spec = JobSpec.from_dict(tiny_spec("done", ["ols", "lstm"]))
+    storage = JobStorage((tmp_path / "store").as_uri(), "done")
+    storage.write_spec(spec.to_dict())
+    plan = make_plan(spec, ["AAPL", "ABT"], slots=1)
+    storage.write_json("plan.json", plan.to_dict())
+    for unit in plan.units:
+        storage.write_unit_status(unit.unit_id, {"state": "done", "rows": [], "started": 1.0,
+                                                 "finished": 2.0})
+    storage.write_json("results/summary.json", {"units": len(plan.units), "not_finished": 0,
+                                                "cancelled": False, "failed_units": []})
+    storage.write_bytes("results/leaderboard.csv", b"old")
+    storage.write_progress({"phase": "succeeded", "attempt": 0})
+    return spec, storage
+
+
+def test_resuming_a_finished_job_is_a_no_op_that_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec, storage = _finished_job(tmp_path)
+    root = tmp_path / "store" / "jobs" / "done"
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
+              and p.name != "progress.json"}  # fmt: skip
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished job was run again")
+
+    monkeypatch.setattr(driver, "_run", must_not_run)
+    monkeypatch.setattr(driver, "remove_leaked_placement_groups", must_not_run)
+    with caplog.at_level(logging.INFO, logger="quantray.driver"):
+        summary = driver.run_job(spec, storage, attempt=1)
+    assert summary["units"] == 4 and not summary["failed_units"]
+    assert "already finished" in caplog.text and "nothing to do" in caplog.text
+    progress = storage.read_progress()  # this attempt's, as the service expects
+    assert progress["phase"] == "succeeded" and progress["attempt"] == 1
+    assert "already finished" in progress["message"]
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before  # no status, result or plot rewritten
+
+
+@pytest.mark.parametrize("change", ["killed_in_report", "cancelled", "a_unit_failed",
+                                    "a_unit_without_status"])
+def test_a_job_not_provably_finished_runs_again(tmp_path: Path, change: str) -> None:
+    _, storage = _finished_job(tmp_path)
+    assert driver.finished_summary(storage) is not None
+    if change == "killed_in_report":
+        storage.write_progress({"phase": "reporting", "attempt": 0})
+    elif change == "cancelled":
+        storage.write_json("results/summary.json", {"units": 4, "not_finished": 1,
+                                                    "cancelled": True, "failed_units": []})
+    elif change == "a_unit_failed":
+        storage.write_unit_status("AAPL__lstm__f0", {"state": "failed", "rows": []})
+    else:
+        (tmp_path / "store" / "jobs" / "done" / "status" / "ABT__ols__f0.json").unlink()
+    assert driver.finished_summary(storage) is None
+
+
+def test_a_direct_rerun_keeps_the_earlier_runs_driver_logs(tmp_path: Path) -> None:
+    """`python -m ray_jobs.run --job-id ID` (or a refused `--spec` with a taken `--name`)
+    without --attempt used to write logs/driver-0.log again, over the killed run's log."""
+    from ray_jobs.run import next_attempt, parse_args
+
+    storage = JobStorage((tmp_path / "store").as_uri(), "job")
+    assert parse_args(["--job-id", "job"]).attempt is None  # the service passes its own
+    assert parse_args(["--job-id", "job", "--attempt", "3"]).attempt == 3
+    assert next_attempt(storage) == 0  # a new job
+    storage.write_bytes("logs/driver-0.log", b"the killed run\n")
+    assert next_attempt(storage) == 1
+    storage.write_bytes("logs/driver-1.log", b"its resume\n")
+    assert next_attempt(storage) == 2
