@@ -130,11 +130,13 @@ def test_a_storage_outage_mid_training_is_ridden_out(ray_cluster: str) -> None:
         servers[-1].start()
         outage["to"] = time.monotonic()
 
-    # Long units (no early stopping) so that the outage lands while they train.
-    slow = {"hidden_size": 8, "train.epochs": 60, "train.patience": 1000}
+    # Long units (no early stopping) so that the outage lands while they train: the cut
+    # comes at a unit's 4th checkpoint, and an epoch's report with its S3 checkpoint takes
+    # about a controller poll (docs/ray-notes.md), so 30 epochs leave ~50 s of training.
+    slow = {"hidden_size": 8, "train.epochs": 30, "train.patience": 1000}
     # One symbol: two runs of one unit each, in flight together on the two CPUs.
     spec = JobSpec.from_dict(tiny_spec(
-        "outage", ["lstm", "gru"], max_epochs=60, overrides={"lstm": slow, "gru": slow},
+        "outage", ["lstm", "gru"], max_epochs=30, overrides={"lstm": slow, "gru": slow},
         resources={"units_per_run": 1},
         dataset={"uri": "sample:sp500", "symbols": ["AAPL"], **TINY_DATES},
     ))  # fmt: skip
