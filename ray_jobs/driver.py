@@ -222,7 +222,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
     store_spec(spec, storage)
     finished = finished_summary(storage)
     if finished is not None:  # a resume of a job that succeeded: nothing to train or write
-        return _already_finished(storage, finished, attempt)
+        return _already_finished(storage, *finished, attempt)
     # A job stopped mid-training may have leaked a Train placement group that would starve
     # this job's deep runs for good (see ray_jobs/cluster_gc.py).
     remove_leaked_placement_groups()
@@ -251,10 +251,10 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             raise exc from (None if exc is raised else raised)
 
 
-def finished_summary(storage: JobStorage) -> dict | None:
-    """The stored summary of a job that already succeeded (progress.json `succeeded`, its
-    report complete and every planned unit done), else None. Anything unreadable is None:
-    the job then runs as usual (and reports what is wrong)."""
+def finished_summary(storage: JobStorage) -> tuple[Plan, dict] | None:
+    """The stored plan and summary of a job that already succeeded (progress.json
+    `succeeded`, its report complete and every planned unit done), else None. Anything
+    unreadable is None: the job then runs as usual (and reports what is wrong)."""
     try:
         if not all(storage.exists(rel) for rel in ("plan.json", "progress.json",
                                                    "results/summary.json")):
@@ -271,13 +271,12 @@ def finished_summary(storage: JobStorage) -> dict | None:
         return None
     if any(statuses.get(u.unit_id, {}).get("state") != "done" for u in plan.units):
         return None
-    return summary
+    return plan, summary
 
 
-def _already_finished(storage: JobStorage, summary: dict, attempt: int) -> dict:
+def _already_finished(storage: JobStorage, plan: Plan, summary: dict, attempt: int) -> dict:
     """Rerunning a job that succeeded: say so, stamp this attempt on progress.json (the
     service reads the attempt it started), retrain and rewrite nothing."""
-    plan = Plan.from_dict(storage.read_json("plan.json"))
     tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
     tracker.plan_units({u.unit_id: u.kind for u in plan.units},
                        already_done={u.unit_id for u in plan.units})
