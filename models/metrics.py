@@ -254,12 +254,13 @@ def ic_p_value(y_true: np.ndarray, y_pred: np.ndarray, horizon: int = 1) -> floa
     for two autocorrelated series (`correlation_design_effect`). NaN when undefined."""
     a = np.asarray(y_true, dtype=np.float64).ravel()
     b = np.asarray(y_pred, dtype=np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float(a @ a) * float(b @ b))
-    if a.size < 3 or not denom > 0:
+    if a.size < 3:
         return math.nan
-    ic = min(max(float(a @ b) / denom, -1.0), 1.0)
-    n_eff = a.size / correlation_design_effect(a, b, horizon)
+    ic = _pearson(a, b)  # NaN when either side is constant
+    if not math.isfinite(ic):
+        return math.nan
+    ic = min(max(ic, -1.0), 1.0)
+    n_eff = a.size / correlation_design_effect(a - a.mean(), b - b.mean(), horizon)
     if n_eff <= 2:
         return math.nan
     if ic >= 1.0:
