@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from ray_jobs.ray_token import find_ray_token
+
 
 def default_storage() -> str:
     """QUANTRAY_STORAGE_URI, else $QUANTRAY_HOME/storage (home default ./.quantray), as the
@@ -28,14 +30,15 @@ def default_storage() -> str:
 def token_auth_for_existing_cluster() -> None:
     """Connect to a given cluster (RAY_ADDRESS) the way `ray start` set it up: a head started
     while a token was available (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) runs with token
-    auth, and Ray 2.60's `ray.init(address=...)` does not turn it on by itself (it fails with
-    "RAY_AUTH_MODE is currently 'disabled'"). A token sent to a head without auth is
-    ignored. An explicit RAY_AUTH_MODE is kept; inside a Ray job it comes from the head.
-    Call it before `ray` is imported: Ray reads RAY_AUTH_MODE into its config on import."""
+    auth, and Ray 2.60's `ray.init(address=...)` does not turn it on by itself (it fails
+    with "RAY_AUTH_MODE is currently 'disabled'"). The token is found as the service finds
+    it (`find_ray_token`; a RAY_AUTH_TOKEN_PATH that names no file is a ValueError). A
+    token sent to a head without auth is ignored. An explicit RAY_AUTH_MODE is kept;
+    inside a Ray job it comes from the head. Call it before `ray` is imported: Ray reads
+    RAY_AUTH_MODE into its config on import."""
     if not os.environ.get("RAY_ADDRESS") or "RAY_AUTH_MODE" in os.environ:
         return
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
-    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+    if find_ray_token(os.environ, Path.home()) is not None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -88,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stdout)
     args = parse_args(argv)
-    token_auth_for_existing_cluster()  # before ray is imported: its config reads the mode then
+    try:
+        token_auth_for_existing_cluster()  # before ray is imported: it reads the mode then
+    except ValueError as exc:  # RAY_AUTH_TOKEN_PATH names no file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from ray_jobs.spec import JobSpec, SpecError, check_against_registry
     from ray_jobs.storage import JobStorage, StorageError
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from ray_jobs.ray_token import find_ray_token
+
 SUBMIT_TIMEOUT_S = 90.0
 RAY_STATUSES = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
 
@@ -55,22 +57,15 @@ class RayJobInfo:
 
 
 def resolve_ray_token(explicit: str | None, env: Mapping[str, str], home: Path) -> str | None:
-    """The Ray auth token, first found of: QUANTRAY_RAY_AUTH_TOKEN (`explicit`),
-    RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH, `~/.ray/auth_token` (under `home`)."""
+    """The Ray auth token, first found of: QUANTRAY_RAY_AUTH_TOKEN (`explicit`), then
+    `ray_jobs.ray_token.find_ray_token` (RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH,
+    `~/.ray/auth_token` under `home`), as the job entrypoint finds it."""
     if explicit:
         return explicit
-    if env.get("RAY_AUTH_TOKEN", "").strip():
-        return env["RAY_AUTH_TOKEN"].strip()
-    path_env = env.get("RAY_AUTH_TOKEN_PATH", "").strip()
-    if path_env:
-        path = Path(path_env).expanduser()
-        if not path.is_file():
-            raise RayAuthError(
-                f"RAY_AUTH_TOKEN_PATH={path_env!r} does not exist: fix the path or unset it"
-            )
-        return path.read_text().strip() or None
-    default = home / ".ray" / "auth_token"
-    return default.read_text().strip() or None if default.is_file() else None
+    try:
+        return find_ray_token(env, home)
+    except ValueError as exc:  # RAY_AUTH_TOKEN_PATH names no file
+        raise RayAuthError(str(exc)) from None
 
 
 class RayJobsClient:

@@ -91,3 +91,15 @@ def test_ray_reads_the_token_mode_set_before_it_is_imported(tmp_path) -> None:
                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True"
+
+
+def test_a_token_path_that_names_no_file_is_refused_as_the_service_refuses_it(
+    auth_env, monkeypatch, tmp_path, capsys
+) -> None:
+    from ray_jobs.run import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    assert main(["--spec", str(tmp_path / "never-read.yaml")]) == 2
+    assert "RAY_AUTH_TOKEN_PATH=" in capsys.readouterr().err
+    assert "RAY_AUTH_MODE" not in os.environ
