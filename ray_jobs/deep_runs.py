@@ -163,7 +163,9 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
           runs: DeepRuns) -> None:
     """Fit the runs; a run that a storage outage failed is fitted again (up to
     RUN_RETRY_WAITS_S), from its checkpoints and skipping its stored units, as a rerun of
-    the job would."""
+    the job would. An outage that fails the experiment itself (Tune's own reads and
+    writes of its state in the driver, e.g. listing the experiment folder as it ends)
+    fails every run of it alike, and they are fitted again the same way."""
     pending = groups
     for retry, wait_s in enumerate((0.0, *RUN_RETRY_WAITS_S)):
         if retry:
@@ -177,8 +179,14 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
                 check_stop()  # a stop request: no new runs
                 time.sleep(0.5)
             check_stop()
-        errors = _fit(pending, ctx, slots, storage, f"deep-{ctx['attempt']}"
-                      + (f"-retry{retry}" if retry else ""))  # fmt: skip
+        try:
+            errors = _fit(pending, ctx, slots, storage, f"deep-{ctx['attempt']}"
+                          + (f"-retry{retry}" if retry else ""))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - an outage is retried, the rest re-raised
+            error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+            if not storage_outage(error):
+                raise
+            errors = {g.run_name: error for g in pending}
         for group in pending:
             runs.trial_errors.pop(group.run_name, None)
         runs.trial_errors.update(errors)

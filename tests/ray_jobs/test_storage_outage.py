@@ -91,6 +91,40 @@ def test_only_runs_failed_by_an_outage_are_fitted_again(monkeypatch) -> None:
     assert fits == [("deep-2", ["a", "b", "c"])]
 
 
+def test_an_outage_that_fails_the_experiment_itself_is_retried_too(monkeypatch) -> None:
+    """Tune's own storage I/O in the driver (listing the experiment folder as it ends) can
+    hit the outage: tuner.fit() raises, for every run of the experiment. Those runs are
+    fitted again like runs a trial error failed (a fresh-clone CI failed both units of the
+    outage test this way); an error that is not an outage still ends the runs."""
+    from ray_jobs import deep_runs
+    from ray_jobs.planner import RunGroup
+
+    listing = ("OSError: When listing objects under key 'store/jobs/outage/ray/deep-1/' in "
+               "bucket 'outage': AWS Error NETWORK_CONNECTION during ListObjectsV2 "
+               "operation: curlCode: 7, Could not connect to server")  # fmt: skip
+    fits: list[tuple[str, list[str]]] = []
+    answers = iter([OSError(listing.split(": ", 1)[1]), {}])
+
+    def fake_fit(groups, ctx, slots, storage, name):
+        fits.append((name, [g.run_name for g in groups]))
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(deep_runs, "_fit", fake_fit)
+    monkeypatch.setattr(deep_runs, "RUN_RETRY_WAITS_S", (0.0, 0.0))
+    runs = type("Runs", (), {"trial_errors": {}})()
+    groups = [RunGroup("a", ()), RunGroup("b", ())]
+    deep_runs._tune(groups, {"attempt": "0"}, 2, None, runs)
+    assert fits == [("deep-0", ["a", "b"]), ("deep-0-retry1", ["a", "b"])]
+    assert runs.trial_errors == {}
+    # not an outage: raised as before (the caller fails the runs' units with it)
+    answers = iter([RuntimeError("When starting worker group: connection to GCS lost")])
+    with pytest.raises(RuntimeError, match="connection to GCS lost"):
+        deep_runs._tune(groups, {"attempt": "1"}, 2, None, runs)
+
+
 @pytest.mark.timeout(900)
 def test_a_storage_outage_mid_training_is_ridden_out(ray_cluster: str) -> None:
     import boto3
