@@ -55,10 +55,17 @@ def ensemble_weights(
     n_m, n_h = len(members), len(prepared.horizons)
     if weighting == "equal":
         return np.full((n_m, n_h), 1.0 / n_m)
-    y_val = prepared.y_class[prepared.splits["val"]]  # [n_val, H]
+    preds = [np.asarray(m.predict(model_inputs(m, prepared, "val"))) for m in members.values()]
+    return f1_weights(prepared.y_class[prepared.splits["val"]], preds)
+
+
+def f1_weights(y_val: np.ndarray, preds: list[np.ndarray]) -> np.ndarray:
+    """(M, H) weights proportional to each member's validation macro-F1 per horizon, from
+    the labels [n_val, H] and the members' class predictions, each [n_val, H]; equal
+    weights where every member scores 0."""
+    n_m, n_h = len(preds), y_val.shape[1]
     scores = np.zeros((n_m, n_h))
-    for m, model in enumerate(members.values()):
-        pred = np.asarray(model.predict(model_inputs(model, prepared, "val")))
+    for m, pred in enumerate(preds):
         for j in range(n_h):
             scores[m, j] = direction_metrics(y_val[:, j], pred[:, j])["macro_f1"]
     totals = scores.sum(axis=0, keepdims=True)  # [1, H]

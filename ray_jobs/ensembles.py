@@ -80,9 +80,8 @@ def ensemble_rows_from_predictions(
     """The ensemble rows from the members' prediction tables (`units.prediction_columns`
     or the stored `predictions.parquet` as a DataFrame), model -> table; needs at least
     two members."""
-    from models.ensemble import soft_vote
+    from models.ensemble import f1_weights, soft_vote
     from models.leaderboard import prediction_rows
-    from models.metrics import direction_metrics
 
     if len(frames) < 2:
         return []
@@ -90,14 +89,8 @@ def ensemble_rows_from_predictions(
     n_m, n_h = len(frames), len(prepared.horizons)
     weights = {"equal": np.full((n_m, n_h), 1.0 / n_m)}
     if all("val" in set(np.asarray(f["split"])) for f in frames.values()):
-        val = [_member_arrays(f, prepared, "val") for f in frames.values()]
-        y_val = prepared.y_class[prepared.splits["val"]]
-        scores = np.zeros((n_m, n_h))
-        for m, (_, _, pred) in enumerate(val):  # pred: [n_val, H] classes
-            for j in range(n_h):
-                scores[m, j] = direction_metrics(y_val[:, j], pred[:, j])["macro_f1"]
-        totals = scores.sum(0, keepdims=True)
-        weights["f1"] = np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), 1.0 / n_m)
+        preds = [_member_arrays(f, prepared, "val")[2] for f in frames.values()]
+        weights["f1"] = f1_weights(prepared.y_class[prepared.splits["val"]], preds)
     else:  # a refit member: no out-of-sample val (module docstring)
         splits = tuple(s for s in splits if s != "val")
     arrays = {s: [_member_arrays(f, prepared, s) for f in frames.values()] for s in splits}
