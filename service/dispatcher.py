@@ -328,7 +328,10 @@ class Dispatcher:
             return
         for job in await asyncio.to_thread(self.store.queued, free):
             sid = submission_id(job)
-            if await asyncio.to_thread(self.store.claim_for_submission, job, sid):
+            # the cap again, in the claim itself: another API replica may have claimed
+            # since `active` was counted
+            if await asyncio.to_thread(self.store.claim_for_submission, job, sid,
+                                       self.max_running_jobs):  # fmt: skip
                 await self._post(await asyncio.to_thread(self.store.get, job.id))
 
     async def _post(self, job: JobRecord) -> None:

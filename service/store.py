@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service.db import fetch_one, jobs
@@ -32,6 +32,21 @@ _BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _BY_IDEMPOTENCY_KEY = select(jobs).where(
     jobs.c.owner == bindparam("owner"), jobs.c.idempotency_key == bindparam("key")
 )
+
+
+_ON_RAY = jobs.alias("on_ray")
+# Jobs on Ray, as `JobStore.on_ray` selects them: running, or claimed for a submission.
+_ON_RAY_COUNT = (
+    select(func.count())
+    .select_from(_ON_RAY)
+    .where(
+        (_ON_RAY.c.status == "running")
+        | ((_ON_RAY.c.status == "queued") & _ON_RAY.c.ray_submission_id.is_not(None))
+    )
+    .scalar_subquery()
+)
+# Serialises claims across API replicas on PostgreSQL (a fixed key: b"qrclm" as an int).
+_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(487250422893)")
 
 
 class JobNotFound(LookupError):
@@ -241,17 +256,31 @@ class JobStore:
             )
         return result.rowcount == 1
 
-    def claim_for_submission(self, job: JobRecord, submission_id: str) -> bool:
+    def claim_for_submission(
+        self, job: JobRecord, submission_id: str, max_on_ray: int | None = None
+    ) -> bool:
         """Record the submission id before POSTing to Ray, so a crash in between is visible
-        at restart (the job is then looked up on Ray instead of submitted twice)."""
+        at restart (the job is then looked up on Ray instead of submitted twice).
+
+        With `max_on_ray`, the claim also fails when that many jobs are already on Ray
+        (`on_ray`), counted in the same statement: API replicas sharing one database each
+        see a free slot in their own count, and without this both filled it. On PostgreSQL
+        the claimers queue on a transaction-scoped advisory lock first, so each counts what
+        the previous one committed (READ COMMITTED alone lets two see the same count);
+        SQLite has one writer at a time anyway."""
+        condition = [
+            jobs.c.id == job.id,
+            jobs.c.status == "queued",
+            jobs.c.ray_submission_id.is_(None),
+        ]
+        if max_on_ray is not None:
+            condition.append(_ON_RAY_COUNT < max_on_ray)
         with self._write() as conn:
+            if max_on_ray is not None and conn.dialect.name == "postgresql":
+                conn.execute(_CLAIM_LOCK)
             result = conn.execute(
                 update(jobs)
-                .where(
-                    jobs.c.id == job.id,
-                    jobs.c.status == "queued",
-                    jobs.c.ray_submission_id.is_(None),
-                )
+                .where(*condition)
                 .values(ray_submission_id=submission_id, updated_at=time.time())
             )
         return result.rowcount == 1

@@ -414,3 +414,37 @@ def test_client_maps_ray_answers_to_errors(fake_ray: tuple[Any, str]) -> None:
             await client.aclose()
 
     asyncio.run(go())
+
+
+def test_a_replica_whose_count_is_stale_does_not_pass_the_cap(
+    rig: tuple[Rig, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two API replicas on one database: replica B counted the jobs on Ray just before
+    replica A claimed the free slots. B's claims must fail instead of putting four jobs on
+    Ray with max_running_jobs 2 (the claim itself counts the jobs on Ray)."""
+    r, fake = rig
+    ids = [r.new_job() for _ in range(4)]
+    r.ticks()  # replica A fills both slots
+    assert [s["submission_id"] for s in fake.submissions] == ids[:2]
+    real_on_ray = r.store.on_ray
+    calls = {"n": 0}
+
+    def stale_once() -> list:
+        calls["n"] += 1  # replica B's first count was taken before A's claims
+        return [] if calls["n"] == 1 else real_on_ray()
+
+    monkeypatch.setattr(r.store, "on_ray", stale_once)
+
+    async def replica_b_submits() -> None:
+        ray = RayJobsClient(r.ray_url, token=None, timeout_s=5)
+        disp = Dispatcher(r.store, ray, r.files, max_running_jobs=2, storage_uri=r.storage)
+        try:
+            await disp.submit_queued()
+        finally:
+            await ray.aclose()
+
+    asyncio.run(replica_b_submits())
+    assert calls["n"] == 1
+    assert [s["submission_id"] for s in fake.submissions] == ids[:2]
+    assert [r.status(i) for i in ids] == ["running"] * 2 + ["queued"] * 2
+    assert all(r.store.get(i).ray_submission_id is None for i in ids[2:])

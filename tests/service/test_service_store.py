@@ -208,3 +208,50 @@ def test_fast_reads_match_sqlalchemy_reads(engine: Engine) -> None:
     assert _create(store, key="k1", seed=7) == fast  # the replay reads it the fast way
     with pytest.raises(JobNotFound):
         store.get(created.id, BOB)
+
+
+def test_a_claim_holds_the_running_cap_across_api_replicas(db_url: str) -> None:
+    """Two API processes on one database: each counted a free slot before the other
+    claimed, so both claims must not pass. The claim counts the jobs on Ray itself."""
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        one, two = (JobStore(e) for e in engines)
+        a, b, c = (_create(one) for _ in range(3))
+        assert one.claim_for_submission(a, a.id, 2)
+        assert two.claim_for_submission(b, b.id, 2)
+        assert not one.claim_for_submission(c, c.id, 2)  # two on Ray already: the cap
+        assert one.get(c.id).ray_submission_id is None and one.get(c.id).status == "queued"
+        one.transition(a.id, "queued", status="succeeded")  # a slot frees up
+        assert two.claim_for_submission(c, c.id, 2)
+        assert [j.id for j in one.on_ray()] == [b.id, c.id]
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_concurrent_claims_from_replicas_never_pass_the_cap(db_url: str) -> None:
+    """Eight claimers (four per replica, each with its own engine as separate processes
+    have) race for the slots: exactly the cap's number of claims succeed."""
+    engines = [make_engine(db_url) for _ in range(2)]
+    try:
+        stores = [JobStore(e) for e in engines]
+        queued = [_create(stores[0]) for _ in range(8)]
+        barrier = threading.Barrier(8)
+        won: list[str] = []
+
+        def claim(i: int) -> None:
+            job = queued[i]
+            barrier.wait()
+            if stores[i % 2].claim_for_submission(job, job.id, 3):
+                won.append(job.id)
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 3, won
+        assert sorted(j.id for j in stores[1].on_ray()) == sorted(won)
+    finally:
+        for e in engines:
+            e.dispose()
