@@ -8,6 +8,8 @@ path piece is checked by `safe_relpath` before it touches a filesystem.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +30,7 @@ from data.storage import (
 from data.symbols import safe_symbol
 from ray_jobs.storage import JobStorage, RetryPolicy
 
+log = logging.getLogger(__name__)
 # One path segment: starts with a letter/digit (so never "." or ".." or a hidden file).
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,199}$")
 _PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$")
@@ -165,6 +168,41 @@ class JobFiles:
                 raise FileNotFoundError(f"bucket {bucket!r} does not exist: create it, or fix "
                                         "QUANTRAY_STORAGE_URI")
 
+    def _contained(self, job_id: str, fs: pafs.FileSystem, path: str) -> None:
+        """On a local storage root, `FileNotFoundError` unless `path`, with its symlinks
+        resolved, is inside jobs/{job_id}/: a link in the storage (placed by hand, or by
+        anything else that writes there) must not let the API serve a file elsewhere on
+        the server (/etc/passwd, another job's or key's files). Object stores have no
+        links."""
+        if not isinstance(fs, pafs.LocalFileSystem):
+            return
+        root = os.path.realpath(resolve_uri(self.uri(job_id))[1])
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root + os.sep):
+            log.warning("job %s: not serving %s, a link to %s outside the job", job_id, path,
+                        real)  # the operator's clue; the client gets a plain 404
+            raise FileNotFoundError(
+                f"job {job_id}'s {path!r} is a link that leads outside the job's directory; "
+                "such files are not served"
+            )
+
+    def _local_files(self, job_id: str, root: str) -> list[tuple[str, int]]:
+        """(path, size) of the files under local directory `root`, symlinked directories not
+        followed and symlinked files kept only when they stay inside the job (`_contained`):
+        pyarrow's recursive listing follows links, out of the job and around loops."""
+        found = []
+        for dirpath, _dirs, names in os.walk(root, followlinks=False):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    try:
+                        self._contained(job_id, pafs.LocalFileSystem(), path)
+                    except FileNotFoundError:
+                        continue
+                if os.path.isfile(path):
+                    found.append((path, os.path.getsize(path)))
+        return sorted(found)
+
     @contextmanager
     def _reading(self, job_id: str, what: str) -> Iterator[None]:
         """Reads of job `job_id`'s `what`: an absent file (FileNotFoundError) only where the
@@ -196,10 +234,17 @@ class JobFiles:
 
         try:
             with self._reading(job_id, f"stored driver log ({log_path(attempt)})"):
-                raw = read_bytes(self.uri(job_id, *log_path(attempt).split("/")))
+                raw = self._read_file(job_id, *log_path(attempt).split("/"))
         except FileNotFoundError:
             return None
         return raw.decode("utf-8", errors="replace")
+
+    def _read_file(self, job_id: str, *parts: str) -> bytes:
+        """The bytes of jobs/{job_id}/{parts}, refused when a link leads outside the job."""
+        uri = self.uri(job_id, *parts)
+        fs, path = resolve_uri(uri)
+        self._contained(job_id, fs, path)
+        return read_bytes(uri)
 
     def has_spec(self, job_id: str) -> bool:
         """Whether jobs/{job_id}/spec.json is in this storage (False: the job was stored
@@ -240,7 +285,7 @@ class JobFiles:
     # when the storage itself cannot be read (see `_reading`).
     def read_summary(self, job_id: str) -> Any:
         with self._reading(job_id, "results/summary.json"):
-            raw = read_bytes(self.uri(job_id, "results", "summary.json"))
+            raw = self._read_file(job_id, "results", "summary.json")
         # Python's json writes NaN/Infinity (a Tune config's metric, a std of one value),
         # which JSON cannot carry: null, as in the leaderboard's rows
         return json.loads(raw, parse_constant=lambda _: None)
@@ -250,13 +295,14 @@ class JobFiles:
         with self._reading(job_id, "results/leaderboard.parquet"):
             if fs.get_file_info(path).type != pafs.FileType.File:
                 raise FileNotFoundError(f"job {job_id} has no results/leaderboard.parquet yet")
+            self._contained(job_id, fs, path)
             return pq.read_table(path, filesystem=fs)
 
     def plot_bytes(self, job_id: str, name: str) -> bytes:
         if not _PLOT_RE.match(name):
             raise UnsafePath(f"plot name {name!r} must be a plain file name ending in .png")
         with self._reading(job_id, f"plot results/plots/{name}"):
-            return read_bytes(self.uri(job_id, "results", "plots", name))
+            return self._read_file(job_id, "results", "plots", name)
 
     def list_plots(self, job_id: str) -> list[str]:
         """The plots' names; [] while there are none (a missing bucket is not "none")."""
@@ -266,6 +312,10 @@ class JobFiles:
                 names = list_dir(uri)
         except FileNotFoundError:
             return []
+        fs, path = resolve_uri(uri)
+        if isinstance(fs, pafs.LocalFileSystem):  # links out of the job are not served
+            served = {os.path.basename(p) for p, _ in self._local_files(job_id, path)}
+            names = [n for n in names if n in served]
         return [n for n in names if n.endswith(".png")]
 
     def list_artifacts(self, job_id: str, prefix: str = "") -> list[dict[str, Any]]:
@@ -278,16 +328,17 @@ class JobFiles:
             else self.uri(job_id, "units")
         )  # fmt: skip
         fs, root = resolve_uri(base)
+        units_root = resolve_uri(self.uri(job_id, "units"))[1].rstrip("/") + "/"
         with self._reading(job_id, f"artifact list (units/{prefix})"):
             if fs.get_file_info(root).type != pafs.FileType.Directory:
                 raise FileNotFoundError(f"job {job_id} has no artifacts under units/{prefix}")
-            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        units_root = resolve_uri(self.uri(job_id, "units"))[1].rstrip("/") + "/"
-        return [
-            {"path": info.path[len(units_root) :], "size": info.size}
-            for info in sorted(infos, key=lambda i: i.path)
-            if info.type == pafs.FileType.File
-        ]
+            if isinstance(fs, pafs.LocalFileSystem):
+                self._contained(job_id, fs, root)
+                files = self._local_files(job_id, root)
+            else:
+                infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                files = sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File)
+        return [{"path": path[len(units_root) :], "size": size} for path, size in files]
 
     def open_artifact(self, job_id: str, relpath: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunk iterator) for file units/{relpath}; FileNotFoundError if absent."""
@@ -296,6 +347,7 @@ class JobFiles:
             info = fs.get_file_info(path)
             if info.type != pafs.FileType.File:
                 raise FileNotFoundError(f"job {job_id} has no artifact {relpath!r}")
+            self._contained(job_id, fs, path)
 
         def chunks() -> Iterator[bytes]:
             with fs.open_input_stream(path) as stream:

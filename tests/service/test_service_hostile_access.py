@@ -103,3 +103,40 @@ def test_plot_name_must_be_plain_png(hostile: Ctx) -> None:
         # An encoded slash decodes to a path the plot route never matches.
         resp = c.get(f"/v1/jobs/{job_id}/plots/..%2fspec.json")
         assert resp.status_code == 404 and resp.json()["error"] == "not_found"
+
+
+def test_links_in_the_storage_do_not_lead_out_of_the_job(api: Any, tmp_path: Path) -> None:
+    """Symlinks placed in a job's storage (by hand, or by anything else that writes there)
+    pointing at files or folders outside the job are neither listed nor served by the
+    artifact, plot and summary routes; a link inside the job still is."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "passwd").write_text("root:x:0:0 SECRET")
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+    job = api.storage / "jobs" / job_id
+    unit = job / "units" / "AAA" / "ols" / "f0"
+    unit.mkdir(parents=True)
+    (unit / "metrics.json").write_text('{"ok": 1}')
+    (unit / "evil.json").symlink_to(secret / "passwd")
+    (unit / "same.json").symlink_to(unit / "metrics.json")  # stays in the job: served
+    (job / "units" / "LEAK").symlink_to(secret)
+    plots = job / "results" / "plots"
+    plots.mkdir(parents=True)
+    (plots / "evil.png").symlink_to(secret / "passwd")
+    (job / "results" / "summary.json").symlink_to(secret / "passwd")
+    with api.client() as c:
+        listed = c.get(f"/v1/jobs/{job_id}/artifacts").json()["files"]
+        evil = c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/f0/evil.json")
+        via_dir = c.get(f"/v1/jobs/{job_id}/artifacts/LEAK/passwd")
+        prefix = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "LEAK"})
+        same = c.get(f"/v1/jobs/{job_id}/artifacts/AAA/ols/f0/same.json")
+        plot = c.get(f"/v1/jobs/{job_id}/plots/evil.png")
+        plot_list = c.get(f"/v1/jobs/{job_id}/plots").json()
+        summary = c.get(f"/v1/jobs/{job_id}/summary")
+    assert [f["path"] for f in listed] == ["AAA/ols/f0/metrics.json", "AAA/ols/f0/same.json"]
+    for resp in (evil, via_dir, prefix, plot, summary):
+        assert resp.status_code == 404, resp.text
+        assert "SECRET" not in resp.text and resp.json()["error"] == "not_found"
+    assert same.status_code == 200 and same.json() == {"ok": 1}
+    assert plot_list == {"plots": []}
