@@ -88,10 +88,13 @@ def _get(state: AppState, job_id: str, principal: Principal) -> JobRecord:
 def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
     progress, progress_error = None, None
     if detail and job.status != "queued":
-        try:
-            progress = state.files.read_progress(job.id, job.attempt)
-        except (OSError, ValueError) as exc:
-            progress_error = str(exc)
+        if state.inline_file_reads or state.status_progress is None:  # a local file
+            try:
+                progress = state.files.read_progress(job.id, job.attempt)
+            except (OSError, ValueError) as exc:
+                progress_error = str(exc)
+        else:  # an object store: a bounded wait, the last progress read while it is down
+            progress, progress_error = state.status_progress.read(job.id, job.attempt)
     waiting = state.dispatcher.last_error
     if job.status == "queued" and not job.message and waiting:
         # why nothing moves: the same reason /readyz gives, on the job itself. A cancel of a
@@ -233,7 +236,9 @@ async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> J
         except RayError as exc:
             # cancel_requested is stored: the dispatcher re-sends the stop until Ray obeys.
             log.warning("job %s: stop not delivered yet: %s", job.id, exc)
-    return _public(state, job, detail=True)
+    if state.inline_file_reads:
+        return _public(state, job, detail=True)
+    return await run_in_threadpool(_public, state, job, detail=True)  # not on the loop
 
 
 @router.post(

@@ -21,6 +21,7 @@ from service.job_files import JobFiles
 from service.metrics import Metrics
 from service.ray_client import RayJobsClient, resolve_ray_token
 from service.settings import Settings
+from service.status_progress import StatusProgress
 from service.store import JobStore
 from service.validation import DatasetPolicy
 
@@ -40,6 +41,8 @@ class AppState:
     ray: RayJobsClient | None
     dispatcher: Dispatcher
     metrics: Metrics
+    # progress.json for status reads, fast while the storage does not answer
+    status_progress: StatusProgress | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     # Whether short reads may run on the event loop itself (see `read`): SQLite is a local
@@ -77,6 +80,7 @@ class AppState:
             ray=ray,
             dispatcher=dispatcher,
             metrics=Metrics(store),
+            status_progress=StatusProgress(files),
             inline_db_reads=engine.dialect.name == "sqlite",
             inline_file_reads=settings.storage_uri.startswith("file:"),
         )
@@ -121,4 +125,6 @@ class AppState:
                 log.warning("dispatcher did not stop within %ss; cancelled", SHUTDOWN_GRACE_S)
         if self.ray is not None:
             await self.ray.aclose()
+        if self.status_progress is not None:
+            self.status_progress.close()
         self.engine.dispose()

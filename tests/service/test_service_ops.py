@@ -269,3 +269,58 @@ def test_cli_submit_that_times_out_says_it_may_have_been_created_and_how_to_retr
         code = main(["submit", str(spec), "--idempotency-key", seen[0]])
         out, _ = capsys.readouterr()
     assert code == 0 and out.strip() == "qr-0123456789abcdef"
+
+
+def test_status_reads_stay_fast_while_the_s3_storage_hangs(
+    tmp_path: Path, qr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 endpoint stops answering mid-job (it accepts connections, never replies: a
+    read would wait ~10 s on the AWS SDK's timeouts and retries). A status poll answers
+    within the read budget, the next ones at once, with the last progress read and a
+    progress_error saying the storage does not answer; the outage is not hidden."""
+    import socket
+
+    import pyarrow.fs as pafs
+
+    from service.store import JobStore
+    from tests.service.test_service_api import _moto
+
+    moto, port = _moto(monkeypatch)
+    hang = None
+    try:
+        s3 = pafs.S3FileSystem(endpoint_override=f"http://127.0.0.1:{port}", scheme="http",
+                               region="us-east-1", allow_bucket_creation=True)  # fmt: skip
+        s3.create_dir("ops-hang")
+        uri = f"s3://ops-hang/store?endpoint_override=http://127.0.0.1:{port}&scheme=http"
+        settings = qr.make_settings(tmp_path, auth=False, storage_uri=uri)
+        server, api = qr.start_api(settings, {})
+        try:
+            with api.client(None) as c:
+                job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+                assert JobStore(api.engine).transition(job_id, "queued", status="running")
+                with s3.open_output_stream(f"ops-hang/store/jobs/{job_id}/progress.json") as f:
+                    f.write(json.dumps(qr.progress_doc(8, 3)).encode())
+                before = c.get(f"/v1/jobs/{job_id}").json()
+                moto.stop()
+                hang = socket.socket()
+                hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                hang.bind(("127.0.0.1", port))
+                hang.listen(64)  # connections complete, nothing ever answers
+                took = []
+                for _ in range(3):
+                    t0 = time.monotonic()
+                    job = c.get(f"/v1/jobs/{job_id}").json()
+                    took.append(time.monotonic() - t0)
+        finally:
+            server.__exit__()
+    finally:
+        if hang is not None:
+            hang.close()
+        else:
+            moto.stop()
+    assert before["progress"]["units_done"] == 3 and before["progress_error"] is None
+    assert took[0] < 4 and max(took[1:]) < 0.5, took
+    assert job["status"] == "running" and job["progress"]["units_done"] == 3, job
+    error = job["progress_error"]
+    assert error.startswith(f"the job storage ({uri}) does not answer since"), error
+    assert "the progress shown was read at" in error, error

@@ -274,3 +274,58 @@ def test_dataset_probe_refuses_numeric_csv_dates_as_the_loader_does(tmp_path: Pa
         path, index=False)
     with pytest.raises(DataValidationError, match="holds numbers"):
         dataset_probe.DatasetProbe().rows_in_window(str(path), "date", None, None)
+
+
+def test_status_progress_serves_the_last_read_while_the_storage_is_down() -> None:
+    """Unit view of the fast status read: a read that fails marks the storage down; until
+    the retry time no read is tried and the last progress comes back with the error; once a
+    read succeeds again the error is gone."""
+    import threading
+    import time
+
+    from service.job_files import parse_progress
+    from service.status_progress import StatusProgress
+
+    class Files:
+        storage_uri = "s3://bkt/store?endpoint_override=http://127.0.0.1:9"
+
+        def __init__(self) -> None:
+            self.calls, self.mode = 0, "ok"
+            self.release, self.ended = threading.Event(), threading.Event()
+
+        def read_progress(self, job_id: str, attempt: int) -> Any:
+            self.calls += 1
+            if self.mode == "down":
+                raise OSError("curlCode: 7, Could not connect to server")
+            if self.mode == "hang":
+                self.release.wait(5)
+                self.ended.set()
+                raise OSError("request timed out")
+            return parse_progress({"phase": "training", "units": {"total": 4, "done": 2}})
+
+    now = [1000.0]
+    files = Files()
+    status = StatusProgress(files, budget_s=0.2, retry_after_s=5, clock=lambda: now[0])  # type: ignore[arg-type]
+    try:
+        progress, error = status.read("qr-1", 0)
+        assert progress is not None and progress.units_done == 2 and error is None
+        files.mode, now[0] = "down", 1010.0
+        progress, error = status.read("qr-1", 0)
+        assert progress is not None and progress.units_done == 2, progress
+        assert error is not None and "does not answer since" in error and "10 s ago" in error
+        assert "Could not connect" in error
+        calls = files.calls
+        assert status.read("qr-2", 0) == (None, error.split(";")[0] + "; no progress of this "
+                                          "job was read before it went down")  # fmt: skip
+        assert files.calls == calls  # marked down: no read tried before the retry time
+        files.mode, now[0] = "hang", 1016.0
+        progress, error = status.read("qr-1", 0)  # runs out of its budget
+        assert progress is not None and "no answer within 0.2 s" in (error or "")
+        files.release.set()
+        assert files.ended.wait(5)
+        time.sleep(0.05)  # its done-callback marks the storage down again, at t=1016
+        files.mode, now[0] = "ok", 1030.0
+        progress, error = status.read("qr-1", 0)
+        assert error is None and progress is not None
+    finally:
+        status.close()
