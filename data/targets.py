@@ -15,6 +15,9 @@ Threshold = str | float | Sequence[float]
 
 # "auto": tau_h is this quantile of |r| on the training rows, so about a third of the
 # training samples are flat and the rest split between down and up (roughly balanced).
+# Where it is 0 (over a third of the returns are exactly 0: prices that move in ticks),
+# tau_h is half the smallest non-zero |r| instead: the same training classes, with a band
+# of non-zero width (see `_half_smallest_move`).
 AUTO_QUANTILE = 1.0 / 3.0
 
 
@@ -36,7 +39,8 @@ def forward_log_returns(close: np.ndarray, horizons: Sequence[int]) -> np.ndarra
 def fit_thresholds(train_returns: np.ndarray, threshold: Threshold) -> np.ndarray:
     """(H,) float32 flat-band half-widths from (n, H) TRAINING returns.
 
-    threshold: "auto" -> per-horizon 1/3 quantile of |r|; a float -> that tau for every
+    threshold: "auto" -> per-horizon 1/3 quantile of |r| (half the smallest non-zero |r|
+    where that quantile is 0); a float -> that tau for every
     horizon; a sequence -> one tau per horizon.
     """
     train_returns = np.asarray(train_returns, dtype=np.float64)
@@ -55,6 +59,7 @@ def fit_thresholds(train_returns: np.ndarray, threshold: Threshold) -> np.ndarra
         # np.quantile is much faster; nanquantile only when some rows lack a return
         quantile = np.quantile if np.isfinite(absr).all() else np.nanquantile
         tau = quantile(absr, AUTO_QUANTILE, axis=0)
+        tau = np.where(tau > 0, tau, _half_smallest_move(absr))
     elif isinstance(threshold, int | float):
         tau = np.full(n_h, float(threshold))
     else:
@@ -66,6 +71,19 @@ def fit_thresholds(train_returns: np.ndarray, threshold: Threshold) -> np.ndarra
     if not (np.isfinite(tau).all() and (tau >= 0).all()):
         raise ValueError(f"threshold values must be finite and >= 0, got {tau.tolist()}")
     return tau.astype(np.float32)
+
+
+def _half_smallest_move(absr: np.ndarray) -> np.ndarray:
+    """(H,) half the smallest non-zero |r| per horizon of (n, H) training |returns| (0 where
+    every return is 0). Prices that move in ticks (intraday bars of a low-priced stock, a
+    pegged or illiquid series) leave over a third of the returns exactly 0, and the 1/3
+    quantile is then 0: a flat band of zero width. The training classes are the same with
+    this band (no |r| lies between 0 and the smallest move), but a model that forecasts a
+    continuous return (the linear models' predictive distribution) puts no probability on
+    a zero-width band, so it never called "flat" while most labels were."""
+    moved = np.where(absr > 0, absr, np.inf)  # NaN compares False: never a move
+    smallest = moved.min(axis=0)
+    return np.where(np.isfinite(smallest), smallest / 2, 0.0)
 
 
 def to_classes(returns: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
