@@ -11,7 +11,9 @@ Time bounds are inclusive. A bound given as a plain date (`"2018-02-07"` or a
 `datetime.date`) covers that whole day, which matters for intraday `ts` columns.
 
 Loading checks structure only (file, columns, date parsing); values are checked by
-`data.validation`.
+`data.validation`. One exception: a CSV read for some symbols refuses a requested symbol
+whose rows are partly spelled with spaces at either end ('AAPL ' beside 'AAPL'), which
+would otherwise load with part of its history.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from data.validation import (
     DataValidationError,
     check_columns,
     lob_columns,
+    padded_symbol_errors,
     to_datetime_column,
 )
 
@@ -101,6 +104,7 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         frame = frame.loc[:, columns]
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
         if symbols is not None:
+            _check_padded_twins(frame["symbol"], symbols, uri)
             frame = frame[frame["symbol"].isin(symbols)]
     else:
         dataset = parquet_dataset(fs, path, uri)
@@ -133,6 +137,7 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
             raise ValueError(
                 f"{uri}: no rows for symbols {missing}{window}"
                 + (f" (their rows run from {span[0]} to {span[1]})" if span else "")
+                + _spelling_hint(uri, missing)
                 + f"; list the available ones with `quantray data inspect {uri}`"
             )
     if len(frame) == 0:
@@ -175,6 +180,38 @@ def _schema_clash(dataset: ds.Dataset, fs: pafs.FileSystem, columns: list[str]) 
                         f"{files[0]}, {schema.field(col).type} in {name}; write every file "
                         "with the same column types")
     return ""
+
+
+def _check_padded_twins(column: pd.Series, symbols: list[str], uri: str) -> None:
+    """A requested symbol some of whose rows are spelled with spaces at either end ('AAPL '
+    beside 'AAPL') would load with part of its history: raise, naming the spellings (the
+    whole file is in memory for a CSV, so this costs no read). `data.validation` fails
+    such symbols when every spelling is loaded."""
+    errors = padded_symbol_errors(column.dropna(), drop_hint=False)
+    hit = [s for s in symbols if s in errors and s == s.strip()]
+    if hit:
+        error = errors[hit[0]]
+        raise DataValidationError(f"{uri}: {error}", symbol=error.symbol)
+
+
+def _spelling_hint(uri: str, missing: Sequence[str]) -> str:
+    """For an error: the file's symbols that differ from a missing one only by spaces at
+    either end or by case ('AAPL ' or 'aapl' for 'AAPL'), as text; "" when there are none.
+    Symbols are matched exactly, and a padded one looks like the plain ticker in a list."""
+    try:
+        found = list_symbols(uri)
+    except (ValueError, OSError):
+        return ""
+    key = {s.strip().upper() for s in missing}
+    near = [s for s in found if s.strip().upper() in key and s not in missing]
+    if not near:
+        return ""
+    return (f"; the file spells {', '.join(map(repr, near[:_NEAR_SHOWN]))}"
+            f"{' (+more)' if len(near) > _NEAR_SHOWN else ''}: symbols match exactly, "
+            "case and spaces included")
+
+
+_NEAR_SHOWN = 5
 
 
 def _window_text(start: TimeBound, end: TimeBound) -> str:

@@ -3,11 +3,15 @@
 Policy (bars, `validate_bars`)
 - Frame-level errors always raise `DataValidationError`: missing columns, an empty frame,
   a price/volume column that is not numeric, a date that does not parse or is a number
-  (20130208 or epoch seconds would silently read as nanoseconds since 1970), a row without
-  a symbol. These mean the file is not a bars file, so no symbol can be trusted.
+  (20130208 or epoch seconds would silently read as nanoseconds since 1970) or carries a
+  zone name pandas does not know (`09:30 EST`: it would read as UTC), a row without a
+  symbol. These mean the file is not a bars file, so no symbol can be trusted.
 - Per-symbol errors raise with `on_error="raise"`; with `on_error="drop"` the symbol is
   removed and its error message kept in `report.dropped[symbol]`. Checked in this order
-  (the first hit is the reason): missing date, duplicate (symbol, date), NaN close,
+  (the first hit is the reason): spaces at either end of the symbol (`'AAPL '`; its plain
+  twin `'AAPL'` fails too, its history being split), missing date, duplicate (symbol,
+  date) (the message tells exact copies from rows that differ, and names the daylight-
+  saving hour when every repeated time is one), NaN close,
   infinite price or volume, non-positive open/high/low/close, missing or negative volume,
   more than 1% of rows missing open/high/low, a bad print (an open or close more than
   `MAX_OUTSIDE_RANGE` (25%) outside the day's [low, high]), a close that never changes (no
@@ -28,6 +32,9 @@ Policy (bars, `validate_bars`)
   holidays of daily bars, nights and weekends of intraday bars, and weekly bars stay
   under that limit; a month of missing daily rows does not, and an h-bar label or a
   rolling feature across it would span the whole hole as if it were one bar.
+  And in `report.splits[symbol]`: bars whose open and close both moved by a split's price
+  ratio (x1/k or xk, k in `SPLIT_RATIOS`, within `SPLIT_TOLERANCE`) against the previous
+  close: prices perhaps not adjusted for a split.
 - The result holds exactly the contract columns, sorted by (symbol, date), index reset,
   dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
 
@@ -70,6 +77,17 @@ MAX_OUTSIDE_RANGE = 0.25
 # a gap between bars over GAP_MEDIANS x the symbol's median spacing and over MIN_GAP is a
 # warning (report.gaps); the numbers live in data.validation_report, whose message quotes them
 MIN_GAP = pd.Timedelta(days=MIN_GAP_DAYS)
+# A bar whose open and close, against the previous close, both lie within SPLIT_TOLERANCE
+# of 1/k or k (k in SPLIT_RATIOS) is a warning (report.splits): prices not adjusted for a
+# k:1 split or a 1:k reverse split. On the shared S&P file it flags DISCA and DISCK on
+# 2014-08-07 (Discovery's 2-for-1 split of August 2014; x0.49 at the close, x0.51/0.52 at
+# the open) and nothing else: its other drops of over 25% (spin-offs such as EBAY x0.43 and
+# NI x0.37, crashes such as CHK x0.67) are on no such ratio.
+SPLIT_RATIOS = (2, 3, 4, 5, 6, 7, 8, 10)
+SPLIT_TOLERANCE = 0.05
+# zones whose daylight-saving fall-back hour explains duplicate local times (an error hint)
+DST_ZONES = ("America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London",
+             "Europe/Berlin", "Australia/Sydney")
 ON_ERROR = ("raise", "drop")
 _SHOW = 5  # offending rows quoted in a message
 _DROP_FIX = "or pass on_error='drop' to skip this symbol"
@@ -84,6 +102,7 @@ __all__ = [
     "ValidationReport",
     "check_columns",
     "lob_columns",
+    "padded_symbol_errors",
     "validate_bars",
     "validate_lob",
 ]
@@ -161,7 +180,9 @@ def validate_bars(
           "infinite prices or volume", "correct or remove these rows at the source")
     _flag(bad, frame, "date", prices.le(0).any(axis=1), "non-positive prices",
           "correct or remove these rows at the source")
-    _flag(bad, frame, "date", frame["volume"].isna(), "missing volume", "fill it at the source")
+    _flag(bad, frame, "date", frame["volume"].isna(), "missing volume",
+          "fill it at the source, with 0 for a series that has no volume (an index, an FX "
+          "rate): zero volume is valid")
     _flag(bad, frame, "date", frame["volume"].lt(0), "negative volume",
           "correct or remove these rows at the source")
     gaps = frame[["open", "high", "low"]].isna().any(axis=1)
@@ -205,6 +226,7 @@ def validate_bars(
         "zero_volume": frame["volume"].eq(0),
     }
     report.gaps = _long_gaps(frame, "date")
+    report.splits = _split_like_moves(frame)
     return _finish(frame, counts, report)
 
 
@@ -287,12 +309,71 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
     frame = frame.sort_values(["symbol", time_col], kind="stable", na_position="first")
     frame["_moved"] = frame.groupby("symbol", sort=False).cumcount().ne(before[frame.index])
     frame = frame.reset_index(drop=True)
-    bad: dict[str, DataValidationError] = {}
+    bad: dict[str, DataValidationError] = padded_symbol_errors(frame["symbol"])
     _flag(bad, frame, "_pos", frame[time_col].isna(), f"missing {time_col}",
           "fill or remove these rows at the source")
-    _flag(bad, frame, time_col, frame.duplicated(["symbol", time_col], keep=False),
-          f"duplicate (symbol, {time_col}) rows", "keep one row per time at the source")
+    same_time = frame.duplicated(["symbol", time_col], keep=False)
+    copies = frame.duplicated(columns, keep=False)  # the same time and the same values
+    conflict = same_time & ~copies.groupby([frame["symbol"], frame[time_col]]).transform("all")
+    for zone, symbols in _clock_turned_back(frame, time_col, same_time).items():
+        _flag(bad, frame, time_col, same_time & frame["symbol"].isin(symbols),
+              f"duplicate (symbol, {time_col}) rows",
+              "each repeated time is in the hour that clocks repeat when daylight saving time "
+              f"ends in {zone}: the times are local clock times without their UTC offset; "
+              "write each with its offset (2021-11-07T01:30:00-04:00, then -05:00) or in UTC")
+    _flag(bad, frame, time_col, conflict, f"duplicate (symbol, {time_col}) rows",
+          "their values differ: keep the right row per time at the source")
+    _flag(bad, frame, time_col, same_time, f"duplicate (symbol, {time_col}) rows",
+          "they are exact copies (a file concatenated from overlapping downloads?): remove "
+          "the copies at the source, e.g. df = df.drop_duplicates()")
     return frame, report, bad
+
+
+def _clock_turned_back(frame: pd.DataFrame, time_col: str, same_time: pd.Series
+                       ) -> dict[str, list[str]]:
+    """zone -> the symbols each of whose repeated times is ambiguous in that zone (the hour
+    clocks repeat when daylight saving time ends): local times written without an offset,
+    e.g. 24-hour bars (crypto, FX, futures) in New York time repeat 01:00-01:59 each
+    November. The first zone of DST_ZONES that fits each symbol is named."""
+    if not same_time.any():
+        return {}
+    out: dict[str, list[str]] = {}
+    times = frame.loc[same_time, ["symbol", time_col]].drop_duplicates()
+    for symbol, group in times.groupby("symbol", sort=True):
+        index = pd.DatetimeIndex(group[time_col])
+        for zone in DST_ZONES:
+            local = index.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
+            if local.isna().all():
+                out.setdefault(zone, []).append(symbol)
+                break
+    return out
+
+
+def padded_symbol_errors(symbols: pd.Series, drop_hint: bool = True
+                         ) -> dict[str, DataValidationError]:
+    """Symbols with spaces at either end (`'AAPL '`, `' MSFT'`: a padded export) fail: no
+    job can name them (a spec refuses such symbols, and the command line strips them),
+    and they look like the plain ticker in every listing. A plain symbol that has a padded
+    twin in the frame fails too: its rows are split between the two spellings. The
+    messages suggest on_error='drop' when `drop_hint` is set."""
+    names = pd.unique(symbols)
+    drop = f", {_DROP_FIX}" if drop_hint else ""
+    padded = [s for s in names if s != s.strip()]
+    out: dict[str, DataValidationError] = {}
+    fix = ("strip the spaces at the source, e.g. df['symbol'] = df['symbol'].str.strip(); "
+           "check first that no two spellings then share a date")
+    for s in padded:
+        out[s] = DataValidationError(
+            f"symbol {s!r} has spaces at its start or end, so it is not the symbol "
+            f"{s.strip()!r}; fix: {fix}{drop}", symbol=s, rows=None)
+    plain = set(names)
+    for s in sorted({s.strip() for s in padded} & plain):
+        twins = sorted(p for p in padded if p.strip() == s)
+        spelled = ", ".join(map(repr, twins))
+        out[s] = DataValidationError(
+            f"symbol {s!r}: some of its rows are spelled {spelled} (with spaces), so its "
+            f"history is split between spellings; fix: {fix}{drop}", symbol=s, rows=None)
+    return out
 
 
 def to_numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
@@ -354,9 +435,10 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> p
     offsets (a zone with daylight saving) are read as UTC. Times with an offset beside
     times without one raise: which zone the latter are in is unknown (pandas would read
     them as UTC, or in the offset of the time before them)."""
-    with warnings.catch_warnings():  # mixed offsets: handled below, not a user warning
-        warnings.simplefilter("ignore", FutureWarning)
+    with warnings.catch_warnings(record=True) as caught:  # mixed offsets: handled below
+        warnings.simplefilter("always")
         parsed = pd.to_datetime(values, errors="coerce", format=fmt)
+    _refuse_zone_names(caught, values, col, source)
     if parsed.dtype == object or fmt is not None:
         text = values.astype("string").str.strip()
         offset = text.str.contains(_OFFSET, regex=True).fillna(False).to_numpy(bool)
@@ -371,6 +453,25 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> p
     if parsed.dtype == object:
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format=fmt)
     return parsed
+
+
+def _refuse_zone_names(caught: list, values: pd.Series, col: str, source: str) -> None:
+    """Times written with a zone name pandas does not know (`09:30:00 EST`, `JST`, `CET`):
+    pandas drops the name and reads the clock time as if it were UTC, hours off, with only
+    a FutureWarning. Refuse them, naming the column, a value and its row."""
+    for w in caught:
+        m = re.search(r'Parsed string "(.*)" included an un-recognized timezone "(.*?)"',
+                      str(w.message))
+        if not m:
+            continue
+        text = values.astype("string")
+        rows = np.flatnonzero(text.eq(m.group(1)).fillna(False).to_numpy(bool))
+        at = f" at row {int(rows[0])}" if len(rows) else ""
+        raise DataValidationError(
+            f"{source}: column {col!r} holds times with the zone name {m.group(2)!r} (e.g. "
+            f"{m.group(1)!r}{at}), which is not read: the time would be taken as UTC, hours "
+            "off; write a UTC offset instead (2021-01-04T09:30:00-05:00), or convert the "
+            "times to UTC at the source", rows=[int(rows[0])] if len(rows) else None)
 
 
 def _flag(bad, frame, row_col, mask, what, fix) -> None:
@@ -427,6 +528,38 @@ def _long_gaps(frame, time_col) -> dict[str, dict]:
                   "days": round(step[i] / day, 2)} for i in idx[:_SHOW]]  # fmt: skip
         out[str(symbol)] = {"count": len(idx), "limit_days": round(limit[idx[0]] / day, 2),
                             "first": first}
+    return out
+
+
+def _split_like_moves(frame) -> dict[str, dict]:
+    """symbol -> {"count", "first": [{"at", "before", "after", "ratio", "split"}, ...]} for
+    the bars whose close AND open, against the previous close, both sit within
+    SPLIT_TOLERANCE of a split's price ratio (1/k for a k:1 split, k for a 1:k reverse
+    split, k in SPLIT_RATIOS): a move of -50% (or -67%, -75%, or x2, x3 ...) at the open that holds
+    to the close looks like prices that were not adjusted for a split. Real moves that
+    large are rare, and rarely land on such a ratio at both ends of the bar; `frame` is
+    sorted by (symbol, date) and repaired (no NaN open)."""
+    sym = frame["symbol"]
+    prev = frame.groupby(sym, sort=False)["close"].shift(1)  # NaN on each symbol's first row
+    q_close = (frame["close"] / prev).to_numpy(np.float64)
+    q_open = (frame["open"] / prev).to_numpy(np.float64)
+    hit = np.zeros(len(frame), bool)
+    label = np.full(len(frame), "", dtype=object)
+    for k in SPLIT_RATIOS:
+        for ratio, text in ((1.0 / k, f"{k}:1 split"), (float(k), f"1:{k} reverse split")):
+            near = ((np.abs(q_close / ratio - 1) <= SPLIT_TOLERANCE)
+                    & (np.abs(q_open / ratio - 1) <= SPLIT_TOLERANCE) & ~hit)  # fmt: skip
+            hit |= near
+            label[near] = text
+    if not hit.any():
+        return {}
+    out: dict[str, dict] = {}
+    dates, close, prev = frame["date"], frame["close"].to_numpy(), prev.to_numpy()
+    for symbol, idx in frame.index[hit].groupby(sym[hit]).items():
+        first = [{"at": _fmt([dates[i]]), "before": float(prev[i]), "after": float(close[i]),
+                  "ratio": round(float(q_close[i]), 4), "split": label[i]}
+                 for i in idx[:_SHOW]]  # fmt: skip
+        out[str(symbol)] = {"count": len(idx), "first": first}
     return out
 
 

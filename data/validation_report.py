@@ -24,7 +24,9 @@ class ValidationReport:
     """What validation did: repairs per symbol (non-zero counts only), dropped symbols with
     their error messages, row/symbol totals, and warnings about kept symbols: `gaps`, a
     symbol's long gaps between consecutive bars ({"count", "limit_days", "first": the first
-    few as {"after", "before", "days"}}; see `data.validation`). Plain values only, so it
+    few as {"after", "before", "days"}}; see `data.validation`) and `splits`, its bars
+    that moved by a split's price ratio ({"count", "first": [{"at", "before", "after",
+    "ratio", "split"}]}: prices perhaps not adjusted for a split). Plain values only, so it
     crosses process boundaries as `to_dict()` and merges across per-symbol validations with
     `merge`."""
 
@@ -35,11 +37,18 @@ class ValidationReport:
     repairs: dict[str, dict[str, int]] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     gaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> dict[str, str]:
-        """symbol -> warning message (kept symbols whose data is suspect, not wrong)."""
-        return {s: gap_warning(s, g) for s, g in sorted(self.gaps.items())}
+        """symbol -> warning message (kept symbols whose data is suspect, not wrong): its
+        long gaps and its split-like moves, one message."""
+        out: dict[str, list[str]] = {}
+        for s, g in self.gaps.items():
+            out.setdefault(s, []).append(gap_warning(s, g))
+        for s, m in self.splits.items():
+            out.setdefault(s, []).append(split_warning(s, m))
+        return {s: "; ".join(out[s]) for s in sorted(out)}
 
     @property
     def repair_names(self) -> tuple[str, ...]:
@@ -59,13 +68,15 @@ class ValidationReport:
             "symbols_in": self.symbols_in, "symbols_out": self.symbols_out,
             "totals": self.totals(), "repairs": {s: dict(r) for s, r in self.repairs.items()},
             "dropped": dict(self.dropped),
-            "gaps": {s: dict(g) for s, g in self.gaps.items()}, "warnings": self.warnings,
+            "gaps": {s: dict(g) for s, g in self.gaps.items()},
+            "splits": {s: dict(m) for s, m in self.splits.items()}, "warnings": self.warnings,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
         keys = ("kind", "rows_in", "rows_out", "symbols_in", "repairs", "dropped")
-        return cls(**{k: d[k] for k in keys}, gaps=d.get("gaps", {}))
+        return cls(**{k: d[k] for k in keys}, gaps=d.get("gaps", {}),
+                   splits=d.get("splits", {}))
 
     @classmethod
     def merge(cls, reports: Sequence[ValidationReport]) -> ValidationReport:
@@ -80,6 +91,7 @@ class ValidationReport:
             out.repairs.update(r.repairs)
             out.dropped.update(r.dropped)
             out.gaps.update(r.gaps)
+            out.splits.update(r.splits)
         return out
 
     def summary(self) -> str:
@@ -112,3 +124,17 @@ def gap_warning(symbol: str, gaps: dict[str, Any]) -> str:
             "rolling features span each gap as if it were one bar: fill the missing bars at "
             "the source, or choose a date range without the gap (dataset.start/end, "
             "--start/--end)")
+
+
+def split_warning(symbol: str, moves: dict[str, Any]) -> str:
+    """The message of a symbol's split-like moves (`ValidationReport.splits`)."""
+    n, first = moves["count"], moves["first"]
+    shown = ", ".join(f"{m['at']} (close {m['before']:.6g} -> {m['after']:.6g}, x{m['ratio']:g}: "
+                      f"a {m['split']}?)" for m in first)
+    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    return (f"symbol {symbol!r}: {n} bar{'s' if n != 1 else ''} whose open and close moved by "
+            f"a split's ratio against the previous close at {shown}{more}; kept, but if the "
+            "prices are not adjusted for the split, the returns, volatility and labels across "
+            "it see a move that did not happen: adjust the earlier prices (and volumes) for "
+            "the split at the source, or choose a date range that does not cross it "
+            "(dataset.start/end, --start/--end)")

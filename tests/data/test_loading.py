@@ -377,3 +377,53 @@ def test_load_lob_rejects_inconsistent_levels(lob, write_frame):
     df = lob(("AAA",), n=5, levels=2).drop(columns="bid_size_2")
     with pytest.raises(DataValidationError, match=r"missing columns \['bid_size_2'\]"):
         load_lob(write_frame(df, "parquet"))
+
+
+@pytest.mark.parametrize("zone", ["EST", "JST", "CET"])
+def test_times_with_a_zone_name_are_refused(bars, tmp_path, zone):
+    """pandas drops a zone name it does not know (`09:30:00 EST`) and reads the clock time
+    as UTC, hours off; the load refuses it, naming the column, the value and its row."""
+    df = bars(("AAA",), n=3)
+    df["date"] = [f"2021-01-0{d} 09:30:00 {zone}" for d in (4, 5, 6)]
+    df.to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(DataValidationError, match=rf"column 'date' holds times with the zone "
+                       rf"name '{zone}' \(e.g. '2021-01-04 09:30:00 {zone}' at row 0\), which is "
+                       r"not read: .* write a UTC offset instead"):
+        load_bars(str(tmp_path / "f.csv"))
+
+
+def test_utc_and_gmt_zone_names_read_as_utc(bars, tmp_path):
+    df = bars(("AAA",), n=2)
+    df["date"] = ["2021-01-04 09:30:00 UTC", "2021-01-04 10:30:00 UTC"]
+    df.to_csv(tmp_path / "f.csv", index=False)
+    assert load_bars(str(tmp_path / "f.csv"))["date"].tolist() == [
+        pd.Timestamp("2021-01-04 09:30"), pd.Timestamp("2021-01-04 10:30")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_unknown_symbol_error_names_spellings_that_differ_by_case_or_spaces(
+        bars, write_frame, fmt):
+    """`MSFT` asked, ' MSFT' and 'msft' in the file: they look alike in a listing, so the
+    error names them and says symbols match exactly."""
+    df = bars(("AAA", " MSFT", "msft"), n=5)
+    path = write_frame(df, fmt)
+    with pytest.raises(ValueError, match=r"no rows for symbols \['MSFT'\]; the file spells "
+                       r"' MSFT', 'msft': symbols match exactly, case and spaces included"):
+        load_bars(path, symbols=["MSFT"])
+    with pytest.raises(ValueError, match=r"no rows for symbols \['ZZZ'\]; list the available"):
+        load_bars(path, symbols=["ZZZ"])
+
+
+def test_csv_symbol_with_a_padded_twin_is_refused_when_asked_for(bars, tmp_path):
+    """'AAA' asked, some of its rows spelled 'AAA ': loading 'AAA' alone would give part
+    of its history (a job leaves the padded spelling out); the load refuses, naming it.
+    Another symbol of the file loads."""
+    df = bars(("AAA", "BBB"), n=30)
+    df.loc[df.index[df["symbol"] == "AAA"][20:], "symbol"] = "AAA "
+    df.to_csv(tmp_path / "f.csv", index=False)
+    path = str(tmp_path / "f.csv")
+    with pytest.raises(DataValidationError, match=r"f.csv: symbol 'AAA': some of its rows are "
+                       r"spelled 'AAA ' \(with spaces\), so its history is split") as err:
+        load_bars(path, symbols=["AAA", "BBB"])
+    assert err.value.symbol == "AAA" and "on_error" not in str(err.value)
+    assert len(load_bars(path, symbols=["BBB"])) == 30

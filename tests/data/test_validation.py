@@ -462,3 +462,142 @@ def test_missing_columns_of_the_other_kind_name_the_kind_to_set() -> None:
     with pytest.raises(DataValidationError) as plain:
         check_columns(["symbol", "when", "close"], ["symbol", "date"], "f")
     assert "look like" not in str(plain.value)
+
+
+# ---- bars that are not clean daily US equities --------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_padded_symbol_and_its_plain_twin_fail_naming_the_spaces(bars, write_frame, fmt):
+    """'AAA ' (a padded export) is not 'AAA': no job can name it, and 'AAA' alone would
+    silently train on part of its history. Both fail, saying so; a clean symbol stays."""
+    df = bars(("AAA", "BBB", "CCC"), n=40)
+    df.loc[df.index[(df["symbol"] == "AAA")][25:], "symbol"] = "AAA "
+    df.loc[df["symbol"] == "CCC", "symbol"] = " CCC"
+    frame = load_bars(write_frame(df, fmt))
+    assert sorted(frame["symbol"].unique()) == [" CCC", "AAA", "AAA ", "BBB"]
+
+    with pytest.raises(DataValidationError, match=r"symbol ' CCC' has spaces at its start or "
+                       r"end, so it is not the symbol 'CCC'; fix: strip") as err:
+        validate_bars(frame)
+    assert err.value.symbol == " CCC"
+
+    clean, report = validate_bars(frame, on_error="drop")
+    assert clean["symbol"].unique().tolist() == ["BBB"]
+    assert sorted(report.dropped) == [" CCC", "AAA", "AAA "]
+    assert "some of its rows are spelled 'AAA ' (with spaces)" in report.dropped["AAA"]
+    assert "so it is not the symbol 'AAA'" in report.dropped["AAA "]
+
+
+def test_exact_copies_and_conflicting_duplicates_are_told_apart(bars):
+    """Two rows of one (symbol, date): identical copies (overlapping downloads) and rows
+    whose values differ fail with different messages and fixes."""
+    df = bars(("AAA", "BBB", "CCC"), n=40)
+    copies = df[df["symbol"] == "AAA"].iloc[[3, 4]]
+    other = df[df["symbol"] == "BBB"].iloc[[6]].assign(close=lambda d: d["close"] * 1.01)
+    df = pd.concat([df, copies, other], ignore_index=True)
+    _, report = validate_bars(df, on_error="drop")
+    assert sorted(report.dropped) == ["AAA", "BBB"]
+    assert "4 rows with duplicate (symbol, date) rows at 2020-01-06, 2020-01-07; fix: they " \
+        "are exact copies" in report.dropped["AAA"]
+    assert "drop_duplicates()" in report.dropped["AAA"]
+    assert "2 rows with duplicate (symbol, date) rows at 2020-01-09; fix: their values " \
+        "differ: keep the right row" in report.dropped["BBB"]
+    assert "drop_duplicates" not in report.dropped["BBB"]
+
+
+def _split(df: pd.DataFrame, symbol: str, i: int, factor: float) -> None:
+    """Divide `symbol`'s prices from its i-th row on by `factor` (an unadjusted split)."""
+    rows = df.index[df["symbol"] == symbol][i:]
+    df.loc[rows, ["open", "high", "low", "close"]] /= factor
+    df["volume"] = df["volume"].astype(float)
+    df.loc[rows, "volume"] *= factor
+
+
+def test_split_like_moves_are_a_warning_not_an_error(bars):
+    """A 2:1 split (prices halve overnight, volume doubles) and a 1:10 reverse split left
+    unadjusted are named, with the date, prices and ratio; the symbols are kept unchanged.
+    A random walk has none."""
+    df = bars(("AAA", "BBB", "CCC"), n=60)
+    _split(df, "AAA", 30, 2.0)
+    _split(df, "BBB", 45, 0.1)
+    clean, report = validate_bars(df)
+    pd.testing.assert_frame_equal(clean, validate_bars(df, on_error="drop")[0])
+    assert sorted(report.splits) == ["AAA", "BBB"] and not report.dropped
+    (move,) = report.splits["AAA"]["first"]
+    assert move["at"] == "2020-02-12" and move["split"] == "2:1 split"
+    assert move["ratio"] == pytest.approx(0.5, abs=0.02)
+    assert report.splits["BBB"]["first"][0]["split"] == "1:10 reverse split"
+    warning = report.warnings["AAA"]
+    assert "symbol 'AAA': 1 bar whose open and close moved by a split's ratio" in warning
+    assert "at 2020-02-12 (close " in warning and "a 2:1 split?" in warning
+    assert "adjust the earlier prices (and volumes) for the split" in warning
+    assert "warning AAA: " in report.summary()
+    back = ValidationReport.from_dict(report.to_dict())
+    assert back.splits == report.splits and back.warnings == report.warnings
+    merged = ValidationReport.merge([report, ValidationReport()])
+    assert merged.splits == report.splits
+
+
+def test_a_crash_that_is_no_split_ratio_is_no_split_warning(bars):
+    """A -40% day, or a -50% open that recovers by the close, is a real move: no warning."""
+    df = bars(("AAA", "BBB"), n=60)
+    _split(df, "AAA", 30, 1 / 0.6)
+    i = df.index[df["symbol"] == "BBB"][30]
+    df.loc[i, "open"] = df.loc[i - 1, "close"] / 2
+    df.loc[i, "low"] = df.loc[i, "open"]
+    _, report = validate_bars(df)
+    assert report.splits == {} and report.warnings == {}
+
+
+def test_split_warning_and_gap_warning_share_one_message(bars):
+    df = bars(("AAA",), n=80)
+    _split(df, "AAA", 30, 3.0)
+    df = df.drop(index=df.index[50:70])  # 20 business days missing: a long gap
+    _, report = validate_bars(df)
+    assert list(report.gaps) == ["AAA"] and list(report.splits) == ["AAA"]
+    text = report.warnings["AAA"]
+    assert "gap between consecutive bars" in text and "a 3:1 split?" in text
+
+
+def test_shared_file_split_warnings_are_discoverys_split_only(sp500):
+    """Of the shared file's drops over 25% (spin-offs, crashes, earnings), only DISCA and
+    DISCK on 2014-08-07 land on a split's ratio at open and close: Discovery's 2-for-1."""
+    _, report = validate_bars(sp500, on_error="drop")
+    assert sorted(report.splits) == ["DISCA", "DISCK"]
+    for s in ("DISCA", "DISCK"):
+        assert [m["at"] for m in report.splits[s]["first"]] == ["2014-08-07"]
+        assert report.splits[s]["first"][0]["split"] == "2:1 split"
+
+
+def test_local_times_repeated_when_daylight_saving_ends_are_named(bars):
+    """24-hour bars (crypto) in New York clock time without an offset repeat 01:00 on
+    2021-11-07: the duplicate's fix says so and how to write the times; a duplicate at
+    another time keeps the plain fix."""
+    t = pd.date_range("2021-11-05", "2021-11-09", freq="h", tz="America/New_York")
+    n = len(t)
+    df = bars(("AAA", "BBB", "CCC"), n=n)
+    plain = pd.date_range("2021-11-05", periods=n, freq="h")
+    df["date"] = np.concatenate([t.tz_localize(None), plain, plain])
+    i = df.index[df["symbol"] == "BBB"][30]
+    df.loc[i, "date"] = df.loc[i - 1, "date"]  # 2021-11-06 05:00: no clock change
+    _, report = validate_bars(df, on_error="drop")
+    assert sorted(report.dropped) == ["AAA", "BBB"]
+    assert ("2 rows with duplicate (symbol, date) rows at 2021-11-07T01:00:00; fix: each "
+            "repeated time is in the hour that clocks repeat when daylight saving time ends "
+            "in America/New_York") in report.dropped["AAA"]
+    assert "daylight saving" not in report.dropped["BBB"]
+
+
+def test_a_series_without_volume_is_told_to_use_zero(bars):
+    """An index or FX rate has no volume (empty cells): the symbol fails, and the fix says
+    that 0 is valid there; with 0 it validates, counted as zero volume."""
+    df = bars(("AAA", "EURUSD"), n=40)
+    df["volume"] = df["volume"].astype(float)
+    df.loc[df["symbol"] == "EURUSD", "volume"] = np.nan
+    _, report = validate_bars(df, on_error="drop")
+    assert "missing volume" in report.dropped["EURUSD"]
+    assert "with 0 for a series that has no volume" in report.dropped["EURUSD"]
+    df["volume"] = df["volume"].fillna(0)
+    _, report = validate_bars(df)
+    assert report.repairs["EURUSD"] == {"zero_volume": 40}
