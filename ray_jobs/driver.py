@@ -47,10 +47,17 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
     With `symbols: N`, the dataset's first N; one whose file name another of them already
     takes (`BRK.B`, `BRK/B` -> `BRK_B`) is left out with that reason. Asking for more
     than the dataset holds is refused (ValueError), as the service refuses it at submit."""
+    import pandas as pd
+
     from data.loading import list_symbols
     from data.symbols import name_clashes, safe_symbol, symbol_problem
+    from data.validation import padded_symbol_errors
 
     available = list_symbols(spec.dataset.uri, spec.dataset.kind)
+    # 'AAPL' beside 'AAPL ': the plain one would train on part of its history (a Parquet
+    # read selects the exact spelling), so it fails with the reason
+    split = {s: f"data: {e}" for s, e in padded_symbol_errors(pd.Series(available, dtype=object),
+                                                             drop_hint=False).items()}
     if isinstance(spec.dataset.symbols, int):
         if spec.dataset.symbols > len(available):
             raise ValueError(
@@ -64,11 +71,12 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
                              s for s in first_n if s not in problems).items()})  # fmt: skip
         left_out = {s: f"data: symbol {s!r} left out: {problems[s]}" for s in first_n
                     if s in problems}  # fmt: skip
-        return [s for s in first_n if s not in problems], left_out
+        left_out.update({s: split[s] for s in first_n if s in split and s not in problems})
+        return [s for s in first_n if s not in left_out], left_out
     present = set(available)
     missing = {
-        s: f"symbol {s!r} is not in dataset {spec.dataset.uri}" for s in spec.dataset.symbols
-        if s not in present
+        s: split.get(s) or f"symbol {s!r} is not in dataset {spec.dataset.uri}"
+        for s in spec.dataset.symbols if s not in present or s in split
     }
     return list(spec.dataset.symbols), missing
 
