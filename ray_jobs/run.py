@@ -27,6 +27,21 @@ def default_storage() -> str:
     ).resolve().as_uri()
 
 
+def check_ray_address() -> None:
+    """A ValueError for a RAY_ADDRESS this driver cannot connect to: the dashboard's URL
+    (http://host:8265) is what `ray job submit` and the service take, while a driver joins
+    the cluster at the head's GCS address (Ray's own error is a bare "Invalid Ray
+    address" traceback)."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address.lower().startswith(("http://", "https://")):
+        raise ValueError(
+            f"RAY_ADDRESS={address!r} is a dashboard URL (for `ray job submit` and the "
+            "service's QUANTRAY_RAY_ADDRESS); this entrypoint connects to the head itself: "
+            "set RAY_ADDRESS to its GCS address host:port (the --port of `ray start --head`, "
+            "e.g. 127.0.0.1:6380) or to auto, or submit the job through the service"
+        )
+
+
 def token_auth_for_existing_cluster() -> None:
     """Connect to a given cluster (RAY_ADDRESS) the way `ray start` set it up: a head started
     while a token was available (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) runs with token
@@ -92,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stdout)
     args = parse_args(argv)
     try:
+        check_ray_address()
         token_auth_for_existing_cluster()  # before ray is imported: it reads the mode then
-    except ValueError as exc:  # RAY_AUTH_TOKEN_PATH names no file
+    except ValueError as exc:  # a dashboard URL, or a RAY_AUTH_TOKEN_PATH that names no file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from ray_jobs.spec import JobSpec, SpecError, check_against_registry
