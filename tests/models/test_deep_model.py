@@ -52,6 +52,21 @@ def test_mlp_learns_and_predicts_consistently(mlp):
     assert mlp.result.history[mlp.result.best_epoch]["val_loss"] == mlp.result.best_metric
 
 
+def test_leaderboard_rows_report_the_training_run(mlp):
+    """Each row carries the run's own figures: epochs run (a count) and the best epoch (a
+    0-based index, so always below it), train seconds and the module's parameter count."""
+    from models.metrics import leaderboard_rows
+
+    rows = leaderboard_rows("PLT", "mlp", mlp, PREPARED)
+    assert len(rows) == 2 * 2  # val/test x horizons
+    n_params = sum(p.numel() for p in mlp.module.parameters())
+    for r in rows:
+        assert r["epochs"] == mlp.result.epochs_run and r["best_epoch"] == mlp.result.best_epoch
+        assert r["best_epoch"] < r["epochs"]
+        assert r["train_seconds"] == pytest.approx(mlp.result.train_seconds)
+        assert r["params"] == n_params > 0
+
+
 def test_batched_inference_matches_one_batch(lstm):
     x = inputs(lstm)
     assert np.allclose(lstm.outputs(x, batch_size=7), lstm.outputs(x), atol=1e-6)
@@ -65,6 +80,21 @@ def test_sequence_model_takes_the_last_steps_of_longer_windows(lstm):
         lstm.predict_proba(x[:, -5:])
     with pytest.raises(ValueError, match="expected windows"):
         lstm.predict(PREPARED.X[PREPARED.splits["test"]])  # tabular rows to a sequence model
+
+
+def test_leaderboard_scores_a_shorter_model_on_the_most_recent_steps(lstm):
+    """The leaderboard feeds a model trained on 8 steps the last 8 of the prepared 10-step
+    windows (the same decision time), not the first 8 (two bars stale)."""
+    from models.metrics import direction_metrics, leaderboard_rows
+
+    x = inputs(lstm)
+    pred = lstm.predict(x[:, -8:])
+    assert not np.array_equal(lstm.predict(x[:, :8]), pred)  # the choice shows here
+    y = PREPARED.y_class[PREPARED.splits["test"]]
+    rows = leaderboard_rows("PLT", "lstm", lstm, PREPARED, splits=("test",))
+    for j, r in enumerate(rows):
+        expected = direction_metrics(y[:, j], pred[:, j], horizon=r["horizon"])
+        assert r["accuracy"] == expected["accuracy"] and r["macro_f1"] == expected["macro_f1"]
 
 
 def test_tabular_model_refuses_windows(mlp):

@@ -108,3 +108,19 @@ def test_ensemble_mixing_a_classifier_has_no_return_metrics():
     assert all(r["r2"] is None and r["accuracy"] is not None for r in rows)
     with pytest.raises(ValueError, match="at least 2"):
         ensemble_rows("ENS", {"up": members["up"]}, p)
+
+
+def test_f1_weights_are_validation_macro_f1_and_never_read_test():
+    """The weights are the members' validation macro-F1 per horizon, normalized; labels of
+    the test split (here rewritten so the flat voter is perfect there) change nothing."""
+    from models.metrics import direction_metrics
+
+    p = make_prepared()
+    members = {"ridge": fit_linear("ridge", p), "flat": Constant("flat", 1)}
+    val = p.splits["val"]
+    scores = np.array([[direction_metrics(p.y_class[val, j], m.predict(p.X[val])[:, j])["macro_f1"]
+                        for j in range(2)] for m in members.values()])
+    w = ensemble_weights(members, p, "f1")
+    np.testing.assert_allclose(w, scores / scores.sum(0), rtol=1e-12)
+    p.y_class[p.splits["test"]] = 1  # every test label flat
+    np.testing.assert_array_equal(ensemble_weights(members, p, "f1"), w)

@@ -67,6 +67,28 @@ def test_direction_metrics_match_sklearn_and_scipy():
     assert m["p_value"] < 1e-6  # 60% accuracy vs a ~1/3 baseline over 500 samples
 
 
+def test_macro_f1_keeps_a_class_that_is_absent():
+    """Labels are fixed to {0, 1, 2}: a class missing from the truth (a split without
+    "flat" labels), from the predictions, or from both scores F1 0 and still counts in
+    the macro mean, as scikit-learn's f1_score(labels=[0, 1, 2], zero_division=0) does;
+    dropping it would lift a two-class split's macro-F1 from 2/3 to 1."""
+    rng = np.random.default_rng(8)
+    y_two = rng.choice([0, 2], 300)
+    guess = np.where(rng.random(300) < 0.7, y_two, rng.integers(0, 3, 300))
+    cases = [
+        (y_two, guess),  # "flat" absent from the truth only
+        (y_two, np.where(guess == 1, 0, guess)),  # "flat" absent from both
+        (rng.integers(0, 3, 300), rng.integers(0, 2, 300)),  # "up" never predicted
+    ]
+    for y_true, y_pred in cases:
+        m = direction_metrics(y_true, y_pred)
+        for avg in ("macro", "weighted"):
+            ref = skm.f1_score(y_true, y_pred, average=avg, labels=[0, 1, 2], zero_division=0)
+            assert m[f"{avg}_f1"] == pytest.approx(ref, rel=1e-12), avg
+    perfect = direction_metrics(y_two, y_two)
+    assert perfect["macro_f1"] == pytest.approx(2 / 3) and perfect["weighted_f1"] == 1.0
+
+
 def _overlapping_labels_and_persistent_guesses(rng, n: int, h: int) -> tuple:
     """Up/down labels of overlapping h-bar random-walk returns, and an up/down guess that
     follows its own persistent AR(1) state, independent of the labels: no skill, but hits
@@ -96,6 +118,40 @@ def test_p_value_allows_for_overlapping_labels():
     allowed = stats.binom.ppf(0.999, reps, 0.01) / reps
     assert np.mean(np.array(plain) < 0.01) > allowed  # the problem is real on this data
     assert np.mean(np.array(corrected) < 0.01) <= allowed
+
+
+def test_p_value_counts_the_bars_an_h_bar_label_shares():
+    """Hits in blocks of h (one overlapping h-bar label's worth of bars, each block a coin
+    flip): with no skill the test stays near its 5% level (about 6% here). The rule of
+    thumb alone (4 lags at n = 250) leaves out the h - 1 bars neighbouring labels share,
+    makes the design effect ~4.5 instead of ~13 and flags ~19%."""
+    rng = np.random.default_rng(0)
+    h, n, reps = 20, 250, 400
+    ps, deffs = [], []
+    for _ in range(reps):
+        hits = np.repeat(rng.random(n // h + 1) < 0.5, h)[:n]
+        deffs.append(design_effect(hits, hac_lags(n, h)))
+        ps.append(effective_binomial_p(hits, 0.5, horizon=h))
+    assert hac_lags(n, h) >= h - 1
+    assert np.median(deffs) > 10
+    assert np.mean(np.array(ps) < 0.05) < 0.1
+
+
+def test_design_effect_is_statsmodels_newey_west():
+    """The design effect is the Bartlett-kernel (Newey-West) long-run variance of the hits
+    over their plain variance: n * statsmodels' HAC variance of the mean (no small-sample
+    correction) / the population variance, for several lags."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(1)
+    hits = np.repeat(rng.random(60) < 0.6, 5)
+    d = hits - hits.mean()
+    n = hits.size
+    for lags in (3, 7, 12):
+        fit = sm.OLS(hits.astype(float), np.ones(n)).fit(
+            cov_type="HAC", cov_kwds={"maxlags": lags, "use_correction": False})
+        expected = fit.bse[0] ** 2 * n / (d @ d / n)
+        assert design_effect(hits, lags) == pytest.approx(expected, rel=1e-9), lags
 
 
 def test_effective_p_is_the_exact_binomial_for_independent_hits():
@@ -136,6 +192,10 @@ def test_return_metrics_match_references():
     assert m["ic"] == pytest.approx(stats.pearsonr(y, pred)[0])
     assert m["rank_ic"] == pytest.approx(stats.spearmanr(y, pred)[0])
     assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(y) == np.sign(pred)))
+    # an unchanged close (a realized return of exactly 0) is a hit only for a 0 forecast
+    flat = return_metrics(np.array([0.01, 0.0, -0.02, 0.0]), np.array([0.5, 0.3, -0.1, 0.0]),
+                          0.0)
+    assert flat["directional_accuracy"] == 0.75
 
 
 def test_ic_p_value_is_the_pearson_t_test_on_independent_samples():
@@ -161,6 +221,30 @@ def test_ic_p_value_is_the_pearson_t_test_on_independent_samples():
     assert ic_p_value(y, -y + rng.normal(0, 0.005, 400)) > 0.999  # skill the wrong way
     assert math.isnan(return_metrics(y, np.zeros(400), 0.0)["ic_p_value"])
     assert math.isnan(ic_p_value(y[:2], pred[:2]))
+
+
+def test_correlation_design_effect_is_bartletts_formula():
+    """1 + 2 sum_j (1 - j / n) acf_a(j) acf_b(j) over j = 1..max(n // 5, hac_lags), with
+    statsmodels' autocorrelations, for a 20-bar overlapping return against an AR(1)
+    forecast: dropping the (1 - j / n) taper or cutting the lags to the rule of thumb
+    moves it by 7% and 45%."""
+    from statsmodels.tsa.stattools import acf
+
+    rng = np.random.default_rng(2)
+    n = 300
+    walk = np.cumsum(rng.normal(size=n + 20))
+    a = walk[20:] - walk[:-20]
+    b = np.zeros(n)
+    for t in range(1, n):
+        b[t] = 0.9 * b[t - 1] + rng.normal()
+    for h in (1, 20):
+        lags = max(n // 5, hac_lags(n, h))
+        j = np.arange(1, lags + 1)
+        rho = acf(a, nlags=lags, fft=True)[1:] * acf(b, nlags=lags, fft=True)[1:]
+        expected = max(1.0, 1 + 2 * float(np.sum((1 - j / n) * rho)))
+        got = correlation_design_effect(a - a.mean(), b - b.mean(), h)
+        assert got == pytest.approx(expected, rel=1e-9), h
+        assert got > 2  # both persistent: far fewer than n independent samples
 
 
 def test_ic_p_value_holds_its_size_on_random_walks_with_overlap():
@@ -288,3 +372,80 @@ def test_leaderboard_rows_score_the_right_samples():
     assert all(r["rmse"] == pytest.approx(0.0, abs=1e-9) for r in h1)
     h5 = [r for r in rows if r["horizon"] == 5]
     assert all(r["accuracy"] < 0.8 for r in h5)
+
+
+
+
+def _persistent_prepared(n: int = 600) -> PreparedSymbol:
+    """Horizons (1, 40) on a random walk: overlapping 40-bar returns and labels; feature 0
+    is a persistent AR(1) state plus the coming 40-bar return (a planted, noisy signal),
+    feature 1 the coming 1-bar return."""
+    rng = np.random.default_rng(12)
+    steps = rng.normal(0, 0.01, n + 40)
+    logp = np.cumsum(steps)
+    y_ret = np.stack([logp[1:n + 1] - logp[:n], logp[40:n + 40] - logp[:n]], 1)
+    state = np.zeros(n)
+    for t in range(1, n):
+        state[t] = 0.97 * state[t - 1] + rng.normal(0, 0.25)
+    tau = np.quantile(np.abs(y_ret[:300]), 1 / 3, axis=0).astype(np.float32)
+    y_cls = np.where(y_ret > tau, 2, np.where(y_ret < -tau, 0, 1)).astype(np.int64)
+    feats = np.stack([state + 25 * y_ret[:, 1], y_ret[:, 0]], 1).astype(np.float32)
+    splits = {"train": np.arange(0, 300), "val": np.arange(320, 440), "test": np.arange(460, n)}
+    return PreparedSymbol(
+        "PERS", feats, ("state", "peek"), np.arange(n).astype("datetime64[ns]"),
+        y_ret.astype(np.float32), y_cls, (1, 40), 1, splits, tau, np.zeros(2, np.float32),
+        np.ones(2, np.float32),
+    )  # fmt: skip
+
+
+class _StateFollower:
+    """Up when feature 0 is positive, down otherwise, at every horizon; its return forecast
+    is feature 0 scaled. Hits come in runs, as a real model's do."""
+
+    name = "follower"
+    input_kind = "tabular"
+    history: list = []
+    train_seconds = 0.5
+    n_params = 2
+
+    def predict(self, x):
+        return np.repeat(np.where(x[:, :1] > 0, 2, 0).astype(np.int64), 2, axis=1)
+
+    def predict_return(self, x):
+        return np.repeat(0.002 * x[:, :1].astype(np.float64), 2, axis=1)
+
+    def predict_proba(self, x):
+        return np.eye(3)[self.predict(x)]
+
+
+def test_leaderboard_rows_test_each_horizon_on_its_own_overlap():
+    """Each row's p_value and ic_p_value allow for its own horizon's overlapping labels,
+    and r2 is measured against the training mean: the same numbers as the metric
+    functions called with that horizon and train mean, which differ here from the
+    horizon-1 tests and from an in-sample mean."""
+    p = _persistent_prepared()
+    rows = leaderboard_rows("PERS", "follower", _StateFollower(), p, splits=("val", "test"))
+    assert [(r["split"], r["horizon"]) for r in rows] == [
+        ("val", 1), ("val", 40), ("test", 1), ("test", 40)
+    ]
+    model = _StateFollower()
+    train = p.splits["train"]
+    for r in rows:
+        idx = p.splits[r["split"]]
+        j = p.horizons.index(r["horizon"])
+        y_cls, y_ret = p.y_class[idx, j], p.y_return[idx, j].astype(np.float64)
+        cls, ret = model.predict(p.X[idx])[:, j], model.predict_return(p.X[idx])[:, j]
+        h = r["horizon"]
+        expected = direction_metrics(y_cls, cls, horizon=h)
+        assert r["p_value"] == pytest.approx(expected["p_value"], rel=1e-9)
+        assert r["ic_p_value"] == pytest.approx(ic_p_value(y_ret, ret, horizon=h), rel=1e-9)
+        train_mean = float(np.mean(p.y_return[train, j]))
+        sst = float(((y_ret - train_mean) ** 2).sum())
+        assert r["r2"] == pytest.approx(1 - float(((y_ret - ret) ** 2).sum()) / sst, rel=1e-6)
+        if h == 40:  # the horizon matters on this data, so a row tested as h = 1 is caught
+            assert r["p_value"] != pytest.approx(
+                direction_metrics(y_cls, cls, horizon=1)["p_value"], rel=1e-3)
+            assert r["ic_p_value"] != pytest.approx(ic_p_value(y_ret, ret, horizon=1), rel=1e-3)
+            sst_in_sample = float(((y_ret - y_ret.mean()) ** 2).sum())  # a drifting walk
+            assert r["r2"] != pytest.approx(
+                1 - float(((y_ret - ret) ** 2).sum()) / sst_in_sample, abs=0.01)

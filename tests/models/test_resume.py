@@ -119,3 +119,21 @@ def test_resume_with_other_data_shape_is_refused(tmp_path):
         load_checkpoint(tmp_path / "missing")
     with pytest.raises(ValueError, match="trainer_state"):
         save_checkpoint(tmp_path / "x", {"epoch": 1})
+
+
+def test_early_stopping_counts_its_patience_across_a_resume(tmp_path):
+    """Cut two epochs into a patience of 3 (no improvement since epoch 14): the resumed
+    run stops after one more stale epoch, where the uninterrupted one stops, because the
+    best metric and the patience counter come back with the checkpoint."""
+    cfg = TrainConfig(epochs=30, batch_size=32, lr=5e-2, patience=3)
+    _, full = run(cfg)
+    assert full.stop_reason == "early_stopping" and full.epochs_run < cfg.epochs
+    cut = full.epochs_run - 1  # the last epoch run was the third stale one
+    ckpt = CheckpointEvery(tmp_path / "ckpt")
+    run(cfg, callbacks=[ckpt, StopAfter(cut)])
+    state = load_checkpoint(tmp_path / "ckpt")
+    assert state["epoch"] == cut - 1 and state["patience_counter"] == cfg.patience - 1
+    _, resumed = run(cfg, resume_state=state)
+    assert resumed.stop_reason == "early_stopping"
+    assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
+    assert resumed.best_metric == pytest.approx(full.best_metric, rel=1e-6)

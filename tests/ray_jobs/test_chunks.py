@@ -136,3 +136,30 @@ def test_a_refit_member_stores_no_in_sample_val_and_ensembles_skip_val(tmp_path:
     ensembles = ensemble_rows_from_predictions("AAPL", fold, sink)
     assert {(r["model"], r["split"]) for r in ensembles} == {("ensemble_equal", "test")}
     assert len(ensembles) == 2  # horizons 1 and 5
+
+
+def test_job_ensembles_weigh_members_as_the_model_zoo_does() -> None:
+    """The job's ensembles, computed from stored prediction columns, score exactly as
+    `models.ensemble.ensemble_rows` on the fitted members: the F1 weights come from the
+    members' validation macro-F1 (a skilled ridge outweighs an always-flat voter), and
+    here they change the vote, so equal weights in their place would show."""
+    from models.ensemble import ensemble_rows
+    from models.linear import fit_linear
+    from ray_jobs.units import predict_splits, prediction_columns
+    from tests.models.test_ensemble import Constant, make_prepared
+
+    p = make_prepared()
+    members = {"flat": Constant("flat", 1), "ridge": fit_linear("ridge", p)}
+    frames = {m: prediction_columns(p, predict_splits(f, p, ("val", "test")))
+              for m, f in members.items()}
+    job = {(r["model"], r["split"], r["horizon"]): r
+           for r in ensemble_rows_from_predictions("ENS", p, frames)}
+    zoo = {(r["model"], r["split"], r["horizon"]): r for r in ensemble_rows("ENS", members, p)}
+    assert job.keys() == zoo.keys() and len(job) == 2 * 2 * 2
+    for key, ref in zoo.items():
+        for col in ("accuracy", "macro_f1", "baseline_accuracy", "p_value", "mcc"):
+            assert job[key][col] == pytest.approx(ref[col], rel=1e-9), (key, col)
+    for split in ("val", "test"):
+        for h in (1, 3):
+            f1, equal = job[("ensemble_f1", split, h)], job[("ensemble_equal", split, h)]
+            assert f1["macro_f1"] > equal["macro_f1"] + 0.05, (split, h)
