@@ -275,3 +275,96 @@ def test_writer_survives_a_failed_periodic_write_and_raises_on_the_final_one() -
     with ProgressWriter(ProgressTracker(1), sink, interval_s=10):
         pass
     assert len(sink.got) == 1  # the final write of the context manager
+
+
+def test_progress_lists_at_most_50_running_units_but_counts_them_all() -> None:
+    """A 505-symbol linear job puts all its 1,515 units in flight at once (chunk tasks):
+    progress.json listed every one (181 KB, rewritten every 2 s). It lists 50 now, the
+    training ones (with an epoch) first, then the oldest, and counts all of them."""
+    tr, clock = make(1520)
+    tr.set_phase("preparing")
+    for i in range(1515):
+        tr.unit_started(f"S{i:04d}__ols__f0")
+    clock.t += 30
+    tr.unit_started("ZZZ__lstm__f0", max_epochs=10)
+    tr.unit_epoch("ZZZ__lstm__f0", 2, "val_loss", 0.9)
+    d = tr.to_dict()
+    assert d["units"]["running"] == 1516 and d["units"]["pending"] == 4
+    listed = [r["unit_id"] for r in d["running"]]
+    assert len(listed) == 50 and listed == sorted(listed)
+    assert "ZZZ__lstm__f0" in listed  # the one training is listed, though the newest
+    assert set(listed) - {"ZZZ__lstm__f0"} == {f"S{i:04d}__ols__f0" for i in range(49)}
+    assert len(json.dumps(d)) < 12_000
+    assert tr.summary_line().startswith("[preparing] 0/1520 done, 0 failed, 1516 running")
+    assert tr.summary_line().endswith("ZZZ__lstm__f0 epoch 2 val_loss=0.9")
+
+
+class _CountingDict(dict):
+    gets = 0
+
+    def get(self, *args):  # type: ignore[override]
+        _CountingDict.gets += 1
+        return super().get(*args)
+
+
+def test_starting_a_unit_costs_the_same_with_thousands_running() -> None:
+    """unit_started summed over every running unit to find the most running at once: the
+    12,120 units of a 505-symbol, 8-fold linear job took 12 s to start (in the driver,
+    holding the tracker's lock). It keeps a count per kind now; the counts stay right when
+    a unit is started twice (a restarted run) or the plan comes after units started."""
+    tr, clock = make(0)
+    n = 3000
+    tr.plan_units({f"S{i}__ols__f0": "linear" for i in range(n)} | {"D__lstm__f0": "deep"},
+                  prior_s={"deep": 100.0})  # fmt: skip
+    tr._kind_of = _CountingDict(tr._kind_of)
+    for i in range(n):
+        tr.unit_started(f"S{i}__ols__f0")
+    assert _CountingDict.gets <= 4 * n  # was n * (n + 1) / 2 + n: 4.5 million
+    tr.unit_started("D__lstm__f0")
+    tr.unit_started("D__lstm__f0")  # restarted: still one running
+    clock.t += 10
+    tr.unit_done("D__lstm__f0")
+    assert tr._kinds["deep"].most_running == 1 and tr._kinds["deep"].running == 0
+    assert tr._kinds["linear"].most_running == n and tr.to_dict()["units"]["running"] == n
+    late, _ = make(0)
+    late.unit_started("A__lstm__f0")
+    late.unit_started("B__lstm__f0")
+    late.plan_units({"A__lstm__f0": "deep", "B__lstm__f0": "deep", "C__lstm__f0": "deep"},
+                    prior_s={"deep": 30.0})  # fmt: skip
+    late.unit_done("A__lstm__f0")
+    assert late._kinds["deep"].running == 1 and late._kinds["deep"].most_running == 2
+
+
+def test_eta_counts_the_gaps_between_waves_of_deep_runs() -> None:
+    """12 deep units, 2 run slots, 4 units a wave: each wave's runs start up for 20 s
+    before their units train (3 s each, 2 at once). Measured by the units' own time alone,
+    the ETA froze through each start-up gap and left the next ones out (a 3-wave job said
+    2m18s with 5m53s to go). The gap now counts: the ETA grows while nothing runs, and
+    after two waves it holds one more gap per 8 units ended."""
+    tr, clock, units = _deep_job(12, 60.0, start_up_s=20.0, first=2)
+
+    def wave(first: int) -> None:  # units first..first+3: 2 at a time, 3 s each
+        for i in (first, first + 2):
+            if i != 0:
+                for u in units[i : i + 2]:
+                    tr.unit_started(u)
+            clock.t += 3.0
+            for u in units[i : i + 2]:
+                tr.unit_done(u)
+
+    wave(0)  # ends at 26 s
+    at_end_of_wave = tr.eta_s()
+    clock.t += 10.0  # the next runs start up: nothing runs
+    in_the_gap = tr.eta_s()
+    assert in_the_gap > at_end_of_wave  # not frozen while nothing happens
+    # 8 left x (3 s / 2 at once + 10 s idle / 4 ended), blended 4 / (4 + 1.2) with the plan
+    w = 4 / 5.2
+    assert in_the_gap == pytest.approx(w * 8 * (1.5 + 2.5) + (1 - w) * 40.0)
+    clock.t += 10.0
+    wave(4)
+    # 4 left x (1.5 s + 20 s idle / 8 ended); the units' own time alone said 4 x 1.5 = 6 s
+    w = 8 / 9.2
+    assert tr.eta_s() == pytest.approx(w * 4 * (1.5 + 2.5) + (1 - w) * 20.0)
+    clock.t += 20.0
+    wave(8)
+    assert tr.eta_s() == 0.0
