@@ -4,7 +4,9 @@
   deep models too for return targets), classifiers' accuracy by horizon
   (with the baseline), macro-F1 by horizon, best model per horizon (the highest mean
   macro-F1 over symbols, ensembles included; summary.json's win counts leave them out).
-- `heatmap_macro_f1.png`: symbol x model test macro-F1 (mean over horizons).
+- `heatmap_macro_f1.png`: symbol x model test macro-F1 (mean over horizons and folds); past
+  HEATMAP_MAX_SYMBOLS symbols, the best and the worst half of them.
+- `folds.png` (walk-forward jobs): accuracy and macro-F1 per fold, per model.
 - `learning_curves.png`: per deep model, mean train/val loss by epoch over its symbols (a
   model refit on train+val after a Tune search: its val loss is in-sample, and says so).
 """
@@ -18,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 from ray_jobs.spec import LINEAR_MODELS
+
+# The heatmap draws at most this many symbols (the best and worst half by mean score).
+HEATMAP_MAX_SYMBOLS = 60
 
 
 def _pyplot():
@@ -75,13 +80,21 @@ def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "te
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     ax = axes[0, 0]
-    _lines(ax, _by_horizon(ok, "r2", regressors), colors)
-    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    r2 = _by_horizon(ok, "r2", regressors)
     linear_only = not set(regressors) - set(LINEAR_MODELS)
-    ax.set_title(f"{'Linear models' if linear_only else 'Return forecasts'}: out-of-sample R² "
-                 f"({split})")
-    ax.set_xlabel("horizon (bars)")
-    ax.set_ylabel("R² (mean over symbols)")
+    who = "" if r2.empty else ("Linear models: " if linear_only else "Return forecasts: ")
+    ax.set_title(f"{who}{'o' if who else 'O'}ut-of-sample R² ({split})")
+    if r2.empty:  # a direction job of deep models only: no empty 0..1 axes that look scored
+        ax.text(0.5, 0.5, f"no {split} R² to show: no model of this job forecasts returns\n"
+                "(linear models do; deep models with target.kind: return)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        _lines(ax, r2, colors)
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("horizon (bars)")
+        ax.set_ylabel("R² (mean over symbols)")
 
     ax = axes[0, 1]
     acc = _by_horizon(ok, "accuracy", all_models)
@@ -122,16 +135,70 @@ def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "te
     return fig
 
 
+def folds_plot(frame: pd.DataFrame, split: str = "test") -> bytes:
+    return _png(folds_figure(frame, split))
+
+
+def folds_figure(frame: pd.DataFrame, split: str = "test") -> Any:
+    """Walk-forward jobs: accuracy (with the baseline) and macro-F1 per fold, one line per
+    model, mean over symbols and horizons: whether a model holds up from one test block to
+    the next, which the other plots (means over the folds) cannot show."""
+    plt = _pyplot()
+    ok = frame[(frame["split"] == split) & frame["error"].isna() & frame["fold"].notna()].copy()
+    ok["fold"] = ok["fold"].astype(int)
+    models = sorted(ok["model"].unique())
+    colors = model_colors(models)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, metric, label in ((axes[0], "accuracy", "accuracy"),
+                              (axes[1], "macro_f1", "macro-F1")):  # fmt: skip
+        table = ok.pivot_table(index="fold", columns="model", values=metric, aggfunc="mean")
+        if not table.empty:
+            table.sort_index().plot(ax=ax, marker="o", color=[colors[c] for c in table.columns],
+                                    legend=False)
+            ax.set_xticks(list(table.index), [str(f) for f in table.index])
+        if metric == "accuracy" and not table.empty:
+            base = ok.groupby("fold")["baseline_accuracy"].mean().sort_index()
+            ax.plot(base.index, base.values, color="black", ls="--", lw=2, label="baseline")
+        ax.set_title(f"{label} by walk-forward fold ({split}, mean over symbols and horizons)",
+                     fontsize=10)
+        ax.set_xlabel("fold (test blocks in time order)")
+        ax.set_ylabel(label)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=8)
+    else:
+        axes[0].text(0.5, 0.5, f"no unit finished: no {split} score to show", ha="center",
+                     va="center", transform=axes[0].transAxes)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return fig
+
+
 def heatmap_plot(frame: pd.DataFrame, split: str = "test", metric: str = "macro_f1") -> bytes:
     return _png(heatmap_figure(frame, split, metric))
 
 
 def heatmap_figure(frame: pd.DataFrame, split: str = "test", metric: str = "macro_f1") -> Any:
+    """Symbol x model `metric` on `split` (mean over horizons and folds). Up to
+    HEATMAP_MAX_SYMBOLS symbols, one row each, in the data's order; more (a 505-symbol job
+    drew a 7,000-pixel strip whose model names sat at its foot) are cut to the best and the
+    worst HEATMAP_MAX_SYMBOLS / 2 by their mean over the models, best first, and the title
+    says how many were left out (every one is in the leaderboard). Symbols with no score on
+    `split` (their units failed) are counted in the title too."""
     plt = _pyplot()
     ok = frame[(frame["split"] == split) & frame["error"].isna()]
     table = ok.pivot_table(index="symbol", columns="model", values=metric, aggfunc="mean")
+    unscored = int(frame["symbol"].nunique()) - len(table.index)
+    n_all = len(table.index)
+    cut = n_all > HEATMAP_MAX_SYMBOLS
+    if cut:
+        order = table.mean(axis=1).sort_values(ascending=False, kind="stable").index
+        half = HEATMAP_MAX_SYMBOLS // 2
+        gap = f"... {n_all - 2 * half} more ..."  # a blank row between the two halves
+        table = pd.concat([table.loc[order[:half]],
+                           pd.DataFrame(np.nan, index=[gap], columns=table.columns),
+                           table.loc[order[-half:]]])
     n_sym, n_mod = max(len(table.index), 1), max(len(table.columns), 1)
-    fig, ax = plt.subplots(figsize=(2 + 0.7 * n_mod, 2 + 0.18 * n_sym))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.7 * n_mod, 2.5 + 0.18 * n_sym))
     if table.empty:  # no tile coloured as if 0.0 were a score
         ax.text(0.5, 0.5, f"no unit finished: no {split} {metric} to show", ha="center",
                 va="center", transform=ax.transAxes)
@@ -141,8 +208,17 @@ def heatmap_figure(frame: pd.DataFrame, split: str = "test", metric: str = "macr
     im = ax.imshow(data, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=45, ha="right")
     ax.set_yticks(range(len(table.index)), list(table.index), fontsize=6)
-    ax.set_title(f"{split} {metric} (mean over horizons)")
-    fig.colorbar(im, ax=ax, shrink=0.6)
+    folds = ok["fold"].nunique() if "fold" in ok else 1
+    title = f"{split} {metric} (mean over horizons{' and folds' if folds > 1 else ''})"
+    if cut:
+        half = HEATMAP_MAX_SYMBOLS // 2
+        ax.get_yticklabels()[half].set_fontweight("bold")
+        title += (f"\nbest {half} and worst {half} of {n_all} symbols by mean {metric} "
+                  "over models;\nevery symbol is in the leaderboard")
+    if unscored > 0:
+        title += f"\n{unscored} symbols without a {split} score (failed) not shown"
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.6 if n_sym > 10 else 0.9)
     return fig
 
 

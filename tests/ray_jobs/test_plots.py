@@ -3,9 +3,12 @@ horizons, and a job without a finished unit gets no fake heatmap."""
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ray_jobs.plots import comparison_figure, heatmap_figure, heatmap_plot, learning_curves_plot
 
@@ -71,3 +74,87 @@ def test_r2_panel_of_a_return_target_job_draws_its_deep_models() -> None:
     assert set(_line_colors(r2_ax)) == {"ols"}
     assert r2_ax.get_title() == "Linear models: out-of-sample R² (test)"
 
+
+
+def _many_symbols(n: int, failed: int = 0) -> pd.DataFrame:
+    """n symbols x 3 models x 2 horizons; symbol i scores 0.2 + i / (10 n), so the best are
+    the last ones; the first `failed` symbols failed (error rows, no score)."""
+    rows = [
+        {"symbol": f"S{i:03d}", "model": m, "horizon": h, "split": "test",
+         "error": "data: too short" if i < failed else None,
+         "macro_f1": None if i < failed else 0.2 + i / (10 * n) + 0.001 * j}
+        for i in range(n) for j, m in enumerate(("lasso", "ols", "ridge")) for h in (1, 5)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_heatmap_of_505_symbols_shows_the_best_and_worst_30_and_says_so() -> None:
+    """A 505-symbol job drew one 7,000-pixel strip (a row per symbol, model names at its
+    foot): past HEATMAP_MAX_SYMBOLS the map keeps the best and worst halves by mean score,
+    a blank row between them naming how many are left out, and the title says so."""
+    fig = heatmap_figure(_many_symbols(505, failed=11))
+    ax = fig.axes[0]
+    data = ax.get_images()[0].get_array()
+    assert data.shape == (61, 3)  # 30 best + the gap row + 30 worst, x 3 models
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[:30] == [f"S{i:03d}" for i in range(504, 474, -1)]  # best first
+    assert labels[30] == "... 434 more ..."  # 494 scored - 60 shown
+    assert labels[31:] == [f"S{i:03d}" for i in range(40, 10, -1)]  # the worst, last
+    assert np.isnan(np.asarray(data[30], dtype=float)).all()  # no colour for the gap
+    title = ax.get_title()
+    assert "best 30 and worst 30 of 494 symbols" in title
+    assert "11 symbols without a test score (failed) not shown" in title
+    assert fig.get_size_inches()[1] < 16  # a readable page, not a strip
+    png = heatmap_plot(_many_symbols(505))
+    assert Image.open(io.BytesIO(png)).size[1] < 1600
+
+
+def test_heatmap_of_up_to_60_symbols_keeps_every_symbol_in_order() -> None:
+    ax = heatmap_figure(_many_symbols(60)).axes[0]
+    assert ax.get_images()[0].get_array().shape == (60, 3)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"S{i:03d}" for i in range(60)]
+    assert ax.get_title() == "test macro_f1 (mean over horizons)"
+
+
+def test_r2_panel_of_a_job_without_return_forecasts_says_so() -> None:
+    """A direction job of deep models only has no R²: the panel was a blank 0..1 axis
+    titled "Linear models" (in a job without one), which reads as a scored empty chart."""
+    fig = comparison_figure(_frame(["ensemble_equal", "gru", "mlp"]), {"ols", "ridge", "lasso"})
+    r2_ax = fig.axes[0]
+    assert not _line_colors(r2_ax) and not list(r2_ax.get_yticks())
+    assert "no model of this job forecasts returns" in r2_ax.texts[0].get_text()
+    assert r2_ax.get_title() == "Out-of-sample R² (test)"
+    assert set(_line_colors(fig.axes[1])) == {"ensemble_equal", "gru", "mlp"}
+
+
+def _folds_frame() -> pd.DataFrame:
+    """2 symbols x 2 models x 2 horizons x 3 folds; model m scores 0.3 + 0.01 m + 0.02 fold."""
+    rows = [
+        {"symbol": s, "model": m, "horizon": h, "fold": f, "split": "test", "error": None,
+         "accuracy": 0.3 + 0.01 * j + 0.02 * f, "macro_f1": 0.2 + 0.01 * j + 0.02 * f,
+         "baseline_accuracy": 0.45}
+        for s in ("AAA", "BBB") for j, m in enumerate(("gru", "mlp")) for h in (1, 5)
+        for f in range(3)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_folds_plot_draws_each_model_per_walk_forward_fold() -> None:
+    """A walk-forward job's plots were means over its folds only: folds.png shows each
+    model's accuracy (with the baseline) and macro-F1 per fold."""
+    from ray_jobs.plots import folds_figure, folds_plot
+
+    acc, f1 = folds_figure(_folds_frame()).axes[:2]
+    lines = {line.get_label(): line for line in acc.get_lines()}
+    assert set(lines) == {"gru", "mlp", "baseline"}
+    assert list(lines["mlp"].get_xdata()) == [0, 1, 2]
+    assert np.allclose(lines["mlp"].get_ydata(), [0.31, 0.33, 0.35])
+    assert np.allclose(lines["baseline"].get_ydata(), 0.45)
+    f1_lines = {line.get_label(): line for line in f1.get_lines()}
+    assert np.allclose(f1_lines["gru"].get_ydata(), [0.2, 0.22, 0.24])
+    assert "by walk-forward fold" in f1.get_title()
+    assert folds_plot(_folds_frame())[:4] == b"\x89PNG"
+    failed = _folds_frame().assign(error="data: too short")
+    assert "no unit finished" in folds_figure(failed).axes[0].texts[0].get_text()
+    heat = heatmap_figure(_folds_frame()).axes[0]
+    assert heat.get_title() == "test macro_f1 (mean over horizons and folds)"
