@@ -109,7 +109,7 @@ class ApiClient:
         return self.request("GET", f"/v1/jobs/{job_id}/logs", params=params).text
 
     def results(self, job_id: str, filters: dict[str, list], *, csv: bool) -> httpx.Response:
-        params = {k: v for k, v in filters.items() if v}
+        params = {k: v for k, v in filters.items() if v not in (None, [], "")}
         headers = {"Accept": "text/csv" if csv else "application/json"}
         return self.request("GET", f"/v1/jobs/{job_id}/results", params=params, headers=headers)
 

@@ -91,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", action="append", help="filter (repeatable)")
     p.add_argument("--model", action="append", help="filter (repeatable)")
     p.add_argument("--horizon", action="append", type=int, help="filter (repeatable)")
+    p.add_argument("--split", action="append", choices=("val", "test"),
+                   help="filter (repeatable)")
+    p.add_argument("--fold", action="append", type=int, help="filter (repeatable)")
+    p.add_argument("--sort", metavar="COLUMN",
+                   help="sort by a leaderboard column, '-' first for descending: --sort=-macro_f1")
+    p.add_argument("--limit", type=_positive, help="at most this many rows")
+    p.add_argument("--offset", type=_bounded(int, 0), default=0, help="skip this many rows first")
     p.set_defaults(func=_results)
 
     for name, helptext in (("cancel", "stop a job (keeps partial results)"),
@@ -248,7 +255,9 @@ def _results(args: argparse.Namespace) -> int:
     from service.cli_format import RESULT_COLUMNS, table
 
     def go(client: Any) -> None:
-        filters = {"symbol": args.symbol, "model": args.model, "horizon": args.horizon}
+        filters = {"symbol": args.symbol, "model": args.model, "horizon": args.horizon,
+                   "split": args.split, "fold": args.fold, "sort": args.sort,
+                   "limit": args.limit, "offset": args.offset}  # fmt: skip
         resp = client.results(args.job_id, filters, csv=args.format == "csv")
         if args.format == "csv":
             sys.stdout.write(resp.text)
@@ -264,6 +273,11 @@ def _results(args: argparse.Namespace) -> int:
                 print(table(rows, present) if rows else "(no rows)")
         for note in notes:  # a filter value the leaderboard does not have
             print(f"note: {note}", file=sys.stderr)
+        total = resp.headers.get("quantray-total-rows") if args.format == "csv" \
+            else resp.json().get("total")  # fmt: skip
+        if args.limit and total is not None and args.offset + args.limit < int(total):
+            print(f"rows {args.offset + 1}-{args.offset + args.limit} of {total} "
+                  f"(next: --offset {args.offset + args.limit})", file=sys.stderr)
 
     return _run(args, go)
 

@@ -102,6 +102,12 @@ def results(
     horizon: Annotated[list[int] | None, Query(max_length=50)] = None,
     split: Annotated[list[Literal["val", "test"]] | None, Query(max_length=2)] = None,
     fold: Annotated[list[int] | None, Query(max_length=100)] = None,
+    sort: Annotated[str | None, Query(
+        max_length=40, description="a leaderboard column, '-' first for descending (-macro_f1); "
+        "rows without a value last")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1_000_000,
+                                       description="at most this many rows")] = None,
+    offset: Annotated[int, Query(ge=0, description="skip this many rows first")] = 0,
 ) -> Response:
     job = _get(state, job_id, principal)
     try:
@@ -112,6 +118,13 @@ def results(
                "fold": fold}  # fmt: skip
     unmatched = _unmatched(table, filters)
     table = _filter(table, filters)
+    total = table.num_rows
+    if sort:
+        table = _sorted(table, sort)
+    table = table.slice(offset, limit)  # a big job's leaderboard is 10^5 rows and more
+    page = {"total": total, "offset": offset, "next": (
+        str(request.url.include_query_params(offset=offset + table.num_rows))
+        if limit is not None and offset + table.num_rows < total else None)}  # fmt: skip
     if wants_csv(request.headers.get("accept", "")):
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
@@ -119,14 +132,32 @@ def results(
         # a header carries ASCII only: anything else in a user's value is escaped
         headers = {UNMATCHED_HEADER: note.encode("ascii", "backslashreplace").decode()}
         headers = headers if unmatched else {}
+        headers[TOTAL_HEADER] = str(total)
         return Response(buf.getvalue(), media_type="text/csv", headers=headers)
     # pyarrow -> Python: NaN stays float('nan'), which JSON cannot carry; map it to null.
     rows = [{k: _json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
-    return JSONResponse({"job_id": job.id, "status": job.status, "count": len(rows), "rows": rows,
-                         "unmatched": unmatched})  # fmt: skip
+    return JSONResponse({"job_id": job.id, "status": job.status, "count": len(rows), **page,
+                         "rows": rows, "unmatched": unmatched})  # fmt: skip
+
+
+def _sorted(table: pa.Table, sort: str) -> pa.Table:
+    """`table` sorted by column `sort` ('-' first: descending), NaN and null last either way;
+    a stable sort, so ties keep the leaderboard's order."""
+    name = sort[1:] if sort.startswith("-") else sort
+    if name not in table.column_names:
+        raise ApiError(422, "invalid", f"sort {sort!r}: {name!r} is not a leaderboard column",
+                       [{"field": "query.sort", "message": "one of "
+                         + ", ".join(table.column_names) + ", '-' first for descending"}])
+    column = table[name]
+    if pa.types.is_floating(column.type):  # NaN sorts as a number in pyarrow: make it null
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+    direction = "descending" if sort.startswith("-") else "ascending"
+    order = pc.sort_indices(pa.table({"key": column}), sort_keys=[("key", direction, "at_end")])
+    return table.take(order)
 
 
 UNMATCHED_HEADER = "Quantray-Unmatched"  # CSV answers carry the notes here
+TOTAL_HEADER = "Quantray-Total-Rows"  # ... and the matched rows' count before limit/offset
 MAX_LISTED = 20
 
 

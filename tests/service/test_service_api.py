@@ -556,3 +556,31 @@ def test_a_json_spec_with_a_utf8_bom_is_accepted_as_yaml_is(api: Any) -> None:
         for kind in ("application/json", "application/yaml"):
             got = c.post("/v1/jobs", content=body, headers={"Content-Type": kind})
             assert got.status_code == 201, (kind, got.text)
+
+
+def test_results_sort_and_page_a_big_leaderboard(api: Any, qr: Any) -> None:
+    """`sort` (descending with '-', NaN last either way), `limit` and `offset` page the
+    filtered rows; `total` counts them all and `next` names the following page."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        _write_results(api, job_id, qr.progress_doc(4, 4))
+        url = f"/v1/jobs/{job_id}/results"
+        best = c.get(url, params={"sort": "-accuracy", "limit": 2}).json()
+        assert [r["accuracy"] for r in best["rows"]] == [0.7, 0.6]
+        assert best["count"] == 2 and best["total"] == 4 and best["offset"] == 0
+        rest = c.get(best["next"]).json()
+        assert [r["accuracy"] for r in rest["rows"]] == [0.5, None] and rest["next"] is None
+        worst = c.get(url, params={"sort": "accuracy"}).json()
+        assert [r["accuracy"] for r in worst["rows"]] == [0.5, 0.6, 0.7, None]
+        assert worst["next"] is None and worst["total"] == 4
+        tests = c.get(url, params={"split": "test", "sort": "symbol", "offset": 1}).json()
+        assert tests["total"] == 3 and [r["symbol"] for r in tests["rows"]] == ["BBB", "BBB"]
+        csv = c.get(url, params={"sort": "-accuracy", "limit": 1},
+                    headers={"Accept": "text/csv"})
+        assert csv.headers["quantray-total-rows"] == "4"
+        assert pacsv.read_csv(io.BytesIO(csv.content)).column("accuracy").to_pylist() == [0.7]
+        bad = c.get(url, params={"sort": "-acc"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.sort"
+        assert "'acc' is not a leaderboard column" in bad.json()["message"]
+        assert c.get(url, params={"limit": 0}).status_code == 422
+        assert c.get(url, params={"offset": -1}).status_code == 422

@@ -102,6 +102,14 @@ def test_cli_against_the_api(
             "ridge?)" in err
         code, out, err = _run(capsys, "results", job_id, "--format", "csv", "--symbol", "ZZZ")
         assert "note: symbol 'ZZZ' is not in this leaderboard; it has: AAA, BBB" in err
+        code, out, err = _run(capsys, "results", job_id, "--sort=-accuracy", "--limit", "1")
+        assert code == 0 and out.splitlines()[1].split() == ["BBB", "ridge", "1", "0.5500"]
+        assert len(out.splitlines()) == 2 and "rows 1-1 of 2 (next: --offset 1)" in err
+        code, out, err = _run(capsys, "results", job_id, "--sort=accuracy", "--format", "csv",
+                              "--limit", "1", "--offset", "1")
+        assert out.splitlines()[1:] == ['"BBB","ridge",1,0.55'] and "next" not in err
+        code, _, err = _run(capsys, "results", job_id, "--sort", "nope")
+        assert code == 1 and "query.sort" in err
         code, out, _ = _run(capsys, "results", job_id, "--format", "json", "--symbol", "AAA")
         assert json.loads(out) == [
             {"symbol": "AAA", "model": "ols", "horizon": 1, "accuracy": 0.51}
