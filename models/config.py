@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,8 +34,17 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str 
     for name, value in values.items():
         ftype = known[name].type
         tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+        label = f"{where or cls.__name__}.{name}"
+        optional, base = _optional_scalar(tname)
+        if value is None and tname in _SCALARS:
+            # null is not a value of a plain int/float/bool/str field: passed through, it
+            # reached torch as e.g. LSTM(bidirectional=None) and failed the run on the cluster
+            raise ValueError(f"{label}: expected {_SCALARS[tname]}, got None (null); give a "
+                             "value or leave the field out for its default")
         if value is not None and tname in _SCALARS:
-            value = _cast(f"{where or cls.__name__}.{name}", value, tname)
+            value = _cast(label, value, tname)
+        elif value is not None and optional:  # `int | None`: a value still has the type
+            value = _cast(label, value, base)
         elif isinstance(value, list) and tname.startswith("tuple"):
             value = tuple(value)
         cast[name] = value
@@ -42,6 +52,16 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str 
 
 
 _SCALARS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _optional_scalar(tname: str) -> tuple[bool, str]:
+    """("int | None") -> (True, "int"); anything else -> (False, "")."""
+    parts = [p.strip() for p in tname.split("|")]
+    if len(parts) == 2 and "None" in parts:
+        base = parts[0] if parts[1] == "None" else parts[1]
+        if base in _SCALARS:
+            return True, base
+    return False, ""
 
 
 def _cast(label: str, value: Any, tname: str) -> Any:
@@ -83,6 +103,9 @@ class ModelDims:
     def n_outputs(self) -> int:
         return self.n_horizons * (3 if self.task == "direction" else 1)
 
+
+MAX_SEED = 2**32 - 1  # as a job's `seed`
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d{1,3})?)$")
 
 # A batch this large is already one full-batch step on any split one worker trains;
 # without a cap, batch_size 1e12 was accepted and silently meant "all".
@@ -135,8 +158,21 @@ class TrainConfig:
             bad("grad_clip", "use 0 (off) or a positive max-norm such as 1.0")
         if self.patience < 1:
             bad("patience", "use at least 1")
+        if self.min_delta < 0:
+            bad("min_delta", "use 0 or a small positive value such as 1e-4")
+        # The schedules need these only when they use them, but a value no schedule can
+        # use is refused up front: found only when the step/exponential/plateau scheduler
+        # was built, it failed the run on the cluster, minutes after the job was accepted.
+        if not 0 < self.gamma < 1:
+            bad("gamma", "use a decay factor in (0, 1) such as 0.5")
+        if self.step_size < 1:
+            bad("step_size", "use at least 1 epoch")
+        if not 0 <= self.seed <= MAX_SEED:
+            bad("seed", f"use an integer in [0, {MAX_SEED}]")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             bad("amp", "choose auto, off, bf16 or fp16")
+        if not _DEVICE_RE.match(self.device):
+            bad("device", "choose auto, cpu, cuda or cuda:N (N a GPU index such as 0)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TrainConfig:

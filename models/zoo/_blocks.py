@@ -7,6 +7,7 @@ Python control flow).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -131,12 +132,16 @@ def conv_stack(
 
 
 def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
-    """Fixed sinusoidal position encoding [length, width] (Vaswani et al. 2017)."""
-    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)  # [L, 1]
+    """Fixed sinusoidal position encoding [length, width] (Vaswani et al. 2017), on the
+    CPU (a module's `.to(device)` moves it): built under `torch.device("meta")` to count
+    parameters (`ray_jobs.spec_overrides.parameter_count`), meta aranges cost seconds."""
+    cpu = torch.device("cpu")
+    pos = torch.arange(length, dtype=torch.float32, device=cpu).unsqueeze(1)  # [L, 1]
     freq = torch.exp(
-        torch.arange(0, width, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / width)
+        torch.arange(0, width, 2, dtype=torch.float32, device=cpu)
+        * (-math.log(1e4) / width)
     )  # [ceil(W / 2)]
-    pe = torch.zeros(length, width)
+    pe = torch.zeros(length, width, device=cpu)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq[: width // 2])
     return pe

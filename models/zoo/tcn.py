@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelDims
-from models.zoo._blocks import OutputHead, check_dropout, check_positive, check_sequence_input
+from models.zoo._blocks import (
+    MAX_SIZE,
+    OutputHead,
+    check_dropout,
+    check_positive,
+    check_sequence_input,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,15 @@ class TCNConfig:
                 " dilated convolutions see past steps"
             )
         check_dropout("tcn", self.dropout)
+        # Level i pads each window by (k - 1) 2**i steps: num_levels 40 asked for 2**40
+        # padded steps per sample and failed the worker; a window is at most 512 steps.
+        if (self.kernel_size - 1) * 2 ** (self.num_levels - 1) > MAX_SIZE:
+            raise ValueError(
+                f"tcn.num_levels={self.num_levels}: with kernel_size={self.kernel_size} its"
+                f" last level looks {(self.kernel_size - 1) * 2 ** (self.num_levels - 1)}"
+                f" steps back (receptive field {self.receptive_field}); at most {MAX_SIZE}:"
+                " use fewer levels (such as 4) or a smaller kernel_size"
+            )
 
     @property
     def receptive_field(self) -> int:

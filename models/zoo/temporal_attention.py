@@ -17,12 +17,15 @@ from torch import nn
 
 from models.config import ModelDims
 from models.zoo._blocks import (
+    MAX_SIZE,
     HorizonHead,
     check_dropout,
     check_positive,
     check_sequence_input,
     sinusoidal_positions,
 )
+
+MAX_SCALES = 16  # branches of the encoder
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ class TemporalAttentionConfig:
             raise ValueError(
                 f"temporal_attention.scales={self.scales!r}: use a non-empty tuple of"
                 " positive dilations such as (1, 2, 4)"
+            )
+        # A dilation pads every window by itself on both sides (and the smoothing branch
+        # by the widest): scales (1000000000,) asked a worker for gigabytes per sample.
+        if max(self.scales) > MAX_SIZE or len(self.scales) > MAX_SCALES:
+            raise ValueError(
+                f"temporal_attention.scales={self.scales!r}: use at most {MAX_SCALES}"
+                f" dilations of at most {MAX_SIZE} steps each, such as (1, 2, 4)"
             )
 
 

@@ -336,3 +336,62 @@ def test_precision_choice_per_device(monkeypatch):
     assert resolve_precision("auto", cuda).name == "fp16"
     with pytest.raises(ValueError, match="no bf16"):
         resolve_precision("bf16", cuda)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # checked only when the step/exponential/plateau scheduler was built: on the cluster
+        ({"scheduler": "step", "gamma": 2.0}, r"TrainConfig.gamma=2.0: use a decay factor"),
+        ({"scheduler": "exponential", "gamma": 0.0}, r"TrainConfig.gamma=0.0"),
+        ({"gamma": -1.0}, r"TrainConfig.gamma=-1.0"),
+        ({"scheduler": "step", "step_size": 0}, "TrainConfig.step_size=0: use at least 1"),
+        ({"min_delta": -0.5}, r"TrainConfig.min_delta=-0.5: use 0 or a small positive"),
+        ({"device": "abc"}, "TrainConfig.device='abc': choose auto, cpu, cuda or cuda:N"),
+        ({"device": ""}, "TrainConfig.device='': choose auto"),
+        ({"device": "cuda:x"}, "TrainConfig.device='cuda:x'"),
+        ({"seed": 10**300}, r"TrainConfig.seed=1000.*: use an integer in \[0, 4294967295\]"),
+        ({"seed": -1}, r"TrainConfig.seed=-1"),
+    ],
+)
+def test_train_config_refuses_what_the_loop_cannot_use(values, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**values)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(values)
+
+
+def test_train_config_keeps_the_values_the_loop_uses():
+    for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert TrainConfig(device=device).device == device
+    cfg = TrainConfig(scheduler="step", gamma=0.9, step_size=1, min_delta=0.0, seed=2**32 - 1)
+    assert (cfg.gamma, cfg.step_size, cfg.min_delta, cfg.seed) == (0.9, 1, 0.0, 2**32 - 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("gamma", r"train.gamma: expected a number, got None \(null\)"),
+        ("min_delta", r"train.min_delta: expected a number, got None"),
+        ("step_size", r"train.step_size: expected an integer, got None"),
+        ("restore_best", r"train.restore_best: expected true or false, got None"),
+        ("device", r"train.device: expected a string, got None"),
+    ],
+)
+def test_null_is_not_a_value_of_a_typed_field(field, message):
+    """JSON null passed straight through: {restore_best: null} silently meant False, and
+    {gamma: null} or an LSTM's {bidirectional: null} failed the run on the cluster."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({field: None})
+
+
+def test_optional_scalar_fields_keep_their_type():
+    """`int | None` takes None or an integer; 3.5 was truncated to 3 and -0.1 to 0."""
+    from models.config import config_from_dict
+    from models.linear.ols import OLSConfig
+
+    assert config_from_dict(OLSConfig, {"hac_maxlags": None}).hac_maxlags is None
+    assert config_from_dict(OLSConfig, {"hac_maxlags": 4.0}).hac_maxlags == 4
+    for bad in (3.5, -0.1, "4", True):
+        with pytest.raises(ValueError, match=r"OLSConfig.hac_maxlags: expected an integer"):
+            config_from_dict(OLSConfig, {"hac_maxlags": bad})

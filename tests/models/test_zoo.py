@@ -106,6 +106,12 @@ def test_rows_of_a_batch_are_independent_in_eval_mode(name: str) -> None:
         (lambda: CNNGRUConfig(hidden_size=0), "cnn_gru.hidden_size=0"),
         (lambda: CNNBiLSTMConfig(dropout=-0.1), "cnn_bilstm.dropout=-0.1"),
         (lambda: CNNBiLSTMConfig(conv_layers=0), "cnn_bilstm.conv_layers=0"),
+        # a dilation pads every window by itself: 10**9 asked a worker for gigabytes
+        (lambda: TemporalAttentionConfig(scales=(1, 10**9)), "at most 4096 steps each"),
+        (lambda: TemporalAttentionConfig(scales=tuple(range(1, 18))), "at most 16 dilations"),
+        # level i pads by (k - 1) 2**i steps: 40 levels are 2**40 padded steps per sample
+        (lambda: TCNConfig(num_levels=40), r"tcn.num_levels=40: .*use fewer levels"),
+        (lambda: TCNConfig(num_levels=2, kernel_size=4096), "tcn.num_levels=2: .*4096"),
     ],
 )
 def test_config_validation_says_how_to_fix(make, message: str) -> None:
@@ -223,3 +229,14 @@ def test_seq2seq_attends_separately_per_horizon() -> None:
     with torch.no_grad():
         attention = model.interpret(torch.randn(3, L, F))["attention"]  # [B, H, L]
     assert (attention[:, 0] - attention[:, -1]).abs().max() > 1e-6
+
+
+def test_the_largest_allowed_dilations_still_build_and_run() -> None:
+    """The bounds refuse what cannot run, not what can: the widest TCN and multi-scale
+    encoder they allow run a window of the shortest length a job may use (5 steps)."""
+    dims = ModelDims(n_features=3, seq_len=5, n_horizons=2)
+    tcn = TCNConfig(num_levels=13, kernel_size=2)  # last level looks 4096 steps back
+    ta = TemporalAttentionConfig(scales=tuple(2**i for i in range(12)) + (4096,) * 4)
+    for name, config in (("tcn", tcn), ("temporal_attention", ta)):
+        out = build_module(name, config, dims).eval()(torch.zeros(1, 5, 3))
+        assert out.shape == (1, 2, 3) and torch.isfinite(out).all()
