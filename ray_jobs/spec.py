@@ -260,12 +260,16 @@ def _section_errors(spec: JobSpec | None, values: dict[str, Any]) -> list[tuple[
             if not isinstance(value, cls):
                 if not isinstance(value, dict):
                     raise SpecError([(key, f"expected a mapping, got {value!r}")])
-                known = [f.name for f in dataclasses.fields(cls)]
+                fields = dataclasses.fields(cls)
+                known = [f.name for f in fields]
                 unknown = [k for k in value if k not in known]
-                if unknown:
+                missing = [f.name for f in fields if f.name not in value
+                           and f.default is dataclasses.MISSING]  # e.g. dataset.uri
+                if unknown or missing:
                     allowed = ", ".join(known)
                     raise SpecError(
                         [(f"{key}.{k}", f"unknown field; allowed: {allowed}") for k in unknown]
+                        + [(f"{key}.{k}", "required field is missing") for k in missing]
                     )
                 value = cls(**value)
             if spec is not None:
@@ -321,6 +325,12 @@ def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:
     need = _TARGET_ONLY_METRICS.get(tune.metric)
     if need and need != spec.target.kind:
         iss.add("tune.metric", f"{tune.metric} exists for {need} targets only; use val_loss")
+    if spec.target.kind != "direction" and isinstance(spec.overrides, dict):
+        for model, values in spec.overrides.items():  # the loop refused it on the cluster
+            if isinstance(values, dict) and values.get("train.class_weights") is True:
+                iss.add(f"overrides.{model}.train.class_weights",
+                        f"weights the 3 direction classes; target.kind {spec.target.kind!r} "
+                        "has none: drop it or use target.kind: direction")  # fmt: skip
     if tune.num_samples and not spec.deep_models:
         iss.add("tune.num_samples", "search runs on deep models only: add one, or set it to 0")
     if tune.num_samples and spec.max_epochs is not None and tune.grace_period > spec.max_epochs:

@@ -23,7 +23,6 @@ from ray_jobs.spec_sections import (
     LINEAR_MODELS,
     MAX_EPOCHS,
     SpecError,
-    _is_int,
     _Issues,
 )
 
@@ -68,7 +67,8 @@ def check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> No
             elif is_train and name not in train_fields:
                 allowed = ", ".join(sorted(train_fields))
                 iss.add(f"{where}.{key}", f"unknown training setting; allowed: {allowed}")
-            elif is_train and name == "epochs" and _is_int(value) and value > MAX_EPOCHS:
+            elif (is_train and name == "epochs" and isinstance(value, int | float)
+                  and not isinstance(value, bool) and value > MAX_EPOCHS):  # 1e9 too
                 iss.add(f"{where}.{key}", f"{value}: at most {MAX_EPOCHS} epochs")
             elif is_train:
                 try:  # one field at a time, so each message lands on its own path
@@ -124,7 +124,8 @@ def _value_problem(v: Any) -> str | None:
 def _override_field(path: str, message: str) -> tuple[str, str]:
     """("overrides.lstm", "lstm.hidden_size=-5: ...") -> ("overrides.lstm.hidden_size", ...)"""
     model = path.rpartition(".")[2]
-    match = re.match(rf"(?:{re.escape(model)}|[A-Za-z]+Config)\.([a-z0-9_]+)\b", message)
+    match = re.match(rf"(?:{re.escape(model)}(?: overrides)?|[A-Za-z]+Config)\.([a-z0-9_]+)\b",
+                     message)
     return (f"{path}.{match.group(1)}" if match else path), message
 
 
@@ -143,8 +144,96 @@ def check_against_registry(spec: JobSpec) -> None:
                 continue
             from models.registry import resolve
 
-            resolve(model, spec.preset, spec.overrides.get(model, {}))
+            config = resolve(model, spec.preset, spec.overrides.get(model, {})).model
         except (ValueError, TypeError) as exc:
             errors.append(_override_field(f"overrides.{model}", str(exc)))
+            continue
+        n = parameter_count(model, config)
+        if spec.tune.num_samples and model in spec.deep_models:
+            problem, n = _search_problem(model, spec.preset, spec.overrides.get(model, {}), n)
+            if problem:
+                errors.append(problem)
+                continue
+        if n > MAX_PARAMETERS:
+            errors.append((f"overrides.{model}", (
+                f"{model} with these settings has {n:,} parameters (~{n * 16 / 2**30:,.0f} "
+                f"GiB to train with adamw); at most {MAX_PARAMETERS:,}: lower its widths "
+                "(hidden_size, channels, d_model, ff_dim) or depths (num_layers, ...)")))
     if errors:
         raise SpecError(errors)
+
+
+# Every width and depth is at most 4096 on its own, but 4096 LSTM layers of 4096 units are
+# 5.5e11 parameters: accepted, such a job failed on the cluster out of memory. 250M
+# parameters (4 GiB of fp32 weights, ~16 GiB with gradients and AdamW state) is far past
+# what daily or LOB data can fit; the quality presets hold at most ~0.3M.
+MAX_PARAMETERS = 250_000_000
+# Depth fields: a stack's layers after its first are alike, so its parameter count is
+# affine in each of them (parameter_count builds depths 1 and 2 only).
+_DEPTH_FIELDS = ("num_layers", "num_levels", "conv_layers")
+
+
+def parameter_count(model: str, config: Any) -> int:
+    """Parameters of deep `model` built from `config` (its dataclass) for the bar
+    features, without allocating them: modules are built on torch's meta device at depth
+    1 and 2 of each depth field, and the count extrapolated (exact for these stacks)."""
+    import torch
+
+    from data.features import BAR_FEATURE_NAMES
+    from models.config import ModelDims
+    from models.registry import build_module
+
+    dims = ModelDims(n_features=len(BAR_FEATURE_NAMES), seq_len=8, n_horizons=4)
+
+    def count(**depths: int) -> int:
+        with torch.device("meta"):
+            module = build_module(model, dataclasses.replace(config, **depths), dims)
+        return sum(p.numel() for p in module.parameters())
+
+    depths = {f: getattr(config, f) for f in _DEPTH_FIELDS if hasattr(config, f)}
+    base = count(**dict.fromkeys(depths, 1))
+    return base + sum((d - 1) * (count(**{**dict.fromkeys(depths, 1), f: 2}) - base)
+                      for f, d in depths.items())
+
+
+def _search_problem(model: str, preset: str, overrides: dict[str, Any],
+                    n_params: int) -> tuple[tuple[str, str] | None, int]:
+    """(error, largest parameter count) of a Tune search over `model`'s space with the
+    keys `overrides` sets held fixed. Every point of the space's choices (and each end of
+    its ranges) must resolve: `{n_heads: 3}` fixed beside a searched d_model in (32, 64)
+    was accepted, and every trial of the search failed on the cluster."""
+    import itertools
+
+    from models.registry import get_spec, resolve
+
+    space = {k: v for k, v in get_spec(model).search_space.items() if k not in overrides}
+    axes = {k: list(d["values"]) if d["type"] == "choice" else [d["low"], d["high"]]
+            for k, d in space.items()}  # fmt: skip
+    # Model fields may constrain each other (d_model and n_heads): every combination of
+    # them is tried. A training setting is checked alone (TrainConfig's fields are not).
+    arch = {k: v for k, v in axes.items() if not k.startswith("train.")}
+    points = [dict(zip(arch, p, strict=True)) for p in itertools.product(*arch.values())]
+    points += [{k: v} for k, vs in axes.items() if k.startswith("train.") for v in vs]
+    for values in points:
+        try:
+            config = resolve(model, preset, {**overrides, **values}).model
+        except (ValueError, TypeError) as exc:
+            fixed = ", ".join(f"{k}={v!r}" for k, v in overrides.items()
+                              if not k.startswith("train.")) or "the preset's values"
+            searched = ", ".join(f"{k}={v!r}" for k, v in values.items()
+                                 if not k.startswith("train."))
+            return (f"overrides.{model}", (
+                f"tune searches {model} with {fixed} fixed, and its search point {searched} "
+                f"is invalid: {exc}; fix fewer keys (a fixed key is not searched), choose "
+                "values that fit the whole search space (see GET /v1/models), or set "
+                "tune.num_samples: 0")), n_params
+    # The biggest model the search can build: every numeric key at its largest, with each
+    # value of the others (a cell type, a flag, a tuple of scales).
+    def numeric(values: list[Any]) -> bool:
+        return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+    top = {k: [max(v)] if numeric(v) else v for k, v in arch.items()}
+    for point in itertools.product(*top.values()):
+        config = resolve(model, preset, {**overrides, **dict(zip(top, point, strict=True))})
+        n_params = max(n_params, parameter_count(model, config.model))
+    return None, n_params

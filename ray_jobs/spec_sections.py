@@ -28,6 +28,7 @@ MAX_UNITS_PER_RUN = 256  # units one TorchTrainer run trains one after another
 MAX_CONCURRENT = 1024
 MAX_UNITS = 50_000  # (symbol, model, fold, trial) units of one job
 MAX_SEED = 2**32 - 1
+MIN_GPU_FRACTION = 0.0001  # Ray's resource unit (ray_constants.MIN_RESOURCE_GRANULARITY)
 
 MODEL_NAMES = (
     "ols", "ridge", "lasso", "mlp", "lstm", "gru", "cnn", "tcn", "deeplob", "seq2seq",
@@ -159,6 +160,7 @@ class DatasetSpec:
             _check_symbol_list(iss, "symbols", self.symbols)
         else:
             _int_in(iss, "symbols", self.symbols, 1, MAX_SYMBOLS, " (or a list of symbols)")
+        dates_ok = True
         for name in ("start", "end"):
             value = getattr(self, name)
             if isinstance(value, date):
@@ -167,9 +169,10 @@ class DatasetSpec:
                 try:
                     _set(self, name, _iso_time(str(value)))
                 except ValueError:
+                    dates_ok = False
                     iss.add(name, f"{value!r} is not a date: use YYYY-MM-DD, or an ISO "
                             "datetime such as 2021-01-04T09:35:00")  # fmt: skip
-        if isinstance(self.start, str) and isinstance(self.end, str):
+        if dates_ok and isinstance(self.start, str) and isinstance(self.end, str):
             lo, hi = _naive(self.start), _naive(self.end)
             if len(self.end) == 10:  # a date: the whole day is in
                 hi += timedelta(days=1) - timedelta(microseconds=1)
@@ -216,7 +219,9 @@ def _check_symbol_list(iss: _Issues, name: str, symbols: tuple[Any, ...]) -> Non
         elif s in clashes:
             iss.add(f"{name}[{i}]", f"{s!r} and {clashes[s]!r} both name their files "
                     f"{safe_symbol(s)!r}: a job can hold only one of them")  # fmt: skip
-    dupes = sorted((s for s, n in Counter(symbols).items() if n > 1), key=str)
+    # only the usable ones: a list or mapping among them is unhashable (and reported above)
+    usable = [s for i, s in enumerate(symbols) if not problems[i]]
+    dupes = sorted((s for s, n in Counter(usable).items() if n > 1), key=str)
     if dupes:
         iss.add(name, f"duplicate symbols {dupes}: list each once")
 
@@ -351,6 +356,9 @@ class ResourcesSpec:
             g = _num(self.gpu_fraction)
             if g is None or not 0 < g <= 1:
                 iss.add("gpu_fraction", f"{self.gpu_fraction!r}: use 'auto' or a value in (0, 1]")
+            elif g < MIN_GPU_FRACTION:  # Ray refused the run's resources on the cluster
+                iss.add("gpu_fraction", f"{g!r}: Ray's smallest resource share is "
+                        f"{MIN_GPU_FRACTION}; use 'auto' or a value in [{MIN_GPU_FRACTION}, 1]")
             else:
                 _set(self, "gpu_fraction", g)
         if self.max_concurrent_runs != "auto":

@@ -371,3 +371,132 @@ def test_any_ticker_the_data_can_hold_is_a_symbol() -> None:
     symbols = ["AAPL", "BF/B", "BRK.B", "0700", "ÄBC", "AB C", "^GSPC", "NA"]
     spec = JobSpec.from_dict(mutated("dataset.symbols", symbols))
     assert spec.dataset.symbols == tuple(symbols)
+
+
+def test_a_float_epoch_count_is_capped_like_an_integer() -> None:
+    """`train.epochs: 1e9` (a float in JSON) passed the MAX_EPOCHS check meant for ints:
+    a job with it and no max_epochs trained for ever."""
+    for value in (1e9, float(MAX_EPOCHS + 1)):
+        errors = errors_of(mutated("overrides", {"lstm": {"train": {"epochs": value}}}))
+        assert errors == [("overrides.lstm.train.epochs", f"{value!r}: at most {MAX_EPOCHS} "
+                                                          "epochs")]  # fmt: skip
+    ok = JobSpec.from_dict(mutated("overrides", {"lstm": {"train.epochs": float(MAX_EPOCHS)}}))
+    assert ok.overrides["lstm"]["train.epochs"] == MAX_EPOCHS
+
+
+def test_odd_shapes_of_sections_get_field_errors_not_type_errors() -> None:
+    """The service turned a TypeError into a 422 naming no field ("DatasetSpec.__init__()
+    missing 1 required positional argument: 'uri'", "unhashable type: 'list'")."""
+    assert errors_of(mutated("dataset", {})) == [("dataset.uri", "required field is missing")]
+    assert errors_of(mutated("dataset", {"symbols": 3})) == [
+        ("dataset.uri", "required field is missing")]
+    errors = errors_of(mutated("dataset.symbols", ["AAPL", ["MSFT"], {"a": 1}, "AAPL"]))
+    assert [p for p, _ in errors] == ["dataset.symbols[1]", "dataset.symbols[2]",
+                                      "dataset.symbols"]  # fmt: skip
+    assert "duplicate symbols ['AAPL']" in errors[-1][1]
+    errors = errors_of(mutated("tune.symbols", [[], "AAPL"]))
+    assert errors == [("tune.symbols[0]", "[] is not a usable symbol: a symbol is non-empty text")]
+    # a bad end next to a good start: one error, not a ValueError from comparing them
+    errors = errors_of(mutated("dataset.end", ""))
+    assert [p for p, _ in errors] == ["dataset.end"] and "is not a date" in errors[0][1]
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "field", "message"),
+    [
+        ("lstm", {"bidirectional": None}, "overrides.lstm.bidirectional",
+         "lstm.bidirectional: expected true or false, got None"),
+        ("lstm", {"train.gamma": None}, "overrides.lstm.train.gamma",
+         "gamma: expected a number, got None"),
+        ("lstm", {"train.scheduler": "step", "train.step_size": 0},
+         "overrides.lstm.train.step_size", "TrainConfig.step_size=0"),
+        ("lstm", {"train.device": "gpu"}, "overrides.lstm.train.device",
+         "TrainConfig.device='gpu': choose auto, cpu, cuda or cuda:N"),
+        ("ols", {"hac_maxlags": 3.5}, "overrides.ols.hac_maxlags",
+         "hac_maxlags: expected an integer, got 3.5"),
+        ("temporal_attention", {"scales": [1, 10**9]}, "overrides.temporal_attention.scales",
+         "at most 4096 steps each"),
+        ("tcn", {"num_levels": 30}, "overrides.tcn.num_levels", "use fewer levels"),
+    ],
+)  # fmt: skip
+def test_values_that_failed_on_the_cluster_are_refused_at_submit(
+    model: str, values: dict, field: str, message: str
+) -> None:
+    pytest.importorskip("models.registry", reason="models.registry not written yet")
+    base = mutated("models", [model], mutated("overrides", {}))
+    spec = dict(base, overrides={model: values}, tune={"num_samples": 0})
+    errors = spec_mod.registry_errors(spec)
+    assert [p for p, _ in errors] == [field] and message in errors[0][1], errors
+
+
+def test_a_model_too_large_to_train_is_refused_with_its_size() -> None:
+    """Each width and depth is bounded alone (4096), but 4096 LSTM layers of 4096 units
+    are 5.5e11 parameters: accepted, the job ran out of memory on the cluster."""
+    pytest.importorskip("models.registry", reason="models.registry not written yet")
+    from models.registry import build_module, resolve
+    from ray_jobs.spec_overrides import MAX_PARAMETERS, parameter_count
+
+    no_search = mutated("tune", {"num_samples": 0})
+    huge = mutated("overrides", {"lstm": {"hidden_size": 4096, "num_layers": 4096}}, no_search)
+    errors = spec_mod.registry_errors(huge)
+    assert [p for p, _ in errors] == ["overrides.lstm"]
+    assert "549,823,234,060 parameters" in errors[0][1] and "lower its widths" in errors[0][1]
+    wide = mutated("overrides", {"lstm": {"hidden_size": 2048, "num_layers": 3}}, no_search)
+    assert spec_mod.registry_errors(wide) == []  # 84M parameters: big, but trainable
+    assert MAX_PARAMETERS >= 100_000_000
+    # the count extrapolated from depths 1 and 2 is the module's own, for every depth field
+    import torch
+
+    from models.config import ModelDims
+
+    for name, over in [("cnn_bilstm", {"conv_layers": 3, "num_layers": 4}),
+                       ("transformer", {"num_layers": 5}), ("tcn", {"num_levels": 6}),
+                       ("seq2seq", {"num_layers": 3, "cell": "lstm"}), ("deeplob", {})]:
+        config = resolve(name, "balanced", over).model
+        with torch.device("meta"):
+            module = build_module(name, config, ModelDims(16, 8, 4))
+        assert parameter_count(name, config) == sum(p.numel() for p in module.parameters())
+
+
+def test_a_search_whose_fixed_keys_clash_with_its_space_is_refused() -> None:
+    """A key the overrides set is fixed, not searched; `d_model: 36` is valid with the
+    preset's 4 heads, but the search tries n_heads 8 with it, and `num_layers: 2000` is
+    fine at the preset's width but 790M parameters at the searched 128 (bidirectional):
+    both were accepted, and the trials failed on the cluster."""
+    pytest.importorskip("models.registry", reason="models.registry not written yet")
+    tuned = dict(mutated("models", ["transformer", "lstm"]),
+                 tune={"num_samples": 4, "symbols": ["AAPL"]})  # fmt: skip
+    clash = dict(tuned, overrides={"transformer": {"d_model": 36}})
+    errors = spec_mod.registry_errors(clash)
+    assert [p for p, _ in errors] == ["overrides.transformer"], errors
+    assert "tune searches transformer with d_model=36 fixed" in errors[0][1]
+    assert "d_model=36 is not divisible by n_heads=8" in errors[0][1]
+    # the same settings without a search are fine, and so is a fixed key that fits
+    assert spec_mod.registry_errors(dict(clash, tune={"num_samples": 0})) == []
+    assert spec_mod.registry_errors(dict(tuned, overrides={"transformer": {"d_model": 64}})) == []
+    deep = dict(tuned, overrides={"lstm": {"num_layers": 2000}})
+    errors = spec_mod.registry_errors(deep)
+    assert [p for p, _ in errors] == ["overrides.lstm"] and "790,285,324 parameters" in errors[0][1]
+    assert spec_mod.registry_errors(dict(deep, tune={"num_samples": 0})) == []
+
+
+def test_class_weights_need_a_direction_target() -> None:
+    """The training loop refuses class weights for return targets: that spec was accepted
+    and every unit of the model failed on the cluster."""
+    ret = mutated("target", {"kind": "return", "horizons": [1, 5]})
+    ret["tune"]["metric"] = "val_loss"
+    errors = errors_of(mutated("overrides", {"lstm": {"train": {"class_weights": True}}}, ret))
+    assert errors == [("overrides.lstm.train.class_weights", "weights the 3 direction classes; "
+                       "target.kind 'return' has none: drop it or use target.kind: direction")]
+    JobSpec.from_dict(mutated("overrides", {"lstm": {"train.class_weights": False}}, ret))
+    JobSpec.from_dict(mutated("overrides", {"lstm": {"train.class_weights": True}}))
+
+
+def test_a_gpu_share_below_rays_resource_unit_is_refused() -> None:
+    """Ray refuses a fractional resource below 0.0001 ("The precision of the fractional
+    quantity of resource GPU cannot go beyond 0.0001"): the run failed on a GPU cluster."""
+    errors = errors_of(mutated("resources.gpu_fraction", 0.00001))
+    assert errors == [("resources.gpu_fraction", "1e-05: Ray's smallest resource share is "
+                       "0.0001; use 'auto' or a value in [0.0001, 1]")]
+    assert JobSpec.from_dict(mutated("resources.gpu_fraction", 0.0001)).resources.gpu_fraction \
+        == 0.0001
