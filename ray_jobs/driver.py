@@ -39,7 +39,24 @@ class JobSpecMismatch(ValueError):
 
 class JobInputError(ValueError):
     """The job's dataset cannot be planned at all (a missing or unreadable file, columns
-    that are not bars or LOB, no usable symbol): nothing is trained, progress says why."""
+    that are not bars or LOB, no usable symbol), or its settings cannot run on this
+    cluster: nothing is trained, progress says why."""
+
+
+def cuda_only_settings(spec: JobSpec) -> list[str]:
+    """The deep models' training settings that need a CUDA device (`train.device: cuda`,
+    `train.amp: bf16|fp16`), as "model: train.x='v'". The API cannot refuse them (it does
+    not know the cluster); on a cluster whose runs get no GPU each unit failed alone."""
+    from models.registry import resolve
+
+    out = []
+    for model in spec.deep_models:
+        train = resolve(model, spec.preset, spec.overrides.get(model, {})).train
+        if train.device.startswith("cuda"):
+            out.append(f"{model}: train.device={train.device!r}")
+        if train.amp in ("bf16", "fp16"):
+            out.append(f"{model}: train.amp={train.amp!r}")
+    return out
 
 
 def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
@@ -320,6 +337,13 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     if spec.deep_models:
         log.info("deep runs: GPU share %g, %d at once (%s)", placement.gpu, placement.slots,
                  placement.reason)
+        if placement.gpu == 0 and (needs := cuda_only_settings(spec)):
+            message = (f"the deep runs get no GPU ({placement.reason}), and "
+                       f"{'; '.join(needs)} need(s) one: set them to 'auto' (or device 'cpu', "
+                       "amp 'off'), or run the job on a cluster with GPU nodes")
+            log.error(message)
+            tracker.set_phase("failed", message)
+            raise JobInputError(message)
     try:
         plan = known.plan = load_or_plan(spec, symbols, storage, slots=placement.slots)
     except ValueError as exc:  # no symbol to plan; unit ids that clash

@@ -209,3 +209,25 @@ def test_symbols_n_leaves_out_a_symbol_whose_files_would_clash(tmp_path: Path) -
     with pytest.raises(ValueError, match=r"dataset.symbols: 4 symbols requested but .* has 3: "
                                          r"ask for at most 3"):
         resolve_symbols(too_many)
+
+
+def test_cuda_settings_on_a_cluster_without_gpus_end_the_job_with_exit_2(
+        ray_cluster: str, tmp_path: Path) -> None:
+    """`train.device: cuda` or `train.amp: bf16` cannot run where the deep runs get no GPU;
+    the API cannot know the cluster, so the driver refuses them before anything trains,
+    naming each setting, instead of every unit failing alone."""
+    from ray_jobs.driver import cuda_only_settings
+
+    spec = tiny_spec("cuda", ["ols", "mlp", "lstm"],
+                     overrides={"mlp": {"train.device": "cuda:0"}, "lstm": {"train.amp": "bf16"}})
+    assert cuda_only_settings(JobSpec.from_dict(spec)) == [
+        "mlp: train.device='cuda:0'", "lstm: train.amp='bf16'"]
+    assert cuda_only_settings(JobSpec.from_dict(tiny_spec("cpu", ["mlp"]))) == []
+    proc, storage, log = start_spec(spec, tmp_path, ray_cluster)
+    rc = finish_entrypoint(proc, log, timeout_s=120)
+    text = log.read_text()
+    assert rc == 2 and "Traceback" not in text, log_tail(log)
+    progress = storage.read_json("progress.json")
+    assert progress["phase"] == "failed", progress
+    assert "mlp: train.device='cuda:0'; lstm: train.amp='bf16' need(s) one" in progress["message"]
+    assert not storage.exists("status/AAPL__ols__f0.json")  # nothing trained
