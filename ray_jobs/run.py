@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,18 +44,51 @@ def check_ray_address() -> None:
 
 
 def token_auth_for_existing_cluster() -> None:
-    """Connect to a given cluster (RAY_ADDRESS) the way `ray start` set it up: a head started
-    while a token was available (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) runs with token
-    auth, and Ray 2.60's `ray.init(address=...)` does not turn it on by itself (it fails
-    with "RAY_AUTH_MODE is currently 'disabled'"). The token is found as the service finds
-    it (`find_ray_token`; a RAY_AUTH_TOKEN_PATH that names no file is a ValueError). A
-    token sent to a head without auth is ignored. An explicit RAY_AUTH_MODE is kept;
-    inside a Ray job it comes from the head. Call it before `ray` is imported: Ray reads
-    RAY_AUTH_MODE into its config on import."""
-    if not os.environ.get("RAY_ADDRESS") or "RAY_AUTH_MODE" in os.environ:
+    """Connect to a given cluster (RAY_ADDRESS host:port) in the head's auth mode: a head
+    started while a token was available (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) runs
+    with token auth, and Ray 2.60's `ray.init(address=...)` does not turn it on by itself
+    (it fails with "RAY_AUTH_MODE is currently 'disabled'"). A head started before the
+    token existed runs without auth, and a driver in token mode then refuses its own
+    workers' calls ("Missing authorization header": every actor dies). So when a token is
+    found (`find_ray_token`; a RAY_AUTH_TOKEN_PATH that names no file is a ValueError),
+    the head is asked (`head_requires_token`) and token mode is set unless it needs none.
+    An explicit RAY_AUTH_MODE is kept; inside a Ray job the head's mode is already in the
+    environment, and with `auto` Ray follows the local token itself. Call it before `ray`
+    is imported: Ray reads RAY_AUTH_MODE into its config on import."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if (not address or address == "auto" or "RAY_AUTH_MODE" in os.environ
+            or RAY_JOB_ENV in os.environ):  # fmt: skip
         return
-    if find_ray_token(os.environ, Path.home()) is not None:
+    if find_ray_token(os.environ, Path.home()) is None:
+        return
+    if head_requires_token(address) is not False:  # True, or no answer: ray.init will say
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a job's driver
+AUTH_PROBE_TIMEOUT_S = 15.0  # an unreachable GCS is retried for ~40 s
+_AUTH_PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1])
+except AuthenticationError:
+    sys.exit(3)
+"""
+
+
+def head_requires_token(address: str, timeout_s: float = AUTH_PROBE_TIMEOUT_S) -> bool | None:
+    """Whether the Ray head at GCS `address` refuses a client without a token (True) or
+    takes one (False); None when the probe cannot tell (no answer in `timeout_s`, or
+    another error). A fresh process asks, with auth off: the mode is fixed at import."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _AUTH_PROBE, address], env=env,
+                              capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    return {0: False, 3: True}.get(done.returncode)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

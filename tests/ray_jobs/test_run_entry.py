@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs.run import default_storage, token_auth_for_existing_cluster
+from ray_jobs import run
+from ray_jobs.run import default_storage, head_requires_token, token_auth_for_existing_cluster
 
 _AUTH = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
@@ -28,10 +29,12 @@ def test_default_storage_follows_quantray_home_as_the_service_does(monkeypatch, 
 def auth_env(monkeypatch, tmp_path) -> Path:
     """No Ray auth settings (restored after the test: set, then deleted, so monkeypatch
     records each even where it was unset) and a HOME of its own."""
-    for name in _AUTH:
+    for name in (*_AUTH, run.RAY_JOB_ENV):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ray/auth_token under tmp_path
+    # the head at RAY_ADDRESS wants a token (tests that need another answer say so)
+    monkeypatch.setattr(run, "head_requires_token", lambda address: True)
     return tmp_path / ".ray" / "auth_token"
 
 
@@ -59,6 +62,39 @@ def test_a_token_from_the_environment_counts_too(auth_env, tmp_path, monkeypatch
     assert os.environ["RAY_AUTH_MODE"] == "token"
 
 
+def test_a_head_that_runs_without_auth_is_joined_without_a_token(auth_env, monkeypatch) -> None:
+    """A head started before the token file existed runs without auth; a driver in token
+    mode would refuse its own workers' calls, so the head is asked first."""
+    auth_env.parent.mkdir()
+    auth_env.write_text("t" * 32)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")
+    asked = []
+    monkeypatch.setattr(run, "head_requires_token", lambda address: asked.append(address))
+    token_auth_for_existing_cluster()  # the probe could not tell (None): token, as before
+    assert os.environ.pop("RAY_AUTH_MODE") == "token" and asked == ["127.0.0.1:6380"]
+    monkeypatch.setattr(run, "head_requires_token", lambda address: False)
+    token_auth_for_existing_cluster()
+    assert "RAY_AUTH_MODE" not in os.environ
+
+
+def test_inside_a_ray_job_the_heads_own_mode_is_kept(auth_env, monkeypatch) -> None:
+    """The job supervisor starts the driver with the head's environment (RAY_AUTH_MODE
+    set where the head uses a token, unset where it does not): nothing to decide."""
+    auth_env.parent.mkdir()
+    auth_env.write_text("t" * 32)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")
+    monkeypatch.setenv(run.RAY_JOB_ENV, "{}")
+    monkeypatch.setattr(run, "head_requires_token", lambda address: pytest.fail("asked"))
+    token_auth_for_existing_cluster()
+    assert "RAY_AUTH_MODE" not in os.environ
+
+
+def test_the_probe_tells_a_token_head_and_an_unreachable_one(ray_cluster: str) -> None:
+    """The package's cluster was started by `ray.init`, which turns token auth on."""
+    assert head_requires_token(ray_cluster) is True
+    assert head_requires_token("127.0.0.1:1", timeout_s=3) is None
+
+
 def test_an_explicit_auth_mode_is_kept(auth_env, monkeypatch) -> None:
     auth_env.parent.mkdir()
     auth_env.write_text("t" * 32)
@@ -83,7 +119,9 @@ def test_ray_reads_the_token_mode_set_before_it_is_imported(tmp_path) -> None:
         "import sys\n"
         "from ray_jobs import run\n"
         "assert 'ray' not in sys.modules, 'the entrypoint imports ray before main'\n"
+        "run.head_requires_token = lambda address: True\n"  # no head at 6380 here
         "run.token_auth_for_existing_cluster()\n"
+        "assert 'ray' not in sys.modules, 'the head is asked in another process'\n"
         "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
         "print(get_authentication_mode() == AuthenticationMode.TOKEN)\n"
     )
