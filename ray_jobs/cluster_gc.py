@@ -142,6 +142,8 @@ class OrphanSweeper:
                 remove_orphaned_groups()  # it logs what it removed
             except Exception as exc:  # best effort, as the other sweeps
                 log.warning("looking for orphaned placement groups failed: %s", exc)
+            # the cleaners of the trials that ASHA stopped, when they cannot see it
+            _stop_stuck_cleaners_logged({ray.get_runtime_context().get_job_id()})
 
     def __enter__(self) -> OrphanSweeper:
         self._thread.start()
@@ -203,16 +205,18 @@ def _remove_ended_jobs_groups() -> list[str]:
                         state_exc, exc)  # fmt: skip
             return []
     removed = _remove_groups(leaked_groups(groups, ended), "left by stopped jobs")
-    if state_api:  # the cleaners can see their controllers die, and exit by themselves
-        return removed
-    try:
-        stopped = stop_orphaned_cleaners(ended)
-    except Exception as exc:  # best effort, as above
-        log.warning("could not look for orphaned PlacementGroupCleaner actors: %s", exc)
-    else:
-        if stopped:
-            log.warning("stopped %d PlacementGroupCleaner actor(s) of ended jobs (pids %s)",
-                        len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
+    if not state_api:  # the cleaners cannot reach it either: none of them will ever exit
+        try:
+            stopped = stop_orphaned_cleaners(ended)
+        except Exception as exc:  # best effort, as above
+            log.warning("could not look for orphaned PlacementGroupCleaner actors: %s", exc)
+        else:
+            if stopped:
+                log.warning("stopped %d PlacementGroupCleaner actor(s) of ended jobs (pids "
+                            "%s)", len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
+    # The driver's state API working says nothing of the cleaners': theirs looks for the
+    # cluster without an address and fails on a host with several Ray instances.
+    _stop_stuck_cleaners_logged(ended | {ray.get_runtime_context().get_job_id()})
     return removed
 
 
@@ -325,3 +329,125 @@ def stop_orphaned_cleaners(ended_jobs: set[str]) -> list[int]:
                 continue
             stopped.append(int(pid))
     return stopped
+
+
+# A working cleaner sees its controller die within a second or two (it polls every 1 s,
+# each lookup bounded by Train's GET_ACTOR_TIMEOUT_S); one whose controller has been dead
+# this long never will.
+CLEANER_GRACE_S = 60.0
+
+
+def _address_key(address: Any) -> tuple[str, str] | None:
+    """A worker's (node id, port): how a GCS actor row names its owner's process."""
+    if not isinstance(address, dict) or not address.get("NodeID") or not address.get("Port"):
+        return None
+    return str(address["NodeID"]), str(address["Port"])
+
+
+def stuck_cleaners(actors: dict[str, dict[str, Any]], jobs: set[str], now_ms: float,
+                   grace_s: float = CLEANER_GRACE_S) -> dict[str, str]:  # fmt: skip
+    """{cleaner actor id: its controller's actor id} for the live PlacementGroupCleaner
+    actors of `jobs` whose controller died more than `grace_s` before `now_ms`, from the
+    GCS actor table (`ray._private.state.actors()`: times in ms).
+
+    Ray 2.60's cleaner asks the state API whether its controller lives, with no address:
+    Ray then looks for the cluster on the host, and on a host with several Ray instances
+    (or none it can name) that raises "Found multiple active Ray instances", a
+    ConnectionError the cleaner's loop does not catch. Its thread ends, the actor lives on,
+    idle, for good (~200 MB each, one per Train run whose controller died: every trial
+    ASHA stopped, every stopped job's runs) and never removes its group. Whether the
+    driver's own state API works says nothing about that, so the cleaner is judged by what
+    it was for: its controller (the actor whose process owns it, matched by node and port,
+    the latest such actor of its job started before it) has been dead for `grace_s`."""
+    by_address: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+    for actor_id, row in actors.items():
+        key = _address_key(row.get("Address"))
+        if key:
+            by_address.setdefault(key, []).append((actor_id, row))
+    out = {}
+    for actor_id, row in actors.items():
+        if (row.get("ActorClassName") != CLEANER_CLASS or row.get("State") != "ALIVE"
+                or row.get("JobID") not in jobs):  # fmt: skip
+            continue
+        key = _address_key(row.get("OwnerAddress"))
+        started = row.get("StartTime") or 0
+        owners = [(a, r) for a, r in by_address.get(key, []) if key and a != actor_id
+                  and r.get("JobID") == row.get("JobID")
+                  and (r.get("StartTime") or 0) <= started]  # fmt: skip
+        if not owners:
+            continue
+        controller_id, controller = max(owners, key=lambda o: o[1].get("StartTime") or 0)
+        ended = controller.get("EndTime") or 0
+        if controller.get("State") == "DEAD" and ended and now_ms - ended >= grace_s * 1000:
+            out[actor_id] = controller_id
+    return out
+
+
+def stop_stuck_cleaners(jobs: set[str], grace_s: float | None = None) -> list[str]:
+    """Do the work of the `stuck_cleaners` of `jobs` and stop them; returns their actor ids.
+    First the live placement groups their dead controllers created are removed (what the
+    cleaner was for; a dead controller makes no more), then each cleaner on this node is
+    killed by pid (`stop_orphaned_cleaners` says why by pid). A stuck cleaner on another
+    node (a driver not on the head, where Train pins them) is logged once and left."""
+    import os
+    import signal
+
+    from ray._private.state import actors as gcs_actors
+
+    if not jobs:
+        return []
+    rows = gcs_actors()
+    stuck = stuck_cleaners(rows, jobs, time.time() * 1000,
+                           CLEANER_GRACE_S if grace_s is None else grace_s)  # fmt: skip
+    if not stuck:
+        return []
+    _remove_controller_groups(set(stuck.values()))
+    node = ray.get_runtime_context().get_node_id()
+    stopped = []
+    for cleaner_id in stuck:
+        row = rows[cleaner_id]
+        if (row.get("Address") or {}).get("NodeID") != node:
+            if cleaner_id not in _FOREIGN_CLEANERS_LOGGED:
+                _FOREIGN_CLEANERS_LOGGED.add(cleaner_id)
+                log.warning("PlacementGroupCleaner actor %s (pid %s on node %s) outlived its "
+                            "controller and cannot be stopped from this node: its groups "
+                            "are removed; stop that pid by hand to free its memory",
+                            cleaner_id, row.get("Pid"),
+                            str((row.get("Address") or {}).get("NodeID"))[:12])  # fmt: skip
+            continue
+        try:
+            os.kill(int(row["Pid"]), signal.SIGKILL)
+        except (ProcessLookupError, KeyError, TypeError, ValueError):
+            continue
+        stopped.append(cleaner_id)
+    return stopped
+
+
+_FOREIGN_CLEANERS_LOGGED: set[str] = set()
+
+
+def _remove_controller_groups(controller_ids: set[str]) -> list[str]:
+    """Remove the live placement groups that the (dead) actors `controller_ids` created."""
+    from ray._private.state import state as gcs_state
+    from ray.core.generated import gcs_pb2
+
+    accessor = gcs_state._connect_and_get_accessor()
+    ids = [g.placement_group_id.hex()
+           for g in map(gcs_pb2.PlacementGroupTableData.FromString,
+                        accessor.get_placement_group_table())
+           if g.creator_actor_id.hex() in controller_ids and not g.is_detached
+           and g.state != gcs_pb2.PlacementGroupTableData.REMOVED]  # fmt: skip
+    return _remove_groups(ids, "whose Train controller had died (its cleaner was stuck)")
+
+
+def _stop_stuck_cleaners_logged(jobs: set[str]) -> None:
+    """`stop_stuck_cleaners`, best effort and logged."""
+    try:
+        stopped = stop_stuck_cleaners(jobs)
+    except Exception as exc:  # noqa: BLE001 - best effort, as the other sweeps
+        log.warning("could not look for stuck PlacementGroupCleaner actors: %s", exc)
+        return
+    if stopped:
+        log.warning("stopped %d PlacementGroupCleaner actor(s) whose Train controller died "
+                    "over %.0f s ago but which could not see it: %s", len(stopped),
+                    CLEANER_GRACE_S, ", ".join(stopped))  # fmt: skip

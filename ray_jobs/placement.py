@@ -22,6 +22,10 @@ the units for that many slots), and used by the runs and the Tune search alike.
 
 Runs at once: `resources.max_concurrent_runs`, or min(CPUs, GPUs x runs per GPU) with
 GPUs, or CPUs without.
+
+With GPUs, each GPU node is asked first whether it can train on them (an NVIDIA driver and
+a torch built with CUDA and NCCL, `cluster_gpu_problems`); a node that advertises GPUs but
+cannot fails the job before anything trains, naming the node and the cause.
 """
 
 from __future__ import annotations
@@ -61,17 +65,31 @@ def deep_placement(
     *,
     gpu_memory: Callable[[], int | None] | None = None,
     need_bytes: Callable[[JobSpec, Sequence[str]], int | None] | None = None,
+    gpu_problems: Callable[[], dict[str, str]] | None = None,
 ) -> DeepPlacement:
     """The placement of `spec`'s deep runs on a cluster with `resources`
     (`ray.cluster_resources()`). `gpu_memory` and `need_bytes` default to reading the
     cluster's GPUs and estimating the job's largest model on its first preparable symbol
-    of `symbols`; tests pass their own."""
+    of `symbols`, `gpu_problems` to `cluster_gpu_problems`; tests pass their own.
+
+    Raises RuntimeError, before anything trains, when a GPU node cannot train on its GPU
+    (no NVIDIA driver, or a torch built without CUDA/NCCL): its runs would otherwise each
+    fail in Ray Train's set-up with "Distributed package doesn't have NCCL built in"."""
     cpus = max(1, int(resources.get("CPU", 1)))
     gpus = float(resources.get("GPU", 0) or 0)
     fixed_slots = spec.resources.max_concurrent_runs
     if gpus <= 0 or not spec.deep_models:
         slots = int(fixed_slots) if fixed_slots != "auto" else cpus
         return DeepPlacement(0.0, slots, "no GPU: one CPU per run" if spec.deep_models else "")
+    problems = (gpu_problems or cluster_gpu_problems)()
+    if problems:
+        nodes = "; ".join(f"node {node}: {why}" for node, why in sorted(problems.items()))
+        raise RuntimeError(
+            f"the cluster has {gpus:g} GPU(s) for the deep runs of models "
+            f"{', '.join(spec.deep_models)}, but {len(problems)} GPU node(s) cannot train on "
+            f"a GPU ({nodes}). Give GPU nodes the NVIDIA driver and the CUDA build of torch "
+            "(cluster.yaml's gpu_worker), or start them without --num-gpus so the runs take "
+            "CPUs")  # fmt: skip
     if spec.resources.gpu_fraction != "auto":
         share = float(spec.resources.gpu_fraction)
         reason = f"resources.gpu_fraction={share:g}"
@@ -169,8 +187,55 @@ def cluster_gpu_memory() -> int | None:
     return min(sizes) if sizes else None
 
 
+def cluster_gpu_problems() -> dict[str, str]:
+    """{node (ip and id): why it cannot train on its GPUs} for the alive nodes that
+    advertise GPUs, from a zero-CPU task on each (`_node_cuda_problem`). A node that does
+    not answer within GPU_QUERY_TIMEOUT_S is logged and left out. Outside a Ray cluster
+    there is no node to ask: {}."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if not ray.is_initialized():
+        return {}
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU")]
+    refs = {
+        f"{n.get('NodeManagerAddress')} ({n['NodeID'][:12]})": _node_cuda_problem.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote()
+        for n in nodes
+    }
+    problems = {}
+    for node, ref in refs.items():
+        try:
+            why = ray.get(ref, timeout=GPU_QUERY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - one node's answer; its runs will tell
+            log.warning("checking the GPUs of node %s failed: %s", node, exc)
+            continue
+        if why:
+            problems[node] = why
+    return problems
+
+
 @ray.remote(num_cpus=0, max_retries=0)
-def _node_gpu_memory() -> list[int]:
+def _node_cuda_problem() -> str | None:
+    """Why this node cannot train on a GPU (None if it can): no GPU visible to NVML or
+    `nvidia-smi` (no driver), or a torch without CUDA or NCCL (the CPU build)."""
+    import torch
+    import torch.distributed
+
+    why = []
+    try:
+        if not _gpu_memory_here():
+            why.append("no GPU visible to NVML")
+    except Exception as exc:  # noqa: BLE001 - reported as the reason
+        why.append(f"no NVIDIA driver ({str(exc).splitlines()[0][:200]})")
+    if torch.version.cuda is None:
+        why.append(f"torch {torch.__version__} is built without CUDA")
+    elif not torch.distributed.is_nccl_available():
+        why.append(f"torch {torch.__version__} is built without NCCL")
+    return "; ".join(why) or None
+
+
+def _gpu_memory_here() -> list[int]:
     """Total memory of each GPU of this node (NVML, else `nvidia-smi`), in bytes."""
     try:
         from ray._private.thirdparty import pynvml
@@ -192,3 +257,6 @@ def _node_gpu_memory() -> list[int]:
         except (OSError, subprocess.SubprocessError) as smi_exc:
             raise RuntimeError(f"NVML: {nvml_exc}; nvidia-smi: {smi_exc}") from smi_exc
         return [int(float(v)) << 20 for v in out.split()]  # MiB
+
+
+_node_gpu_memory = ray.remote(num_cpus=0, max_retries=0)(_gpu_memory_here)

@@ -133,3 +133,45 @@ def test_dead_drivers_in_the_gcs_table_count_as_ended_quantray_jobs(monkeypatch)
 
     monkeypatch.setattr(ray._private.state, "jobs", down)
     assert cluster_gc._gcs_dead_drivers() == set()  # best effort: logged, nothing added
+
+
+def _actor(cls: str, job: str, state: str, node: str, port: int, owner_port: int | None,
+           start: float, end: float = 0) -> dict:
+    return {"ActorClassName": cls, "JobID": job, "State": state, "Pid": port,
+            "Address": {"NodeID": node, "IPAddress": "10.0.0.1", "Port": port},
+            "OwnerAddress": None if owner_port is None else
+            {"NodeID": "w1", "IPAddress": "10.0.0.2", "Port": owner_port},
+            "StartTime": start, "EndTime": end}  # fmt: skip
+
+
+def test_a_cleaner_whose_controller_died_long_ago_is_stuck() -> None:
+    """A PlacementGroupCleaner is stuck when the controller that owns it (its process: node
+    and port) has been dead for the grace period, whatever the driver's own state API says
+    (on a host with several Ray instances the cleaners' address-less lookup fails while
+    the driver's, which names its cluster, works). Not stuck: a live controller's cleaner,
+    one whose controller died moments ago (a working cleaner is exiting), another job's,
+    a dead cleaner, or one whose owner is unknown."""
+    from ray_jobs.cluster_gc import CLEANER_GRACE_S, stuck_cleaners
+
+    now = 1_000_000_000.0
+    old = now - (CLEANER_GRACE_S + 1) * 1000
+    rows = {
+        "ctl1": _actor("TrainController", "01000000", "DEAD", "w1", 20001, 20000, 10, old),
+        "cln1": _actor("PlacementGroupCleaner", "01000000", "ALIVE", "head", 20100, 20001, 20),
+        "ctl2": _actor("TrainController", "01000000", "ALIVE", "w1", 20002, 20000, 10),
+        "cln2": _actor("PlacementGroupCleaner", "01000000", "ALIVE", "head", 20101, 20002, 20),
+        "ctl3": _actor("TrainController", "01000000", "DEAD", "w1", 20003, 20000, 10, now - 5000),
+        "cln3": _actor("PlacementGroupCleaner", "01000000", "ALIVE", "head", 20102, 20003, 20),
+        "ctl4": _actor("TrainController", "02000000", "DEAD", "w1", 20004, 20000, 10, old),
+        "cln4": _actor("PlacementGroupCleaner", "02000000", "ALIVE", "head", 20103, 20004, 20),
+        "cln5": _actor("PlacementGroupCleaner", "01000000", "DEAD", "head", 20104, 20001, 20, old),
+        "cln6": _actor("PlacementGroupCleaner", "01000000", "ALIVE", "head", 20105, 29999, 20),
+        # port 20001 reused by a later worker, started after cln1: not cln1's owner
+        "late": _actor("RayTrainWorker", "01000000", "ALIVE", "w1", 20001, 20000, 30),
+    }  # fmt: skip
+    assert stuck_cleaners(rows, {"01000000"}, now) == {"cln1": "ctl1"}
+    assert stuck_cleaners(rows, {"01000000", "02000000"}, now) == {"cln1": "ctl1",
+                                                                   "cln4": "ctl4"}
+    assert stuck_cleaners(rows, set(), now) == {}
+    assert stuck_cleaners(rows, {"01000000"}, now, grace_s=0) == {"cln1": "ctl1",
+                                                                  "cln3": "ctl3"}

@@ -116,3 +116,113 @@ def test_gpu_memory_on_a_cluster_without_gpus(ray_cluster) -> None:
         assert "NVML" in str(exc) and "nvidia-smi" in str(exc), exc
     else:
         assert sizes and all(s > 2**30 for s in sizes), sizes
+
+
+class PlacementGroupCleaner:
+    """A stand-in for Ray Train's cleaner (the sweep goes by the class name, which a class
+    defined inside a test would not have): idle, as a stuck one is."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def test_stuck_cleaners_of_dead_controllers_are_stopped_and_their_groups_removed(
+    ray_cluster, monkeypatch
+) -> None:
+    """A Train run's detached PlacementGroupCleaner whose controller died but which cannot
+    see it (its address-less state-API lookup fails on a host with several Ray instances)
+    lives on for good, holding its controller's group. The leak sweep stops it, and removes
+    the group, once the controller has been dead for the grace period: also for this
+    job's own runs (a trial ASHA stopped) and whether or not the driver's own state API
+    answers. Here a stand-in of the same class name sleeps as a stuck cleaner does."""
+    import time
+
+    import ray
+    from ray._private.state import actors
+    from ray.util.placement_group import placement_group
+
+    from ray_jobs import cluster_gc
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def start(self) -> tuple[str, str]:
+            cleaner = ray.remote(num_cpus=0)(PlacementGroupCleaner)
+            self.cleaner = cleaner.options(lifetime="detached").remote()
+            ray.get(self.cleaner.ready.remote())
+            self.pg = placement_group([{"CPU": 0.01}])
+            ray.get(self.pg.ready(), timeout=60)
+            return self.cleaner._actor_id.hex(), self.pg.id.hex()
+
+    controller = Controller.remote()
+    cleaner_id, pg_id = ray.get(controller.start.remote(), timeout=120)
+    try:
+        ray.kill(controller)
+        deadline = time.monotonic() + 30
+        while actors()[controller._actor_id.hex()]["State"] != "DEAD":
+            assert time.monotonic() < deadline, "the stand-in controller did not die"
+            time.sleep(0.2)
+        # within the grace period nothing is touched: a working cleaner is exiting
+        assert cluster_gc.stop_stuck_cleaners({ray.get_runtime_context().get_job_id()}) == []
+        assert actors()[cleaner_id]["State"] == "ALIVE"
+        monkeypatch.setattr(cluster_gc, "CLEANER_GRACE_S", 0.0)
+        cluster_gc.remove_leaked_placement_groups()
+        deadline = time.monotonic() + 30
+        while actors()[cleaner_id]["State"] != "DEAD":
+            assert time.monotonic() < deadline, "the stuck cleaner was not stopped"
+            time.sleep(0.2)
+        assert ray.util.placement_group_table()[pg_id]["state"] == "REMOVED"
+    finally:  # leave the package's cluster clean if the sweep did not
+        row = actors()[cleaner_id]
+        if row["State"] != "DEAD" and row.get("Pid"):
+            import os
+            import signal
+
+            os.kill(int(row["Pid"]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fraction", [1, 0.5, 0.25, "auto"])
+def test_gpu_nodes_that_cannot_train_on_a_gpu_fail_the_job_up_front(fraction) -> None:
+    """A node that advertises a GPU (`ray start --num-gpus=1`) but has no NVIDIA driver or
+    a CPU build of torch: every deep run sent there failed in Ray Train's set-up with
+    "Distributed package doesn't have NCCL built in" (seen on a two-node cluster), after
+    the job had prepared its data. The placement says so before anything trains, naming
+    the node, the cause and the fix; it neither hangs nor falls back to CPUs."""
+    broken = {"10.77.1.2 (3f38c83d16d9)": "no NVIDIA driver (NVML: not found); torch "
+              "2.13.0+cpu is built without CUDA"}  # fmt: skip
+    spec = _spec(gpu_fraction=fraction)
+    with pytest.raises(RuntimeError) as err:
+        deep_placement(spec, {"CPU": 2.0, "GPU": 1.0}, gpu_problems=lambda: broken,
+                       gpu_memory=_fixed(24.0), need_bytes=_fixed(0.5))
+    message = str(err.value)
+    assert "10.77.1.2" in message and "built without CUDA" in message
+    assert "gpu_worker" in message and "--num-gpus" in message and "lstm" in message
+    place = deep_placement(spec, {"CPU": 2.0, "GPU": 1.0}, gpu_problems=dict,
+                           gpu_memory=_fixed(24.0), need_bytes=_fixed(0.5))
+    expected = {1: (1.0, 1), 0.5: (0.5, 2), 0.25: (0.25, 2), "auto": (1 / 8, 2)}[fraction]
+    assert (place.gpu, place.slots) == pytest.approx(expected)  # 2 CPUs bound the runs
+    # no GPU in the cluster: nothing is asked
+    assert deep_placement(spec, {"CPU": 2.0}, gpu_problems=lambda: broken).gpu == 0.0
+
+
+def test_a_node_says_why_it_cannot_train_on_a_gpu(ray_cluster) -> None:
+    """The node check itself, on this machine: without a driver or with the CPU build of
+    torch it names the cause; with both it has none. The fixture's cluster has no GPU
+    node, so the cluster-wide check asks nobody."""
+    import ray
+    import torch
+
+    from ray_jobs.placement import _node_cuda_problem, cluster_gpu_problems
+
+    assert cluster_gpu_problems() == {}
+    why = ray.get(_node_cuda_problem.remote(), timeout=120)
+    if torch.version.cuda is None:
+        assert why and f"torch {torch.__version__} is built without CUDA" in why, why
+    try:
+        from ray_jobs.placement import _gpu_memory_here
+
+        has_gpu = bool(_gpu_memory_here())
+    except RuntimeError:
+        has_gpu = False
+        assert why and "no NVIDIA driver" in why, why
+    if has_gpu and torch.version.cuda is not None and torch.distributed.is_nccl_available():
+        assert why is None
