@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_jobs.cluster_gc import LeakSweeper
 from ray_jobs.placement import DeepPlacement
@@ -36,6 +37,7 @@ from ray_jobs.tasks import ProgressRelay, apply_events
 from ray_jobs.units import fail_unit, run_unit
 
 log = logging.getLogger("quantray.deep")
+RELAY_TIMEOUT_S = 60.0
 
 MAX_FAILURES = 2  # worker-group restarts per run before its remaining units fail
 # Waits before a run that a storage outage failed is fitted again (ray_jobs/storage.py
@@ -69,7 +71,12 @@ class DeepRuns:
     def __init__(self, groups: list[RunGroup], spec: JobSpec, storage: JobStorage,
                  tracker: ProgressTracker) -> None:
         self.groups, self.spec, self.storage, self.tracker = groups, spec, storage, tracker
-        self.relay = ProgressRelay.remote() if groups else None
+        # On the driver's own node: placed on a worker node that is then lost, the relay
+        # took the driver down with it (ActorUnavailableError from `drain`)
+        self.relay = ProgressRelay.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote() if groups else None
+        self._relay_lost = False
+        self._counted: set[str] = set()  # units whose end the tracker has from the relay
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.trial_errors: dict[str, str] = {}
@@ -86,14 +93,26 @@ class DeepRuns:
         return self
 
     def poll(self) -> None:
-        if self.relay is not None:
-            events = ray.get(self.relay.drain.remote())
+        """Replay the workers' unit events on the tracker. Progress only: a relay that is
+        gone (the driver's node in trouble) is logged once and training goes on, each
+        unit's result and status being in storage."""
+        if self.relay is not None and not self._relay_lost:
+            try:
+                events = ray.get(self.relay.drain.remote(), timeout=RELAY_TIMEOUT_S)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                self._relay_lost = True
+                log.warning("the progress relay does not answer (%s): the deep units' epochs "
+                            "and ends are no longer shown until the runs end; their results "
+                            "are stored as they end", exc)
+                return
             apply_events(self.tracker, events)
             for e in events:
                 if e.get("type") == "done":
                     self.tracker.unit_done(e["unit_id"])
+                    self._counted.add(e["unit_id"])
                 elif e.get("type") == "failed":
                     self.tracker.unit_failed(e["unit_id"], e.get("error", ""))
+                    self._counted.add(e["unit_id"])
 
     def wait(self) -> None:
         sweep = LeakSweeper()
@@ -103,6 +122,16 @@ class DeepRuns:
             self._thread.join(timeout=1.0)
             self.poll()
         self.poll()
+        if self._relay_lost:  # the ends it did not relay, from the units' stored statuses
+            statuses = self.storage.unit_statuses()
+            for unit in (u for g in self.groups for u in g.units):
+                status = statuses.get(unit.unit_id)
+                if unit.unit_id in self._counted or status is None:
+                    continue
+                if status.get("state") == "done":
+                    self.tracker.unit_done(unit.unit_id)
+                else:
+                    self.tracker.unit_failed(unit.unit_id, status.get("error", ""))
         # Units that never stored a status: their run failed past its restarts.
         for group in self.groups:
             for unit in group.units:
