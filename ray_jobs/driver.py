@@ -12,6 +12,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,6 +277,44 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             raise exc from (None if exc is raised else raised)
 
 
+def unshared_nodes(storage: JobStorage, nodes: list[str] | None = None,
+                   read_on: Callable[[str, str], str] | None = None) -> dict[str, str]:
+    """{node id: what it read} for the alive nodes that do not see this job's `file://`
+    storage as the driver does: a marker written here, read back on each node by a
+    zero-CPU task (`read_on(node, uri)`). A directory that is not shared (each node's own
+    /tmp) let a job train for minutes and end with "N units have no status"; S3 and a
+    single-node cluster need no look."""
+    if not storage.uri.startswith("file:"):
+        return {}
+    if nodes is None:
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in nodes if n != here]
+    if not others:
+        return {}
+    token = f"{storage.job_id} {time.time_ns()}"
+    storage.write_bytes(".node-check", token.encode())
+    read_on = read_on or _read_on_node
+    seen = {node: read_on(node, storage.uri_of(".node-check")) for node in others}
+    return {node: text for node, text in seen.items() if text != token}
+
+
+def _read_on_node(node: str, uri: str) -> str:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def read(u: str) -> str:
+        from data.storage import read_bytes
+
+        try:
+            return read_bytes(u).decode(errors="replace")
+        except OSError as exc:
+            return f"cannot read it: {exc}"
+
+    strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+    return ray.get(read.options(scheduling_strategy=strategy).remote(uri), timeout=120)
+
+
 def finished_summary(storage: JobStorage) -> tuple[Plan, dict] | None:
     """The stored plan and summary of a job that already succeeded (progress.json
     `succeeded`, its report complete and every planned unit done), else None. Anything
@@ -328,6 +367,14 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     from ray_jobs.deep_runs import run_deep_groups
     from ray_jobs.reporting import write_results
 
+    if unshared := unshared_nodes(storage):
+        message = (f"the job's storage {storage.uri} is not shared by every node: "
+                   f"{len(unshared)} node(s) do not see what the driver writes there (node "
+                   f"{min(unshared)[:12]}: {unshared[min(unshared)][:200]!r}); use s3://... "
+                   "or a directory every node mounts (QUANTRAY_STORAGE_URI, --storage)")
+        log.error(message)
+        tracker.set_phase("failed", message)
+        raise JobInputError(message)
     try:
         symbols, missing = resolve_symbols(spec)
     except (OSError, ValueError) as exc:
