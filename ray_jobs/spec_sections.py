@@ -19,11 +19,14 @@ from data.symbols import name_clashes, safe_symbol, symbol_problem
 # ---- limits: the service rejects specs beyond these (422 naming the field) ---------------
 MAX_SYMBOLS = 600  # the whole S&P 500 universe (505) fits; bigger universes: several jobs
 MAX_HORIZONS = 8
-MAX_HORIZON = 252  # bars: one trading year of daily bars
+# bars, of any frequency: a year of daily bars, about 10 trading days of 1-minute bars
+# (390 a day: a one-day-ahead label on minute data is h=390); data too short for a long
+# horizon fails its symbol's row check (`PrepareConfig.min_rows`), naming the rows needed
+MAX_HORIZON = 4096
 MAX_EPOCHS = 500
 MAX_NUM_SAMPLES = 256
 MAX_FOLDS = 20
-MAX_EMBARGO = 252
+MAX_EMBARGO = 4096  # bars, as MAX_HORIZON
 MAX_UNITS_PER_RUN = 256  # units one TorchTrainer run trains one after another
 MAX_CONCURRENT = 1024
 MAX_UNITS = 50_000  # (symbol, model, fold, trial) units of one job

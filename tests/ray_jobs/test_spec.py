@@ -500,3 +500,15 @@ def test_a_gpu_share_below_rays_resource_unit_is_refused() -> None:
                        "0.0001; use 'auto' or a value in [0.0001, 1]")]
     assert JobSpec.from_dict(mutated("resources.gpu_fraction", 0.0001)).resources.gpu_fraction \
         == 0.0001
+
+
+def test_intraday_horizons_in_bars_are_accepted() -> None:
+    """Horizons and embargo count bars of any frequency: one trading day ahead on 1-minute
+    bars is h=390, beyond a year of daily bars (252)."""
+    spec = JobSpec.from_dict({
+        "name": "minutes", "dataset": {"uri": "sample:sp500", "symbols": ["AAPL"]},
+        "target": {"kind": "direction", "horizons": [1, 60, 390]}, "models": ["ols"],
+        "split": {"embargo": 390},
+    })  # fmt: skip
+    assert list(spec.target.horizons) == [1, 60, 390]
+    assert spec.split.embargo == 390
