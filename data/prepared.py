@@ -85,6 +85,17 @@ class PreparedSymbol:
         """(N,) decision time of each sample."""
         return self.timestamps[self.row0 :]
 
+    def data_window(self) -> dict[str, dict[str, Any]]:
+        """split -> first/last decision time (ISO 8601: '2021-01-14T20:30:00', fractions of
+        a second only where there are any) and sample count: what a model saw and when."""
+        times = self.sample_times
+        return {
+            split: {"start": _iso(times[idx[0]]), "end": _iso(times[idx[-1]]),
+                    "n": int(len(idx))}
+            for split, idx in self.splits.items()
+            if len(idx)
+        }  # fmt: skip
+
     def split_arrays(self, split: str, sequence: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(X, y_class, y_return) of one split, gathered into C-contiguous copies."""
         idx = self.splits[split]
@@ -159,3 +170,9 @@ class PreparedSymbol:
                 fold=int(header["fold"]),
                 meta=header["meta"],
             )
+
+
+def _iso(t: np.datetime64) -> str:
+    seconds = np.datetime_as_string(t, unit="s")
+    fraction = int((t - t.astype("datetime64[s]")) / np.timedelta64(1, "ns"))
+    return seconds if fraction == 0 else f"{seconds}.{fraction:09d}".rstrip("0")

@@ -257,12 +257,6 @@ class DeepModel:
 
 def data_info(prepared: PreparedSymbol, preset: str) -> dict[str, Any]:
     """What a saved model records about the data it was trained on."""
-    times = prepared.sample_times
-    window = {
-        split: {"start": str(times[idx[0]]), "end": str(times[idx[-1]]), "n": len(idx)}
-        for split, idx in prepared.splits.items()
-        if len(idx)
-    }
     return {
         "preset": preset,
         "symbol": prepared.symbol,
@@ -271,7 +265,7 @@ def data_info(prepared: PreparedSymbol, preset: str) -> dict[str, Any]:
         "feature_names": list(prepared.feature_names),
         "scaler": {"mean": prepared.scaler_mean.tolist(), "std": prepared.scaler_std.tolist()},
         "thresholds": prepared.thresholds.tolist(),
-        "data_window": window,
+        "data_window": prepared.data_window(),
         "data_meta": prepared.meta,
     }
 

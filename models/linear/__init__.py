@@ -104,22 +104,12 @@ def fit_linear(
         "scaler_std": prepared.scaler_std.tolist(),
         "n_train": int(x_tr.shape[0]),
         "n_val": int(x_va.shape[0]),
-        "data_window": data_window(prepared),
+        "data_window": prepared.data_window(),
         "data_meta": prepared.meta,
         "train_seconds": time.perf_counter() - start,
     }
     return LinearModel(name, config, fit, residuals, prepared.thresholds, info, scale=scale,
                        scaled_residuals=scaled)
-
-
-def data_window(prepared: PreparedSymbol) -> dict[str, dict[str, Any]]:
-    """split -> first/last decision time and sample count: what the model saw and when."""
-    times = prepared.sample_times
-    return {
-        split: {"start": str(times[idx[0]]), "end": str(times[idx[-1]]), "n": int(idx.size)}
-        for split, idx in prepared.splits.items()
-        if idx.size
-    }
 
 
 def load_linear(directory: str) -> LinearModel:

@@ -240,3 +240,21 @@ def test_label_warnings_join_the_validation_warnings_per_symbol_and_fold() -> No
     assert warning.startswith(result.report.warnings["AAA"] + "; threshold 0.3 leaves a class")
     assert "training labels: fold 0: h=1 (tau 0.3): 0.0% down / 100.0% flat" in warning
     assert "; fold 1: h=1 (tau 0.3)" in warning and warning.count("Models can hardly") == 1
+
+
+def test_data_window_gives_iso_times_and_counts_per_split() -> None:
+    """What a saved model records about its data: each split's first and last decision
+    time as plain ISO 8601 (no nanosecond padding) and its sample count."""
+    (p,) = prepare_symbol(bars(600), CFG)
+    window = p.data_window()
+    assert set(window) == {"train", "val", "test"}
+    for split, idx in p.splits.items():
+        times = p.sample_times[idx]
+        assert window[split]["n"] == idx.size
+        assert window[split]["start"] == pd.Timestamp(times[0]).isoformat()
+        assert window[split]["end"] == pd.Timestamp(times[-1]).isoformat()
+        assert len(window[split]["start"]) == 19  # 2015-06-01T00:00:00
+    intraday = bars(600).assign(date=pd.date_range("2021-01-04 09:30:00.5", periods=600,
+                                                   freq="1min"))
+    (q,) = prepare_symbol(intraday, CFG)
+    assert q.data_window()["train"]["start"].endswith(".5")
