@@ -114,16 +114,26 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
     }
 
 
+# Scores within this of a symbol's best tie with it (a fold mean of equal scores may differ
+# in the last bits by the order of its sum).
+WIN_TIE_TOL = 1e-12
+
+
 def win_counts(ok: pd.DataFrame, metric: str = "macro_f1") -> dict[str, dict[str, int]]:
     """horizon -> model -> number of symbols on which the model has the best `metric`
-    (averaged over the symbol's folds)."""
+    (averaged over the symbol's folds). Models tied for a symbol's best each count it, so a
+    horizon's counts may add up to more than its symbols: ties are common (ols, ridge and
+    lasso give the same classes when the selected penalty is negligible), and crediting the
+    first in alphabetical order gave lasso wins that ols and ridge shared."""
     scored = ok.dropna(subset=[metric])
     scored = scored[~scored["model"].str.startswith("ensemble")]
     out: dict[str, dict[str, int]] = {}
     for horizon, group in scored.groupby("horizon"):
-        means = group.groupby(["symbol", "model"], observed=True)[metric].mean().reset_index()
-        best = means.loc[means.groupby("symbol", observed=True)[metric].idxmax(), "model"]
-        out[str(int(horizon))] = {str(k): int(v) for k, v in best.value_counts().items()}
+        means = group.groupby(["symbol", "model"], observed=True)[metric].mean()
+        best = means.groupby(level="symbol", observed=True).transform("max")
+        winners = means[means >= best - WIN_TIE_TOL].index.get_level_values("model")
+        counts = pd.Series(winners.astype(str)).value_counts()
+        out[str(int(horizon))] = {str(k): int(v) for k, v in counts.items()}
     return out
 
 
