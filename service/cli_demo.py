@@ -114,10 +114,10 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"quantray demo: {exc}", file=sys.stderr)
         return 1
     finally:
-        if args.keep:
-            print(f"quantray demo: server left running (pid {proc.pid}) at {api}",
-                  file=sys.stderr)
-        else:
+        if args.keep and proc.poll() is None:
+            print(f"quantray demo: server left running (pid {proc.pid}) at {api}; "
+                  f"`kill {proc.pid}` stops it and its Ray head", file=sys.stderr)
+        elif not args.keep:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=90)

@@ -43,3 +43,26 @@ def test_demo_home_defaults_to_quantray_home(monkeypatch, tmp_path) -> None:
     assert home_default() == str(tmp_path)
     monkeypatch.delenv("QUANTRAY_HOME")
     assert home_default() == ".quantray"
+
+
+def test_a_kept_demo_whose_server_died_does_not_say_it_is_running(monkeypatch, tmp_path,
+                                                                  capsys) -> None:
+    """`--keep` promises a running server only while there is one: a server that exited
+    (a taken port, a Ray head that did not start) is reported as exited, nothing else."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    real_popen = subprocess.Popen
+
+    def dying_server(argv, **kwargs):
+        return real_popen([sys.executable, "-c", "raise SystemExit(1)"], **kwargs)
+
+    monkeypatch.setattr(cli_demo.subprocess, "Popen", dying_server)
+    parser = argparse.ArgumentParser()
+    cli_demo.register(parser.add_subparsers())
+    args = parser.parse_args(["demo", "--keep", "--home", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"the server exited \(1\)"):
+        args.func(args)
+    assert "left running" not in capsys.readouterr().err
