@@ -317,13 +317,13 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
     conflict = same_time & ~copies.groupby([frame["symbol"], frame[time_col]]).transform("all")
     for zone, symbols in _clock_turned_back(frame, time_col, same_time).items():
         _flag(bad, frame, time_col, same_time & frame["symbol"].isin(symbols),
-              f"duplicate (symbol, {time_col}) rows",
+              f"a duplicate (symbol, {time_col})",
               "each repeated time is in the hour that clocks repeat when daylight saving time "
               f"ends in {zone}: the times are local clock times without their UTC offset; "
               "write each with its offset (2021-11-07T01:30:00-04:00, then -05:00) or in UTC")
-    _flag(bad, frame, time_col, conflict, f"duplicate (symbol, {time_col}) rows",
+    _flag(bad, frame, time_col, conflict, f"a duplicate (symbol, {time_col})",
           "their values differ: keep the right row per time at the source")
-    _flag(bad, frame, time_col, same_time, f"duplicate (symbol, {time_col}) rows",
+    _flag(bad, frame, time_col, same_time, f"a duplicate (symbol, {time_col})",
           "they are exact copies (a file concatenated from overlapping downloads?): remove "
           "the copies at the source, e.g. df = df.drop_duplicates()")
     return frame, report, bad
@@ -481,7 +481,9 @@ def _flag(bad, frame, row_col, mask, what, fix) -> None:
     hits = frame.loc[mask, ["symbol", row_col]].groupby("symbol", sort=True)[row_col]
     for symbol, rows in hits:
         if symbol not in bad:
-            bad[symbol] = _error(symbol, f"{len(rows)} rows with {what}", list(rows), fix)
+            n = len(rows)
+            bad[symbol] = _error(symbol, f"{n} row{'' if n == 1 else 's'} with {what}",
+                                 list(rows), fix)
 
 
 def _flag_bad_prints(bad, frame) -> None:

@@ -138,7 +138,7 @@ def test_one_symbol_failing_is_named_without_every_symbol(bars):
     with pytest.raises(DataValidationError) as err:
         validate_bars(df, on_error="drop")
     message = str(err.value)
-    assert message.startswith("symbol 'AAA': 3 rows with duplicate (symbol, date) rows at ")
+    assert message.startswith("symbol 'AAA': 3 rows with a duplicate (symbol, date) at ")
     assert message.count("2020-01-03") == 1  # each duplicated date named once
     assert "every symbol" not in message and "on_error" not in message
 
@@ -498,10 +498,10 @@ def test_exact_copies_and_conflicting_duplicates_are_told_apart(bars):
     df = pd.concat([df, copies, other], ignore_index=True)
     _, report = validate_bars(df, on_error="drop")
     assert sorted(report.dropped) == ["AAA", "BBB"]
-    assert "4 rows with duplicate (symbol, date) rows at 2020-01-06, 2020-01-07; fix: they " \
+    assert "4 rows with a duplicate (symbol, date) at 2020-01-06, 2020-01-07; fix: they " \
         "are exact copies" in report.dropped["AAA"]
     assert "drop_duplicates()" in report.dropped["AAA"]
-    assert "2 rows with duplicate (symbol, date) rows at 2020-01-09; fix: their values " \
+    assert "2 rows with a duplicate (symbol, date) at 2020-01-09; fix: their values " \
         "differ: keep the right row" in report.dropped["BBB"]
     assert "drop_duplicates" not in report.dropped["BBB"]
 
@@ -583,7 +583,7 @@ def test_local_times_repeated_when_daylight_saving_ends_are_named(bars):
     df.loc[i, "date"] = df.loc[i - 1, "date"]  # 2021-11-06 05:00: no clock change
     _, report = validate_bars(df, on_error="drop")
     assert sorted(report.dropped) == ["AAA", "BBB"]
-    assert ("2 rows with duplicate (symbol, date) rows at 2021-11-07T01:00:00; fix: each "
+    assert ("2 rows with a duplicate (symbol, date) at 2021-11-07T01:00:00; fix: each "
             "repeated time is in the hour that clocks repeat when daylight saving time ends "
             "in America/New_York") in report.dropped["AAA"]
     assert "daylight saving" not in report.dropped["BBB"]
