@@ -86,10 +86,18 @@ def map_ray_state(
         return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
     if info.status == "STOPPED":
         if cancel_requested:
-            ended = progress is not None and ((progress.units_done or 0)
-                                              + progress.units_failed) > 0  # fmt: skip
-            return Outcome("cancelled", "cancelled on request; partial results kept" if ended
-                           else "cancelled on request before any unit ended; resume runs it")
+            ended = 0 if progress is None else (progress.units_done or 0) + progress.units_failed
+            if not ended:
+                return Outcome("cancelled",
+                               "cancelled on request before any unit ended; resume runs it")
+            if progress.phase == "stopped":  # the driver wrote the ended units' results
+                return Outcome("cancelled", "cancelled on request; partial results kept")
+            job = info.metadata.get("quantray_job_id") or "ID"
+            return Outcome("cancelled", (  # Ray killed the driver at the end of its grace
+                f"cancelled on request; {ended} units had ended, but the driver was stopped "
+                "before it wrote their leaderboard and plots: their files are kept (GET "
+                f"/v1/jobs/{job}/artifacts), and a resume (POST /v1/jobs/{job}/resume) trains "
+                "the rest and writes the results"))
         return Outcome(
             "interrupted",
             f"Ray stopped the job without a cancel request: {info.message or ''}".strip(),

@@ -54,13 +54,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def progress_doc(
     total: int, done: int, failures: tuple[tuple[str, str], ...] = (), running: int = 0,
-    attempt: int = 0,
+    attempt: int = 0, phase: str = "training",
 ) -> dict[str, Any]:
     """progress.json exactly as the job driver writes it (`ray_jobs.progress`), after 10 s."""
     now = [0.0]
     tracker = ProgressTracker(total, job_id="job", attempt=attempt, clock=lambda: now[0],
                               wall=lambda: 0.0)
-    tracker.set_phase("training")
+    tracker.set_phase(phase)
     ids = [f"u{i}" for i in range(done)] + [u for u, _ in failures]
     ids += [f"r{i}" for i in range(running)]
     for unit in ids:

@@ -145,7 +145,10 @@ def _info(status: str, message: str | None = None) -> RayJobInfo:
         ("SUCCEEDED", False, (4, 3, (("AAA/lstm", "nan loss"),)), "failed", "1 of 4 units failed"),
         ("FAILED", False, None, "failed", "driver crashed"),
         ("STOPPED", True, None, "cancelled", "before any unit ended"),
-        ("STOPPED", True, (4, 1, ()), "cancelled", "partial results kept"),
+        ("STOPPED", True, (4, 1, (), 0, 0, "stopped"), "cancelled", "partial results kept"),
+        # Ray's grace ran out before the driver wrote the ended units' results
+        ("STOPPED", True, (4, 1, ()), "cancelled", "1 units had ended, but the driver was "
+         "stopped before it wrote their leaderboard"),
         ("STOPPED", False, None, "interrupted", "without a cancel request"),
     ],
 )
@@ -233,7 +236,7 @@ def test_cancel_stops_on_ray_then_cancelled(rig: tuple[Rig, Any], qr: Any) -> No
         if done:
             progress = Path(r.storage[len("file://") :]) / "jobs" / job_id / "progress.json"
             progress.parent.mkdir(parents=True)
-            progress.write_text(json.dumps(qr.progress_doc(8, done)))
+            progress.write_text(json.dumps(qr.progress_doc(8, done, phase="stopped")))
         r.store.request_cancel(r.store.get(job_id))
         r.ticks()  # sees RUNNING + cancel_requested: (re)sends the stop
         assert fake.stops[-1] == job_id and fake.jobs[job_id]["status"] == "STOPPED"
