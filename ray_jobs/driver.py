@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_jobs import stop
 from ray_jobs.cluster_gc import LeakSweeper, describe_holders, remove_leaked_placement_groups
 from ray_jobs.placement import DeepPlacement, deep_placement
 from ray_jobs.planner import Plan, Unit, estimate_deep_s
 from ray_jobs.planner import plan as make_plan
-from ray_jobs.progress import ProgressTracker, ProgressWriter
+from ray_jobs.progress import EventRelay, ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from ray_jobs.tasks import ChunkReport, chunk_task, ensemble_task
+from ray_jobs.tasks import ChunkProgress, ChunkReport, chunk_task, ensemble_task
 from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
@@ -141,8 +142,8 @@ def _prepare_and_fit_linear(
     Returns (symbol -> object ref of its folds, for the deep runs; symbol -> data error;
     symbol -> ensemble rows computed in the tasks); `warnings` receives symbol -> data
     warning (a kept symbol with suspect data, e.g. a long gap between bars)."""
-    prepared, pending = _dispatch_chunks(spec, plan, todo, symbols, storage, tracker)
-    errors, ensembles = _collect_chunks(pending, spec, storage, tracker, warnings)
+    prepared, pending, progress = _dispatch_chunks(spec, plan, todo, symbols, storage, tracker)
+    errors, ensembles = _collect_chunks(pending, spec, storage, progress, warnings)
     for symbol in errors:
         prepared.pop(symbol, None)
     return prepared, errors, ensembles
@@ -151,8 +152,11 @@ def _prepare_and_fit_linear(
 def _dispatch_chunks(
     spec: JobSpec, plan: Plan, todo: Plan, symbols: list[str], storage: JobStorage,
     tracker: ProgressTracker,
-) -> tuple[dict[str, Any], dict[Any, tuple[list[str], list[Unit]]]]:
-    """Submit the chunk tasks: (symbol -> ref of its folds, report ref -> (chunk, units))."""
+) -> tuple[dict[str, Any], dict[Any, tuple[list[str], list[Unit]]], ChunkProgress]:
+    """Submit the chunk tasks: (symbol -> ref of its folds, report ref -> (chunk, units),
+    their progress). A unit is counted running when its task reaches its symbol, as the
+    task reports through a relay on the driver's node, not at submission: every unit of
+    a 505-symbol job was "running" at once on 2 CPUs."""
     spec_dict = spec.to_dict()
     todo_linear: dict[str, list[Unit]] = {}
     for unit in todo.linear_units:
@@ -162,6 +166,9 @@ def _dispatch_chunks(
         planned.setdefault(unit.symbol, set()).add(unit.unit_id)
     prepared: dict[str, Any] = {}
     pending: dict[Any, tuple[list[str], list[Unit]]] = {}
+    relay = ray.remote(num_cpus=0)(EventRelay).options(  # a light actor: no data imports
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote() if todo_linear else None
     for chunk in chunk_symbols(symbols, ray.cluster_resources().get("CPU", 1)):
         units = [u for s in chunk for u in todo_linear.get(s, [])]
         # ensembles in the task only where it fits every unit of the symbol (all linear)
@@ -170,23 +177,22 @@ def _dispatch_chunks(
             if len(todo_linear.get(s, [])) >= 2
             and {u.unit_id for u in todo_linear[s]} == planned.get(s, set())
         ]  # fmt: skip
-        for unit in units:
-            tracker.unit_started(unit.unit_id)
         refs = chunk_task.options(num_returns=len(chunk) + 1).remote(
             spec_dict, chunk, [u.to_dict() for u in units], ensemble_here,
-            storage.storage_uri, storage.job_id,
+            storage.storage_uri, storage.job_id, relay if units else None,
         )  # fmt: skip
         prepared.update(zip(chunk, refs[:-1], strict=True))
         pending[refs[-1]] = (chunk, units)
-    return prepared, pending
+    return prepared, pending, ChunkProgress(tracker, relay, log=log)
 
 
 def _collect_chunks(
     pending: dict[Any, tuple[list[str], list[Unit]]], spec: JobSpec, storage: JobStorage,
-    tracker: ProgressTracker, warnings: dict[str, str],
+    progress: ChunkProgress, warnings: dict[str, str],
 ) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
-    """Count the chunks' units as their reports arrive: (symbol -> data error, symbol ->
-    ensemble rows); the data warnings go into `warnings` and the log."""
+    """Count the chunks' units as their tasks relay them (a symbol at a time), and the rest
+    as their reports arrive: (symbol -> data error, symbol -> ensemble rows); the data
+    warnings go into `warnings` and the log."""
     errors: dict[str, str] = {}
     ensembles: dict[str, list[dict[str, Any]]] = {}
     sweep = LeakSweeper()
@@ -196,6 +202,7 @@ def _collect_chunks(
         sweep()  # a group a stopped job created after this job's first look would starve it
         # a timeout, so a stop signal is handled within a second, not after a chunk
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        progress.poll()
         if not ready:
             if time.monotonic() - last_news > STALL_LOG_S:  # say why, in the job's log
                 log.warning("no chunk task has finished for %.0f s (%d pending): %s",
@@ -214,13 +221,10 @@ def _collect_chunks(
         ensembles.update(report.ensemble_rows)
         for symbol, error in report.ensemble_errors.items():
             log.warning("ensemble of %s failed: %s", symbol, error)
-        for unit in units:
+        for unit in units:  # those whose end the relay has not told yet
             rows = report.unit_rows.get(unit.unit_id, [])
             error = next((r["error"] for r in rows if r.get("error")), None)
-            if error or not rows:
-                tracker.unit_failed(unit.unit_id, error or "no result")
-            else:
-                tracker.unit_done(unit.unit_id)
+            progress.end(unit.unit_id, error or (None if rows else "no result"))
         for symbol, error in report.data_errors.items():
             log.warning("preparing %s failed: %s", symbol, error)
         for symbol, warning in report.data_warnings.items():
