@@ -24,10 +24,10 @@ from ray_jobs.cluster_gc import LeakSweeper, describe_holders, remove_leaked_pla
 from ray_jobs.placement import DeepPlacement, deep_placement
 from ray_jobs.planner import Plan, Unit, estimate_deep_s
 from ray_jobs.planner import plan as make_plan
-from ray_jobs.progress import EventRelay, ProgressTracker, ProgressWriter
+from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from ray_jobs.tasks import ChunkProgress, ChunkReport, chunk_task, ensemble_task
+from ray_jobs.tasks import ChunkProgress, ChunkReport, ProgressRelay, chunk_task, ensemble_task
 from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
@@ -166,7 +166,7 @@ def _dispatch_chunks(
         planned.setdefault(unit.symbol, set()).add(unit.unit_id)
     prepared: dict[str, Any] = {}
     pending: dict[Any, tuple[list[str], list[Unit]]] = {}
-    relay = ray.remote(num_cpus=0)(EventRelay).options(  # a light actor: no data imports
+    relay = ProgressRelay.options(  # on the driver's node, as the deep runs' relay
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote() if todo_linear else None
     for chunk in chunk_symbols(symbols, ray.cluster_resources().get("CPU", 1)):

@@ -398,8 +398,8 @@ def _iso(ts: float) -> str:
 
 
 class EventRelay:
-    """Progress events from tasks to the driver: made a Ray actor by the driver
-    (`ray.remote(num_cpus=0)(EventRelay)`), defined here, whose imports are the standard
+    """Progress events from the chunk tasks and the deep runs to the driver, as the Ray
+    actor `ray_jobs.tasks.ProgressRelay`. Defined here, whose imports are the standard
     library's only: its worker starts without loading pandas and the data layer (1.2 s
     of CPU next to a 10 s linear sweep on 2 CPUs)."""
 

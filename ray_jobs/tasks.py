@@ -12,6 +12,7 @@ import ray
 from data.prepared import PreparedSymbol
 from ray_jobs.ensembles import ensemble_rows_from_predictions
 from ray_jobs.planner import Unit
+from ray_jobs.progress import EventRelay
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
 from ray_jobs.units import fail_unit, run_unit
@@ -176,19 +177,10 @@ def ensemble_task(
     return rows
 
 
-@ray.remote(num_cpus=0)
-class ProgressRelay:
-    """Training workers push unit events here; the driver drains them into its tracker."""
-
-    def __init__(self) -> None:
-        self._events: list[dict[str, Any]] = []
-
-    def push(self, event: dict[str, Any]) -> None:
-        self._events.append(event)
-
-    def drain(self) -> list[dict[str, Any]]:
-        events, self._events = self._events, []
-        return events
+# Training workers and chunk tasks push unit events here; the driver drains them into its
+# tracker. The class lives in ray_jobs.progress, whose imports are the standard library's
+# only, so the actor's worker starts without loading pandas and the data layer.
+ProgressRelay = ray.remote(num_cpus=0)(EventRelay)
 
 
 def apply_events(tracker: Any, events: list[dict[str, Any]]) -> None:
