@@ -230,10 +230,35 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
             errors = {g.run_name: error for g in pending}
         for group in pending:
             runs.trial_errors.pop(group.run_name, None)
+        silent = _silently_unfinished(pending, errors, storage)
+        errors.update(silent)
         runs.trial_errors.update(errors)
-        pending = [g for g in pending if storage_outage(errors.get(g.run_name, ""))]
+        pending = [g for g in pending
+                   if g.run_name in silent or storage_outage(errors.get(g.run_name, ""))]
         if not pending:
             return
+
+
+SILENT_END = ("the run reported no error but left units without a status (Tune's record "
+              "of it was lost, e.g. to a storage outage as its experiment ended)")
+
+
+def _silently_unfinished(groups: list[RunGroup], errors: dict[str, str],
+                         storage: JobStorage | None) -> dict[str, str]:
+    """run name -> SILENT_END for the runs that reported no error but left a unit without a
+    stored status. A storage outage as the experiment ended kept Tune from saving its
+    state: its results then came back without the trials' errors (a fresh-clone CI failed
+    both units of the outage test so), and such a run is fitted again like one an outage
+    failed (a unit that ran stored its status, done or failed)."""
+    quiet = [g for g in groups if g.run_name not in errors and g.units]
+    if not quiet or storage is None:
+        return {}
+    try:
+        stored = set(storage.list_dir("status", missing_ok=True))
+    except Exception:  # noqa: BLE001 - the storage is still out: none can be told done
+        stored = set()
+    return {g.run_name: SILENT_END for g in quiet
+            if any(f"{u.unit_id}.json" not in stored for u in g.units)}
 
 
 def _fit(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,

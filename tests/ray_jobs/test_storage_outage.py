@@ -189,3 +189,40 @@ def test_a_storage_outage_mid_training_is_ridden_out(ray_cluster: str) -> None:
     assert summary["failed_units"] == [], summary["failed_units"]
     assert summary["units_reported"] == summary["units"] == 2
     assert sorted(s["state"] for s in statuses.values()) == ["done"] * 2
+
+
+def test_a_run_that_ends_silently_with_units_unstored_is_fitted_again(monkeypatch,
+                                                                      tmp_path) -> None:
+    """An outage as the experiment ended kept Tune from saving its state, and its results
+    came back without the trials' errors: a run that reports no error but left a unit
+    without a stored status is fitted again, as an outage-failed one is; a run whose units
+    all stored a status is done."""
+    from ray_jobs import deep_runs
+    from ray_jobs.planner import RunGroup, Unit
+    from ray_jobs.storage import JobStorage
+
+    storage = JobStorage(tmp_path.as_uri(), "silent")
+    a, b = Unit("AAPL", "lstm"), Unit("ABT", "lstm")
+    storage.write_unit_status(b.unit_id, {"state": "done"})
+    fits: list[tuple[str, list[str]]] = []
+
+    def fake_fit(groups, ctx, slots, storage_, name):
+        fits.append((name, [g.run_name for g in groups]))
+        if len(fits) == 2:  # the retry trains it
+            storage.write_unit_status(a.unit_id, {"state": "done"})
+        return {}
+
+    monkeypatch.setattr(deep_runs, "_fit", fake_fit)
+    monkeypatch.setattr(deep_runs, "RUN_RETRY_WAITS_S", (0.0, 0.0))
+    runs = type("Runs", (), {"trial_errors": {}})()
+    groups = [RunGroup("ra", (a,)), RunGroup("rb", (b,))]
+    deep_runs._tune(groups, {"attempt": "0"}, 2, storage, runs)
+    assert fits == [("deep-0", ["ra", "rb"]), ("deep-0-retry1", ["ra"])]
+    assert runs.trial_errors == {}
+    # never trained: retried to the last, then its units fail with the reason
+    fits.clear()
+    (tmp_path / "jobs" / "silent" / "status" / f"{a.unit_id}.json").unlink()
+    monkeypatch.setattr(deep_runs, "_fit", lambda *args: fits.append(args[-1]) or {})
+    deep_runs._tune(groups, {"attempt": "1"}, 2, storage, runs)
+    assert fits == ["deep-1", "deep-1-retry1", "deep-1-retry2"]
+    assert runs.trial_errors == {"ra": deep_runs.SILENT_END}
