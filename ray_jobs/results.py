@@ -75,7 +75,8 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
     """Mean +- std over symbols per model x horizon on `split` (a symbol's walk-forward
     folds averaged first), win counts, failures. `share_significant_1pct` (p_value, the
     class accuracy) and `share_ic_significant_1pct` (ic_p_value, the return forecast; None
-    for classifiers) are over the symbol x fold tests."""
+    for classifiers) are over the symbol x fold tests. `symbols` counts every symbol with a
+    row (a symbol whose units all failed too), `symbols_scored` those with a score."""
     ok = frame[(frame["split"] == split) & frame["error"].isna()]
     failed = frame[frame["error"].notna()]
     models: list[dict[str, Any]] = []
@@ -102,7 +103,8 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
     return {
         "split": split,
         "rows": int(len(frame)),
-        "symbols": int(frame["symbol"].nunique()),
+        "symbols": int(frame["symbol"].nunique()),  # every symbol with a row, failed ones too
+        "symbols_scored": int(ok["symbol"].nunique()),  # with a score on `split`
         "models": models,
         "wins": win_counts(ok),
         "failed_units": sorted(

@@ -23,9 +23,11 @@ def test_a_failed_unit_is_listed_and_counts_in_no_score() -> None:
     rows += [_scored("AAA", "ensemble_equal", "test", 0.9)]  # an ensemble wins nothing
     rows += error_rows("CCC", "ols", (1,), RuntimeError("NaN loss"))  # a failed unit
     rows += [_scored("CCC", "lstm", "test", 0.2)]
+    rows += error_rows("DDD", "ols", (1,), ValueError("too little data"))  # nothing scored
     frame = leaderboard_frame(rows, LEADERBOARD_COLUMNS)
     summary = summarize(frame)
-    assert summary["failed_units"] == [("CCC", "ols", "RuntimeError: NaN loss")]
+    assert summary["failed_units"] == [("CCC", "ols", "RuntimeError: NaN loss"),
+                                       ("DDD", "ols", "ValueError: too little data")]
     by = {e["model"]: e for e in summary["models"]}
     assert by["ols"]["n_symbols"] == 2  # CCC's failed ols is not a scored symbol
     assert by["ols"]["macro_f1"]["mean"] == pytest.approx(0.4)
@@ -33,4 +35,5 @@ def test_a_failed_unit_is_listed_and_counts_in_no_score() -> None:
     assert by["ensemble_equal"]["n_symbols"] == 1
     # wins per symbol among the real models: AAA and BBB to ols, CCC to lstm (ols failed)
     assert summary["wins"] == {"1": {"ols": 2, "lstm": 1}}
-    assert summary["symbols"] == 3 and summary["rows"] == len(rows)
+    assert summary["symbols"] == 4 and summary["rows"] == len(rows)
+    assert summary["symbols_scored"] == 3  # DDD has only its failed unit
