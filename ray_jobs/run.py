@@ -221,5 +221,39 @@ def _run(spec, storage, attempt: int, stored: logging.Handler) -> int:
     return 1 if summary["failed_units"] else 0
 
 
+# How long the driver may take to disconnect from Ray and let Python finalize once the job's
+# results are written. Under heavy load (1-minute load 50-77 on 2 cores) a driver that had
+# written `succeeded` was still alive 300 s later, so the Jobs API (and the service) still
+# saw it running; nothing it could still do matters then.
+EXIT_GRACE_S = float(os.environ.get("QUANTRAY_EXIT_GRACE_S", "60"))
+
+
+def exit_promptly(code: int, grace_s: float = EXIT_GRACE_S) -> None:
+    """Exit with `code`: disconnect from Ray and finalize as usual, but if that takes more
+    than `grace_s` (a hung shutdown or exit handler), end the process anyway with the same
+    status, its output flushed."""
+    import threading
+
+    def force() -> None:
+        print(f"quantray: the driver's exit took over {grace_s:.0f} s (Ray's shutdown or an "
+              f"exit handler hung): exiting with status {code} anyway", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    timer = threading.Timer(grace_s, force)
+    timer.daemon = True  # runs on while finalization waits for other threads
+    timer.start()
+    if "ray" in sys.modules:
+        try:
+            sys.modules["ray"].shutdown()
+        except Exception as exc:  # noqa: BLE001 - exiting anyway; say why it was not clean
+            print(f"quantray: ray.shutdown() at exit: {exc}", file=sys.stderr)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_promptly(main())

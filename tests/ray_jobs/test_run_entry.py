@@ -141,3 +141,34 @@ def test_a_token_path_that_names_no_file_is_refused_as_the_service_refuses_it(
     assert main(["--spec", str(tmp_path / "never-read.yaml")]) == 2
     assert "RAY_AUTH_TOKEN_PATH=" in capsys.readouterr().err
     assert "RAY_AUTH_MODE" not in os.environ
+
+
+def test_a_hung_exit_still_ends_the_driver_with_its_status() -> None:
+    """A driver whose results are written exits with its status even when an exit handler
+    (Ray's shutdown under heavy load) hangs: after the grace period it is ended anyway."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import atexit, time\n"
+            "from ray_jobs.run import exit_promptly\n"
+            "atexit.register(lambda: time.sleep(600))\n"  # a hung exit handler
+            "print('results written', flush=True)\n"
+            "exit_promptly(1, grace_s=1.0)\n")
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - t0 < 30
+    assert "results written" in done.stdout
+    assert "exiting with status 1 anyway" in done.stderr
+
+
+def test_a_clean_exit_keeps_its_status_and_says_nothing() -> None:
+    import subprocess
+    import sys
+
+    code = "from ray_jobs.run import exit_promptly\nexit_promptly(3, grace_s=30.0)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 3 and "anyway" not in done.stderr
