@@ -24,6 +24,7 @@ from ray_jobs.cluster_gc import LeakSweeper, describe_holders, remove_leaked_pla
 from ray_jobs.placement import DeepPlacement, deep_placement
 from ray_jobs.planner import Plan, Unit, estimate_deep_s
 from ray_jobs.planner import plan as make_plan
+from ray_jobs.plots import warm_up as warm_up_plots
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
@@ -408,6 +409,9 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
              len(done & {u.unit_id for u in plan.units}))
 
     tracker.set_phase("preparing", f"{len(symbols)} symbols, with their linear units")
+    # the report's imports (scipy.special with the metrics) and matplotlib's first draw,
+    # in a background thread while the job trains
+    warm_up_plots("models.metrics")
     prepared, prep_errors, done_ensembles = _prepare_and_fit_linear(
         spec, plan, todo, [s for s in symbols if s not in missing], storage, tracker,
         known.data_warnings)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,46 @@ from ray_jobs.spec import LINEAR_MODELS
 HEATMAP_MAX_SYMBOLS = 60
 
 
+_warm_up: threading.Thread | None = None
+
+
+def warm_up(*modules: str) -> None:
+    """Import matplotlib and draw a first figure (its font cache, the Agg canvas) in a
+    background thread, after importing `modules` (the report's other heavy imports), while
+    the job trains: at the end the report renders at once, and a stopped job's partial plots
+    do not spend Ray's stop grace period on the imports (~12 s under heavy load). Plotting
+    waits for it (no two threads draw at once)."""
+    global _warm_up
+    if _warm_up is None:
+        _warm_up = threading.Thread(target=_draw_once, args=modules, name="plots-warm-up",
+                                    daemon=True)
+        _warm_up.start()
+
+
+def _draw_once(*modules: str) -> None:
+    try:
+        import importlib
+
+        for module in modules:
+            importlib.import_module(module)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(1, 1))
+        FigureCanvasAgg(fig)
+        fig.add_subplot().plot([0, 1], [0, 1], label="x")
+        fig.savefig(io.BytesIO(), format="png")
+    except Exception:  # noqa: BLE001 - only a warm-up: the real imports and plots raise
+        pass
+
+
+def _warmed() -> None:
+    if _warm_up is not None:
+        _warm_up.join()
+
+
 def _pyplot():
+    _warmed()
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -43,6 +83,7 @@ def _png(fig) -> bytes:
 
 def model_colors(models: list[str]) -> dict[str, Any]:
     """One colour per model, the same in every panel (up to 20 distinct)."""
+    _warmed()
     import matplotlib
 
     palette = matplotlib.colormaps["tab20"] if len(models) > 10 else matplotlib.colormaps["tab10"]

@@ -158,3 +158,30 @@ def test_folds_plot_draws_each_model_per_walk_forward_fold() -> None:
     assert "no unit finished" in folds_figure(failed).axes[0].texts[0].get_text()
     heat = heatmap_figure(_folds_frame()).axes[0]
     assert heat.get_title() == "test macro_f1 (mean over horizons and folds)"
+
+
+def test_warm_up_imports_matplotlib_in_the_background_and_plots_wait_for_it() -> None:
+    """The driver starts `warm_up` while its job trains: matplotlib is imported and a first
+    figure drawn in another thread, and a plot made meanwhile waits for it, then draws."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, threading\n"
+        "import ray_jobs.plots as p\n"
+        "assert 'matplotlib' not in sys.modules\n"
+        "p.warm_up('models.metrics')\n"
+        "assert p._warm_up.name == 'plots-warm-up' and p._warm_up.daemon\n"
+        "import pandas as pd\n"
+        "png = p.heatmap_plot(pd.DataFrame({'symbol': ['A'], 'model': ['ols'],\n"
+        "    'split': ['test'], 'error': [None], 'macro_f1': [0.5], 'horizon': [1],\n"
+        "    'fold': [0]}))\n"
+        "assert not p._warm_up.is_alive() and 'matplotlib.figure' in sys.modules\n"
+        "assert 'models.metrics' in sys.modules\n"
+        "assert png[:8] == b'\\x89PNG\\r\\n\\x1a\\n'\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
