@@ -199,6 +199,7 @@ def _prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from data.prepare import PrepareConfig, prepare_frame
+    from data.wording import counted
 
     if args.seq_len < 1 or args.n_folds < 1:
         raise ValueError(f"--seq-len {args.seq_len} / --n-folds {args.n_folds}: use integers >= 1")
@@ -233,7 +234,7 @@ def _prepare(args: argparse.Namespace) -> int:
                "validation": result.report.to_dict()}
         print(json.dumps(out, indent=2))
         return 0 if result.prepared else EXIT_BAD_INPUT
-    print(f"prepared {len(result.prepared)} symbols, dropped {len(result.dropped)} "
+    print(f"prepared {counted(len(result.prepared), 'symbol')}, dropped {len(result.dropped)} "
           f"({cfg.split}, seq_len {cfg.seq_len}, horizons {list(cfg.horizons)}, "
           f"min_rows {cfg.min_rows()})")
     head = " ".join(f"{'h=' + str(h) + ' d/f/u %':>16}" for h in cfg.horizons)

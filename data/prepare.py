@@ -25,6 +25,7 @@ from data.splits import SplitError, check_fractions, holdout_split, min_samples,
 from data.targets import fit_thresholds, forward_log_returns, to_classes
 from data.validation import validate_bars, validate_lob
 from data.validation_report import ValidationReport
+from data.wording import counted
 
 __all__ = ["PrepareConfig", "PrepareResult", "prepare_frame", "prepare_symbol", "prepare_validated"]
 
@@ -151,6 +152,46 @@ def label_warning(threshold: str | float | tuple[float, ...], imbalance: str) ->
             f"macro-F1 and the majority baseline mislead; {fix}")
 
 
+# An explicit threshold whose flat band holds only returns of exactly 0 (0, or any tau under
+# the smallest move: prices that move in ticks) gets a warning where at least this share of
+# a horizon's training returns are exactly 0 (below it, "flat" is nearly empty and
+# label_imbalance says so).
+ZERO_RETURN_SHARE = MIN_CLASS_SHARE
+
+
+def zero_width_band(train_returns: np.ndarray, horizons: tuple[int, ...],
+                    thresholds: np.ndarray) -> str | None:
+    """The horizons whose flat band [-tau, tau] holds no non-zero training return while at
+    least ZERO_RETURN_SHARE of the (n, H) training returns are exactly 0, with that share
+    and the smallest move ("h=1 (tau 0): 41.3% of the training returns are exactly 0, the
+    smallest move is 0.003"), or None. "auto" never gives such a band (it takes half the
+    smallest move where its quantile is 0); an explicit threshold of 0 does."""
+    r = np.abs(np.asarray(train_returns, dtype=np.float64))
+    parts = []
+    for j, h in enumerate(horizons):
+        a = r[:, j][np.isfinite(r[:, j])]
+        if a.size == 0:
+            continue
+        zero, moved = float((a == 0).mean()), a[a > 0]
+        tau = float(thresholds[j])
+        if zero >= ZERO_RETURN_SHARE and not (moved <= tau).any():
+            smallest = (f"the smallest move is {moved.min():.4g}" if moved.size
+                        else "no return moved")
+            parts.append(f"h={h} (tau {tau:.4g}): {100 * zero:.1f}% of the training returns "
+                         f"are exactly 0, {smallest}")
+    return "; ".join(parts) or None
+
+
+def zero_band_warning(threshold: str | float | tuple[float, ...], band: str) -> str:
+    """The warning for a symbol whose explicit threshold leaves a flat band of exactly-0
+    returns only (`zero_width_band`)."""
+    return (f"threshold {threshold!r} leaves a flat band that holds only returns of exactly 0 "
+            f"(prices that move in ticks): {band}. Every unchanged price is \"flat\" and no "
+            "move is, so a model that forecasts a continuous return never predicts \"flat\"; "
+            "use threshold 'auto' (here half the smallest move: the same classes with a band "
+            "of non-zero width) or a threshold above the tick size (the smallest move)")
+
+
 def _is_int(x: object) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
@@ -168,21 +209,26 @@ class PrepareResult:
     @property
     def warnings(self) -> dict[str, str]:
         """symbol -> warning about a kept symbol: the validation report's (a long gap)
-        and its labels' (a class (nearly) empty in a training split; see label_warning)."""
+        and its labels' (a class (nearly) empty in a training split, see label_warning; an
+        explicit threshold whose flat band holds only exactly-0 returns of tick-sized
+        prices, see zero_band_warning)."""
         return merged_warnings(self.report.warnings, self.prepared)
 
 
 def merged_warnings(validation: dict[str, str], prepared: dict[str, list[PreparedSymbol]]
                     ) -> dict[str, str]:
-    """The validation warnings and each prepared symbol's label warning (from its folds'
-    `meta["label_imbalance"]`), one message per symbol."""
+    """The validation warnings and each prepared symbol's label warnings (from its folds'
+    `meta["label_imbalance"]` and `meta["zero_width_band"]`), one message per symbol."""
     out = dict(validation)
     for symbol, folds in prepared.items():
-        parts = [(f"fold {prep.fold}: " if len(folds) > 1 else "") + prep.meta["label_imbalance"]
-                 for prep in folds if prep.meta.get("label_imbalance")]
-        if parts:
-            msg = label_warning(folds[0].meta["config"]["threshold"], "; ".join(parts))
-            out[symbol] = f"{out[symbol]}; {msg}" if symbol in out else msg
+        threshold = folds[0].meta["config"]["threshold"]
+        for key, warning in (("label_imbalance", label_warning),
+                             ("zero_width_band", zero_band_warning)):
+            parts = [(f"fold {prep.fold}: " if len(folds) > 1 else "") + prep.meta[key]
+                     for prep in folds if prep.meta.get(key)]
+            if parts:
+                msg = warning(threshold, "; ".join(parts))
+                out[symbol] = f"{out[symbol]}; {msg}" if symbol in out else msg
     return out
 
 
@@ -224,7 +270,8 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
 
     def too_short(detail: str) -> ValueError:
         return ValueError(
-            f"symbol {symbol!r}: {len(df)} rows, at least {cfg.min_rows()} are needed "
+            f"symbol {symbol!r}: {counted(len(df), 'row')}, at least {cfg.min_rows()} are "
+            "needed "
             f"(warm-up + seq_len - 1 + max horizon + split minimum; {detail}); load more "
             f"history or lower seq_len/horizons/min_split_samples (walk-forward: n_folds)"
         )
@@ -237,7 +284,8 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
         row, col = np.argwhere(bad)[0]
         raise ValueError(
             f"symbol {symbol!r}: feature {names[col]!r} is not finite at {_iso(times[row])} "
-            f"({int(bad.any(axis=1).sum())} rows affected); missing or non-positive inputs "
+            f"({counted(int(bad.any(axis=1).sum()), 'row')} affected); missing or "
+            "non-positive inputs "
             f"there: repair them with data.validation or drop the symbol"
         )
     row0, max_h = cfg.seq_len - 1, max(cfg.horizons)
@@ -303,6 +351,10 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
                     "scaler_fit_rows": fit_stop,
                     "label_imbalance": label_imbalance(y_class[train], cfg.horizons,
                                                        thresholds),
+                    # an explicit threshold only: the user asked for it, and "auto" widens
+                    # such a band itself
+                    "zero_width_band": None if cfg.threshold == "auto" else zero_width_band(
+                        y_return[train], cfg.horizons, thresholds),
                 },
             )
         )

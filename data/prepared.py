@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from data.wording import counted
+
 SPLITS = ("train", "val", "test")
 
 
@@ -48,10 +50,11 @@ class PreparedSymbol:
         if self.y_class.shape != (n, h):
             raise ValueError(f"y_class shape {self.y_class.shape} != y_return shape {(n, h)}")
         if len(self.horizons) != h:
-            raise ValueError(f"{h} target columns but horizons={self.horizons}")
+            raise ValueError(f"{counted(h, 'target column')} but horizons={self.horizons}")
         if self.features.shape[0] != n + self.seq_len - 1:
             raise ValueError(
-                f"features has {self.features.shape[0]} rows; expected n_samples + seq_len - 1"
+                f"features has {counted(self.features.shape[0], 'row')}; expected n_samples "
+                "+ seq_len - 1"
                 f" = {n + self.seq_len - 1}"
             )
 

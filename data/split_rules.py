@@ -4,6 +4,8 @@ API loads it) and `quantray train`."""
 
 from __future__ import annotations
 
+from data.wording import counted
+
 # The window a job's sequence models may read (features.seq_len; quantray train --seq-len).
 MIN_SEQ_LEN, MAX_SEQ_LEN = 5, 512
 # The window when none is given: a job's features.seq_len and quantray train's --seq-len
@@ -17,7 +19,8 @@ def leaky_gap_problem(purge: int | str, embargo: int, longest_horizon: int) -> s
     (purge "auto" is the longest horizon)."""
     if purge == "auto" or purge + embargo >= longest_horizon:
         return None
-    return (f"purge {purge} + embargo {embargo} = {purge + embargo} bars between splits, but "
-            f"the longest horizon is {longest_horizon} bars: the last training labels would "
+    return (f"purge {purge} + embargo {embargo} = {counted(purge + embargo, 'bar')} between "
+            f"splits, but the longest horizon is {counted(longest_horizon, 'bar')}: the last "
+            "training labels would "
             f"overlap the next split; use purge: auto (= the longest horizon) or a purge of "
             f"at least {longest_horizon - embargo}")

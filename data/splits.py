@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from data.wording import counted
+
 Bounds = dict[str, tuple[int, int]]  # split name -> [start, stop) sample range
 _EPS = 1e-9  # n * fraction is floored after this nudge so 0.7 * 100 is 70, not 69
 
@@ -142,8 +144,9 @@ def _materialize(bounds: Bounds, n: int, min_size: int, needed: Callable[[], int
         if b - a < max(1, min_size):
             n_needed = needed()
             raise SplitError(
-                f"split {name!r}{where} has {max(0, b - a)} samples, needs >= {max(1, min_size)}:"
-                f" {n} samples are too few for these fractions/purge/embargo; need at least"
+                f"split {name!r}{where} has {counted(max(0, b - a), 'sample')}, needs >= "
+                f"{max(1, min_size)}: {counted(n, 'sample')} {'is' if n == 1 else 'are'} too "
+                "few for these fractions/purge/embargo; need at least"
                 f" {n_needed} (use more history or a smaller seq_len/purge/embargo)",
                 n_needed,
             )

@@ -292,6 +292,47 @@ def random_walk_bars(n_symbols: int = 4, n_days: int = 1500, seed: int = 0, *,
     return df, info | {"seed": seed, "n_symbols": n_symbols, "n_days": n_days}
 
 
+# ---- intraday bars ------------------------------------------------------------------------
+def session_times(start: str, end: str, freq: str = "1min", *,
+                  session: tuple[str, str] = ("09:30", "16:00"), tz: str | None = None,
+                  skip: tuple[str, ...] = ()) -> pd.DatetimeIndex:
+    """Bar times `freq` apart in [session open, close) of each weekday from `start` to `end`
+    (local clock), leaving out the days in `skip` (holidays, or holes for a test); with
+    `tz` the local times are in that zone and returned as naive UTC (as validation reads
+    zone-aware times)."""
+    days = pd.bdate_range(start, end)
+    days = days[~days.isin(pd.DatetimeIndex(list(skip)))]
+    opens, closes = pd.Timedelta(f"{session[0]}:00"), pd.Timedelta(f"{session[1]}:00")
+    offsets = pd.timedelta_range(opens, closes, freq=freq)
+    offsets = offsets[offsets < closes]
+    times = pd.DatetimeIndex((days.to_numpy()[:, None] + offsets.to_numpy()[None, :]).ravel())
+    if tz is not None:
+        times = times.tz_localize(tz).tz_convert("UTC").tz_localize(None)
+    return times
+
+
+def intraday_bars(times: pd.DatetimeIndex, symbols: tuple[str, ...] = ("AAA",), *,
+                  price: float = 50.0, sigma: float = 0.001, tick: float | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """Long bars at `times` (e.g. `session_times`) for each symbol: a random walk of log
+    price with `sigma` per bar from `price`; with `tick`, prices lie on that grid (a cent
+    on a $3 stock: most 1-minute returns are exactly 0)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for symbol in symbols:
+        n = len(times)
+        close = price * np.exp(np.cumsum(sigma * rng.standard_normal(n)))
+        if tick is not None:
+            close = np.maximum(np.round(close / tick), 1) * tick
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        frames.append(pd.DataFrame({
+            "symbol": symbol, "date": times, "open": open_,
+            "high": np.maximum(open_, close), "low": np.minimum(open_, close),
+            "close": close, "volume": rng.integers(1, 100, n) * 100,
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
 # ---- limit order book ---------------------------------------------------------------------
 def _lob_symbol(symbol: str, n: int, levels: int, p: dict[str, Any], k: int,
                 rng: np.random.Generator) -> pd.DataFrame:

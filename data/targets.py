@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data.wording import counted
+
 Threshold = str | float | Sequence[float]
 
 # "auto": tau_h is this quantile of |r| on the training rows, so about a third of the
@@ -66,7 +68,8 @@ def fit_thresholds(train_returns: np.ndarray, threshold: Threshold) -> np.ndarra
         tau = np.asarray(list(threshold), dtype=np.float64)
         if tau.shape != (n_h,):
             raise ValueError(
-                f"threshold has {tau.size} values but there are {n_h} horizons; give one each"
+                f"threshold has {counted(tau.size, 'value')} but there "
+                f"{'is' if n_h == 1 else 'are'} {counted(n_h, 'horizon')}; give one each"
             )
     if not (np.isfinite(tau).all() and (tau >= 0).all()):
         raise ValueError(f"threshold values must be finite and >= 0, got {tau.tolist()}")

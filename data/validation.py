@@ -31,7 +31,13 @@ Policy (bars, `validate_bars`)
   spacing, `MIN_GAP` (10 days)): a count and the first few, with their dates. Weekends and
   holidays of daily bars, nights and weekends of intraday bars, and weekly bars stay
   under that limit; a month of missing daily rows does not, and an h-bar label or a
-  rolling feature across it would span the whole hole as if it were one bar.
+  rolling feature across it would span the whole hole as if it were one bar. Intraday
+  bars (median spacing under a day) also warn of a gap that misses at least
+  max(`SESSION_GAP_BARS` (2) x the spacing, `SESSION_GAP_HOURS` (1 hour)) of the symbol's
+  usual trading time, learned from its own bars per slot of the week (`data.sessions`):
+  a missing weekday or a few missing hours inside a session, but not nights, weekends,
+  NYSE holidays and early closes (another exchange's holidays do count); such a symbol's
+  entry adds "limit_hours" and each gap's "missing_hours".
   And in `report.splits[symbol]`: bars whose open and close both moved by a split's price
   ratio (x1/k or xk, k in `SPLIT_RATIOS`, within `SPLIT_TOLERANCE`) against the previous
   close: prices perhaps not adjusted for a split.
@@ -56,13 +62,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from data.sessions import missed_trading_time
 from data.validation_report import (
     BAR_REPAIRS,
     GAP_MEDIANS,
     LOB_REPAIRS,
     MIN_GAP_DAYS,
+    SESSION_GAP_BARS,
+    SESSION_GAP_HOURS,
     ValidationReport,
 )
+from data.wording import counted
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume")
@@ -190,7 +200,9 @@ def validate_bars(
     for s in n_gaps.index[n_gaps > MAX_FILL_FRACTION * n_rows[n_gaps.index]]:
         if s not in bad:
             rows = list(frame.loc[gaps & sym.eq(s), "date"])
-            bad[s] = _error(s, f"{n_gaps[s]} of {n_rows[s]} rows miss open/high/low (at most "
+            verb = "misses" if n_gaps[s] == 1 else "miss"
+            bad[s] = _error(s, f"{n_gaps[s]} of {counted(n_rows[s], 'row')} {verb} "
+                            f"open/high/low (at most "
                             f"{MAX_FILL_FRACTION:.0%} are filled)", rows,
                             "fill them at the source or choose a cleaner date range")
     _flag_bad_prints(bad, frame)
@@ -294,8 +306,10 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
     frame["_pos"] = np.arange(len(frame))
     if frame["symbol"].isna().any():
         pos = list(np.flatnonzero(frame["symbol"].isna()))
-        raise DataValidationError(f"{len(pos)} rows have no symbol (row positions "
-                                  f"{_fmt(pos)}); fill or remove them", rows=pos)
+        one = len(pos) == 1
+        raise DataValidationError(f"{counted(len(pos), 'row')} {'has' if one else 'have'} no "
+                                  f"symbol (row position{'' if one else 's'} {_fmt(pos)}); "
+                                  f"fill or remove {'it' if one else 'them'}", rows=pos)
     if not frame["symbol"].map(type).eq(str).all():
         example = frame["symbol"][~frame["symbol"].map(type).eq(str)].iloc[0]
         raise DataValidationError(f"column 'symbol' must hold strings, found {example!r}; "
@@ -391,7 +405,8 @@ def to_numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         raise DataValidationError(
-            f"{source}: column {col!r} is not numeric: {int(bad.sum())} values do not parse, "
+            f"{source}: column {col!r} is not numeric: {counted(int(bad.sum()), 'value')} "
+            f"{'does' if bad.sum() == 1 else 'do'} not parse, "
             f"e.g. {values.iloc[pos]!r} at row {pos}; fix or remove them at the source", rows=[pos]
         )
     return converted
@@ -516,20 +531,44 @@ def _flag_bad_prints(bad, frame) -> None:
 def _long_gaps(frame, time_col) -> dict[str, dict]:
     """symbol -> {"count", "limit_days", "first": [{"after", "before", "days"}, ...]} for the
     symbols with gaps between consecutive rows over max(GAP_MEDIANS x the symbol's median
-    spacing, MIN_GAP); `frame` is sorted by (symbol, time)."""
+    spacing, MIN_GAP); for intraday symbols (median spacing under a day) also the gaps that
+    miss at least max(SESSION_GAP_BARS x the spacing, SESSION_GAP_HOURS) of their usual
+    trading time (data.sessions), with "limit_hours" and each gap's "missing_hours".
+    `frame` is sorted by (symbol, time)."""
     sym, times = frame["symbol"], frame[time_col]
     step = times.groupby(sym, sort=False).diff()  # NaT on each symbol's first row
-    limit = (step.groupby(sym, sort=False).transform("median") * GAP_MEDIANS).clip(lower=MIN_GAP)
-    long = step > limit
+    median = step.groupby(sym, sort=False).transform("median")
+    limit = (median * GAP_MEDIANS).clip(lower=MIN_GAP)
+    long = (step > limit).to_numpy()
+    day, hour = pd.Timedelta(days=1), pd.Timedelta(hours=1)
+    missing = np.full(len(frame), np.nan)  # trading hours a gap misses (intraday symbols)
+    limit_hours: dict[str, float] = {}
+    ns = times.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    symbols = sym.to_numpy()
+    intraday = (median < day).to_numpy()
+    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    stops = np.r_[starts[1:], len(symbols)]
+    for a, b in zip(starts, stops, strict=True):  # the symbol's rows are a .. b - 1
+        if b - a < 2 or not intraday[a + 1]:
+            continue
+        spacing = median.iloc[a + 1]
+        limit_ns = max(SESSION_GAP_BARS * spacing, SESSION_GAP_HOURS * hour).value
+        missed, not_closed = missed_trading_time(ns[a:b], float(limit_ns))
+        long[a + 1 : b] |= not_closed >= limit_ns
+        missing[a + 1 : b] = missed / hour.value
+        limit_hours[str(symbols[a])] = round(limit_ns / hour.value, 2)
     if not long.any():
         return {}
-    day = pd.Timedelta(days=1)
     out: dict[str, dict] = {}
     for symbol, idx in frame.index[long].groupby(sym[long]).items():
         first = [{"after": _fmt([times[i - 1]]), "before": _fmt([times[i]]),
                   "days": round(step[i] / day, 2)} for i in idx[:_SHOW]]  # fmt: skip
         out[str(symbol)] = {"count": len(idx), "limit_days": round(limit[idx[0]] / day, 2),
                             "first": first}
+        if str(symbol) in limit_hours:
+            out[str(symbol)]["limit_hours"] = limit_hours[str(symbol)]
+            for gap, i in zip(first, idx, strict=False):
+                gap["missing_hours"] = round(float(missing[i]), 2)
     return out
 
 
@@ -572,7 +611,8 @@ def _flag_min_rows(bad, frame, min_rows) -> None:
     for symbol, n in sizes[sizes < min_rows].items():
         if symbol not in bad:
             bad[symbol] = DataValidationError(
-                f"symbol {symbol!r}: {n} rows, at least {min_rows} are needed (seq_len, "
+                f"symbol {symbol!r}: {counted(n, 'row')}, at least {min_rows} are needed "
+                "(seq_len, "
                 "horizons, the split sizes, purge/embargo and walk-forward's n_folds set this "
                 "need); fix: load a longer date range, lower seq_len/horizons/n_folds, "
                 f"{_DROP_FIX}", symbol=symbol, rows=None)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from data.wording import counted
+
 # repair names in report order; see the policy in data/validation.py
 BAR_REPAIRS = ("sorted", "open_filled", "high_low_filled", "bracket_widened", "zero_volume")
 LOB_REPAIRS = ("sorted", "snapshots_dropped")
@@ -17,6 +19,11 @@ LOB_REPAIRS = ("sorted", "snapshots_dropped")
 # consecutive bars over max(GAP_MEDIANS x the symbol's median spacing, MIN_GAP_DAYS days)
 GAP_MEDIANS = 10
 MIN_GAP_DAYS = 10
+# and for intraday bars (median spacing under a day) also a gap that misses at least
+# SESSION_GAP_BARS bars' worth and SESSION_GAP_HOURS hours of the symbol's usual trading
+# time (nights, weekends and NYSE closures not counted; see data/sessions.py)
+SESSION_GAP_BARS = 2
+SESSION_GAP_HOURS = 1
 
 
 @dataclass
@@ -99,8 +106,9 @@ class ValidationReport:
         names = self.repair_names
         width = {n: len(n) + 2 for n in names}
         lines = [
-            f"validation ({self.kind}): {self.symbols_in} symbols in, {self.symbols_out} kept, "
-            f"{len(self.dropped)} dropped; {self.rows_in} rows in, {self.rows_out} rows out",
+            f"validation ({self.kind}): {counted(self.symbols_in, 'symbol')} in, "
+            f"{self.symbols_out} kept, {len(self.dropped)} dropped; "
+            f"{counted(self.rows_in, 'row')} in, {counted(self.rows_out, 'row')} out",
             f"{'symbol':<8}" + "".join(f"{n:>{width[n]}}" for n in names),
         ]
         for s in sorted(self.repairs):
@@ -114,16 +122,30 @@ class ValidationReport:
 
 
 def gap_warning(symbol: str, gaps: dict[str, Any]) -> str:
-    """The message of a symbol's long gaps between consecutive bars (`ValidationReport.gaps`)."""
+    """The message of a symbol's long gaps between consecutive bars (`ValidationReport.gaps`):
+    intraday bars' gaps (with "limit_hours") are told by the trading time they miss."""
     n, first = gaps["count"], gaps["first"]
-    shown = ", ".join(f"{g['after']} -> {g['before']} ({g['days']:g} days)" for g in first)
+    if "limit_hours" in gaps:
+        shown = ", ".join(f"{g['after']} -> {g['before']} ({g['days']:g} days, "
+                          f"{g['missing_hours']:g} trading hours missing)" for g in first)
+        hours, least = _hours(gaps["limit_hours"]), _hours(SESSION_GAP_HOURS)
+        rule = (f"missing {hours} or more of its usual trading time "
+                f"({counted(SESSION_GAP_BARS, 'bar')}' worth, at least {least}; nights, "
+                "weekends, NYSE holidays and early closes do not count, another exchange's "
+                f"holidays do) or longer than {gaps['limit_days']:g} days")
+    else:
+        shown = ", ".join(f"{g['after']} -> {g['before']} ({g['days']:g} days)" for g in first)
+        rule = (f"longer than {gaps['limit_days']:g} days ({GAP_MEDIANS} x its median "
+                f"spacing, at least {MIN_GAP_DAYS} days)")
     more = f" (+{n - len(first)} more)" if n > len(first) else ""
-    return (f"symbol {symbol!r}: {n} gap{'s' if n != 1 else ''} between consecutive bars "
-            f"longer than {gaps['limit_days']:g} days ({GAP_MEDIANS} x its median spacing, at "
-            f"least {MIN_GAP_DAYS} days) at {shown}{more}; kept, but an h-bar label and the "
-            "rolling features span each gap as if it were one bar: fill the missing bars at "
-            "the source, or choose a date range without the gap (dataset.start/end, "
-            "--start/--end)")
+    return (f"symbol {symbol!r}: {counted(n, 'gap')} between consecutive bars {rule} at "
+            f"{shown}{more}; kept, but an h-bar label and the rolling features span each gap "
+            "as if it were one bar: fill the missing bars at the source, or choose a date "
+            "range without the gap (dataset.start/end, --start/--end)")
+
+
+def _hours(h: float) -> str:
+    return f"{h:g} hour{'' if h == 1 else 's'}"
 
 
 def split_warning(symbol: str, moves: dict[str, Any]) -> str:
@@ -132,7 +154,7 @@ def split_warning(symbol: str, moves: dict[str, Any]) -> str:
     shown = ", ".join(f"{m['at']} (close {m['before']:.6g} -> {m['after']:.6g}, x{m['ratio']:g}: "
                       f"a {m['split']}?)" for m in first)
     more = f" (+{n - len(first)} more)" if n > len(first) else ""
-    return (f"symbol {symbol!r}: {n} bar{'s' if n != 1 else ''} whose open and close moved by "
+    return (f"symbol {symbol!r}: {counted(n, 'bar')} whose open and close moved by "
             f"a split's ratio against the previous close at {shown}{more}; kept, but if the "
             "prices are not adjusted for the split, the returns, volatility and labels across "
             "it see a move that did not happen: adjust the earlier prices (and volumes) for "

@@ -136,7 +136,7 @@ def test_prepare_prints_split_sizes_and_class_balance(capsys):
     rc, out, _ = _run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "20",
                       "--horizons", "1,5")
     assert rc == 0
-    assert "prepared 1 symbols, dropped 0 (holdout, seq_len 20" in out
+    assert "prepared 1 symbol, dropped 0 (holdout, seq_len 20" in out
     train = next(line for line in out.splitlines() if line.startswith("AAPL") and "train" in line)
     assert train.split()[3] == str(expected[("AAPL", "train")])
     assert len(train.split()) == 6  # symbol fold split samples + one cell per horizon

@@ -149,7 +149,8 @@ def test_other_frame_errors(bars):
         validate_bars(df.iloc[:0])
     no_symbol = df.copy()
     no_symbol.loc[2, "symbol"] = None
-    with pytest.raises(DataValidationError, match="1 rows have no symbol") as err:
+    with pytest.raises(DataValidationError,
+                       match=r"1 row has no symbol \(row position 2\); fill or remove it") as err:
         validate_bars(no_symbol, on_error="drop")
     assert err.value.rows == [2]
     bad_date = df.astype({"date": str})
@@ -321,6 +322,8 @@ def test_shared_file_quirks_are_met_and_counted(sp500):
     assert not clean[["open", "high", "low", "close"]].isna().any().any()
     # the file's only long gaps: 2015-03-06 -> 2015-03-23 in three symbols, kept
     assert sorted(report.gaps) == ["DHR", "ES", "O"]
+    # and its only warnings: those gaps and Discovery's split (the intraday gap rule adds none)
+    assert sorted(report.warnings) == ["DHR", "DISCA", "DISCK", "ES", "O"]
     assert report.gaps["O"]["first"] == [
         {"after": "2015-03-06", "before": "2015-03-23", "days": 17.0}
     ]
