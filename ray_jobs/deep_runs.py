@@ -202,17 +202,19 @@ def storage_outage(error: str) -> bool:
 
 def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobStorage,
           runs: DeepRuns) -> None:
-    """Fit the runs; a run that a storage outage failed is fitted again (up to
-    RUN_RETRY_WAITS_S), from its checkpoints and skipping its stored units, as a rerun of
-    the job would. An outage that fails the experiment itself (Tune's own reads and
-    writes of its state in the driver, e.g. listing the experiment folder as it ends)
-    fails every run of it alike, and they are fitted again the same way."""
+    """Fit the runs; a run that a storage outage failed, or whose Tune trial or Train
+    controller process died (`retryable`), is fitted again (up to RUN_RETRY_WAITS_S), from
+    its checkpoints and skipping its stored units, as a rerun of the job would. An outage
+    that fails the experiment itself (Tune's own reads and writes of its state in the
+    driver, e.g. listing the experiment folder as it ends) fails every run of it alike, and
+    they are fitted again the same way."""
     pending = groups
     for retry, wait_s in enumerate((0.0, *RUN_RETRY_WAITS_S)):
         if retry:
             names = ", ".join(g.run_name for g in pending)
-            log.warning("run(s) %s failed on a storage outage (%s); fitting them again in "
-                        "%.0fs from their checkpoints (retry %d of %d)", names,
+            log.warning("run(s) %s failed on a storage outage or a lost Ray process (%s); "
+                        "fitting them again in %.0fs from their checkpoints (retry %d of %d)",
+                        names,
                         runs.trial_errors[pending[0].run_name], wait_s, retry,
                         len(RUN_RETRY_WAITS_S))  # fmt: skip
             end = time.monotonic() + wait_s
@@ -234,9 +236,22 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
         errors.update(silent)
         runs.trial_errors.update(errors)
         pending = [g for g in pending
-                   if g.run_name in silent or storage_outage(errors.get(g.run_name, ""))]
+                   if g.run_name in silent or retryable(errors.get(g.run_name, ""))]
         if not pending:
             return
+
+
+# A run whose Tune trial or Train controller process died (killed, OOM, its node lost): not
+# the units' fault, and the run restarts from its checkpoints like a storage outage's. A
+# run whose *workers* died past FailureConfig's restarts (WorkerGroupError) is not retried.
+LOST_PROCESS = ("ActorDiedError", "RayTaskError(ActorDiedError)", "RayActorError",
+                "RayTaskError(RayActorError)", "ActorUnavailableError", "NodeDiedError",
+                "RayTaskError(NodeDiedError)", "OwnerDiedError")
+
+
+def retryable(error: str) -> bool:
+    """A run error worth fitting the run again for: a storage outage, or a lost process."""
+    return storage_outage(error) or error.startswith(LOST_PROCESS)
 
 
 SILENT_END = ("the run reported no error but left units without a status (Tune's record "

@@ -260,7 +260,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
     tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
     known = _Known()
     stop.reset()
-    with ProgressWriter(tracker, storage, interval_s=progress_interval_s):
+    with ProgressWriter(tracker, storage, interval_s=progress_interval_s) as writer:
         try:
             return _run(spec, storage, tracker, known, t0)
         except BaseException as raised:
@@ -270,6 +270,10 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             if exc is not raised:
                 log.warning("the stop request surfaced as %s: %s", type(raised).__name__, raised)
             tracker.set_phase("stopped", f"{exc}: writing the finished units' results")
+            try:  # now: the service tells a driver killed from here on by this phase
+                writer.write_now()
+            except Exception as write_exc:  # noqa: BLE001 - the results come first
+                log.warning("progress.json on stop: %s", write_exc)
             # Disconnecting ends this job's tasks and actors (Train workers included) now,
             # instead of training on through the stop's grace period; the results are
             # read from storage, which needs no Ray.
@@ -441,6 +445,8 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     tracker.kind_started("deep")
     run_deep_groups(todo, prepared, spec, storage, tracker, placement, refit).wait()
 
+    stop.check_stop()
+    stop.defer_stops()  # every unit has ended: a stop request now lets the report finish
     tracker.set_phase("reporting", "leaderboard, ensembles, plots")
     ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
     ensemble_rows += _ensembles(plan, prepared, storage, skip=set(done_ensembles))

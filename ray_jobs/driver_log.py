@@ -4,9 +4,9 @@ Ray keeps a job's driver log on its head: after the head restarts, or for an ear
 attempt of a resumed job, Ray has no record of it and the service could show nothing,
 though failure messages send the user to the log. So the driver also copies its log
 records (quantray's progress lines, warnings and errors, and Ray's own) to
-`logs/driver-{attempt}.log` under the job: rewritten every `every_s` by a background
-thread and once more when the driver ends. Best effort: a failed write is reported on
-stderr once and retried at the next flush; the job goes on.
+`logs/driver-{attempt}.log` under the job: rewritten by a background thread 1, 3 and 7 s
+after the start, then every `every_s`, and once more when the driver ends. Best effort: a
+failed write is reported on stderr once and retried at the next flush; the job goes on.
 
 Only what the driver process logs is kept (workers' output reaches Ray's log through
 `log_to_driver`, not through logging), and at most `MAX_BYTES`: past that the oldest
@@ -86,8 +86,12 @@ class StoredLog(logging.Handler):
             self._written = count
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
+        # 1 s, 2 s, 4 s ... then every `every_s`: a driver killed in its first seconds (a
+        # bad node, a kill during data preparation) still leaves its log behind
+        wait = min(1.0, self.every_s)
+        while not self._stop.wait(wait):
             self.flush()
+            wait = min(2 * wait, self.every_s)
 
     def start(self) -> StoredLog:
         self._thread.start()

@@ -33,6 +33,27 @@ def request_stop(signum: int, _frame: Any = None) -> None:
     raise _requested
 
 
+def record_stop(signum: int, _frame: Any = None) -> None:
+    """The handler while the job writes its final results (`defer_stops`): record the stop
+    request and let the writing finish (seconds, within Ray's stop grace period): raised
+    there, it cut the leaderboard short, and the partial rewrite that followed lost the
+    ensemble rows already written."""
+    global _requested
+    _requested = JobCancelled(signum)
+
+
+def defer_stops() -> None:
+    """From here on a stop request is recorded, not raised (see `record_stop`); only where
+    the entrypoint's `request_stop` handles the signals (the main thread of a driver)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) is request_stop:
+            signal.signal(sig, record_stop)
+
+
 def reset() -> None:
     """Forget an earlier request (a new job in the same process)."""
     global _requested

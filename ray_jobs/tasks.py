@@ -122,8 +122,8 @@ def chunk_task(
                 rows = fail_unit(unit, spec.target.horizons, errors[unit.symbol], storage)
             else:
                 sink = predictions.setdefault((unit.symbol, unit.fold), {})
-                rows = run_unit(unit, prepared[unit.symbol][unit.fold], spec, storage,
-                                predictions=sink)
+                rows = _run_linear_unit(unit, prepared[unit.symbol][unit.fold], spec, storage,
+                                        sink)
             report.unit_rows[unit.unit_id] = rows
         nxt = steps[i + 1] if i + 1 < len(steps) else []
         _push(relay, {"type": "chunk", "ended": {u.unit_id: _row_error(report.unit_rows[
@@ -140,6 +140,31 @@ def chunk_task(
         except Exception as exc:  # noqa: BLE001 - ensembles are extra rows; reported
             report.ensemble_errors[symbol] = f"{type(exc).__name__}: {exc}"
     return (*(prepared.get(s) for s in symbols), report)
+
+
+# A storage outage longer than JobStorage's own retries (~8 s): the linear unit is fitted
+# again after these waits, as a deep run is (deep_runs.RUN_RETRY_WAITS_S), instead of
+# failing the unit (and the job) on an outage the deep units ride out.
+UNIT_RETRY_WAITS_S = (10.0, 30.0)
+
+
+def _run_linear_unit(unit: Unit, prepared: PreparedSymbol, spec: JobSpec,
+                     storage: JobStorage, sink: dict[str, Any]) -> list[dict[str, Any]]:
+    import time
+
+    from ray_jobs.storage import StorageError, StorageNotFoundError, is_transient
+
+    for retry, wait_s in enumerate((0.0, *UNIT_RETRY_WAITS_S)):
+        time.sleep(wait_s)
+        try:
+            return run_unit(unit, prepared, spec, storage, predictions=sink,
+                            propagate=(StorageError,))
+        except StorageError as exc:
+            outage = (not isinstance(exc, StorageNotFoundError)
+                      and isinstance(exc.cause, BaseException) and is_transient(exc.cause))
+            if not outage or retry == len(UNIT_RETRY_WAITS_S):
+                return fail_unit(unit, spec.target.horizons, exc, storage)
+    raise AssertionError("unreachable")
 
 
 def _row_error(rows: list[dict[str, Any]]) -> str | None:

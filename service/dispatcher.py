@@ -39,6 +39,7 @@ class Outcome:
     errors: tuple[dict, ...] = ()
 
 
+STORAGE_FAILURE = "ray_jobs.storage.StorageError"  # in a driver's traceback (Ray's message)
 INPUT_ERROR_EXIT = 2  # `ray_jobs.run`: unusable input (no usable symbol); progress says why
 
 
@@ -83,6 +84,13 @@ def map_ray_state(
                 f"/v1/jobs/{job}/resume) to train the rest; its log: GET "
                 f"/v1/jobs/{job}/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
+        if STORAGE_FAILURE in (info.message or ""):  # the driver died of the job storage
+            job = info.metadata.get("quantray_job_id") or "ID"
+            return Outcome("failed", (
+                "the job storage was unavailable, so the job's driver could not record its "
+                "work: once QUANTRAY_STORAGE_URI's storage answers, resume the job (POST "
+                f"/v1/jobs/{job}/resume; what it stored before is skipped); Ray job failed"
+                f"{kind}: {_log_tail(info.message)}"), errors)
         return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
     if info.status == "STOPPED":
         if cancel_requested:
@@ -90,9 +98,20 @@ def map_ray_state(
             if not ended:
                 return Outcome("cancelled",
                                "cancelled on request before any unit ended; resume runs it")
-            if progress.phase == "stopped":  # the driver wrote the ended units' results
-                return Outcome("cancelled", "cancelled on request; partial results kept")
+            if progress.phase in ("succeeded", "failed"):  # asked while writing the report
+                return Outcome("cancelled", (
+                    f"cancelled on request as the job wrote its results: all its units had "
+                    f"ended ({progress.units_failed} failed), and the results are complete"))
             job = info.metadata.get("quantray_job_id") or "ID"
+            if progress.phase == "stopped":
+                if "results are written" in (progress.message or ""):  # the driver's last word
+                    return Outcome("cancelled", "cancelled on request; partial results kept")
+                return Outcome("cancelled", (  # killed while it wrote them
+                    f"cancelled on request; {ended} units had ended, and the driver was "
+                    "stopped while it wrote their leaderboard and plots, which may be "
+                    f"incomplete: the units' files are kept (GET /v1/jobs/{job}/artifacts), "
+                    f"and a resume (POST /v1/jobs/{job}/resume) trains the rest and writes "
+                    "the results"))
             return Outcome("cancelled", (  # Ray killed the driver at the end of its grace
                 f"cancelled on request; {ended} units had ended, but the driver was stopped "
                 "before it wrote their leaderboard and plots: their files are kept (GET "
@@ -157,10 +176,12 @@ def _log_tail(message: str | None) -> str:
     return f"... {message[-MESSAGE_TAIL:]} (the whole log: GET /v1/jobs/ID/logs)"
 
 
-def submission_id(job: JobRecord) -> str:
+def submission_id(job: JobRecord, attempt: int | None = None) -> str:
     """Ray refuses to reuse a submission id, so each resume gets a new one: the job id for
-    the first attempt, `{job_id}-r{attempt}` after that. The job id itself never changes."""
-    return job.id if job.attempt == 0 else f"{job.id}-r{job.attempt}"
+    the first attempt, `{job_id}-r{attempt}` after that (`attempt`: the job's own, or an
+    earlier one). The job id itself never changes."""
+    attempt = job.attempt if attempt is None else attempt
+    return job.id if attempt == 0 else f"{job.id}-r{attempt}"
 
 
 class Dispatcher:

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from ray_jobs.storage import StorageError
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
+from service.dispatcher import submission_id
 from service.errors import ApiError, storage_unavailable
 from service.keys import Principal
 from service.ray_client import RayError, RayUnavailable
@@ -275,6 +276,15 @@ async def job_logs(
         raise ApiError(422, "invalid", f"job {job.id} has attempts 0..{job.attempt}",
                        [{"field": "query.attempt", "message": f"use 0 to {job.attempt}"}])
     if attempt is not None and attempt < job.attempt:
+        # Ray keeps each attempt's whole log until its head restarts; the stored copy may
+        # miss a killed driver's last seconds
+        if state.ray is not None:
+            try:
+                text = await state.ray.logs(submission_id(job, attempt))
+            except RayError:
+                text = None
+            if text is not None:
+                return PlainTextResponse(text)
         return await _stored_log(state, job, attempt, f"attempt {attempt}'s driver log")
     if job.ray_submission_id is None:
         earlier = (f"; its earlier attempts' logs: ?attempt=0 to {job.attempt - 1} (`quantray "

@@ -14,7 +14,7 @@ from ray_jobs.driver import chunk_symbols
 from ray_jobs.ensembles import ensemble_rows_from_predictions, symbol_ensemble_rows
 from ray_jobs.planner import Unit
 from ray_jobs.spec import JobSpec
-from ray_jobs.storage import JobStorage
+from ray_jobs.storage import JobStorage, StorageError
 from ray_jobs.tasks import prepare_many
 from ray_jobs.units import run_unit
 
@@ -163,3 +163,41 @@ def test_job_ensembles_weigh_members_as_the_model_zoo_does() -> None:
         for h in (1, 3):
             f1, equal = job[("ensemble_f1", split, h)], job[("ensemble_equal", split, h)]
             assert f1["macro_f1"] > equal["macro_f1"] + 0.05, (split, h)
+
+
+def _outage() -> StorageError:
+    return StorageError("write", "s3://b/k", ConnectionError("connection reset by peer"),
+                        "still failing after 5 attempts")
+
+
+def test_a_linear_unit_rides_out_a_storage_outage_and_fails_on_a_permanent_error(
+        monkeypatch) -> None:
+    """The chaos probe's 20 s S3 outage in the linear phase failed 2 units (and the job),
+    while the deep runs rode out the same outage: a unit whose writes hit an outage longer
+    than JobStorage's own retries is fitted again after a wait; a permanent storage error
+    (access denied) still fails it at once."""
+    import time
+
+    from ray_jobs import tasks
+
+    calls, answers = [], iter([_outage(), _outage(), [{"error": None}]])
+
+    def fake_run_unit(unit, prepared, spec, storage, **kw):
+        calls.append(kw["propagate"])
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    failed = []
+    monkeypatch.setattr(tasks, "run_unit", fake_run_unit)
+    monkeypatch.setattr(tasks, "fail_unit", lambda *a, **k: failed.append(a) or [{"error": "x"}])
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    spec = type("S", (), {"target": type("T", (), {"horizons": [1]})()})()
+    rows = tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {})
+    assert rows == [{"error": None}] and len(calls) == 3 and not failed
+    # permanent (access denied): failed at once
+    answers = iter([StorageError("write", "s3://b/k", PermissionError("denied"), "grant")])
+    calls.clear()
+    tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {})
+    assert len(calls) == 1 and len(failed) == 1

@@ -61,3 +61,21 @@ def test_a_long_log_keeps_its_latest_lines_and_says_how_many_went() -> None:
     first, *rest = text.splitlines()
     assert first.startswith("[") and "earlier lines dropped" in first
     assert rest[-1].startswith("line 29999") and int(first[1:].split()[0]) + len(rest) == 30_000
+
+
+def test_the_first_copy_is_written_within_seconds_of_the_start() -> None:
+    """A driver killed in its first seconds (before `every_s`) still leaves its log: the
+    chaos probe's drivers killed during data preparation left none with a 10 s period."""
+    import time
+
+    sink = _Sink()
+    stored = StoredLog(sink, attempt=0, every_s=60).start()
+    log = _logger(stored)
+    log.info("preparing 8 symbols")
+    deadline = time.monotonic() + 10
+    while not sink.files and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert sink.files[log_path(0)].decode().endswith("preparing 8 symbols\n")
+    finally:
+        stored.close()

@@ -72,3 +72,30 @@ def test_run_job_treats_a_stop_surfacing_as_systemerror_as_a_cancel(
     monkeypatch.setattr(driver, "_run", lambda *a: (_ for _ in ()).throw(SystemError("bug")))
     with pytest.raises(SystemError, match="bug"):
         driver.run_job(spec, storage, progress_interval_s=60)
+
+
+def test_a_stop_while_the_report_is_written_lets_it_finish_and_is_recorded() -> None:
+    """The chaos probe cancelled a job in its reporting phase: the SIGTERM cut the
+    leaderboard short, and the partial rewrite lost the ensemble rows already written.
+    Once every unit has ended, `defer_stops` records a request instead of raising it."""
+    import os
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for sig in saved:
+            signal.signal(sig, stop.request_stop)
+        with pytest.raises(JobCancelled):  # before: raised where the driver is
+            os.kill(os.getpid(), signal.SIGTERM)
+        stop.reset()
+        stop.defer_stops()
+        assert signal.getsignal(signal.SIGTERM) is stop.record_stop
+        os.kill(os.getpid(), signal.SIGTERM)  # no raise: the report goes on
+        recorded = stop.as_cancel(RuntimeError("not a stop"))
+        assert isinstance(recorded, JobCancelled) and recorded.signum == signal.SIGTERM
+        # a handler that is not the entrypoint's (a test, an embedding program) is kept
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop.defer_stops()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

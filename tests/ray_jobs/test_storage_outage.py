@@ -226,3 +226,32 @@ def test_a_run_that_ends_silently_with_units_unstored_is_fitted_again(monkeypatc
     deep_runs._tune(groups, {"attempt": "1"}, 2, storage, runs)
     assert fits == ["deep-1", "deep-1-retry1", "deep-1-retry2"]
     assert runs.trial_errors == {"ra": deep_runs.SILENT_END}
+
+
+# The chaos probe killed a run's `ray::TrainController` mid-training: its units failed with
+# this (a Tune trial's or controller's process lost with its node would too), and the job
+# ended failed without a retry.
+CONTROLLER_DIED = ("RayTaskError(ActorDiedError): The actor is dead because its worker "
+                   "process has died. Worker exit type: SYSTEM_ERROR")
+
+
+def test_a_run_whose_controller_died_is_fitted_again(monkeypatch) -> None:
+    """A run whose Train controller or Tune trial process died is fitted again from its
+    checkpoints, like one an outage failed; one whose workers died past FailureConfig's
+    restarts (WorkerGroupError) is not: that is the units' own failure."""
+    from ray_jobs import deep_runs
+    from ray_jobs.planner import RunGroup
+
+    fits = []
+    answers = iter([{"a": CONTROLLER_DIED, "b": "WorkerGroupError: died past its restarts"}, {}])
+
+    def fake_fit(groups, ctx, slots, storage, name):
+        fits.append((name, [g.run_name for g in groups]))
+        return next(answers)
+
+    monkeypatch.setattr(deep_runs, "_fit", fake_fit)
+    monkeypatch.setattr(deep_runs, "RUN_RETRY_WAITS_S", (0.0, 0.0))
+    runs = type("Runs", (), {"trial_errors": {}})()
+    deep_runs._tune([RunGroup("a", ()), RunGroup("b", ())], {"attempt": "1"}, 2, None, runs)
+    assert fits == [("deep-1", ["a", "b"]), ("deep-1-retry1", ["a"])]
+    assert runs.trial_errors == {"b": "WorkerGroupError: died past its restarts"}

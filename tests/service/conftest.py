@@ -54,13 +54,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def progress_doc(
     total: int, done: int, failures: tuple[tuple[str, str], ...] = (), running: int = 0,
-    attempt: int = 0, phase: str = "training",
+    attempt: int = 0, phase: str = "training", message: str | None = None,
 ) -> dict[str, Any]:
-    """progress.json exactly as the job driver writes it (`ray_jobs.progress`), after 10 s."""
+    """progress.json exactly as the job driver writes it (`ray_jobs.progress`), after 10 s.
+    A "stopped" phase gets the driver's message once it has written the partial results,
+    unless `message` says otherwise."""
     now = [0.0]
     tracker = ProgressTracker(total, job_id="job", attempt=attempt, clock=lambda: now[0],
                               wall=lambda: 0.0)
-    tracker.set_phase(phase)
+    if message is None and phase == "stopped":
+        message = "stopped by SIGTERM: the finished units' results are written"
+    tracker.set_phase(phase, message or "")
     ids = [f"u{i}" for i in range(done)] + [u for u, _ in failures]
     ids += [f"r{i}" for i in range(running)]
     for unit in ids:

@@ -146,6 +146,15 @@ def _info(status: str, message: str | None = None) -> RayJobInfo:
         ("FAILED", False, None, "failed", "driver crashed"),
         ("STOPPED", True, None, "cancelled", "before any unit ended"),
         ("STOPPED", True, (4, 1, (), 0, 0, "stopped"), "cancelled", "partial results kept"),
+        # the driver was killed while it wrote them (it says so before it starts)
+        ("STOPPED", True, (4, 1, (), 0, 0, "stopped",
+                           "stopped by SIGTERM: writing the finished units' results"),
+         "cancelled", "stopped while it wrote their leaderboard and plots, which may be "
+         "incomplete"),
+        # the cancel came as the driver wrote its report, which it finished
+        ("STOPPED", True, (4, 4, (), 0, 0, "succeeded"), "cancelled",
+         "as the job wrote its results: all its units had ended (0 failed), and the results "
+         "are complete"),
         # Ray's grace ran out before the driver wrote the ended units' results
         ("STOPPED", True, (4, 1, ()), "cancelled", "1 units had ended, but the driver was "
          "stopped before it wrote their leaderboard"),
@@ -393,6 +402,14 @@ def test_api_restart_keeps_jobs_and_reconciles(
             assert c.get(f"/v1/jobs/{second}").json()["status"] == "succeeded"
             sids = [s["submission_id"] for s in fake.submissions]
             assert sids == [first, second, f"{first}-r1"]
+            # attempt 1 fails and is resumed: Ray still holds attempt 1's whole log (a killed
+            # driver's stored copy misses its last seconds, or is not there at all): it is
+            # served from Ray
+            fake.set_status(f"{first}-r1", "FAILED", "driver crashed")
+            _wait(lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "failed", "failed")
+            assert c.post(f"/v1/jobs/{first}/resume").json()["attempt"] == 2
+            earlier = c.get(f"/v1/jobs/{first}/logs", params={"attempt": 1})
+            assert earlier.status_code == 200 and earlier.text == f"log of {first}-r1\n"
     finally:
         server.__exit__()
 
@@ -451,3 +468,22 @@ def test_a_replica_whose_count_is_stale_does_not_pass_the_cap(
     assert [s["submission_id"] for s in fake.submissions] == ids[:2]
     assert [r.status(i) for i in ids] == ["running"] * 2 + ["queued"] * 2
     assert all(r.store.get(i).ray_submission_id is None for i in ids[2:])
+
+
+def test_a_driver_that_died_of_its_storage_says_so_first_and_to_resume(qr: Any) -> None:
+    """The chaos probe's S3 outage right after the leaderboard was written: summary.json's
+    write failed and the driver died with a StorageError; the job said "Ray job failed ...
+    resubmit". It names the storage first, and resume (what was stored is skipped)."""
+    log = ("results written\nTraceback (most recent call last):\n"
+           "ray_jobs.storage.StorageError: write s3://b/p/qr-9/results/summary.json: "
+           "still failing after 5 attempts")
+    crashed = parse_progress(qr.progress_doc(12, 12, ()))  # phase "training": no reason
+    info = dataclasses.replace(_info("FAILED", log), metadata={"quantray_job_id": "qr-9"})
+    out = map_ray_state(info, cancel_requested=False, progress=crashed)
+    assert out.status == "failed"
+    assert out.message.startswith("the job storage was unavailable")
+    assert "/v1/jobs/qr-9/resume" in out.message and "summary.json" in out.message
+    # another failure keeps the plain message
+    other = dataclasses.replace(info, message="ValueError: the cause")
+    assert map_ray_state(other, cancel_requested=False, progress=crashed).message.startswith(
+        "Ray job failed")
