@@ -200,8 +200,8 @@ class JobStorage:
                     raise StorageError(
                         op, uri, exc,
                         f"still failing after {self.retry.attempts} attempts: check the "
-                        "endpoint, network and credentials, then resubmit (finished units "
-                        "are kept)",
+                        "endpoint, network and credentials, then resume the job (finished "
+                        "units are kept)",
                     ) from exc  # fmt: skip
                 wait = self.retry.delay(attempt, self._rng)
                 log.warning("%s %s: transient error (%s); retry %d in %.2fs", op, uri, exc,

@@ -164,6 +164,9 @@ def _run_linear_unit(unit: Unit, prepared: PreparedSymbol, spec: JobSpec,
                       and isinstance(exc.cause, BaseException) and is_transient(exc.cause))
             if not outage or retry == len(UNIT_RETRY_WAITS_S):
                 return fail_unit(unit, spec.target.horizons, exc, storage)
+            print(f"quantray: unit {unit.unit_id}: the storage is still failing ({exc}); "
+                  f"fitting it again in {UNIT_RETRY_WAITS_S[retry]:.0f}s (retry {retry + 1} "
+                  f"of {len(UNIT_RETRY_WAITS_S)})", flush=True)  # to the driver's log
     raise AssertionError("unreachable")
 
 

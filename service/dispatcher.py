@@ -69,8 +69,13 @@ def map_ray_state(
         if progress is not None and progress.phase == "failed" and progress.message:
             return Outcome("failed", progress.message, errors)  # the driver's own reason
         killed = killed_by(info.driver_exit_code)
+        job = info.metadata.get("quantray_job_id") or "ID"
+        if killed and progress is not None and progress.phase == "succeeded":
+            # killed after it wrote every result: nothing is missing, nothing to resume
+            return Outcome("succeeded", (
+                f"all units done and the results written; the driver was then ended by "
+                f"{killed} before it exited"))
         if killed:  # not the job's fault: say so, and how to go on
-            job = info.metadata.get("quantray_job_id") or "ID"
             where = f" in phase {progress.phase!r}" if progress is not None else ""
             done = "" if progress is None or progress.units_done is None else (
                 f" with {progress.units_done}"
@@ -85,13 +90,14 @@ def map_ray_state(
                 f"/v1/jobs/{job}/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
         if STORAGE_FAILURE in (info.message or ""):  # the driver died of the job storage
-            job = info.metadata.get("quantray_job_id") or "ID"
             return Outcome("failed", (
                 "the job storage was unavailable, so the job's driver could not record its "
                 "work: once QUANTRAY_STORAGE_URI's storage answers, resume the job (POST "
-                f"/v1/jobs/{job}/resume; what it stored before is skipped); Ray job failed"
-                f"{kind}: {_log_tail(info.message)}"), errors)
-        return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message)}", errors)
+                f"/v1/jobs/{job}/resume; what it stored before is skipped). The error: "
+                f"{_storage_error(info.message or '')} (the whole log: GET "
+                f"/v1/jobs/{job}/logs)"), errors)
+        return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message, job)}",
+                       errors)
     if info.status == "STOPPED":
         if cancel_requested:
             ended = 0 if progress is None else (progress.units_done or 0) + progress.units_failed
@@ -166,14 +172,22 @@ def killed_by(exit_code: int | None) -> str | None:
         return None
 
 
-def _log_tail(message: str | None) -> str:
+def _log_tail(message: str | None, job: str = "ID") -> str:
     """Ray's message for a failed entrypoint carries up to 20,000 characters of its log,
     mostly progress lines; the cause is at the end. The full log stays at /logs."""
     if not message:
         return "no message"
     if len(message) <= MESSAGE_TAIL:
         return message
-    return f"... {message[-MESSAGE_TAIL:]} (the whole log: GET /v1/jobs/ID/logs)"
+    return f"... {message[-MESSAGE_TAIL:]} (the whole log: GET /v1/jobs/{job}/logs)"
+
+
+def _storage_error(message: str) -> str:
+    """The last StorageError line of a driver's log (its workers' lines follow it in Ray's
+    message, so the log's tail may not show it)."""
+    lines = [ln.strip() for ln in message.splitlines() if STORAGE_FAILURE in ln]
+    line = lines[-1] if lines else STORAGE_FAILURE
+    return line[line.index(STORAGE_FAILURE):][:MESSAGE_TAIL]
 
 
 def submission_id(job: JobRecord, attempt: int | None = None) -> str:

@@ -212,6 +212,11 @@ def test_a_killed_driver_says_so_and_how_to_go_on(code: int, qr: Any) -> None:
     term = dataclasses.replace(info, driver_exit_code=143)
     out = map_ray_state(term, cancel_requested=False, progress=crashed)
     assert "ended by SIGTERM" in out.message and "not a cancel through the API" in out.message
+    # killed after it wrote every result: nothing is missing, no resume to ask for
+    finished = parse_progress({**qr.progress_doc(24, 24, ()), "phase": "succeeded"})
+    out = map_ray_state(info, cancel_requested=False, progress=finished)
+    assert out.status == "succeeded" and "results written" in out.message
+    assert "resume" not in out.message
     # an ordinary failure (exit 1 with a traceback) keeps the log's end
     info = dataclasses.replace(info, message="ValueError: the cause", driver_exit_code=1)
     out = map_ray_state(info, cancel_requested=False, progress=crashed)
@@ -482,7 +487,14 @@ def test_a_driver_that_died_of_its_storage_says_so_first_and_to_resume(qr: Any) 
     out = map_ray_state(info, cancel_requested=False, progress=crashed)
     assert out.status == "failed"
     assert out.message.startswith("the job storage was unavailable")
-    assert "/v1/jobs/qr-9/resume" in out.message and "summary.json" in out.message
+    assert "/v1/jobs/qr-9/resume" in out.message and "/v1/jobs/qr-9/logs" in out.message
+    # the StorageError's own line, though worker lines follow it in a long log
+    long_log = log + "\n" + "(TrainWorker pid=1) epoch 3\n" * 2000
+    out = map_ray_state(dataclasses.replace(info, message=long_log), cancel_requested=False,
+                        progress=crashed)
+    assert ("The error: ray_jobs.storage.StorageError: write s3://b/p/qr-9/results/summary"
+            ".json: still failing after 5 attempts (the whole log") in out.message
+    assert "TrainWorker" not in out.message
     # another failure keeps the plain message
     other = dataclasses.replace(info, message="ValueError: the cause")
     assert map_ray_state(other, cancel_requested=False, progress=crashed).message.startswith(
