@@ -520,7 +520,8 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
                     "is among the job's prepared symbols: they are not in the job, or their "
                     "data failed (see the data errors)")
             best = search_model(model, spec, storage, {s: prepared[s] for s in symbols},
-                                gpu=placement.gpu, slots=placement.slots)
+                                gpu=placement.gpu, slots=placement.slots,
+                                say=lambda line: tracker.set_phase("tuning", line))
             refit[model] = refit_overrides(best)
         except Exception as exc:  # the model's units fail alone with the search's error
             stop.check_stop()  # not a failure: a stop request that surfaced here

@@ -386,6 +386,8 @@ class ProgressTracker:
             + f" | elapsed {format_duration(d['elapsed_s'])} | "
             f"ETA {format_duration(d['eta_s'])}"
         )
+        if d["phase"] == "tuning" and d["message"]:  # the search's trials and best value
+            line += f" | {d['message']}"
         latest = [r for r in d["running"] if r["epoch"] is not None]
         if latest:
             r = max(latest, key=lambda r: r["running_s"])  # the longest-running unit

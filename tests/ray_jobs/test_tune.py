@@ -15,8 +15,13 @@ from tests.ray_jobs._jobs import tiny_spec
 
 
 @pytest.mark.timeout(600)
-def test_search_then_refit_on_train_plus_val(ray_cluster: str, tmp_path: Path) -> None:
+def test_search_then_refit_on_train_plus_val(ray_cluster: str, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     from ray_jobs.driver import run_job
+
+    caplog.set_level(logging.INFO)
 
     spec = JobSpec.from_dict(tiny_spec(
         "tuned", ["ridge", "mlp"], max_epochs=2,
@@ -29,6 +34,9 @@ def test_search_then_refit_on_train_plus_val(ray_cluster: str, tmp_path: Path) -
     storage = JobStorage(tmp_path.as_uri(), "tuned")
     summary = run_job(spec, storage, progress_interval_s=1.0)
     assert summary["failed_units"] == [], summary["failed_units"]
+    # the driver's progress lines tell the search's trials as they go
+    tuning = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[tuning]")]
+    assert any(" of 4 trials ended" in line for line in tuning), tuning[-3:]
 
     best = storage.read_json("tune/mlp/best.json")
     assert best["trials"] == 4 and best["finished_trials"] >= 1
@@ -104,7 +112,7 @@ def test_first_n_search_symbols_skip_a_symbol_whose_data_failed(monkeypatch,
 
     searched = []
 
-    def fake_search(model, spec, storage, prepared, *, gpu, slots):
+    def fake_search(model, spec, storage, prepared, *, gpu, slots, say=None):
         searched.append(sorted(prepared))
         return {"params": {"dropout": 0.1}, "epochs": 1}
 

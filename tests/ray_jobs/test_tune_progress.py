@@ -1,0 +1,73 @@
+"""The Tune search's progress line (`ray_jobs.tune_progress.TrialProgress`), fed the
+callbacks Tune's controller makes, with stand-in trials (no Ray run)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ray_jobs.tune_progress import TrialProgress
+
+
+def _trial(tid: str, status: str = "PENDING") -> SimpleNamespace:
+    return SimpleNamespace(trial_id=tid, status=status)
+
+
+def test_the_line_counts_ended_running_and_early_stopped_trials_and_the_best_value() -> None:
+    said: list[str] = []
+    cb = TrialProgress("lstm", 4, "val_macro_f1", "max", max_epochs=5, say=said.append)
+    a, b, c, d = (_trial(t) for t in "abcd")
+    trials = [a, b, c, d]
+    a.status = b.status = "RUNNING"
+    cb.on_trial_start(0, trials, a)
+    assert said[-1] == "lstm: 0 of 4 trials ended, 2 running"
+    cb.on_trial_result(1, trials, a, {"val_macro_f1": 0.31, "epochs_run": 1})
+    cb.on_trial_result(2, trials, b, {"val_macro_f1": 0.42, "epochs_run": 1})
+    cb.on_trial_result(3, trials, a, {"val_macro_f1": 0.35, "epochs_run": 2})
+    assert said[-1] == "lstm: 0 of 4 trials ended, 2 running; best val_macro_f1 0.42 (epoch 1)"
+    # ASHA stops a after 2 of 5 epochs: Tune tells the callbacks before it sets the status
+    cb.on_trial_complete(4, trials, a)
+    assert said[-1].startswith("lstm: 1 of 4 trials ended (1 stopped early), 1 running")
+    a.status, c.status = "TERMINATED", "RUNNING"
+    for epoch in range(1, 6):
+        cb.on_trial_result(5, trials, b, {"val_macro_f1": 0.40, "epochs_run": epoch})
+    cb.on_trial_complete(6, trials, b)  # all 5 epochs: ended, not stopped early
+    b.status = "TERMINATED"
+    cb.on_trial_error(7, trials, c)
+    assert said[-1] == ("lstm: 3 of 4 trials ended (1 stopped early, 1 failed), 0 running; "
+                        "best val_macro_f1 0.42 (epoch 1)")
+
+
+def test_a_loss_is_minimised_and_a_nan_is_no_best() -> None:
+    said: list[str] = []
+    cb = TrialProgress("gru", 2, "val_loss", "min", max_epochs=3, say=said.append)
+    a = _trial("a", "RUNNING")
+    cb.on_trial_result(0, [a], a, {"val_loss": float("nan"), "epochs_run": 1})
+    assert "best" not in said[-1]
+    cb.on_trial_result(1, [a], a, {"val_loss": 0.9, "epochs_run": 2})
+    cb.on_trial_result(2, [a], a, {"val_loss": 1.1, "epochs_run": 3})
+    assert said[-1].endswith("best val_loss 0.9 (epoch 2)")
+
+
+def test_a_failing_progress_sink_does_not_stop_the_search() -> None:
+    def broken(_: str) -> None:
+        raise OSError("storage down")
+
+    cb = TrialProgress("mlp", 1, "val_loss", "min", max_epochs=1, say=broken)
+    a = _trial("a", "RUNNING")
+    cb.on_trial_start(0, [a], a)  # no exception
+    cb.on_trial_result(1, [a], a, {"val_loss": 0.5, "epochs_run": 1})
+    assert cb.best == (0.5, 1)
+
+
+def test_it_pickles_without_its_sink_as_tune_saves_it_with_the_experiment() -> None:
+    import threading
+
+    import ray.cloudpickle as pickle
+
+    lock = threading.Lock()  # the job's tracker holds locks: not picklable
+    cb = TrialProgress("mlp", 2, "val_loss", "min", max_epochs=1,
+                       say=lambda m, lock=lock: None)
+    copy = pickle.loads(pickle.dumps(cb))
+    assert copy.say is None and copy.model == "mlp"
+    a = _trial("a", "RUNNING")
+    copy.on_trial_start(0, [a], a)  # a no-op, no error
