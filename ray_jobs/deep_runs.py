@@ -211,6 +211,7 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
     pending = groups
     for retry, wait_s in enumerate((0.0, *RUN_RETRY_WAITS_S)):
         if retry:
+            check_stop()  # a cancel kills the runs' processes: no retry to announce
             names = ", ".join(g.run_name for g in pending)
             log.warning("run(s) %s failed on a storage outage or a lost Ray process (%s); "
                         "fitting them again in %.0fs from their checkpoints (retry %d of %d)",

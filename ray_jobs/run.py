@@ -255,5 +255,22 @@ def exit_promptly(code: int, grace_s: float = EXIT_GRACE_S) -> None:
     sys.exit(code)
 
 
+def entry() -> None:
+    """The entrypoint: `main`, ended by `exit_promptly` however it ends (a driver that dies
+    of an exception, e.g. its storage down, exits the same way, its traceback printed)."""
+    import traceback
+
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's usage errors (2) and --help (0)
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - printed as Python would, then the same exit
+        traceback.print_exc()
+        code = 1
+    exit_promptly(code)
+
+
 if __name__ == "__main__":
-    exit_promptly(main())
+    entry()

@@ -24,6 +24,7 @@ class JobCancelled(BaseException):  # noqa: N818 - a stop request, not a failure
 
 
 _requested: JobCancelled | None = None
+_deferred = False  # the final report is being written: a request is recorded only
 
 
 def request_stop(signum: int, _frame: Any = None) -> None:
@@ -47,6 +48,8 @@ def defer_stops() -> None:
     the entrypoint's `request_stop` handles the signals (the main thread of a driver)."""
     import threading
 
+    global _deferred
+    _deferred = True  # check_stop and as_cancel's record stay quiet from here on
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -56,8 +59,8 @@ def defer_stops() -> None:
 
 def reset() -> None:
     """Forget an earlier request (a new job in the same process)."""
-    global _requested
-    _requested = None
+    global _requested, _deferred
+    _requested, _deferred = None, False
 
 
 def as_cancel(exc: BaseException) -> JobCancelled | None:
@@ -67,10 +70,11 @@ def as_cancel(exc: BaseException) -> JobCancelled | None:
         if isinstance(seen, JobCancelled):
             return seen
         seen = seen.__cause__ or seen.__context__
-    return _requested
+    return None if _deferred else _requested
 
 
 def check_stop() -> None:
-    """Raise the recorded stop request, if any (one an `except` may have swallowed)."""
-    if _requested is not None:
+    """Raise the recorded stop request, if any (one an `except` may have swallowed), unless
+    stops are deferred (`defer_stops`)."""
+    if _requested is not None and not _deferred:
         raise _requested

@@ -61,8 +61,12 @@ _STATUS_RE = re.compile(r"status(?: code)?\W{0,3}(\d{3})\b")
 class StorageError(RuntimeError):
     """A storage operation failed for good; the message names the URI and the fix."""
 
-    def __init__(self, op: str, uri: str, cause: BaseException | str, fix: str) -> None:
+    def __init__(self, op: str, uri: str, cause: BaseException | str, fix: str, *,
+                 outage: bool = False) -> None:
         self.op, self.uri, self.cause = op, uri, cause
+        # a transient error that outlasted the retries (a storage outage), as `_call`
+        # classified it with the path cut out; not a permanent error
+        self.outage = outage
         super().__init__(f"{op} {uri} failed: {cause}. {fix}")
 
 
@@ -201,7 +205,7 @@ class JobStorage:
                         op, uri, exc,
                         f"still failing after {self.retry.attempts} attempts: check the "
                         "endpoint, network and credentials, then resume the job (finished "
-                        "units are kept)",
+                        "units are kept)", outage=True,
                     ) from exc  # fmt: skip
                 wait = self.retry.delay(attempt, self._rng)
                 log.warning("%s %s: transient error (%s); retry %d in %.2fs", op, uri, exc,

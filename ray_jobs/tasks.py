@@ -116,6 +116,7 @@ def chunk_task(
     prepared, errors = prepare_many(spec, symbols, warnings)
     report = ChunkReport(symbols=list(symbols), data_errors=errors, data_warnings=warnings)
     predictions: dict[tuple[str, int], dict[str, Any]] = {}
+    outage: dict[str, bool] = {}
     for i, units in enumerate(steps):
         for unit in units:
             if unit.symbol in errors:
@@ -123,7 +124,7 @@ def chunk_task(
             else:
                 sink = predictions.setdefault((unit.symbol, unit.fold), {})
                 rows = _run_linear_unit(unit, prepared[unit.symbol][unit.fold], spec, storage,
-                                        sink)
+                                        sink, outage)
             report.unit_rows[unit.unit_id] = rows
         nxt = steps[i + 1] if i + 1 < len(steps) else []
         _push(relay, {"type": "chunk", "ended": {u.unit_id: _row_error(report.unit_rows[
@@ -144,29 +145,35 @@ def chunk_task(
 
 # A storage outage longer than JobStorage's own retries (~8 s): the linear unit is fitted
 # again after these waits, as a deep run is (deep_runs.RUN_RETRY_WAITS_S), instead of
-# failing the unit (and the job) on an outage the deep units ride out.
+# failing the unit (and the job) on an outage the deep units ride out. Once a unit of the
+# chunk has waited them all out, the chunk's later units fail without waiting again: a
+# storage that stays down fails the job (for a resume) in minutes, not hours.
 UNIT_RETRY_WAITS_S = (10.0, 30.0)
 
 
 def _run_linear_unit(unit: Unit, prepared: PreparedSymbol, spec: JobSpec,
-                     storage: JobStorage, sink: dict[str, Any]) -> list[dict[str, Any]]:
+                     storage: JobStorage, sink: dict[str, Any],
+                     outage: dict[str, bool]) -> list[dict[str, Any]]:
+    """`run_unit`, fitted again on a storage outage (`StorageError.outage`); `outage`
+    holds the chunk's "gave up" flag."""
     import time
 
-    from ray_jobs.storage import StorageError, StorageNotFoundError, is_transient
+    from ray_jobs.storage import StorageError
 
-    for retry, wait_s in enumerate((0.0, *UNIT_RETRY_WAITS_S)):
+    waits = () if outage.get("gave_up") else UNIT_RETRY_WAITS_S
+    for retry, wait_s in enumerate((0.0, *waits)):
         time.sleep(wait_s)
         try:
             return run_unit(unit, prepared, spec, storage, predictions=sink,
                             propagate=(StorageError,))
         except StorageError as exc:
-            outage = (not isinstance(exc, StorageNotFoundError)
-                      and isinstance(exc.cause, BaseException) and is_transient(exc.cause))
-            if not outage or retry == len(UNIT_RETRY_WAITS_S):
+            if not exc.outage or retry == len(waits):
+                if exc.outage:
+                    outage["gave_up"] = True
                 return fail_unit(unit, spec.target.horizons, exc, storage)
             print(f"quantray: unit {unit.unit_id}: the storage is still failing ({exc}); "
-                  f"fitting it again in {UNIT_RETRY_WAITS_S[retry]:.0f}s (retry {retry + 1} "
-                  f"of {len(UNIT_RETRY_WAITS_S)})", flush=True)  # to the driver's log
+                  f"fitting it again in {waits[retry]:.0f}s (retry {retry + 1} of "
+                  f"{len(waits)})", flush=True)  # to the driver's log
     raise AssertionError("unreachable")
 
 

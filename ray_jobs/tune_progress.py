@@ -33,19 +33,33 @@ class TrialProgress(Callback):
         # the sink (the job's progress tracker, with its locks) stays in this process
         return {**self.__dict__, "say": None}
 
+    def seed(self, results: Any) -> None:
+        """Take the best value and the epochs of a restored search's trials (a Tune
+        `ResultGrid`), so that the line after a resume counts the kept trials too."""
+        for r in results:
+            hist, tid = r.metrics_dataframe, (r.metrics or {}).get("trial_id")
+            if hist is None or self.metric not in hist:
+                continue
+            epochs = hist["epochs_run"] if "epochs_run" in hist else range(1, len(hist) + 1)
+            for value, n in zip(hist[self.metric], epochs, strict=True):
+                self._result(tid, {self.metric: value, "epochs_run": n})
+
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._tell(trials)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                         result: dict[str, Any], **info: Any) -> None:
+        self._result(trial.trial_id, result)
+        self._tell(trials)
+
+    def _result(self, trial_id: Any, result: dict[str, Any]) -> None:
         epochs = result.get("epochs_run")
-        if isinstance(epochs, int | float):
-            self.epochs[trial.trial_id] = int(epochs)
+        if isinstance(epochs, int | float) and trial_id is not None:
+            self.epochs[trial_id] = max(self.epochs.get(trial_id, 0), int(epochs))
         value = result.get(self.metric)
         if isinstance(value, int | float) and math.isfinite(value):
             if self.best is None or self.sign * value > self.sign * self.best[0]:
                 self.best = (float(value), int(epochs or 0))
-        self._tell(trials)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                           **info: Any) -> None:

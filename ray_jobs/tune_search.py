@@ -218,6 +218,7 @@ def search_model(
                              say or (lambda _: None))
     tuner = restore_search(model, storage, trainable, param_space, fingerprint)
     if tuner is not None:  # its RunConfig is the first run's, with that run's callback
+        progress.seed(tuner.get_results())  # the kept trials' best value and epochs
         _use_callback(tuner, progress)
     else:  # a fresh search: its fingerprint first, so a rerun can tell it
         storage.write_json(search_rel(model), fingerprint)
@@ -364,7 +365,9 @@ def restore_search(model: str, storage: JobStorage, trainable: Any,
             if not len(grid):
                 raise ValueError("its experiment state holds no trial")
             check_search_state(storage, rel)
-        except Exception as exc:  # any unreadable state: a fresh search is the remedy
+        except Exception as exc:  # an unreadable state: a fresh search is the remedy
+            if _storage_outage(exc):  # not the state's fault: keep it for the next resume
+                raise
             why = f"its state could not be restored ({type(exc).__name__}: {exc})"
         else:
             log.info("tune %s: resuming the interrupted search: %d trials restored, %d of "
@@ -376,6 +379,22 @@ def restore_search(model: str, storage: JobStorage, trainable: Any,
                     "and the search starts afresh", model, storage.uri_of(rel), why)
     storage.delete_dir(rel)
     return None
+
+
+def _storage_outage(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause) is the storage being unreachable rather than a state
+    that does not read: Tune's own reads are not retried, and a search of hours must not
+    be removed over a blip (the model's units then fail with the error; a resume retries)."""
+    from ray_jobs.storage import StorageError, is_transient
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StorageError):
+            return seen.outage
+        if isinstance(seen, OSError) and is_transient(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _state_files(storage: JobStorage, rel: str, template: str) -> list[str]:

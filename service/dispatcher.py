@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def map_ray_state(
                 f"/v1/jobs/{job}/resume) to train the rest; its log: GET "
                 f"/v1/jobs/{job}/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
-        if STORAGE_FAILURE in (info.message or ""):  # the driver died of the job storage
+        if _final_error(info.message or "").startswith(STORAGE_FAILURE):  # died of storage
             return Outcome("failed", (
                 "the job storage was unavailable, so the job's driver could not record its "
                 "work: once QUANTRAY_STORAGE_URI's storage answers, resume the job (POST "
@@ -106,8 +107,8 @@ def map_ray_state(
                                "cancelled on request before any unit ended; resume runs it")
             if progress.phase in ("succeeded", "failed"):  # asked while writing the report
                 return Outcome("cancelled", (
-                    f"cancelled on request as the job wrote its results: all its units had "
-                    f"ended ({progress.units_failed} failed), and the results are complete"))
+                    "cancelled on request as the job wrote its results: all its units had "
+                    "ended, and the results are complete"))
             job = info.metadata.get("quantray_job_id") or "ID"
             if progress.phase == "stopped":
                 if "results are written" in (progress.message or ""):  # the driver's last word
@@ -182,12 +183,22 @@ def _log_tail(message: str | None, job: str = "ID") -> str:
     return f"... {message[-MESSAGE_TAIL:]} (the whole log: GET /v1/jobs/{job}/logs)"
 
 
+# "ray_jobs.storage.StorageError: write s3://...", "ValueError: ..." (a traceback's end)
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception|Exit|"
+                         r"Interrupt|Cancelled)\b(?::|$)")
+
+
+def _final_error(message: str) -> str:
+    """The last exception line of a driver's log (its traceback's end: what it died of).
+    Its workers' lines may follow it in Ray's message, and an earlier traceback of a
+    handled error (a logged warning) may precede it."""
+    lines = [ln.strip() for ln in message.splitlines() if _ERROR_LINE.match(ln.strip())]
+    return lines[-1] if lines else ""
+
+
 def _storage_error(message: str) -> str:
-    """The last StorageError line of a driver's log (its workers' lines follow it in Ray's
-    message, so the log's tail may not show it)."""
-    lines = [ln.strip() for ln in message.splitlines() if STORAGE_FAILURE in ln]
-    line = lines[-1] if lines else STORAGE_FAILURE
-    return line[line.index(STORAGE_FAILURE):][:MESSAGE_TAIL]
+    """The StorageError the driver died of (`_final_error`), at most MESSAGE_TAIL long."""
+    return _final_error(message)[:MESSAGE_TAIL]
 
 
 def submission_id(job: JobRecord, attempt: int | None = None) -> str:

@@ -167,7 +167,7 @@ def test_job_ensembles_weigh_members_as_the_model_zoo_does() -> None:
 
 def _outage() -> StorageError:
     return StorageError("write", "s3://b/k", ConnectionError("connection reset by peer"),
-                        "still failing after 5 attempts")
+                        "still failing after 5 attempts", outage=True)
 
 
 def test_a_linear_unit_rides_out_a_storage_outage_and_fails_on_a_permanent_error(
@@ -194,10 +194,23 @@ def test_a_linear_unit_rides_out_a_storage_outage_and_fails_on_a_permanent_error
     monkeypatch.setattr(tasks, "fail_unit", lambda *a, **k: failed.append(a) or [{"error": "x"}])
     monkeypatch.setattr(time, "sleep", lambda s: None)
     spec = type("S", (), {"target": type("T", (), {"horizons": [1]})()})()
-    rows = tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {})
+    rows = tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {}, {})
     assert rows == [{"error": None}] and len(calls) == 3 and not failed
     # permanent (access denied): failed at once
     answers = iter([StorageError("write", "s3://b/k", PermissionError("denied"), "grant")])
     calls.clear()
-    tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {})
+    tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {}, {})
     assert len(calls) == 1 and len(failed) == 1
+    # a storage that stays down: the first unit waits the retries out, the chunk's next
+    # units fail at once (minutes to a failed job to resume, not hours)
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    answers = iter([_outage()] * 4)
+    calls.clear()
+    failed.clear()
+    chunk: dict[str, bool] = {}
+    tasks._run_linear_unit(Unit("A", "ols", 0), None, spec, None, {}, chunk)
+    assert len(calls) == 3 and waits == [0.0, *tasks.UNIT_RETRY_WAITS_S]
+    waits.clear()
+    tasks._run_linear_unit(Unit("A", "ridge", 0), None, spec, None, {}, chunk)
+    assert len(calls) == 4 and waits == [0.0] and len(failed) == 2

@@ -172,3 +172,26 @@ def test_a_clean_exit_keeps_its_status_and_says_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 3 and "anyway" not in done.stderr
+
+
+def test_a_driver_that_dies_of_an_exception_exits_through_the_watchdog_too() -> None:
+    """The entrypoint ends the same way when `main` raises (a driver whose storage went
+    down): the traceback as Python prints it (the service reads its last line), status 1."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, time\n"
+            "from ray_jobs import run\n"
+            "atexit.register(lambda: time.sleep(600))\n"  # a hung exit handler
+            "run.EXIT_GRACE_S = 1.0\n"
+            "run.exit_promptly.__defaults__ = (1.0,)\n"
+            "def boom(argv=None):\n"
+            "    raise RuntimeError('storage down')\n"
+            "run.main = boom\n"
+            "run.entry()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback (most recent call last):" in lines
+    assert "RuntimeError: storage down" in lines and "anyway" in lines[-1]

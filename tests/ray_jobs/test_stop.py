@@ -90,7 +90,7 @@ def test_a_stop_while_the_report_is_written_lets_it_finish_and_is_recorded() -> 
         stop.defer_stops()
         assert signal.getsignal(signal.SIGTERM) is stop.record_stop
         os.kill(os.getpid(), signal.SIGTERM)  # no raise: the report goes on
-        recorded = stop.as_cancel(RuntimeError("not a stop"))
+        recorded = stop._requested  # recorded, not raised (nor raised later: see below)
         assert isinstance(recorded, JobCancelled) and recorded.signum == signal.SIGTERM
         # a handler that is not the entrypoint's (a test, an embedding program) is kept
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -99,3 +99,17 @@ def test_a_stop_while_the_report_is_written_lets_it_finish_and_is_recorded() -> 
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_a_deferred_request_raises_nowhere_until_the_next_job() -> None:
+    """After `defer_stops`, a recorded request is not raised by `check_stop` (an ensemble
+    task's failure calls it) nor taken for the cause of another error: the report
+    finishes, and a real error in it stays an error."""
+    stop.defer_stops()
+    stop.record_stop(signal.SIGTERM)
+    stop.check_stop()  # no raise
+    assert stop.as_cancel(RuntimeError("the report failed")) is None
+    stop.reset()  # a new job: requests count again
+    stop.record_stop(signal.SIGTERM)
+    with pytest.raises(JobCancelled):
+        stop.check_stop()

@@ -372,3 +372,22 @@ def test_s3_missing_bucket_is_a_permanent_error(s3_uri: str) -> None:
     with pytest.raises(StorageError):
         store.write_spec({"a": 1})
     assert sleeps == []
+
+
+def test_an_error_that_outlasts_the_retries_is_marked_an_outage_whatever_the_path(
+        tmp_path: Path) -> None:
+    """The linear units' retry reads this marker: re-reading the cause's message there,
+    without the path cut out, took a network error under `jobs/invalid-quotes/...` (a job
+    id holding "invalid") for a permanent one."""
+    path = f"{tmp_path}/jobs/invalid-quotes/status/A.json"
+    down = [OSError(f"When writing '{path}': AWS Error NETWORK_CONNECTION") for _ in range(4)]
+    handler = FlakyHandler({"open_output_stream": down})
+    store = JobStorage(f"file://{tmp_path}", "invalid-quotes", retry=FAST,
+                       filesystem=pafs.PyFileSystem(handler), sleep=lambda s: None)
+    with pytest.raises(StorageError) as raised:
+        store.write_json("status/A.json", {"state": "done"})
+    assert raised.value.outage and "still failing after 4 attempts" in str(raised.value)
+    handler.failures["open_output_stream"] = [PermissionError("access denied")]
+    with pytest.raises(StorageError) as raised:
+        store.write_json("status/A.json", {"state": "done"})
+    assert not raised.value.outage

@@ -71,3 +71,19 @@ def test_it_pickles_without_its_sink_as_tune_saves_it_with_the_experiment() -> N
     assert copy.say is None and copy.model == "mlp"
     a = _trial("a", "RUNNING")
     copy.on_trial_start(0, [a], a)  # a no-op, no error
+
+
+def test_a_resumed_search_counts_its_kept_trials() -> None:
+    """After a resume the callback is new: it takes the restored trials' best value and
+    epochs from Tune's results, so the line does not forget the kept trials."""
+    import pandas as pd
+
+    said: list[str] = []
+    cb = TrialProgress("lstm", 3, "val_macro_f1", "max", max_epochs=4, say=said.append)
+    kept = SimpleNamespace(metrics={"trial_id": "a"}, metrics_dataframe=pd.DataFrame(
+        {"val_macro_f1": [0.30, 0.52], "epochs_run": [1, 2]}))  # ASHA stopped it at 2 of 4
+    cb.seed([kept, SimpleNamespace(metrics={}, metrics_dataframe=None)])
+    a, b = _trial("a", "TERMINATED"), _trial("b", "RUNNING")
+    cb.on_trial_start(0, [a, b], b)
+    assert said[-1] == ("lstm: 1 of 3 trials ended (1 stopped early), 1 running; best "
+                        "val_macro_f1 0.52 (epoch 2)")

@@ -253,6 +253,29 @@ def test_unrestorable_search_starts_afresh(monkeypatch, tmp_path: Path, caplog,
     assert fingerprint["spec"]["seed"] == spec.seed  # the fresh search's own
 
 
+def test_a_storage_outage_at_restore_keeps_the_search(monkeypatch, tmp_path: Path) -> None:
+    """Tune's own reads are not retried: a network error while the search is restored is
+    the storage's, not a broken state, and removing the experiment would throw away its
+    finished trials (hours of work). It is kept and the error raised (the model's units
+    fail with it; a resume retries)."""
+    from ray import tune
+
+    storage = JobStorage(tmp_path.as_uri(), "fallback")
+    exp = tmp_path / "jobs" / "fallback" / "ray" / "search-mlp"
+    assert len(_search(monkeypatch, storage, _spec(), real_init=True)) == 1
+    (exp / "experiment_state-2024-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": []}))
+
+    def down(*_a, **_k):
+        raise OSError("When reading 'search-mlp/tuner.pkl': AWS Error NETWORK_CONNECTION "
+                      "during GetObject operation: curlCode: 7, Couldn't connect to server")
+
+    monkeypatch.setattr(tune.Tuner, "restore", down)
+    with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+        _search(monkeypatch, storage, _spec())
+    assert (exp / "tuner.pkl").is_file(), "the search was removed over a storage outage"
+
+
 @pytest.mark.parametrize("saved", ["nothing", "tuner"])
 def test_search_that_saved_no_trial_starts_afresh_quietly(monkeypatch, tmp_path: Path,
                                                          caplog, saved: str) -> None:

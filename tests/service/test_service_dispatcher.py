@@ -153,8 +153,8 @@ def _info(status: str, message: str | None = None) -> RayJobInfo:
          "incomplete"),
         # the cancel came as the driver wrote its report, which it finished
         ("STOPPED", True, (4, 4, (), 0, 0, "succeeded"), "cancelled",
-         "as the job wrote its results: all its units had ended (0 failed), and the results "
-         "are complete"),
+         "as the job wrote its results: all its units had ended, and the results are "
+         "complete"),
         # Ray's grace ran out before the driver wrote the ended units' results
         ("STOPPED", True, (4, 1, ()), "cancelled", "1 units had ended, but the driver was "
          "stopped before it wrote their leaderboard"),
@@ -495,6 +495,11 @@ def test_a_driver_that_died_of_its_storage_says_so_first_and_to_resume(qr: Any) 
     assert ("The error: ray_jobs.storage.StorageError: write s3://b/p/qr-9/results/summary"
             ".json: still failing after 5 attempts (the whole log") in out.message
     assert "TrainWorker" not in out.message
+    # a StorageError handled earlier (a logged warning's traceback) and then another
+    # death: the job died of the other
+    other = dataclasses.replace(info, message=log + "\nlater\nValueError: the cause")
+    assert map_ray_state(other, cancel_requested=False, progress=crashed).message.startswith(
+        "Ray job failed")
     # another failure keeps the plain message
     other = dataclasses.replace(info, message="ValueError: the cause")
     assert map_ray_state(other, cancel_requested=False, progress=crashed).message.startswith(
