@@ -33,6 +33,28 @@ S3_ENV = {
 }
 
 
+_CLUSTER: dict[str, str] = {}  # the package cluster's GCS address, while it is up
+
+
+@pytest.fixture(autouse=True)
+def _package_ray_stays_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test that shut down (or replaced) the package's private Ray: the next test
+    that needs it would otherwise run on a default Ray that `ray.*` calls start on their
+    own, and an entrypoint given the package cluster's address waits for its GCS for good
+    (a CI run timed out so, 300 s, after a stop test's `ray.shutdown()`)."""
+    yield
+    address = _CLUSTER.get("gcs")
+    if address is None:
+        return
+    import ray
+
+    now = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    if now != address:
+        pytest.fail(f"{request.node.nodeid} left the package's private Ray ({address}) "
+                    f"{'shut down' if now is None else f'replaced by {now}'}: monkeypatch "
+                    "ray.shutdown in tests that stop a job in-process", pytrace=False)
+
+
 @pytest.fixture(scope="package")
 def ray_cluster() -> Iterator[str]:
     """A private local Ray with 2 CPUs and no GPU; yields its GCS address (host:port).
@@ -52,8 +74,10 @@ def ray_cluster() -> Iterator[str]:
             address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
             object_store_memory=512 * 1024**2, _temp_dir=temp_dir,
         )  # fmt: skip
-        yield ray.get_runtime_context().gcs_address
+        _CLUSTER["gcs"] = ray.get_runtime_context().gcs_address
+        yield _CLUSTER["gcs"]
     finally:
+        _CLUSTER.pop("gcs", None)
         ray.shutdown()
         # Whatever Ray left behind (a worker still exiting) is ours: reap it.
         kill_and_reap([p for p, cmd in descendants(os.getpid()).items() if b"ray" in cmd])

@@ -59,6 +59,9 @@ def test_run_job_treats_a_stop_surfacing_as_systemerror_as_a_cancel(
         return {}
 
     monkeypatch.setattr(driver, "remove_leaked_placement_groups", lambda: [])
+    # the stop disconnects the driver from Ray: here that would be the package's private
+    # cluster, and a later test's entrypoint would wait for its GCS forever
+    monkeypatch.setattr(driver.ray, "shutdown", lambda: None)
     monkeypatch.setattr(driver, "_run", run_then_stop)
     monkeypatch.setattr(driver, "_write_partial", lambda *a: written.append(True))
     with pytest.raises(JobCancelled) as raised:

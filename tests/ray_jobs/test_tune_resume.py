@@ -125,10 +125,18 @@ def test_rerun_resumes_an_interrupted_search(ray_cluster: str, tmp_path: Path) -
         return states
 
     try:
-        wait_for(some_finished, timeout_s=300, every_s=0.2,
-                 what="a finished trial in the search's experiment state",
-                 alive=lambda: None if first.poll() is None else
-                 f"the driver exited with {first.returncode}:\n{log_tail(log)}")  # fmt: skip
+        try:
+            wait_for(some_finished, timeout_s=300, every_s=0.2,
+                     what="a finished trial in the search's experiment state",
+                     alive=lambda: None if first.poll() is None else
+                     f"the driver exited with {first.returncode}:\n{log_tail(log)}")  # fmt: skip
+        except AssertionError as exc:  # what the search was doing, for the CI's log
+            from ray_jobs.cluster_gc import describe_holders
+
+            raise AssertionError(
+                f"{exc}\ntrial states in storage: {_trial_states(storage)}\n"
+                f"stored files: {storage.list_files(EXP) if storage.exists(EXP) else None}\n"
+                f"cluster: {describe_holders()}\ndriver log:\n{log_tail(log, 150)}") from None
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
