@@ -496,9 +496,8 @@ def _flag(bad, frame, row_col, mask, what, fix) -> None:
     hits = frame.loc[mask, ["symbol", row_col]].groupby("symbol", sort=True)[row_col]
     for symbol, rows in hits:
         if symbol not in bad:
-            n = len(rows)
-            bad[symbol] = _error(symbol, f"{n} row{'' if n == 1 else 's'} with {what}",
-                                 list(rows), fix)
+            bad[symbol] = _error(symbol, f"{counted(len(rows), 'row')} with {what}", list(rows),
+                                 fix)
 
 
 def _flag_bad_prints(bad, frame) -> None:
@@ -520,7 +519,7 @@ def _flag_bad_prints(bad, frame) -> None:
         ]  # fmt: skip
         more = f" (+{len(shown) - _SHOW} more)" if len(shown) > _SHOW else ""
         bad[symbol] = DataValidationError(
-            f"symbol {symbol!r}: {len(rows)} row{'s' if len(rows) != 1 else ''} with an "
+            f"symbol {symbol!r}: {counted(len(rows), 'row')} with an "
             f"open or close more than "
             f"{MAX_OUTSIDE_RANGE:.0%} outside the day's [low, high], a bad print (a rounding "
             f"quirk would be widened) at {'; '.join(shown[:_SHOW])}{more}; fix: correct the "

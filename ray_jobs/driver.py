@@ -28,7 +28,14 @@ from ray_jobs.plots import warm_up as warm_up_plots
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
-from ray_jobs.tasks import ChunkProgress, ChunkReport, ProgressRelay, chunk_task, ensemble_task
+from ray_jobs.tasks import (
+    ChunkProgress,
+    ChunkReport,
+    ProgressRelay,
+    chunk_task,
+    ensemble_task,
+    row_error,
+)
 from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
@@ -223,9 +230,7 @@ def _collect_chunks(
         for symbol, error in report.ensemble_errors.items():
             log.warning("ensemble of %s failed: %s", symbol, error)
         for unit in units:  # those whose end the relay has not told yet
-            rows = report.unit_rows.get(unit.unit_id, [])
-            error = next((r["error"] for r in rows if r.get("error")), None)
-            progress.end(unit.unit_id, error or (None if rows else "no result"))
+            progress.end(unit.unit_id, row_error(report.unit_rows.get(unit.unit_id, [])))
         for symbol, error in report.data_errors.items():
             log.warning("preparing %s failed: %s", symbol, error)
         for symbol, warning in report.data_warnings.items():
@@ -269,7 +274,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
                 raise
             if exc is not raised:
                 log.warning("the stop request surfaced as %s: %s", type(raised).__name__, raised)
-            tracker.set_phase("stopped", f"{exc}: writing the finished units' results")
+            tracker.set_phase("stopped", f"{exc}: {stop.WRITING_RESULTS}")
             try:  # now: the service tells a driver killed from here on by this phase
                 writer.write_now()
             except Exception as write_exc:  # noqa: BLE001 - the results come first
@@ -282,7 +287,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             except Exception as shutdown_exc:  # noqa: BLE001 - we are stopping anyway
                 log.warning("ray.shutdown() on stop: %s", shutdown_exc)
             _write_partial(spec, storage, known, time.time() - t0)
-            tracker.set_phase("stopped", f"{exc}: the finished units' results are written")
+            tracker.set_phase("stopped", f"{exc}: {stop.RESULTS_WRITTEN}")
             raise exc from (None if exc is raised else raised)
 
 

@@ -23,6 +23,11 @@ class JobCancelled(BaseException):  # noqa: N818 - a stop request, not a failure
         self.signum = signum
 
 
+# progress.json's message in the "stopped" phase, before and after the driver has written
+# the ended units' results (the service tells a driver killed in between by them)
+WRITING_RESULTS = "writing the finished units' results"
+RESULTS_WRITTEN = "the finished units' results are written"
+
 _requested: JobCancelled | None = None
 _deferred = False  # the final report is being written: a request is recorded only
 

@@ -127,7 +127,7 @@ def chunk_task(
                                         sink, outage)
             report.unit_rows[unit.unit_id] = rows
         nxt = steps[i + 1] if i + 1 < len(steps) else []
-        _push(relay, {"type": "chunk", "ended": {u.unit_id: _row_error(report.unit_rows[
+        _push(relay, {"type": "chunk", "ended": {u.unit_id: row_error(report.unit_rows[
             u.unit_id]) for u in units}, "start": [u.unit_id for u in nxt]})
     for symbol in ensemble_symbols:
         if symbol in errors:
@@ -177,7 +177,7 @@ def _run_linear_unit(unit: Unit, prepared: PreparedSymbol, spec: JobSpec,
     raise AssertionError("unreachable")
 
 
-def _row_error(rows: list[dict[str, Any]]) -> str | None:
+def row_error(rows: list[dict[str, Any]]) -> str | None:
     """A unit's error from its result rows (None: done); no rows at all is an error."""
     if not rows:
         return "no result"

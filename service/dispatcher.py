@@ -17,6 +17,8 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from ray_jobs.stop import RESULTS_WRITTEN
+from ray_jobs.storage import StorageError
 from service.job_files import JobFiles, Progress
 from service.ray_client import (
     RayAuthError,
@@ -40,7 +42,8 @@ class Outcome:
     errors: tuple[dict, ...] = ()
 
 
-STORAGE_FAILURE = "ray_jobs.storage.StorageError"  # in a driver's traceback (Ray's message)
+# The exception line of a driver that died of its storage (its traceback's end)
+STORAGE_FAILURE = f"{StorageError.__module__}.{StorageError.__qualname__}"
 INPUT_ERROR_EXIT = 2  # `ray_jobs.run`: unusable input (no usable symbol); progress says why
 
 
@@ -90,13 +93,13 @@ def map_ray_state(
                 f"/v1/jobs/{job}/resume) to train the rest; its log: GET "
                 f"/v1/jobs/{job}/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
-        if _final_error(info.message or "").startswith(STORAGE_FAILURE):  # died of storage
+        died_of = _final_error(info.message or "")
+        if died_of.startswith(STORAGE_FAILURE):
             return Outcome("failed", (
                 "the job storage was unavailable, so the job's driver could not record its "
                 "work: once QUANTRAY_STORAGE_URI's storage answers, resume the job (POST "
                 f"/v1/jobs/{job}/resume; what it stored before is skipped). The error: "
-                f"{_storage_error(info.message or '')} (the whole log: GET "
-                f"/v1/jobs/{job}/logs)"), errors)
+                f"{died_of[:MESSAGE_TAIL]} (the whole log: GET /v1/jobs/{job}/logs)"), errors)
         return Outcome("failed", f"Ray job failed{kind}: {_log_tail(info.message, job)}",
                        errors)
     if info.status == "STOPPED":
@@ -109,21 +112,18 @@ def map_ray_state(
                 return Outcome("cancelled", (
                     "cancelled on request as the job wrote its results: all its units had "
                     "ended, and the results are complete"))
+            if progress.phase == "stopped" and RESULTS_WRITTEN in (progress.message or ""):
+                return Outcome("cancelled", "cancelled on request; partial results kept")
+            # Ray killed the driver at the end of its grace: while it wrote the results
+            # (its "stopped" phase), or before it began
+            when = ("and the driver was stopped while it wrote their leaderboard and plots, "
+                    "which may be incomplete" if progress.phase == "stopped" else
+                    "but the driver was stopped before it wrote their leaderboard and plots")
             job = info.metadata.get("quantray_job_id") or "ID"
-            if progress.phase == "stopped":
-                if "results are written" in (progress.message or ""):  # the driver's last word
-                    return Outcome("cancelled", "cancelled on request; partial results kept")
-                return Outcome("cancelled", (  # killed while it wrote them
-                    f"cancelled on request; {ended} units had ended, and the driver was "
-                    "stopped while it wrote their leaderboard and plots, which may be "
-                    f"incomplete: the units' files are kept (GET /v1/jobs/{job}/artifacts), "
-                    f"and a resume (POST /v1/jobs/{job}/resume) trains the rest and writes "
-                    "the results"))
-            return Outcome("cancelled", (  # Ray killed the driver at the end of its grace
-                f"cancelled on request; {ended} units had ended, but the driver was stopped "
-                "before it wrote their leaderboard and plots: their files are kept (GET "
-                f"/v1/jobs/{job}/artifacts), and a resume (POST /v1/jobs/{job}/resume) trains "
-                "the rest and writes the results"))
+            return Outcome("cancelled", (
+                f"cancelled on request; {ended} units had ended, {when}: their files are "
+                f"kept (GET /v1/jobs/{job}/artifacts), and a resume (POST "
+                f"/v1/jobs/{job}/resume) trains the rest and writes the results"))
         return Outcome(
             "interrupted",
             f"Ray stopped the job without a cancel request: {info.message or ''}".strip(),
@@ -195,10 +195,6 @@ def _final_error(message: str) -> str:
     lines = [ln.strip() for ln in message.splitlines() if _ERROR_LINE.match(ln.strip())]
     return lines[-1] if lines else ""
 
-
-def _storage_error(message: str) -> str:
-    """The StorageError the driver died of (`_final_error`), at most MESSAGE_TAIL long."""
-    return _final_error(message)[:MESSAGE_TAIL]
 
 
 def submission_id(job: JobRecord, attempt: int | None = None) -> str:
