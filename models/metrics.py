@@ -37,8 +37,13 @@ Return metrics (only for models that predict returns)
   returns and a persistent forecast (rolling features) carry fewer independent samples
   than n. On a random walk it is rarely small; a model with no skill
   can still show an IC or a directional_accuracy well away from 0 / 0.5 on a short test
-  split (directional_accuracy has no baseline of its own: in a trending test period a
-  constant forecast of the trend's sign beats 0.5).
+  split.
+- baseline_directional_accuracy: the share of the most common sign (-, 0, +) of the
+  realized returns IN THE EVALUATED SPLIT, the directional_accuracy of the best constant
+  forecast in hindsight (as baseline_accuracy is for the classes): in a trending test
+  period a constant forecast of the trend's sign beats 0.5, so 0.5 is no bar.
+- directional_p_value: the test of directional_accuracy against that baseline, as p_value
+  tests accuracy: one-sided binomial on the effective sample size of the sign hits.
 
 Degenerate inputs never raise. A metric that is mathematically undefined on the data is
 NaN: ic/rank_ic when either side is constant, r2 when the realized returns equal the
@@ -63,13 +68,17 @@ LEADERBOARD_COLUMNS = [
     "symbol", "model", "horizon", "split", "fold",
     "accuracy", "macro_f1", "weighted_f1", "mcc", "kappa", "baseline_accuracy", "p_value",
     "r2", "rmse", "mae", "ic", "ic_p_value", "rank_ic", "directional_accuracy",
+    "baseline_directional_accuracy", "directional_p_value",
     "train_seconds", "epochs", "best_epoch", "params", "error",
 ]  # fmt: skip
 
 DIRECTION_METRICS = (
     "accuracy", "macro_f1", "weighted_f1", "mcc", "kappa", "baseline_accuracy", "p_value",
 )  # fmt: skip
-RETURN_METRICS = ("r2", "rmse", "mae", "ic", "ic_p_value", "rank_ic", "directional_accuracy")
+RETURN_METRICS = (
+    "r2", "rmse", "mae", "ic", "ic_p_value", "rank_ic", "directional_accuracy",
+    "baseline_directional_accuracy", "directional_p_value",
+)  # fmt: skip
 
 
 def majority_class(y_train: np.ndarray) -> int:
@@ -294,7 +303,22 @@ def return_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float, *,
         if np.isfinite(y_true).all() else math.nan,
         "rank_ic": _pearson(average_ranks(y_true), average_ranks(y_pred))
         if np.isfinite(y_true).all() else math.nan,
-        "directional_accuracy": float(np.mean(np.sign(y_pred) == np.sign(y_true))),
+        **_directional(y_true, y_pred, horizon),
+    }
+
+
+def _directional(y_true: np.ndarray, y_pred: np.ndarray, horizon: int) -> dict[str, float]:
+    """directional_accuracy, its baseline (the most common realized sign's share) and its
+    p-value, for non-empty (n,) realized (NaN allowed) and predicted returns."""
+    truth = np.sign(y_true)
+    hits = np.sign(y_pred) == truth  # a NaN return is never hit
+    finite = truth[np.isfinite(truth)]
+    base = max(float(np.mean(finite == s)) for s in (-1.0, 0.0, 1.0)) if finite.size else math.nan
+    return {
+        "directional_accuracy": float(np.mean(hits)),
+        "baseline_directional_accuracy": base,
+        "directional_p_value": effective_binomial_p(hits, base, horizon)
+        if finite.size == truth.size else math.nan,
     }
 
 

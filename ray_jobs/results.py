@@ -25,6 +25,7 @@ SUMMARY_METRICS = (
     "ic_p_value",
     "rank_ic",
     "directional_accuracy",
+    "baseline_directional_accuracy",
     "train_seconds",
 )
 

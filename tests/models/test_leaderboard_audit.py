@@ -71,6 +71,13 @@ def _audit_row(y_cls, pred_cls, y_ret, pred_ret, train_mean, h) -> dict[str, flo
     deff_ic = max(1.0, 1 + 2 * float(((1 - j / n) * acf(y_ret, nlags=lags)[1:]
                                       * acf(pred_ret, nlags=lags)[1:]).sum()))  # fmt: skip
     n_eff = n / deff_ic
+    dir_hits = np.sign(pred_ret) == np.sign(y_ret)
+    dir_base = pd.Series(np.sign(y_ret)).value_counts(normalize=True).max()
+    dir_deff = _nw_deff(dir_hits, h - 1 + int(4 * (n / 100) ** (2 / 9)))
+    k_dir = dir_hits.sum()
+    dir_p = (stats.binomtest(int(k_dir), n, dir_base, alternative="greater").pvalue
+             if dir_deff == 1 else stats.beta.cdf(dir_base, k_dir / dir_deff,
+                                                  (n - k_dir) / dir_deff + 1))  # fmt: skip
     labels = [0, 1, 2]
     return {
         "accuracy": skm.accuracy_score(y_cls, pred_cls),
@@ -87,7 +94,9 @@ def _audit_row(y_cls, pred_cls, y_ret, pred_ret, train_mean, h) -> dict[str, flo
         "ic": r,
         "ic_p_value": stats.t.sf(r * math.sqrt((n_eff - 2) / (1 - r * r)), n_eff - 2),
         "rank_ic": stats.spearmanr(y_ret, pred_ret)[0],
-        "directional_accuracy": np.mean(np.sign(pred_ret) == np.sign(y_ret)),
+        "directional_accuracy": np.mean(dir_hits),
+        "baseline_directional_accuracy": dir_base,
+        "directional_p_value": dir_p,
     }
 
 

@@ -32,8 +32,8 @@ def test_leaderboard_columns_are_the_contract():
     assert LEADERBOARD_COLUMNS == [
         "symbol", "model", "horizon", "split", "fold", "accuracy", "macro_f1", "weighted_f1",
         "mcc", "kappa", "baseline_accuracy", "p_value", "r2", "rmse", "mae", "ic", "ic_p_value",
-        "rank_ic", "directional_accuracy", "train_seconds", "epochs", "best_epoch", "params",
-        "error",
+        "rank_ic", "directional_accuracy", "baseline_directional_accuracy",
+        "directional_p_value", "train_seconds", "epochs", "best_epoch", "params", "error",
     ]  # fmt: skip
 
 
@@ -196,6 +196,48 @@ def test_return_metrics_match_references():
     flat = return_metrics(np.array([0.01, 0.0, -0.02, 0.0]), np.array([0.5, 0.3, -0.1, 0.0]),
                           0.0)
     assert flat["directional_accuracy"] == 0.75
+
+
+def test_directional_baseline_is_the_best_constant_sign_in_hindsight():
+    """In a trending test period (70% up moves) a constant "up" forecast scores 0.7
+    directional accuracy: that is the bar, and the test claims no edge for it; a forecast
+    with real skill clears it."""
+    rng = np.random.default_rng(5)
+    y = np.abs(rng.normal(0, 0.01, 400)) * np.where(rng.random(400) < 0.7, 1, -1)
+    always_up = return_metrics(y, np.full(400, 0.002), 0.0)
+    expected = max(np.mean(np.sign(y) == s) for s in (-1, 0, 1))
+    assert always_up["baseline_directional_accuracy"] == pytest.approx(expected)
+    assert always_up["directional_accuracy"] == pytest.approx(expected)
+    assert always_up["directional_p_value"] > 0.4
+    for constant in (-0.002, 0.0):  # no constant forecast beats the baseline
+        m = return_metrics(y, np.full(400, constant), 0.0)
+        assert m["directional_accuracy"] <= m["baseline_directional_accuracy"]
+    skilled = np.where(rng.random(400) < 0.9, y, -y)  # the right sign 90% of the time
+    m = return_metrics(y, skilled, 0.0)
+    assert m["directional_accuracy"] > 0.85 and m["directional_p_value"] < 1e-6
+    # exact-0 returns (an unchanged close) are their own sign: mostly 0 -> a 0 forecast
+    flat = return_metrics(np.array([0.0, 0.0, 0.0, 0.01]), np.array([0.1, 0.2, 0.0, 0.3]), 0.0)
+    assert flat["baseline_directional_accuracy"] == 0.75 and flat["directional_accuracy"] == 0.5
+
+
+def test_directional_p_value_has_its_size_on_random_walks():
+    """Random-walk h-bar returns against a persistent forecast (a rolling mean of past
+    returns, the shape of a momentum model): the test flags at most its level, as
+    overlapping returns and runs of hits are allowed for (a plain binomial test flagged
+    3.3% at the 1% level at h = 20)."""
+    rng = np.random.default_rng(21)
+    for h in (1, 5, 20):
+        ps = []
+        for _ in range(300):
+            r = rng.normal(0.0003, 0.01, 520)
+            future = np.convolve(r, np.ones(h), "valid")[1:]  # r[t+1..t+h]
+            past = np.convolve(r, np.ones(20) / 20, "valid")  # mean of r[t-19..t]
+            n = min(future.size - 19, 400)
+            ps.append(return_metrics(future[19:19 + n], past[:n], 0.0,
+                                     horizon=h)["directional_p_value"])
+        ps = np.asarray(ps)
+        assert np.isfinite(ps).all()
+        assert np.mean(ps < 0.05) < 0.06 and np.mean(ps < 0.01) < 0.02, (h, ps.min())
 
 
 def test_ic_p_value_is_the_pearson_t_test_on_independent_samples():
