@@ -28,7 +28,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get(
-    "/readyz", summary="Readiness: database, storage and Ray reachable (503 names what is down)"
+    "/readyz",
+    summary="Readiness: database, storage and Ray (unless queue-only) reachable; a 503 names "
+    "what is down",
 )
 async def readyz(state: StateDep) -> JSONResponse:
     checks: dict[str, str] = {}
@@ -43,8 +45,9 @@ async def readyz(state: StateDep) -> JSONResponse:
             checks[name] = "ok"
         except Exception as exc:  # any failure means "not ready"; report it, do not raise
             checks[name] = f"down: {type(exc).__name__}: {exc}"
-    if state.ray is None:
-        checks["ray"] = "down: no Ray cluster configured (QUANTRAY_RAY_ADDRESS is empty)"
+    if state.ray is None:  # Settings.require_ray: only a queue-only server has no Ray
+        checks["ray"] = ("not used: this server only queues jobs (QUANTRAY_MAX_RUNNING_JOBS=0, "
+                         "no QUANTRAY_RAY_ADDRESS); another server runs them")
     else:
         try:
             version = await state.ray.version()
@@ -54,7 +57,7 @@ async def readyz(state: StateDep) -> JSONResponse:
             checks["ray"] = f"ok (Ray {version.get('ray_version', '?')})"
         except RayError as exc:
             checks["ray"] = f"down: {exc}"
-    down = sorted(name for name, result in checks.items() if not result.startswith("ok"))
+    down = sorted(name for name, result in checks.items() if result.startswith("down"))
     body = {
         "status": "ready" if not down else "not ready",
         "down": down,

@@ -351,7 +351,9 @@ def test_metrics_models_health_openapi(api: Any) -> None:
     names = {m["name"] for m in models["models"]}
     assert {"ols", "lstm", "transformer"} <= names
     assert health.json() == {"status": "ok"}
-    assert ready.status_code == 503 and ready.json()["down"] == ["ray"]
+    # This server only queues (no Ray, QUANTRAY_MAX_RUNNING_JOBS=0): Ray is not its to check.
+    assert ready.status_code == 200 and ready.json()["down"] == []
+    assert ready.json()["checks"]["ray"].startswith("not used: this server only queues jobs")
     assert ready.json()["checks"]["database"] == "ok" and ready.json()["checks"]["storage"] == "ok"
     body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "application/yaml"}
