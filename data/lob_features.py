@@ -1,9 +1,18 @@
-"""Causal, scale-free features of limit-order-book snapshots, for any number of levels L.
+"""Causal, scale-free, level-free features of limit-order-book snapshots, for any number of
+levels L.
 
 Input columns (one symbol, sorted by `ts`): ask_price_1..L, ask_size_1..L, bid_price_1..L,
-bid_size_1..L; level 1 is the best quote. Prices become basis-point offsets from the mid
-price and sizes become rolling z-scores of log1p(size), so nothing depends on the price or
-share-count scale of an instrument. Row t uses rows <= t only.
+bid_size_1..L; level 1 is the best quote. Row t uses rows <= t only.
+
+- Sizes become rolling z-scores of log1p(size), so nothing depends on an instrument's
+  share-count scale.
+- The spread and each level's distance from the mid price are taken relative to their own
+  trailing mean over the same window (x_t / mean - 1: 0.5 is a spread half as wide again
+  as of late). Plain basis-point offsets carried the price level: a real book's levels sit
+  a fixed number of ticks apart, so a tick in bps is tick / mid, and a linear model turned
+  that into a price-level forecast whose test IC on random walks looked significant
+  (ic_p_value < 0.01 for 20% of symbols at h = 50). Against its recent mean a distance
+  moves with the mid's last `LOB_WINDOW` snapshots only, which carries no level.
 """
 
 from __future__ import annotations
@@ -13,12 +22,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from data.features import lagged, rolling_zscore
+from data.features import lagged, rolling_mean, rolling_zscore
 
-LOB_SIZE_Z_WINDOW = 50
-# the mid-price return needs 1 previous row, the size z-scores a full window
-LOB_WARMUP = max(1, LOB_SIZE_Z_WINDOW - 1)
-BPS = 1e4
+LOB_WINDOW = 50  # snapshots of the size z-scores and of the distances' trailing means
+# the mid-price return needs 1 previous row, the z-scores and trailing means a full window
+LOB_WARMUP = max(1, LOB_WINDOW - 1)
 
 _LEVEL_COL = re.compile(r"^(ask|bid)_(price|size)_(\d+)$")
 
@@ -46,11 +54,11 @@ def lob_levels(columns: pd.Index | list[str]) -> int:
 
 
 def lob_feature_names(levels: int) -> list[str]:
-    names = ["mid_logret", "spread_bps"]
+    names = ["mid_logret", "spread_rel"]
     names += [f"imbalance_{i}" for i in range(1, levels + 1)]
     names += [f"cum_imbalance_{i}" for i in range(1, levels + 1)]
-    names += [f"ask_offset_bps_{i}" for i in range(1, levels + 1)]
-    names += [f"bid_offset_bps_{i}" for i in range(1, levels + 1)]
+    names += [f"ask_offset_rel_{i}" for i in range(1, levels + 1)]
+    names += [f"bid_offset_rel_{i}" for i in range(1, levels + 1)]
     names += [f"ask_size_z_{i}" for i in range(1, levels + 1)]
     names += [f"bid_size_z_{i}" for i in range(1, levels + 1)]
     return names
@@ -67,6 +75,19 @@ def _imbalance(bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (bid - ask) / total
     return np.where(total == 0, 0.0, out)
+
+
+def relative_to_recent(x: np.ndarray, window: int) -> np.ndarray:
+    """(T, K) x_t / (mean of x over the trailing `window` rows including t) - 1, per
+    column; 0 where that mean is 0 (a locked book's zero spread); NaN until the window is
+    full."""
+    out = np.empty_like(x, dtype=np.float64)
+    for i in range(x.shape[1]):
+        mean = rolling_mean(x[:, i], window)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = x[:, i] / mean - 1.0
+        out[:, i] = np.where(mean == 0, 0.0, ratio)
+    return out
 
 
 def lob_features(df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -90,17 +111,17 @@ def lob_features(df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
 
     cols: list[np.ndarray] = [
         (log_mid - lagged(log_mid, 1))[:, None],
-        ((ask_p[:, 0] - bid_p[:, 0]) / mid * BPS)[:, None],
+        relative_to_recent((ask_p[:, :1] - bid_p[:, :1]), LOB_WINDOW),
         _imbalance(bid_s, ask_s),  # (T, L) per level
         _imbalance(np.cumsum(bid_s, axis=1), np.cumsum(ask_s, axis=1)),  # depth up to level l
-        (ask_p - mid[:, None]) / mid[:, None] * BPS,  # (T, L), positive
-        (bid_p - mid[:, None]) / mid[:, None] * BPS,  # (T, L), negative
+        relative_to_recent(ask_p - mid[:, None], LOB_WINDOW),  # (T, L)
+        relative_to_recent(mid[:, None] - bid_p, LOB_WINDOW),  # (T, L)
     ]
     for sizes in (ask_s, bid_s):
         log_sizes = np.log1p(sizes)
         cols.append(
             np.stack(
-                [rolling_zscore(log_sizes[:, i], LOB_SIZE_Z_WINDOW) for i in range(levels)],
+                [rolling_zscore(log_sizes[:, i], LOB_WINDOW) for i in range(levels)],
                 axis=1,
             )
         )

@@ -404,3 +404,30 @@ def planted_lob(n_symbols: int = 2, n_snapshots: int = 5000, levels: int = 5, se
     info.update(_accuracies([pr for _, pr in planted_lob_oracle_proba(df, info).values()], (1,)))
     info["bayes_method"] = {1: "exact (Gaussian)"}
     return df, info
+
+
+def random_walk_lob(n_symbols: int = 4, n_snapshots: int = 3000, levels: int = 5,
+                    seed: int = 0, *, tick: float = 0.01) -> pd.DataFrame:
+    """LOB snapshots (symbols RW00..) without signal: the mid is a random walk, the spread
+    is noise, and the book's levels sit `tick` (in price units) apart, as real books' do,
+    so a level's distance from the mid in basis points follows the price level."""
+    if levels < 1:
+        raise ValueError(f"levels={levels}: use at least 1 book level")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n_symbols):
+        mid = rng.uniform(20.0, 200.0) * np.exp(np.cumsum(rng.normal(0, 1e-4, n_snapshots)))
+        half = tick / 2 + np.abs(rng.normal(0, tick / 4, n_snapshots))  # (T,)
+        offset = half[:, None] + tick * np.arange(levels)[None, :]  # (T, L) price units
+        cols: dict[str, Any] = {
+            "symbol": f"RW{k:02d}",
+            "ts": pd.date_range("2021-01-04 09:30:00", periods=n_snapshots, freq="s"),
+        }
+        for name, values in (("ask_price", mid[:, None] + offset),
+                             ("ask_size", rng.integers(1, 500, (n_snapshots, levels))),
+                             ("bid_price", mid[:, None] - offset),
+                             ("bid_size", rng.integers(1, 500, (n_snapshots, levels)))):
+            for i in range(levels):
+                cols[f"{name}_{i + 1}"] = values[:, i]
+        frames.append(pd.DataFrame(cols))
+    return pd.concat(frames, ignore_index=True)

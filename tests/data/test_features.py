@@ -174,13 +174,65 @@ def test_lob_feature_known_values() -> None:
     })
     x, names = lob_features(df)
     col = {name: x[:, i] for i, name in enumerate(names)}
-    assert col["spread_bps"][0] == pytest.approx(4.0, rel=1e-5)  # 0.04 / 100 in bps
     assert col["imbalance_1"][0] == pytest.approx(0.5)  # (300 - 100) / 400
     assert col["imbalance_1"][1] == 0.0  # empty level -> balanced
     assert col["cum_imbalance_2"][0] == pytest.approx(0.0)  # 400 vs 400
-    assert col["ask_offset_bps_2"][0] == pytest.approx(5.0, rel=1e-4)
-    assert col["bid_offset_bps_2"][0] == pytest.approx(-5.0, rel=1e-4)
     assert col["mid_logret"][1] == pytest.approx(np.log(100.02 / 100.0), rel=1e-5)
+    assert np.isnan(col["spread_rel"]).all()  # its trailing window is not full yet
+
+
+def test_lob_distances_are_relative_to_their_recent_mean() -> None:
+    """The spread and each level's distance from the mid, over their trailing mean - 1: a
+    spread twice its usual width reads about 1, a locked book's zero spread 0."""
+    n = LOB_WARMUP + 3
+    mid = np.full(n, 100.0)
+    half = np.full(n, 0.02)
+    half[-2] = 0.04  # the spread doubles for one snapshot
+    df = pd.DataFrame({
+        "ask_price_1": mid + half, "ask_price_2": mid + half + 0.01,
+        "bid_price_1": mid - half, "bid_price_2": mid - half - 0.01,
+        "ask_size_1": 100, "ask_size_2": 100, "bid_size_1": 100, "bid_size_2": 100,
+    })
+    x, names = lob_features(df)
+    col = {name: x[:, i].astype(np.float64) for i, name in enumerate(names)}
+    window_mean = (0.04 * (LOB_WARMUP) + 0.08) / (LOB_WARMUP + 1)
+    assert col["spread_rel"][-2] == pytest.approx(0.08 / window_mean - 1, rel=1e-5)
+    assert col["spread_rel"][LOB_WARMUP] == 0.0  # a steady spread
+    assert col["ask_offset_rel_2"][-2] == pytest.approx(
+        0.05 / ((0.03 * LOB_WARMUP + 0.05) / (LOB_WARMUP + 1)) - 1, rel=1e-5)
+    assert col["bid_offset_rel_1"][-2] == pytest.approx(col["ask_offset_rel_1"][-2])
+    locked = df.assign(ask_price_1=mid, bid_price_1=mid)  # ask == bid: zero spread
+    x, _ = lob_features(locked)
+    assert (x[LOB_WARMUP:, names.index("spread_rel")] == 0).all()
+
+
+def test_lob_features_do_not_carry_the_price_level() -> None:
+    """A random-walk mid whose book levels sit a fixed number of cents apart (as real books'
+    ticks do): no linear combination of the features follows the price level. A tick in
+    basis points (two levels' bps offsets apart, as the features were) is tick / mid,
+    correlated -1 with it, and OLS turned that into test ICs that looked significant on
+    random walks."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    mid = 100 * np.exp(np.cumsum(rng.normal(0, 2e-4, n)))
+    spread = 0.01 + np.abs(rng.normal(0, 0.005, n))
+    cols: dict[str, np.ndarray] = {}
+    for k in (1, 2, 3):
+        cols[f"ask_price_{k}"] = mid + spread / 2 + 0.01 * (k - 1)
+        cols[f"bid_price_{k}"] = mid - spread / 2 - 0.01 * (k - 1)
+        cols[f"ask_size_{k}"] = rng.integers(1, 500, n)
+        cols[f"bid_size_{k}"] = rng.integers(1, 500, n)
+    x, names = lob_features(pd.DataFrame(cols))
+    rows = slice(LOB_WARMUP, None)
+    level = np.log(mid[rows])
+    assert abs(np.corrcoef(level, 0.01 / mid[rows])[0, 1]) > 0.99  # the old bps tick
+    design = np.c_[np.ones(level.size), x[rows].astype(np.float64)]
+    fitted = design @ np.linalg.lstsq(design, level, rcond=None)[0]
+    r2 = 1 - ((level - fitted) ** 2).sum() / ((level - level.mean()) ** 2).sum()
+    assert r2 < 0.2, r2  # the bps offsets gave 1.0
+    scaled, _ = lob_features(pd.DataFrame(cols).pipe(
+        lambda d: d.assign(**{c: d[c] * 10 for c in d if "price" in c})))
+    np.testing.assert_allclose(scaled[rows], x[rows], rtol=1e-4, atol=1e-5)  # scale-free
 
 
 def test_lob_levels_must_be_complete() -> None:
