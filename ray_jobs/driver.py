@@ -344,8 +344,9 @@ def finished_summary(storage: JobStorage) -> tuple[Plan, dict] | None:
         statuses = storage.unit_statuses()
     except Exception:  # noqa: BLE001 - not provably finished: run the job as usual
         return None
-    if (summary.get("cancelled") or summary.get("not_finished") or summary.get("failed_units")
-            or summary.get("units") != len(plan.units)):
+    # "cancelled": what summaries written before "stopped" called it
+    if (summary.get("stopped") or summary.get("cancelled") or summary.get("not_finished")
+            or summary.get("failed_units") or summary.get("units") != len(plan.units)):
         return None
     if any(statuses.get(u.unit_id, {}).get("state") != "done" for u in plan.units):
         return None

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from data.prepared import PreparedSymbol
+from data.symbols import safe_symbol
 from ray_jobs.storage import JobStorage
 
 CLASS_COLUMNS = ("down", "flat", "up")
@@ -106,5 +107,6 @@ def ensemble_rows_from_predictions(
             rows += prediction_rows(symbol, f"ensemble_{name}", prepared, split,
                                     proba.argmax(-1), ret, stats)
     for row in rows:
-        row.update(unit_id=f"{row['symbol']}__{row['model']}__f{row['fold']}", artifact_uri=None)
+        row.update(unit_id=f"{safe_symbol(row['symbol'])}__{row['model']}__f{row['fold']}",
+                   artifact_uri=None)  # the planner's unit id form (BRK.B -> BRK_B)
     return rows

@@ -54,10 +54,12 @@ def write_results(
     partial: bool = False,
     data_warnings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`partial`: a cancelled job's report, over the units that ended; the others are
-    counted in `summary["not_finished"]` (with partial=False a unit without status is a
-    bug, and raises). `data_warnings`: symbol -> warning about a kept symbol's data (e.g.
-    a long gap between bars), in `summary["data_warnings"]` beside `data_errors`."""
+    """`partial`: a stopped job's report (a cancel, or its Ray head going down: the driver
+    gets SIGTERM either way and cannot tell them apart, so `summary["stopped"]` says only
+    that), over the units that ended; the others are counted in `summary["not_finished"]`
+    (with partial=False a unit without status is a bug, and raises). `data_warnings`:
+    symbol -> warning about a kept symbol's data (e.g. a long gap between bars), in
+    `summary["data_warnings"]` beside `data_errors`."""
     from models.metrics import LEADERBOARD_COLUMNS
 
     statuses = storage.unit_statuses()
@@ -86,7 +88,7 @@ def write_results(
     summary.update(
         job_id=storage.job_id, name=spec.name, elapsed_s=round(elapsed_s, 2),
         units=len(plan.units), units_reported=len(plan.units) - len(missing),
-        not_finished=len(missing), cancelled=partial, plan=plan.summary(),
+        not_finished=len(missing), stopped=partial, plan=plan.summary(),
         data_errors=prep_errors, data_warnings=dict(sorted((data_warnings or {}).items())),
         failed_units=[
             {"unit_id": u, "error": s.get("error", "")}

@@ -161,7 +161,7 @@ def test_cancel_a_running_job_keeps_partial_results(stack: Stack) -> None:
     assert {s for s, m in reported if m == "ols"} == {u.split("__")[0] for u in done
                                                       if "__ols__" in u}  # fmt: skip
     summary = stack.alice.http.get(f"/v1/jobs/{job['id']}/summary").json()
-    assert summary["cancelled"] is True and summary["not_finished"] >= 1
+    assert summary["stopped"] is True and summary["not_finished"] >= 1
     assert summary["units_reported"] + summary["not_finished"] == total
     # Cancelling twice is a conflict, not a second stop.
     assert stack.alice.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409

@@ -165,6 +165,23 @@ def test_job_ensembles_weigh_members_as_the_model_zoo_does() -> None:
             assert f1["macro_f1"] > equal["macro_f1"] + 0.05, (split, h)
 
 
+def test_ensemble_unit_ids_use_the_symbols_safe_form() -> None:
+    """A symbol spelled BRK.B: its trained units' ids are BRK_B__... (the planner's form,
+    that of its files), and so are its ensembles' ids, so a client can join on unit_id."""
+    from models.linear import fit_linear
+    from ray_jobs.units import predict_splits, prediction_columns
+    from tests.models.test_ensemble import make_prepared
+
+    p = make_prepared()
+    frames = {m: prediction_columns(p, predict_splits(fit_linear(m, p), p, ("val", "test")))
+              for m in ("ols", "ridge")}
+    rows = ensemble_rows_from_predictions("BRK.B", p, frames)
+    assert rows and {r["symbol"] for r in rows} == {"BRK.B"}
+    assert {r["unit_id"] for r in rows} == {"BRK_B__ensemble_equal__f0",
+                                            "BRK_B__ensemble_f1__f0"}
+    assert Unit("BRK.B", "ols").unit_id == "BRK_B__ols__f0"
+
+
 def _outage() -> StorageError:
     return StorageError("write", "s3://b/k", ConnectionError("connection reset by peer"),
                         "still failing after 5 attempts", outage=True)

@@ -26,7 +26,7 @@ def _finished_job(tmp_path: Path) -> tuple[JobSpec, JobStorage]:
         storage.write_unit_status(unit.unit_id, {"state": "done", "rows": [], "started": 1.0,
                                                  "finished": 2.0})
     storage.write_json("results/summary.json", {"units": len(plan.units), "not_finished": 0,
-                                                "cancelled": False, "failed_units": []})
+                                                "stopped": False, "failed_units": []})
     storage.write_bytes("results/leaderboard.csv", b"old")
     storage.write_progress({"phase": "succeeded", "attempt": 0})
     return spec, storage
@@ -56,8 +56,8 @@ def test_resuming_a_finished_job_is_a_no_op_that_says_so(
     assert after == before  # no status, result or plot rewritten
 
 
-@pytest.mark.parametrize("change", ["killed_in_report", "cancelled", "a_unit_failed",
-                                    "a_unit_without_status"])
+@pytest.mark.parametrize("change", ["killed_in_report", "cancelled", "an_older_cancel",
+                                    "a_unit_failed", "a_unit_without_status"])
 def test_a_job_not_provably_finished_runs_again(tmp_path: Path, change: str) -> None:
     _, storage = _finished_job(tmp_path)
     assert driver.finished_summary(storage) is not None
@@ -65,6 +65,9 @@ def test_a_job_not_provably_finished_runs_again(tmp_path: Path, change: str) -> 
         storage.write_progress({"phase": "reporting", "attempt": 0})
     elif change == "cancelled":
         storage.write_json("results/summary.json", {"units": 4, "not_finished": 1,
+                                                    "stopped": True, "failed_units": []})
+    elif change == "an_older_cancel":  # a summary from before "stopped": "cancelled"
+        storage.write_json("results/summary.json", {"units": 4, "not_finished": 0,
                                                     "cancelled": True, "failed_units": []})
     elif change == "a_unit_failed":
         storage.write_unit_status("AAPL__lstm__f0", {"state": "failed", "rows": []})
