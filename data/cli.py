@@ -8,8 +8,9 @@
                               [--purge auto] [--embargo 5] [--json]
 
 Bad input (missing file, unknown symbols, bad horizons, invalid data) exits with status 2
-and one line on stderr. Only argparse and the stdlib are imported here; data code is
-imported inside the handlers so that `quantray --help` stays fast.
+and one line on stderr. `prepare` refuses what a job spec refuses (seq_len, horizons,
+n_folds, the split), with the job's messages. Only argparse and the stdlib are imported
+here; data code is imported inside the handlers so that `quantray --help` stays fast.
 """
 
 from __future__ import annotations
@@ -50,21 +51,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--horizons", default="1,5,10,20", help="comma-separated bars ahead (default 1,5,10,20)"
     )
     prepare.add_argument("--split", choices=("holdout", "walk_forward"), default="holdout")
-    prepare.add_argument("--n-folds", type=int, default=3, help="walk_forward folds (default 3)")
-    # a job's target.threshold and split.{train,val,test,purge,embargo}, with its defaults
-    prepare.add_argument("--threshold", default="auto",
-                         help="flat band: auto, one return such as 0.002, or one per horizon"
-                         " (comma-separated) (default auto)")
-    prepare.add_argument("--train", type=float, default=0.7, help="train fraction (default 0.7)")
-    prepare.add_argument("--val", type=float, default=0.15, help="val fraction (default 0.15)")
-    prepare.add_argument("--test", type=float, default=0.15,
-                         help="test fraction (default 0.15); train + val + test = 1")
-    prepare.add_argument("--purge", default="auto",
-                         help="samples dropped before each later split: auto (= the longest"
-                         " horizon) or an integer (default auto)")
-    prepare.add_argument("--embargo", type=int, default=5,
-                         help="samples left out after the purge (default 5)")
+    add_label_split_flags(prepare)
     prepare.set_defaults(func=_guarded("prepare", _prepare))
+
+
+def add_label_split_flags(parser: argparse.ArgumentParser) -> None:
+    """A job's target.threshold and split.{n_folds,train,val,test,purge,embargo}, with its
+    defaults: `quantray data prepare` and `quantray train` take the same flags."""
+    parser.add_argument("--n-folds", type=int, default=3, help="walk_forward folds (default 3)")
+    parser.add_argument("--threshold", default="auto",
+                        help="flat band: auto, one return such as 0.002, or one per horizon"
+                        " (comma-separated) (default auto)")
+    parser.add_argument("--train", type=float, default=0.7, help="train fraction (default 0.7)")
+    parser.add_argument("--val", type=float, default=0.15, help="val fraction (default 0.15)")
+    parser.add_argument("--test", type=float, default=0.15,
+                        help="test fraction (default 0.15); train + val + test = 1")
+    parser.add_argument("--purge", default="auto",
+                        help="samples dropped before each later split: auto (= the longest"
+                        " horizon) or an integer (default auto)")
+    parser.add_argument("--embargo", type=int, default=5,
+                        help="samples left out after the purge (default 5)")
+
+
+# a job spec's fields -> the flags that set them here
+_FLAGS = {"target.horizons": "--horizons", "target.threshold": "--threshold",
+          "features.seq_len": "--seq-len", "split.method": "--split",
+          "split.n_folds": "--n-folds", "split.train": "--train", "split.val": "--val",
+          "split.test": "--test", "split.purge": "--purge", "split.embargo": "--embargo",
+          "split": "--train/--val/--test"}  # fmt: skip
+
+
+def check_as_a_job(*, horizons: tuple[int, ...], seq_len: int, split: str, n_folds: int,
+                   threshold: str | float | tuple[float, ...], train: float, val: float,
+                   test: float, purge: str | int, embargo: int) -> None:
+    """Refuse, naming every flag at fault, the settings a job spec refuses: its own
+    sections check them (`data.spec_rules`, stdlib only), so the limits and
+    messages are the job's (seq_len 5-512, up to 8 horizons of at most 4096 bars,
+    walk-forward n_folds 2-20 ...)."""
+    from data.spec_rules import FeaturesSpec, SpecError, SplitSpec, TargetSpec
+    from data.split_rules import leaky_gap_problem
+
+    sections = (
+        lambda: TargetSpec(horizons=list(horizons), threshold=threshold),
+        lambda: FeaturesSpec(seq_len=seq_len),
+        lambda: SplitSpec(method=split, train=train, val=val, test=test, n_folds=n_folds,
+                          purge=purge, embargo=embargo),
+    )  # fmt: skip
+    errors = []
+    for section in sections:
+        try:
+            section()
+        except SpecError as exc:
+            errors += exc.errors
+    if not errors and (leak := leaky_gap_problem(purge, embargo, max(horizons))):
+        errors.append(("split.purge", leak))  # the job's cross-check of purge and embargo
+    if errors:
+        raise ValueError("; ".join(
+            f"{_FLAGS.get(path.split('[')[0], path)}: {msg} (a job's {path})"
+            for path, msg in errors))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -143,10 +187,21 @@ def parse_purge(text: str) -> str | int:
 
 
 def _load(args: argparse.Namespace):
-    from data.loading import load_bars, load_lob
+    """(frame, symbol -> why it is left out): a requested symbol some of whose rows the
+    file spells with spaces ('XOM ' beside 'XOM') fails alone, as in a job, and the others
+    load; all of them failing is an error."""
+    from data.loading import list_symbols, load_bars, load_lob, split_spellings
 
     load = load_bars if args.kind == "bars" else load_lob
-    return load(args.uri, symbols=parse_symbols(args.symbols), start=args.start, end=args.end)
+    symbols = parse_symbols(args.symbols)
+    left_out: dict[str, str] = {}
+    if symbols is not None:
+        left_out = split_spellings(list_symbols(args.uri, args.kind), symbols)
+        if len(left_out) == len(symbols):
+            raise ValueError(f"{args.uri}: " + "; ".join(left_out.values()))
+        symbols = [s for s in symbols if s not in left_out]
+    frame = load(args.uri, symbols=symbols, start=args.start, end=args.end)
+    return frame, left_out
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -154,10 +209,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
     if args.min_rows is not None and args.min_rows < 1:
         raise ValueError(f"--min-rows {args.min_rows}: use an integer >= 1")
-    frame = _load(args)
+    frame, left_out = _load(args)
     time_col = "date" if args.kind == "bars" else "ts"
     validate = validate_bars if args.kind == "bars" else validate_lob
     _, report = validate(frame, min_rows=args.min_rows, on_error="drop")
+    report.symbols_in += len(left_out)
+    report.dropped = dict(sorted({**report.dropped, **left_out}.items()))
     sizes = frame.groupby("symbol").size().sort_values(kind="stable")
     info: dict[str, Any] = {
         "uri": args.uri,
@@ -201,19 +258,21 @@ def _prepare(args: argparse.Namespace) -> int:
     from data.prepare import PrepareConfig, prepare_frame
     from data.wording import counted
 
-    if args.seq_len < 1 or args.n_folds < 1:
-        raise ValueError(f"--seq-len {args.seq_len} / --n-folds {args.n_folds}: use integers >= 1")
+    settings: dict[str, Any] = {
+        "horizons": parse_horizons(args.horizons), "seq_len": args.seq_len,
+        "split": args.split, "n_folds": args.n_folds,
+        "threshold": parse_threshold(args.threshold), "train": args.train, "val": args.val,
+        "test": args.test, "purge": parse_purge(args.purge), "embargo": args.embargo,
+    }  # fmt: skip
+    check_as_a_job(**settings)
     try:
-        cfg = PrepareConfig(
-            kind=args.kind, horizons=parse_horizons(args.horizons), seq_len=args.seq_len,
-            split=args.split, n_folds=args.n_folds, threshold=parse_threshold(args.threshold),
-            train=args.train, val=args.val, test=args.test, purge=parse_purge(args.purge),
-            embargo=args.embargo,
-        )
+        cfg = PrepareConfig(kind=args.kind, **settings)
     except ValueError as exc:  # e.g. "PrepareConfig.horizons=(5, 1): use increasing ..."
         raise ValueError(f"--horizons/--seq-len/--split/--n-folds/--threshold/--train/--val/"
                          f"--test/--purge/--embargo: {exc}") from exc
-    result = prepare_frame(_load(args), cfg, on_error="drop")
+    frame, left_out = _load(args)
+    result = prepare_frame(frame, cfg, on_error="drop")
+    result.dropped.update(left_out)
     rows = []
     for symbol, folds in sorted(result.prepared.items()):
         for prep in folds:

@@ -10,18 +10,20 @@ it is read whole and filtered in memory.
 Time bounds are inclusive. A bound given as a plain date (`"2018-02-07"` or a
 `datetime.date`) covers that whole day, which matters for intraday `ts` columns.
 
-Loading checks structure only (file, columns, date parsing); values are checked by
-`data.validation`. One exception: a CSV read for some symbols refuses a requested symbol
-whose rows are partly spelled with spaces at either end ('AAPL ' beside 'AAPL'), which
-would otherwise load with part of its history.
+Loading checks structure only (file, columns, date and number parsing, rows without a
+symbol), naming the file and the row in it; values are checked by `data.validation`. One
+exception: a read for some symbols refuses a requested symbol whose rows are partly
+spelled with spaces at either end ('AAPL ' beside 'AAPL'), which would otherwise load with
+part of its history (`split_spellings` names them for callers that go on without them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,12 +35,15 @@ from pandas._libs.parsers import STR_NA_VALUES
 from data.storage import resolve_uri
 from data.validation import (
     BAR_COLUMNS,
+    UNTIMED_ROWS,
     DataValidationError,
     check_columns,
     lob_columns,
+    numeric_columns,
     padded_symbol_errors,
     to_datetime_column,
 )
+from data.wording import counted
 
 TimeBound = str | dt.date | pd.Timestamp | None
 _PARQUET = (".parquet", ".pq")
@@ -79,8 +84,61 @@ def list_symbols(uri: str, kind: str | None = None) -> list[str]:
     if kind is not None:
         _check_kind(dataset.schema.names, kind, uri)
     check_columns(dataset.schema.names, ["symbol"], uri)
-    values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"])
-    return sorted(str(v) for v in values.to_pylist() if v is not None)  # codes such as 7203
+    return _dataset_symbols(dataset, uri)
+
+
+def _dataset_symbols(dataset: ds.Dataset, uri: str) -> list[str]:
+    """Sorted distinct symbols of a Parquet dataset as text: integer codes (7203) as their
+    digits, a binary column (Spark/Hive files without the UTF8 annotation) decoded."""
+    keys = [ds.get_partition_keys(f.partition_expression) for f in dataset.get_fragments()]
+    if keys and all("symbol" in k for k in keys):  # hive `symbol=AAPL/`: the directory
+        values = {k["symbol"] for k in keys}  # names tell, without opening a file
+    else:
+        values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"]).to_pylist()
+    return sorted(_symbol_text(v, uri) for v in values if v is not None)
+
+
+def _symbol_text(value: object, uri: str) -> str:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataValidationError(
+                f"{uri}: column 'symbol' is binary and holds bytes that are not UTF-8 text "
+                f"(e.g. {bytes(value)!r}); write the symbols as strings") from None
+    return str(value)
+
+
+def _symbols_as_text(table: pa.Table, uri: str) -> pd.DataFrame:
+    """A Parquet table as a frame whose symbols are text (see `_dataset_symbols`); nulls
+    stay None. Binary symbols are decoded in Arrow, not row by row."""
+    at = table.schema.get_field_index("symbol")
+    column = table.column(at)
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        try:
+            text = pc.cast(column.cast(kind) if kind is not column.type else column, pa.string())
+        except pa.ArrowInvalid:
+            bad = next(v for v in column.to_pylist() if v is not None and _not_utf8(v))
+            _symbol_text(bad, uri)  # raises, naming the value
+            raise
+        table = table.set_column(at, "symbol", text)
+    frame = table.to_pandas()
+    sym = frame["symbol"]
+    if isinstance(sym.dtype, pd.CategoricalDtype):  # a pandas category saved
+        frame["symbol"] = sym = sym.astype(object)  # to Parquet: plain strings
+    if pd.api.types.is_integer_dtype(sym):  # numeric codes (7203, 600519) in Parquet:
+        # text, as tickers are (and as CSV reads them)
+        frame["symbol"] = sym.astype("string").astype(object).where(sym.notna(), None)
+    return frame
+
+
+def _not_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _check_kind(found: list[str], kind: str, uri: str) -> None:
@@ -103,26 +161,36 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         check_columns(frame.columns, columns, uri)
         frame = frame.loc[:, columns]
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
-        if symbols is not None:
-            _check_padded_twins(frame["symbol"], symbols, uri)
+        frame = numeric_columns(frame, columns[2:], uri)
+        # the whole file is in memory: positions are the file's rows (0 = the first after
+        # the header)
+        untimed = _untimed_rows(frame, time_col, lambda s, mask: _rows_text(mask))
+        if symbols is None:  # as a Parquet read, which filters them out
+            _check_no_symbol(frame, time_col, uri, lambda: _rows_text(frame["symbol"].isna()))
+        else:
+            _check_padded_twins(frame["symbol"].dropna().unique(), symbols, uri)
             frame = frame[frame["symbol"].isin(symbols)]
     else:
         dataset = parquet_dataset(fs, path, uri)
         found = list(dataset.schema.names)
         columns = columns_for(dataset.schema.names)
         check_columns(dataset.schema.names, columns, uri)
+        if symbols is not None:  # the pushdown below reads the exact spellings only
+            _check_padded_twins(_dataset_symbols(dataset, uri), symbols, uri)
         expr = build_filter(dataset.schema, time_col, symbols, lo, hi)
         try:
             table = dataset.to_table(columns=columns, filter=expr)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"{uri}: {exc}{_schema_clash(dataset, fs, columns)}") from exc
-        frame = table.to_pandas()
+        no_symbol = table.column("symbol").null_count > 0
+        frame = _symbols_as_text(table, uri)
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
-    if isinstance(frame["symbol"].dtype, pd.CategoricalDtype):  # a pandas category saved
-        frame["symbol"] = frame["symbol"].astype(object)  # to Parquet: plain strings
-    if pd.api.types.is_integer_dtype(frame["symbol"]):  # numeric codes (7203, 600519) in
-        sym = frame["symbol"]  # Parquet: text, as tickers are (and as CSV reads them)
-        frame["symbol"] = sym.astype("string").astype(object).where(sym.notna(), None)
+        frame = numeric_columns(frame, columns[2:], uri)
+        if no_symbol:
+            _check_no_symbol(frame, time_col, uri, lambda: _parquet_rows(
+                dataset, path, time_col, lambda sym, when: sym.isna()))
+        untimed = _untimed_rows(frame, time_col, lambda s, mask: _parquet_rows(
+            dataset, path, time_col, lambda sym, when: sym.eq(s) & when.isna()))
     # exact bounds in pandas too: pushdown is an optimisation (a string-typed time column
     # cannot be pushed down), and correctness must not depend on it
     if lo is not None:
@@ -133,13 +201,7 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
     if symbols is not None:
         missing = sorted(set(symbols) - set(frame["symbol"].unique()))
         if missing:
-            span = _span(uri, time_col, missing) if window else None
-            raise ValueError(
-                f"{uri}: no rows for symbols {missing}{window}"
-                + (f" (their rows run from {span[0]} to {span[1]})" if span else "")
-                + _spelling_hint(uri, missing)
-                + f"; list the available ones with `quantray data inspect {uri}`"
-            )
+            raise ValueError(_no_rows_message(uri, time_col, missing, window))
     if len(frame) == 0:
         span = _span(uri, time_col, None) if window else None
         raise ValueError(f"{uri}: the file has no rows{window}"
@@ -147,7 +209,77 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
                          + "; check the file and the start/end dates")
     _check_separate_time(found, frame, time_col, uri)
     frame = frame.sort_values(["symbol", time_col], kind="stable")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    if untimed:  # where the rows without a time are in the file (the sort moved them):
+        # validation names them
+        frame.attrs[UNTIMED_ROWS] = {s: w for s, w in untimed.items()
+                                     if s in set(frame["symbol"])}
+    return frame
+
+
+def _rows_text(mask: pd.Series | Sequence[bool], name: str | None = None) -> str:
+    """"row 5" / "rows 5, 9, 12 (+3 more)" for the true positions of `mask` (counted from
+    0, the first row after a CSV header), "of NAME" when given."""
+    pos = [int(i) for i in np.flatnonzero(np.asarray(mask, dtype=bool))]
+    more = f" (+{len(pos) - _ROWS_SHOWN} more)" if len(pos) > _ROWS_SHOWN else ""
+    text = (f"row{'s' if len(pos) > 1 else ''} {', '.join(map(str, pos[:_ROWS_SHOWN]))}"
+            f"{more}")
+    return f"{text} of {name}" if name else text
+
+
+_ROWS_SHOWN = 5
+
+
+def _parquet_rows(dataset: ds.Dataset, path: str, time_col: str,
+                  pick: Callable[[pd.Series, pd.Series], pd.Series]) -> str:
+    """Where the rows that `pick(symbol, time)` selects are in the files of `dataset`
+    (rows counted from 0, the file named when there are several), found by reading its
+    symbol and time columns again, file by file: the rows read through a filter are not
+    the file's rows. An error path only."""
+    fragments = list(dataset.get_fragments())
+    out = []
+    for fragment in fragments:
+        part = fragment.to_table(schema=dataset.schema, columns=["symbol", time_col])
+        sym = part.column("symbol").to_pandas()
+        hit = pick(sym.map(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes)
+                           else v), part.column(time_col).to_pandas())
+        if hit.any():
+            name = fragment.path[len(path):].lstrip("/") or fragment.path
+            out.append(_rows_text(hit, name if len(fragments) > 1 else None))
+    return "; ".join(out)
+
+
+def _check_no_symbol(frame: pd.DataFrame, time_col: str, uri: str,
+                     where: Callable[[], str]) -> None:
+    """A row without a symbol makes the file no bars file (a frame error, as in
+    `data.validation`): raise naming where the rows are in the file and their times."""
+    mask = frame["symbol"].isna()
+    if not mask.any():
+        return
+    n = int(mask.sum())
+    times = frame.loc[mask, time_col].dropna()
+    dated = f", dated {_times_text(times)}" if len(times) else ""
+    raise DataValidationError(
+        f"{uri}: {counted(n, 'row')} {'has' if n == 1 else 'have'} no symbol ({where()}"
+        f"{dated}); fill or remove {'it' if n == 1 else 'them'} at the source")
+
+
+def _untimed_rows(frame: pd.DataFrame, time_col: str, where: Callable[[str, pd.Series], str]
+                  ) -> dict[str, str]:
+    """symbol -> where its rows without a time are in the file (`UNTIMED_ROWS`)."""
+    mask = frame[time_col].isna()
+    if not mask.any():
+        return {}
+    mask &= frame["symbol"].notna()
+    return {str(s): where(str(s), mask & frame["symbol"].eq(s))
+            for s in frame.loc[mask, "symbol"].unique()}
+
+
+def _times_text(times: pd.Series) -> str:
+    shown = [t.strftime("%Y-%m-%d") if t == t.normalize() else t.isoformat()
+             for t in times.iloc[:_ROWS_SHOWN]]
+    more = f" (+{len(times) - _ROWS_SHOWN} more)" if len(times) > _ROWS_SHOWN else ""
+    return ", ".join(shown) + more
 
 
 def _check_separate_time(found: list[str], frame: pd.DataFrame, time_col: str, uri: str) -> None:
@@ -182,26 +314,67 @@ def _schema_clash(dataset: ds.Dataset, fs: pafs.FileSystem, columns: list[str]) 
     return ""
 
 
-def _check_padded_twins(column: pd.Series, symbols: list[str], uri: str) -> None:
+def split_spellings(available: Iterable[str], symbols: Sequence[str]) -> dict[str, str]:
+    """symbol -> why, for each of `symbols` some of whose rows the file spells with spaces
+    at either end ('AAPL ' beside 'AAPL', from `available`, the file's symbols): read by
+    its exact spelling, it would get part of its history only."""
+    errors = padded_symbol_errors(pd.Series(list(available), dtype=object), drop_hint=False)
+    return {s: str(errors[s]) for s in symbols if s in errors and s == s.strip()}
+
+
+def _check_padded_twins(available: Iterable[str], symbols: list[str], uri: str) -> None:
     """A requested symbol some of whose rows are spelled with spaces at either end ('AAPL '
-    beside 'AAPL') would load with part of its history: raise, naming the spellings (the
-    whole file is in memory for a CSV, so this costs no read). `data.validation` fails
+    beside 'AAPL') would load with part of its history: raise, naming the spellings, for
+    CSV and Parquet alike (a Parquet read pushes the exact spellings down). Callers that
+    go on with the other symbols check `split_spellings` first. `data.validation` fails
     such symbols when every spelling is loaded."""
-    errors = padded_symbol_errors(column.dropna(), drop_hint=False)
-    hit = [s for s in symbols if s in errors and s == s.strip()]
+    hit = split_spellings(available, symbols)
     if hit:
-        error = errors[hit[0]]
-        raise DataValidationError(f"{uri}: {error}", symbol=error.symbol)
+        symbol, error = next(iter(hit.items()))
+        raise DataValidationError(f"{uri}: {error}", symbol=symbol)
 
 
-def _spelling_hint(uri: str, missing: Sequence[str]) -> str:
-    """For an error: the file's symbols that differ from a missing one only by spaces at
-    either end or by case ('AAPL ' or 'aapl' for 'AAPL'), as text; "" when there are none.
-    Symbols are matched exactly, and a padded one looks like the plain ticker in a list."""
+def _no_rows_message(uri: str, time_col: str, missing: list[str], window: str) -> str:
+    """Why `missing` have no rows: not in the file (with near spellings and where to list
+    the file's symbols), or in it but outside the date window (with their span)."""
+    absent = missing
+    parts = []
+    if window:
+        try:
+            frame = _load(uri, lambda found: ["symbol", time_col], time_col, None, None, None)
+        except ValueError:
+            frame = None
+        if frame is not None:
+            inside = frame[frame["symbol"].isin(missing)]
+            absent = [s for s in missing if s not in set(inside["symbol"])]
+            present = [s for s in missing if s not in absent]
+            if present:
+                first, last = _when(inside[time_col].min()), _when(inside[time_col].max())
+                parts.append(f"no rows for symbols {present}{window} (their rows run from "
+                             f"{first} to {last}); choose start/end within that span")
+    if absent:
+        parts.insert(0, f"no rows for symbols {absent}{window if not parts else ''}"
+                     + spelling_hint(absent, _file_symbols(uri))
+                     + f"; list the available ones with `quantray data inspect {uri}`")
+    return f"{uri}: " + "; and ".join(parts)
+
+
+def _when(t: pd.Timestamp) -> str:
+    return str(t.date()) if t == t.normalize() else str(t)
+
+
+def _file_symbols(uri: str) -> list[str]:
     try:
-        found = list_symbols(uri)
+        return list_symbols(uri)
     except (ValueError, OSError):
-        return ""
+        return []
+
+
+def spelling_hint(missing: Sequence[str], found: Iterable[str]) -> str:
+    """For an error: the file's symbols (`found`) that differ from a missing one only by
+    spaces at either end or by case ('AAPL ' or 'aapl' for 'AAPL'), as text; "" when there
+    are none. Symbols are matched exactly, and a padded one looks like the plain ticker in
+    a list."""
     key = {s.strip().upper() for s in missing}
     near = [s for s in found if s.strip().upper() in key and s not in missing]
     if not near:

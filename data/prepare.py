@@ -284,9 +284,9 @@ def prepare_symbol(df: pd.DataFrame, cfg: PrepareConfig) -> list[PreparedSymbol]
         row, col = np.argwhere(bad)[0]
         raise ValueError(
             f"symbol {symbol!r}: feature {names[col]!r} is not finite at {_iso(times[row])} "
-            f"({counted(int(bad.any(axis=1).sum()), 'row')} affected); missing or "
-            "non-positive inputs "
-            f"there: repair them with data.validation or drop the symbol"
+            f"({counted(int(bad.any(axis=1).sum()), 'row')} affected): missing, "
+            "non-positive or absurdly large inputs there (data.validation refuses them: "
+            "validate the frame first), or drop the symbol"
         )
     row0, max_h = cfg.seq_len - 1, max(cfg.horizons)
     n = len(feats) - row0 - max_h  # samples: full window behind, label for max_h ahead

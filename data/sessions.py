@@ -9,7 +9,10 @@ that never trade), 6.5 hours for a missing Wednesday of 09:30-16:00 bars, an hou
 hour of missing minutes. Each gap is measured against the other weeks only (the share
 leaves the gap's own week out), so that a hole does not hide itself. Slots that trade in
 part of the weeks count in part: bars in UTC shift by an hour with daylight saving, and
-bars of an illiquid symbol are absent in the minutes without trades.
+bars of an illiquid symbol are absent in the minutes without trades. A symbol whose
+sessions keep a zone's daylight saving (09:30-16:00 New York bars kept in UTC) is measured
+on that zone's clock, where its slots trade every week (`_exchange_clock`): in UTC the
+gap across the change would miss the summer-only and winter-only slots, an hour in all.
 
 Market closures leave holes too. Full-day closures of the New York Stock Exchange (its
 holidays, and its unscheduled closures since 2001) and the afternoon after its 13:00 early
@@ -133,13 +136,43 @@ def missed_trading_time(t: np.ndarray, limit: float) -> tuple[np.ndarray, np.nda
     t = np.asarray(t, dtype=np.int64)
     step = np.diff(t)
     spacing = int(np.median(step))
-    profile = _WeeklyProfile(t, spacing)
+    t, profile = _exchange_clock(t, spacing)
     a = t[:-1] + max(spacing, profile.width)  # the slot of the bar before the gap is its own
     missed = np.where(a < t[1:], profile.active(a, t[1:]), 0.0)
     counted = np.zeros_like(missed)
     for i in np.flatnonzero(missed >= limit):
         counted[i] = missed[i] - _closed_time(profile, int(t[i]), int(a[i]), int(t[i + 1]))
     return missed, counted
+
+
+# zones whose daylight-saving dates a session may follow (one per set of rules: New York's
+# are Chicago's, London's are the EU's, Sydney's the south's)
+_CLOCK_ZONES = ("America/New_York", "Europe/London", "Australia/Sydney")
+
+
+def _exchange_clock(t: np.ndarray, spacing: int) -> tuple[np.ndarray, _WeeklyProfile]:
+    """(t, its profile) on the clock the symbol's sessions keep: UTC as given, or the local
+    time of a zone with daylight saving in which the profile is clearly sharper (bars kept
+    in UTC of a session that opens at 09:30 New York time move an hour twice a year). In
+    UTC such slots trade in part of the weeks each, and a gap across the change (Friday's
+    last summer bar to Monday's first winter bar) would miss the summer-only and the
+    winter-only slots, about an hour in all, though no bar is missing. Sharpness: the
+    trading time in slots that trade in some weeks and not in others, sum(share x (1 -
+    share)) x width; local times that are not increasing (the hour clocks repeat) rule a
+    zone out."""
+    profile = _WeeklyProfile(t, spacing)
+    blur = float(np.sum(profile.share * (1 - profile.share)))
+    best = (t, profile)
+    for zone in _CLOCK_ZONES:
+        local = pd.DatetimeIndex(t).tz_localize("UTC").tz_convert(zone).tz_localize(None)
+        lt = local.asi8
+        if not (np.diff(lt) > 0).all():
+            continue
+        candidate = _WeeklyProfile(lt, spacing)
+        sharpness = float(np.sum(candidate.share * (1 - candidate.share)))
+        if sharpness < 0.5 * blur:
+            best, blur = (lt, candidate), sharpness
+    return best
 
 
 def _closed_time(profile: _WeeklyProfile, last: int, a: int, b: int) -> float:

@@ -9,10 +9,12 @@ Policy (bars, `validate_bars`)
 - Per-symbol errors raise with `on_error="raise"`; with `on_error="drop"` the symbol is
   removed and its error message kept in `report.dropped[symbol]`. Checked in this order
   (the first hit is the reason): spaces at either end of the symbol (`'AAPL '`; its plain
-  twin `'AAPL'` fails too, its history being split), missing date, duplicate (symbol,
+  twin `'AAPL'` fails too, its history being split), missing date (named by its row in
+  the file when `data.loading` read it: `UNTIMED_ROWS`), duplicate (symbol,
   date) (the message tells exact copies from rows that differ, and names the daylight-
   saving hour when every repeated time is one), NaN close,
-  infinite price or volume, non-positive open/high/low/close, missing or negative volume,
+  infinite price or volume, non-positive open/high/low/close, a price above `MAX_PRICE`
+  (1e15: a wrong unit, a parse error or a placeholder), missing or negative volume,
   more than 1% of rows missing open/high/low, a bad print (an open or close more than
   `MAX_OUTSIDE_RANGE` (25%) outside the day's [low, high]), a close that never changes (no
   returns to learn from), fewer than `min_rows` rows.
@@ -40,7 +42,10 @@ Policy (bars, `validate_bars`)
   entry adds "limit_hours" and each gap's "missing_hours".
   And in `report.splits[symbol]`: bars whose open and close both moved by a split's price
   ratio (x1/k or xk, k in `SPLIT_RATIOS`, within `SPLIT_TOLERANCE`) against the previous
-  close: prices perhaps not adjusted for a split.
+  close: prices perhaps not adjusted for a split. And in `report.stale[symbol]`: runs of
+  bars without a trade (volume 0, open = high = low = close, one price throughout: a halt,
+  or a feed that repeats the last price) of at least max(`STALE_BARS` (10), `STALE_SHARE`
+  (1%) of the symbol's bars), whose labels are all flat.
 - The result holds exactly the contract columns, sorted by (symbol, date), index reset,
   dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
 
@@ -70,6 +75,8 @@ from data.validation_report import (
     MIN_GAP_DAYS,
     SESSION_GAP_BARS,
     SESSION_GAP_HOURS,
+    STALE_BARS,
+    STALE_SHARE,
     ValidationReport,
 )
 from data.wording import counted
@@ -84,6 +91,10 @@ MAX_FILL_FRACTION = 0.01
 # 2014-05-28 5.5%, the rest under 5%), while the two bad prints are ~2x off (LNT
 # 2016-05-19 close 17.87 for a low of 35.085, CHD 2014-05-19 open 18.77 for 33.695).
 MAX_OUTSIDE_RANGE = 0.25
+# A price above this is refused: the highest share prices are about 1e6 (BRK.A) and
+# hyperinflation quotes about 1e12, so it is a wrong unit, a parse error or a placeholder
+# (9.99e307); the features also square price moves, which overflow float64 past ~1e154.
+MAX_PRICE = 1e15
 # a gap between bars over GAP_MEDIANS x the symbol's median spacing and over MIN_GAP is a
 # warning (report.gaps); the numbers live in data.validation_report, whose message quotes them
 MIN_GAP = pd.Timedelta(days=MIN_GAP_DAYS)
@@ -108,10 +119,12 @@ __all__ = [
     "BAR_COLUMNS",
     "BAR_REPAIRS",
     "LOB_REPAIRS",
+    "UNTIMED_ROWS",
     "DataValidationError",
     "ValidationReport",
     "check_columns",
     "lob_columns",
+    "numeric_columns",
     "padded_symbol_errors",
     "validate_bars",
     "validate_lob",
@@ -131,20 +144,42 @@ class DataValidationError(ValueError):
         return (type(self), (str(self), self.symbol, self.rows))
 
 
+# other names of the contract columns, as other tools write them (lower case, stripped)
+COLUMN_ALIASES = {"symbol": ("ticker",), "date": ("datetime", "timestamp"),
+                  "close": ("adj close", "adj_close", "adjclose", "adjusted close")}
+
+
 def check_columns(found: Iterable[str], required: Sequence[str], source: str) -> None:
-    """Raise naming the missing columns, the columns found, and near-miss renames."""
+    """Raise naming every missing column at once, the columns found, and what to do for
+    each: a rename (case, spaces, a known other name such as `ticker`), a column to add
+    (`symbol` for a one-symbol file, `volume` = 0 for a series without volume)."""
     found = [str(c) for c in found]
     missing = [c for c in required if c not in found]
     if not missing:
         return
-    near = {c: r for c in found for r in missing if c.strip().lower() == r and c != r}
-    hint = (
-        "; column names are case- and whitespace-sensitive: rename "
-        + ", ".join(f"{c!r} -> {r!r}" for c, r in near.items())
-        if near
-        else f"; the file must have columns {list(required)}"
-    )
     sep = next((s for s in (";", "\t", "|") if len(found) == 1 and s in found[0]), None)
+    renames = {r: c for r in missing for c in found if c.strip().lower() == r and c != r}
+    cased = bool(renames)
+    renames.update({r: c for r in missing if r not in renames for c in found
+                    if c.strip().lower() in COLUMN_ALIASES.get(r, ())})
+    hints = []
+    if renames:
+        hints.append("rename " + ", ".join(f"{c!r} -> {r!r}" for r, c in renames.items())
+                     + (" (column names are case- and whitespace-sensitive)" if cased else ""))
+        if renames.get("close", "close").strip().lower() != "close":
+            hints.append(f"{renames['close']!r} as the close: adjust open, high and low the "
+                         "same way (or the bars will not bracket it)")
+    if sep:  # one unsplit header: nothing is known about its columns
+        hints = []
+    elif "symbol" in missing and "symbol" not in renames:
+        hints.append("there is no symbol column: add one, e.g. df['symbol'] = 'AAPL' for a "
+                     "file of one symbol's bars")
+    if "volume" in missing and "volume" not in renames and not sep:
+        hints.append("there is no volume column: add one, with 0 for a series that has no "
+                     "volume (an index, an FX rate), e.g. df['volume'] = 0")
+    if sep or any(r not in renames and r not in ("symbol", "volume") for r in missing):
+        hints.append(f"the file must have columns {list(required)}")
+    hint = "".join(f"; {h}" for h in hints)
     if sep:
         hint += (f"; the header is one column holding {sep!r}: a CSV file must be "
                  "comma-separated; write it with ',' between fields")
@@ -190,6 +225,9 @@ def validate_bars(
           "infinite prices or volume", "correct or remove these rows at the source")
     _flag(bad, frame, "date", prices.le(0).any(axis=1), "non-positive prices",
           "correct or remove these rows at the source")
+    _flag(bad, frame, "date", prices.gt(MAX_PRICE).any(axis=1) & ~np.isinf(prices).any(axis=1),
+          f"prices above {MAX_PRICE:g}, which no market quotes (a wrong unit, a parse error "
+          "or a placeholder value?)", "correct the prices (their unit) at the source")
     _flag(bad, frame, "date", frame["volume"].isna(), "missing volume",
           "fill it at the source, with 0 for a series that has no volume (an index, an FX "
           "rate): zero volume is valid")
@@ -239,6 +277,7 @@ def validate_bars(
     }
     report.gaps = _long_gaps(frame, "date")
     report.splits = _split_like_moves(frame)
+    report.stale = _stale_runs(frame)
     return _finish(frame, counts, report)
 
 
@@ -312,11 +351,13 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
                                   f"fill or remove {'it' if one else 'them'}", rows=pos)
     if not frame["symbol"].map(type).eq(str).all():
         example = frame["symbol"][~frame["symbol"].map(type).eq(str)].iloc[0]
-        raise DataValidationError(f"column 'symbol' must hold strings, found {example!r}; "
-                                  "read it as text (e.g. dtype={'symbol': str})")
+        fix = ("decode it, e.g. df['symbol'] = df['symbol'].str.decode('utf-8')"
+               if isinstance(example, bytes) else
+               "read it as text (e.g. pd.read_csv(..., dtype={'symbol': str}))")
+        raise DataValidationError(f"column 'symbol' must hold strings, found "
+                                  f"{type(example).__name__} such as {example!r}; {fix}")
     frame[time_col] = to_datetime_column(frame[time_col], time_col, "frame")
-    for col in numeric:
-        frame[col] = to_numeric_column(frame[col], col, "frame")
+    frame = numeric_columns(frame, numeric, "frame")
     report = ValidationReport(rows_in=len(frame), symbols_in=int(frame["symbol"].nunique()))
     # stable sort; `_moved` marks rows whose place inside their symbol changed
     before = frame.groupby("symbol", sort=False).cumcount()
@@ -324,11 +365,12 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
     frame["_moved"] = frame.groupby("symbol", sort=False).cumcount().ne(before[frame.index])
     frame = frame.reset_index(drop=True)
     bad: dict[str, DataValidationError] = padded_symbol_errors(frame["symbol"])
-    _flag(bad, frame, "_pos", frame[time_col].isna(), f"missing {time_col}",
-          "fill or remove these rows at the source")
+    _flag_untimed(bad, frame, time_col, df.attrs.get(UNTIMED_ROWS, {}))
     same_time = frame.duplicated(["symbol", time_col], keep=False)
     copies = frame.duplicated(columns, keep=False)  # the same time and the same values
-    conflict = same_time & ~copies.groupby([frame["symbol"], frame[time_col]]).transform("all")
+    # dropna=False: rows without a time (failed above) would otherwise leave NaN here
+    conflict = same_time & ~copies.groupby([frame["symbol"], frame[time_col]],
+                                           dropna=False).transform("all").astype(bool)
     for zone, symbols in _clock_turned_back(frame, time_col, same_time).items():
         _flag(bad, frame, time_col, same_time & frame["symbol"].isin(symbols),
               f"a duplicate (symbol, {time_col})",
@@ -392,24 +434,58 @@ def padded_symbol_errors(symbols: pd.Series, drop_hint: bool = True
 
 def to_numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
     """`values` as a numeric series; a non-numeric value raises naming column and value."""
+    converted, problem = _numeric(values, col)
+    if problem:
+        raise DataValidationError(f"{source}: {problem}", rows=converted or None)
+    return converted
+
+
+def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> pd.DataFrame:
+    """`frame` with `columns` numeric; every column that is not raises in one error
+    (`source`: the file, or "frame"), so that a file is fixed in one go."""
+    problems, rows = [], []
+    for col in columns:
+        converted, problem = _numeric(frame[col], col)
+        if problem:
+            problems.append(problem)
+            rows += converted
+        elif converted is not frame[col]:  # numbers already: left as they are (no copy)
+            frame[col] = converted
+    if problems:
+        raise DataValidationError(f"{source}: " + "; ".join(problems), rows=rows or None)
+    return frame
+
+
+# what a number written for people carries: thousands separators, currency signs, spaces
+_DECORATION = re.compile(r"[,\s$€£¥]")
+
+
+def _numeric(values: pd.Series, col: str) -> tuple:
+    """(converted, None) or (offending row positions, the problem as text)."""
     if pd.api.types.is_bool_dtype(values) or not (
         pd.api.types.is_numeric_dtype(values) or pd.api.types.is_object_dtype(values)
         or pd.api.types.is_string_dtype(values)
     ):
-        raise DataValidationError(f"{source}: column {col!r} has type {values.dtype}, "
-                                  "expected numbers; fix the column type at the source")
+        return [], (f"column {col!r} has type {values.dtype}, expected numbers; fix the column "
+                    "type at the source")
     if pd.api.types.is_numeric_dtype(values):
-        return values
+        return values, None
     converted = pd.to_numeric(values, errors="coerce")
     bad = converted.isna() & values.notna()
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataValidationError(
-            f"{source}: column {col!r} is not numeric: {counted(int(bad.sum()), 'value')} "
-            f"{'does' if bad.sum() == 1 else 'do'} not parse, "
-            f"e.g. {values.iloc[pos]!r} at row {pos}; fix or remove them at the source", rows=[pos]
-        )
-    return converted
+    if not bad.any():
+        return converted, None
+    pos = int(np.flatnonzero(bad)[0])
+    example = values.iloc[pos]
+    fix = "fix or remove them at the source"
+    plain = pd.to_numeric(_DECORATION.sub("", str(example)), errors="coerce")
+    if isinstance(example, str) and pd.notna(plain):
+        fix = (f"write plain numbers ({float(plain):.15g}) without thousands separators or "
+               "currency signs at the source (pandas: pd.read_csv(..., thousands=','), or "
+               "strip the signs)")
+    n = int(bad.sum())
+    return [pos], (f"column {col!r} is not numeric: {counted(n, 'value')} "
+                   f"{'does' if n == 1 else 'do'} not parse, e.g. {example!r} at row {pos}; "
+                   f"{fix}")
 
 
 def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
@@ -442,7 +518,17 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
         values = parsed
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values.astype("datetime64[ns]")
+    try:
+        return values.astype("datetime64[ns]")
+    except pd.errors.OutOfBoundsDatetime:  # a Parquet timestamp[us] or [ms] column
+        pass
+    far = (values < pd.Timestamp.min) | (values > pd.Timestamp.max)
+    pos = int(np.flatnonzero(far.to_numpy(bool))[0])
+    raise DataValidationError(
+        f"{source}: column {col!r} holds {counted(int(far.sum()), 'time')} outside the range "
+        f"a time can have here ({pd.Timestamp.min.date()} to {pd.Timestamp.max.date()}), e.g. "
+        f"{_fmt([values.iloc[pos]])} at row {pos} (a placeholder such as 9999-12-31 for 'no "
+        "date'?); remove those rows or give them their real time at the source", rows=[pos])
 
 
 def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> pd.Series:
@@ -487,6 +573,29 @@ def _refuse_zone_names(caught: list, values: pd.Series, col: str, source: str) -
             f"{m.group(1)!r}{at}), which is not read: the time would be taken as UTC, hours "
             "off; write a UTC offset instead (2021-01-04T09:30:00-05:00), or convert the "
             "times to UTC at the source", rows=[int(rows[0])] if len(rows) else None)
+
+
+# `DataFrame.attrs` key that `data.loading` sets on a loaded frame: symbol -> where its
+# rows without a time are in the file ("rows 5, 9"), as the loader's sort moved them
+UNTIMED_ROWS = "untimed_rows"
+
+
+def _flag_untimed(bad, frame, time_col, in_file: dict[str, str]) -> None:
+    """Rows without a time fail their symbol, named by where they are in the file (from
+    the loader) or else by their position in the frame given."""
+    mask = frame[time_col].isna()
+    if not mask.any():
+        return
+    for symbol, pos in frame.loc[mask, ["symbol", "_pos"]].groupby("symbol", sort=True)["_pos"]:
+        if symbol in bad:
+            continue
+        where = in_file.get(symbol)
+        where = (f"{where} of the file" if where and " of " not in where else where) or (
+            f"row position{'s' if len(pos) > 1 else ''} {_fmt(list(pos))} of the frame")
+        bad[symbol] = DataValidationError(
+            f"symbol {symbol!r}: {counted(len(pos), 'row')} with missing {time_col} at "
+            f"{where}; fix: fill or remove these rows at the source, {_DROP_FIX}",
+            symbol=symbol, rows=list(pos))
 
 
 def _flag(bad, frame, row_col, mask, what, fix) -> None:
@@ -600,6 +709,36 @@ def _split_like_moves(frame) -> dict[str, dict]:
                   "ratio": round(float(q_close[i]), 4), "split": label[i]}
                  for i in idx[:_SHOW]]  # fmt: skip
         out[str(symbol)] = {"count": len(idx), "first": first}
+    return out
+
+
+def _stale_runs(frame) -> dict[str, dict]:
+    """symbol -> {"count", "limit_bars", "first": [{"from", "to", "bars"}, ...]} for the
+    runs of consecutive bars without a trade (volume 0 and open = high = low = close, the
+    same close throughout the run) of at least max(STALE_BARS, STALE_SHARE x the symbol's
+    bars): a halt, or a feed that repeats the last price. `frame` is sorted by (symbol,
+    date) and repaired."""
+    o, h, lo, c, v = (frame[k].to_numpy(np.float64) for k in (*PRICE_COLUMNS, "volume"))
+    symbols = frame["symbol"].to_numpy()
+    idle = (v == 0) & (o == h) & (h == lo) & (lo == c)
+    if not idle.any():
+        return {}
+    goes_on = np.r_[False, (symbols[1:] == symbols[:-1]) & idle[:-1] & (c[1:] == c[:-1])]
+    run = np.cumsum(idle & ~goes_on)  # a run's id on its bars (where idle)
+    rows = np.flatnonzero(idle)
+    first = pd.Series(rows).groupby(run[rows]).agg(["first", "last", "size"])
+    n_rows = frame["symbol"].value_counts()
+    dates, out = frame["date"], {}
+    for r in first.itertuples(index=False):
+        symbol = str(symbols[r.first])
+        limit = max(STALE_BARS, int(np.ceil(STALE_SHARE * n_rows[symbols[r.first]])))
+        if r.size < limit:
+            continue
+        entry = out.setdefault(symbol, {"count": 0, "limit_bars": limit, "first": []})
+        entry["count"] += 1
+        if len(entry["first"]) < _SHOW:
+            entry["first"].append({"from": _fmt([dates[r.first]]), "to": _fmt([dates[r.last]]),
+                                   "bars": int(r.size)})
     return out
 
 

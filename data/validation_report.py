@@ -24,6 +24,11 @@ MIN_GAP_DAYS = 10
 # time (nights, weekends and NYSE closures not counted; see data/sessions.py)
 SESSION_GAP_BARS = 2
 SESSION_GAP_HOURS = 1
+# a run of bars without a trade (volume 0, open = high = low = close, one price throughout:
+# a trading halt, or a feed that repeats the last price) of at least STALE_BARS bars and
+# STALE_SHARE of the symbol's bars is a warning (report.stale): its labels are all flat
+STALE_BARS = 10
+STALE_SHARE = 0.01
 
 
 @dataclass
@@ -33,7 +38,9 @@ class ValidationReport:
     symbol's long gaps between consecutive bars ({"count", "limit_days", "first": the first
     few as {"after", "before", "days"}}; see `data.validation`) and `splits`, its bars
     that moved by a split's price ratio ({"count", "first": [{"at", "before", "after",
-    "ratio", "split"}]}: prices perhaps not adjusted for a split). Plain values only, so it
+    "ratio", "split"}]}: prices perhaps not adjusted for a split), and `stale`, its long runs of
+    bars without a trade ({"count", "limit_bars", "first": [{"from", "to", "bars"}]}).
+    Plain values only, so it
     crosses process boundaries as `to_dict()` and merges across per-symbol validations with
     `merge`."""
 
@@ -45,6 +52,7 @@ class ValidationReport:
     dropped: dict[str, str] = field(default_factory=dict)
     gaps: dict[str, dict[str, Any]] = field(default_factory=dict)
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> dict[str, str]:
@@ -55,6 +63,8 @@ class ValidationReport:
             out.setdefault(s, []).append(gap_warning(s, g))
         for s, m in self.splits.items():
             out.setdefault(s, []).append(split_warning(s, m))
+        for s, r in self.stale.items():
+            out.setdefault(s, []).append(stale_warning(s, r))
         return {s: "; ".join(out[s]) for s in sorted(out)}
 
     @property
@@ -76,14 +86,15 @@ class ValidationReport:
             "totals": self.totals(), "repairs": {s: dict(r) for s, r in self.repairs.items()},
             "dropped": dict(self.dropped),
             "gaps": {s: dict(g) for s, g in self.gaps.items()},
-            "splits": {s: dict(m) for s, m in self.splits.items()}, "warnings": self.warnings,
+            "splits": {s: dict(m) for s, m in self.splits.items()},
+            "stale": {s: dict(r) for s, r in self.stale.items()}, "warnings": self.warnings,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
         keys = ("kind", "rows_in", "rows_out", "symbols_in", "repairs", "dropped")
         return cls(**{k: d[k] for k in keys}, gaps=d.get("gaps", {}),
-                   splits=d.get("splits", {}))
+                   splits=d.get("splits", {}), stale=d.get("stale", {}))
 
     @classmethod
     def merge(cls, reports: Sequence[ValidationReport]) -> ValidationReport:
@@ -99,6 +110,7 @@ class ValidationReport:
             out.dropped.update(r.dropped)
             out.gaps.update(r.gaps)
             out.splits.update(r.splits)
+            out.stale.update(r.stale)
         return out
 
     def summary(self) -> str:
@@ -160,3 +172,17 @@ def split_warning(symbol: str, moves: dict[str, Any]) -> str:
             "it see a move that did not happen: adjust the earlier prices (and volumes) for "
             "the split at the source, or choose a date range that does not cross it "
             "(dataset.start/end, --start/--end)")
+
+
+def stale_warning(symbol: str, runs: dict[str, Any]) -> str:
+    """The message of a symbol's long runs of bars without a trade (`ValidationReport.stale`)."""
+    n, first = runs["count"], runs["first"]
+    shown = ", ".join(f"{r['from']} -> {r['to']} ({counted(r['bars'], 'bar')})" for r in first)
+    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    return (f"symbol {symbol!r}: {counted(n, 'run')} of bars without a trade (volume 0, open = "
+            f"high = low = close, one price throughout) of {runs['limit_bars']} bars or more "
+            f"(at least {STALE_BARS} bars and {STALE_SHARE:.0%} of its bars) at {shown}{more}; "
+            "kept, but a trading halt or a feed that repeats the last price makes every "
+            "label there flat and the features stale, and a val or test split in it scores "
+            "nothing real: choose a date range without it (dataset.start/end, "
+            "--start/--end), or remove those bars at the source")

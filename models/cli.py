@@ -50,6 +50,9 @@ def register(subparsers: Any) -> None:
                    " after it (default 60, as a job's features.seq_len)")
     p.add_argument("--task", default="direction", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--split", default="holdout", help=f"one of {', '.join(SPLIT_METHODS)}")
+    from data.cli import add_label_split_flags  # argparse and the stdlib only
+
+    add_label_split_flags(p)  # --threshold --n-folds --train --val --test --purge --embargo
     p.add_argument("--start", help="first date, e.g. 2014-01-01")
     p.add_argument("--end", help="last date, e.g. 2018-02-07")
     p.add_argument("--overrides", metavar="JSON",
@@ -184,26 +187,42 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     req = _parse(args)
-    from data.loading import list_symbols, load_bars, load_lob
+    from data.cli import check_as_a_job, parse_purge, parse_threshold
+    from data.loading import list_symbols, load_bars, load_lob, spelling_hint, split_spellings
     from data.prepare import PrepareConfig, prepare_frame
     from models.api import train_symbols
 
-    try:
-        cfg = PrepareConfig(kind=req["kind"], horizons=req["horizons"], seq_len=req["seq_len"],
-                            split=req["split"])  # fmt: skip
+    try:  # the flags a job's spec has: its limits and messages (as `data prepare`)
+        settings: dict[str, Any] = {
+            "horizons": req["horizons"], "seq_len": req["seq_len"], "split": req["split"],
+            "n_folds": args.n_folds, "threshold": parse_threshold(args.threshold),
+            "train": args.train, "val": args.val, "test": args.test,
+            "purge": parse_purge(args.purge), "embargo": args.embargo,
+        }  # fmt: skip
+        check_as_a_job(**settings)
+        cfg = PrepareConfig(kind=req["kind"], **settings)
     except ValueError as exc:
-        raise UsageError(f"--horizons/--seq-len/--split: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     load = load_lob if req["kind"] == "lob" else load_bars
-    try:
-        available = set(list_symbols(args.data))
+    try:  # with the kind: one error names every column the file lacks
+        listed = list_symbols(args.data, req["kind"])
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"--data {args.data}: {exc}") from exc
-    missing = sorted(set(req["symbols"]) - available)
+    missing = sorted(set(req["symbols"]) - set(listed))
     if missing:
         raise UsageError(f"--symbols: {missing} not in --data {args.data}; it holds"
-                         f" {len(available)} symbols (see `quantray data inspect`)")
+                         f" {len(listed)} symbols{spelling_hint(missing, listed)} (see"
+                         " `quantray data inspect`)")
+    # a symbol some of whose rows the file spells with spaces ('XOM ' beside 'XOM') fails
+    # alone, as in a job: read by its exact spelling it would train on part of its history
+    left_out = split_spellings(listed, req["symbols"])
+    for symbol, reason in left_out.items():
+        print(f"warning: {symbol} dropped: {reason}", file=sys.stderr)
+    symbols = [s for s in req["symbols"] if s not in left_out]
+    if not symbols:
+        raise UsageError("--symbols: every symbol was dropped (see the warnings above)")
     try:
-        frame = load(args.data, symbols=req["symbols"], start=args.start, end=args.end)
+        frame = load(args.data, symbols=symbols, start=args.start, end=args.end)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"--data {args.data} (--kind/--start/--end): {exc}") from exc
     try:
@@ -219,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     from models.metrics import error_rows
 
     # a dropped symbol fails alone, and visibly: error rows for each of its models
-    dropped_rows = [row for symbol, reason in prepared.dropped.items()
+    dropped_rows = [row for symbol, reason in {**left_out, **prepared.dropped}.items()
                     for model in req["models"]
                     for row in error_rows(symbol, model, req["horizons"], f"data: {reason}")]
     if args.threads < 1:

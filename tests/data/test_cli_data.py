@@ -93,8 +93,10 @@ def test_inspect_lob(capsys, lob, write_frame):
         (["prepare", "sample:sp500", "--symbols", "AAPL,AAPL"], "given twice"),
         (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "1,x"], "--horizons '1,x'"),
         (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "0,5"], "integers >= 1"),
-        (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "5,1"], "horizons=(5, 1)"),
-        (["prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "0"], "--seq-len 0"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL", "--horizons", "5,1"],
+         "--horizons: list horizons increasing"),
+        (["prepare", "sample:sp500", "--symbols", "AAPL", "--seq-len", "0"],
+         "--seq-len: 0 is out of range: use an integer in [5, 512]"),
         (["prepare", "s3://b/k?bogus=1"], "unknown query parameter 'bogus'"),
     ],
 )
@@ -174,10 +176,10 @@ def test_prepare_takes_a_jobs_threshold_and_split_and_warns_on_an_empty_class(ca
 
 @pytest.mark.parametrize("flags, words", [
     (("--threshold", "wide"), "--threshold 'wide': use auto"),
-    (("--threshold", "0.1,0.2,0.3"), "one float >= 0 or 4 (one a horizon)"),
-    (("--purge", "1"), "purge 1 + embargo 5 = 6 bars between splits"),
-    (("--train", "0.8"), "they must sum to 1"),
-    (("--embargo", "-1"), "PrepareConfig.embargo=-1"),
+    (("--threshold", "0.1,0.2,0.3"), "--threshold: 3 thresholds for 4 horizons"),
+    (("--purge", "1"), "--purge: purge 1 + embargo 5 = 6 bars between splits"),
+    (("--train", "0.8"), "--train/--val/--test: train + val + test = 1.1; make them sum to 1"),
+    (("--embargo", "-1"), "--embargo: -1 is out of range: use an integer in [0, 4096]"),
 ])
 def test_prepare_split_and_threshold_flags_are_validated(capsys, flags, words):
     _assert_one_line_error(*_run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL", *flags),
@@ -201,3 +203,46 @@ def test_cli_module_imports_only_the_stdlib():
         " & set(sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (("--seq-len", "600"), "--seq-len: 600 is out of range: use an integer in [5, 512] (a job's "
+                           "features.seq_len)"),
+    (("--seq-len", "2"), "--seq-len: 2 is out of range: use an integer in [5, 512]"),
+    (("--split", "walk_forward", "--n-folds", "1"),
+     "--n-folds: 1 is out of range: use an integer in [2, 20] (a job's split.n_folds)"),
+    (("--horizons", "1,5000"), "--horizons: 5000 is out of range: use an integer in [1, 4096]"),
+    (("--horizons", "1,2,3,4,5,6,7,8,9"), "--horizons: 9 horizons; at most 8"),
+])  # fmt: skip
+def test_prepare_refuses_what_a_job_refuses_with_the_jobs_message(capsys, flags, words):
+    """`data prepare` took seq_len 600 or 2, one walk-forward fold and horizons of 5000
+    bars, which a job spec refuses."""
+    from ray_jobs.spec_sections import SpecError, SplitSpec
+
+    _assert_one_line_error(*_run(capsys, "prepare", "sample:sp500", "--symbols", "AAPL", *flags),
+                           words)
+    with pytest.raises(SpecError):  # the job's own check
+        SplitSpec(method="walk_forward", n_folds=1)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("action", ["prepare", "inspect"])
+def test_symbol_with_a_padded_twin_fails_alone(capsys, bars, write_frame, fmt, action):
+    """With Parquet, 'AAA' trained on the part of its history not spelled 'AAA '; with CSV,
+    the whole command failed. It is dropped with the reason, as in a job, and BBB goes on."""
+    df = bars(("AAA", "BBB"), n=400)
+    df.loc[df.index[df["symbol"] == "AAA"][:100], "symbol"] = "AAA "
+    path = write_frame(df, fmt)
+    flags = ("--horizons", "1", "--seq-len", "5") if action == "prepare" else ()
+    rc, out, err = _run(capsys, action, path, "--symbols", "AAA,BBB", *flags, "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    dropped = got["dropped"] if action == "prepare" else got["validation"]["dropped"]
+    assert list(dropped) == ["AAA"]
+    assert dropped["AAA"].startswith("symbol 'AAA': some of its rows are spelled 'AAA '")
+    if action == "prepare":
+        assert {r["symbol"] for r in got["splits"]} == {"BBB"}
+    else:
+        assert got["validation"]["symbols_in"] == 2 and got["validation"]["symbols_out"] == 1
+    _assert_one_line_error(*_run(capsys, action, path, "--symbols", "AAA"),
+                           "symbol 'AAA': some of its rows are spelled 'AAA '")

@@ -427,3 +427,69 @@ def test_csv_symbol_with_a_padded_twin_is_refused_when_asked_for(bars, tmp_path)
         load_bars(path, symbols=["AAA", "BBB"])
     assert err.value.symbol == "AAA" and "on_error" not in str(err.value)
     assert len(load_bars(path, symbols=["BBB"])) == 30
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_symbol_with_a_padded_twin_is_refused_in_every_format(bars, write_frame, fmt):
+    """Parquet pushed the exact spelling down and loaded 'AAA' with part of its history,
+    silently, where CSV refused; both refuse now, and `split_spellings` names it for the
+    callers that go on with the other symbols."""
+    from data.loading import list_symbols, split_spellings
+
+    df = bars(("AAA", "BBB"), n=30)
+    df.loc[df.index[df["symbol"] == "AAA"][:20], "symbol"] = "AAA "
+    path = write_frame(df, fmt)
+    with pytest.raises(DataValidationError, match=r"symbol 'AAA': some of its rows are spelled "
+                       r"'AAA ' \(with spaces\), so its history is split") as err:
+        load_bars(path, symbols=["AAA"])
+    assert err.value.symbol == "AAA"
+    assert len(load_bars(path, symbols=["BBB"])) == 30
+    assert list(split_spellings(list_symbols(path), ["AAA", "BBB"])) == ["AAA"]
+
+
+def test_binary_parquet_symbols_read_as_text(bars, tmp_path):
+    """A `binary` symbol column (Spark/Hive without the UTF8 annotation) listed "b'AAA'"
+    and matched no requested symbol."""
+    from data.loading import list_symbols
+
+    table = pa.Table.from_pandas(bars(("AAA", "BBB"), n=10), preserve_index=False)
+    table = table.set_column(0, "symbol", table.column("symbol").cast(pa.binary()))
+    pq.write_table(table, tmp_path / "f.parquet")
+    path = str(tmp_path / "f.parquet")
+    assert list_symbols(path) == ["AAA", "BBB"]
+    frame = load_bars(path, symbols=["BBB"])
+    assert frame["symbol"].tolist() == ["BBB"] * 10
+    assert sorted(load_bars(path)["symbol"].unique()) == ["AAA", "BBB"]
+    bad = table.set_column(0, "symbol", pa.array([b"\xff"] * 20, pa.binary()))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(DataValidationError, match=r"column 'symbol' is binary and holds bytes "
+                       r"that are not UTF-8 text \(e\.g\. b'\\xff'\)"):
+        list_symbols(str(tmp_path / "bad.parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_row_without_a_symbol_is_named_by_its_file_row(bars, write_frame, fmt):
+    """It was named by its position after the loader's sort (6294 for file row 7)."""
+    df = bars(("BBB", "AAA"), n=10)
+    df["symbol"] = df["symbol"].astype(object)
+    df.loc[7, "symbol"] = None
+    path = write_frame(df, fmt)
+    with pytest.raises(DataValidationError, match=rf"^{re.escape(path)}: 1 row has no symbol "
+                       r"\(row 7, dated 2020-01-10\); fill or remove it at the source"):
+        load_bars(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_window_outside_a_symbols_rows_says_to_move_the_window(bars, write_frame, fmt):
+    """The symbol exists: "list the available ones" pointed the wrong way."""
+    path = write_frame(bars(("AAA",), n=10), fmt)
+    with pytest.raises(ValueError) as err:
+        load_bars(path, symbols=["AAA"], start="2030-01-01")
+    assert str(err.value) == (f"{path}: no rows for symbols ['AAA'] from 2030-01-01 on (their "
+                              "rows run from 2020-01-01 to 2020-01-14); choose start/end within "
+                              "that span")
+    with pytest.raises(ValueError) as err:
+        load_bars(path, symbols=["AAA", "ZZZ"], start="2030-01-01")
+    assert str(err.value).startswith(f"{path}: no rows for symbols ['ZZZ']; list the available "
+                                     "ones with `quantray data inspect")
+    assert "no rows for symbols ['AAA'] from 2030-01-01 on (their rows run" in str(err.value)

@@ -3,10 +3,15 @@ count, the shared S&P file's known quirks, the report, and LOB checks."""
 
 from __future__ import annotations
 
+import datetime
 import pickle
+import re
+import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from data.loading import load_bars
@@ -91,15 +96,21 @@ def test_symbol_errors_raise_or_drop(bars, write_frame, fmt, case):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_non_numeric_column_is_a_frame_error(bars, write_frame, fmt):
-    df = bars(("AAA", "BBB"), n=10)
+    """A frame given to validation is named "frame"; a file is named by the loader, with
+    the value's row in the file (rows are sorted by symbol and date after the read)."""
+    df = bars(("BBB", "AAA"), n=10)
     df["close"] = df["close"].astype(object)
     df.loc[_at(df, "BBB", 2), "close"] = "n/a?"
     df.loc[:, "close"] = df["close"].astype(str)  # parquet: a string column
-    frame = load_bars(write_frame(df, fmt))
     for on_error in ("raise", "drop"):
-        with pytest.raises(DataValidationError, match="column 'close' is not numeric") as err:
-            validate_bars(frame, on_error=on_error)
+        with pytest.raises(DataValidationError, match="frame: column 'close' is not numeric"
+                           ) as err:
+            validate_bars(df, on_error=on_error)
         assert "'n/a?'" in str(err.value) and err.value.symbol is None
+    path = write_frame(df, fmt)
+    with pytest.raises(DataValidationError, match=rf"^{re.escape(path)}: column 'close' is not "
+                       r"numeric: 1 value does not parse, e.g. 'n/a\?' at row 2; fix or remove"):
+        load_bars(path)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -604,3 +615,146 @@ def test_a_series_without_volume_is_told_to_use_zero(bars):
     df["volume"] = df["volume"].fillna(0)
     _, report = validate_bars(df)
     assert report.repairs["EURUSD"] == {"zero_volume": 40}
+
+
+# ---- data brought by users (tester's report /tmp/hdata) -----------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_missing_date_fails_its_symbol_alone_named_by_its_file_row(bars, write_frame, fmt):
+    """A missing date (NaT in Parquet, an empty cell in CSV) failed every symbol with a
+    TypeError from the duplicate check; it fails its own symbol, named by its row in the
+    file (the loader's sort moves it), and the other symbols are kept."""
+    df = bars(("AAA", "BBB"), n=40)
+    df["date"] = df["date"].astype(object)
+    df.loc[_at(df, "BBB", 5), "date"] = None
+    frame = load_bars(write_frame(df, fmt))
+    kept, report = validate_bars(frame, on_error="drop")
+    assert set(kept["symbol"]) == {"AAA"}
+    assert report.dropped["BBB"] == ("symbol 'BBB': 1 row with missing date at row 45 of the "
+                                     "file; fix: fill or remove these rows at the source")
+    with pytest.raises(DataValidationError, match="1 row with missing date") as err:
+        validate_bars(frame)
+    assert err.value.symbol == "BBB"
+    # a frame given directly: its own row positions
+    _, report = validate_bars(df, on_error="drop")
+    assert "missing date at row position 45 of the frame" in report.dropped["BBB"]
+
+
+def test_out_of_range_parquet_time_names_the_file_column_and_fix(bars, write_frame):
+    """A 9999-12-31 sentinel in a Parquet timestamp[us] column gave pandas' bare "Out of
+    bounds nanosecond timestamp"."""
+    df = bars(("AAA",), n=10)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    when = table.column("date").cast(pa.timestamp("us")).to_pylist()
+    when[3] = datetime.datetime(9999, 12, 31)
+    table = table.set_column(1, "date", pa.array(when, pa.timestamp("us")))
+    path = write_frame(df, "parquet")
+    pq.write_table(table, path)
+    with pytest.raises(DataValidationError, match=rf"^{re.escape(path)}: column 'date' holds 1 "
+                       r"time outside the range .* e\.g\. 9999-12-31 at row 3 .*remove those "
+                       r"rows or give them their real time") as err:
+        load_bars(path)
+    assert err.value.rows == [3]
+
+
+def test_absurd_prices_fail_their_symbol_without_overflow_warnings(bars):
+    """Prices of 1e200 passed validation, then failed preparation with a false reason
+    ("missing or non-positive inputs") and a numpy overflow warning."""
+    from data.prepare import PrepareConfig, prepare_frame
+
+    df = bars(("AAA", "BBB"), n=400)
+    df.loc[df["symbol"] == "BBB", ["open", "high", "low", "close"]] *= 1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept, report = validate_bars(df, on_error="drop")
+        result = prepare_frame(df, PrepareConfig(horizons=(1,), seq_len=5), on_error="drop")
+    assert set(kept["symbol"]) == {"AAA"}
+    assert report.dropped["BBB"].startswith("symbol 'BBB': 400 rows with prices above 1e+15, "
+                                            "which no market quotes")
+    assert "prices above 1e+15" in result.dropped["BBB"] and set(result.prepared) == {"AAA"}
+    # the largest real quotes pass
+    df.loc[df["symbol"] == "BBB", ["open", "high", "low", "close"]] /= 1e200 / 1e4
+    assert validate_bars(df)[1].dropped == {}
+
+
+def _halted(df: pd.DataFrame, symbol: str, first: int, last: int) -> pd.DataFrame:
+    """`symbol`'s rows first..last: one price, no volume (a halt)."""
+    rows = df.index[df["symbol"] == symbol][first:last + 1]
+    df.loc[rows, ["open", "high", "low", "close"]] = df.loc[rows[0], "close"]
+    df.loc[rows, "volume"] = 0
+    return df
+
+
+def test_a_halt_inside_or_at_the_end_of_a_symbol_is_a_warning(bars):
+    """Long runs of one price with zero volume went unflagged, and made the test split's
+    labels all flat; a short one (an illiquid day or two) is no warning."""
+    df = bars(("AAA", "BBB", "CCC"), n=400)
+    df = _halted(df, "BBB", 241, 399)  # its last 159 bars
+    df = _halted(df, "CCC", 100, 111)  # 12 bars inside
+    df = _halted(df, "AAA", 50, 58)  # 9 bars: under STALE_BARS
+    kept, report = validate_bars(df)
+    assert set(kept["symbol"]) == {"AAA", "BBB", "CCC"}  # kept, unchanged
+    assert set(report.stale) == {"BBB", "CCC"}
+    bbb = report.stale["BBB"]
+    assert bbb["count"] == 1 and bbb["limit_bars"] == 10
+    assert bbb["first"] == [{"from": "2020-12-03", "to": "2021-07-13", "bars": 159}]
+    message = report.warnings["BBB"]
+    assert message.startswith("symbol 'BBB': 1 run of bars without a trade (volume 0, open = "
+                              "high = low = close, one price throughout) of 10 bars or more")
+    assert "at 2020-12-03 -> 2021-07-13 (159 bars); kept" in message
+    assert "(12 bars)" in report.warnings["CCC"]
+    assert ValidationReport.from_dict(report.to_dict()).stale == report.stale
+
+
+def test_a_series_quoted_by_its_close_only_is_no_halt(bars):
+    """An index or FX series with open = high = low = close and no volume moves every bar:
+    no run of one price, no warning."""
+    df = bars(("AAA",), n=200)
+    df[["open", "high", "low"]] = np.repeat(df[["close"]].to_numpy(), 3, axis=1)
+    df["volume"] = 0
+    assert validate_bars(df)[1].stale == {}
+
+
+@pytest.mark.parametrize(("columns", "hints"), [
+    (["ticker", "date", "open", "high", "low", "close", "volume"], ["rename 'ticker' -> 'symbol'"]),
+    (["Symbol", "Date", "open", "high", "low", "Adj Close", "volume"],
+     ["rename 'Symbol' -> 'symbol', 'Date' -> 'date', 'Adj Close' -> 'close' (column names are "
+      "case- and whitespace-sensitive)", "'Adj Close' as the close: adjust open, high and low"]),
+    (["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"],
+     ["'Close' -> 'close', 'Volume' -> 'volume'", "there is no symbol column: add one, e.g. "
+      "df['symbol'] = 'AAPL'"]),
+    (["symbol", "date", "open", "high", "low", "close"],
+     ["there is no volume column: add one, with 0 for a series that has no volume"]),
+])  # fmt: skip
+def test_missing_columns_are_told_all_at_once_with_what_to_do(columns, hints):
+    """Another tool's names (ticker, Adj Close), a one-symbol file without a symbol column
+    and a series without volume: each missing column gets its fix in the one error."""
+    from data.validation import check_columns
+
+    with pytest.raises(DataValidationError, match="missing columns") as err:
+        check_columns(columns, ("symbol", "date", "open", "high", "low", "close", "volume"), "f")
+    for hint in hints:
+        assert hint in str(err.value)
+    assert "the file must have columns" not in str(err.value)
+
+
+def test_every_non_numeric_column_is_told_at_once_with_the_separator_hint(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text('symbol,date,open,high,low,close,volume\n'
+                    'AAA,2020-01-02,1,1.1,0.9,$1.05,"158,168,416"\n')
+    with pytest.raises(DataValidationError) as err:
+        load_bars(str(path))
+    text = str(err.value)
+    assert text.startswith(f"{path}: column 'close' is not numeric")
+    assert "column 'volume' is not numeric: 1 value does not parse, e.g. '158,168,416' at row " \
+           "0; write plain numbers (158168416) without thousands separators" in text
+    assert "e.g. '$1.05' at row 0; write plain numbers (1.05)" in text
+
+
+def test_a_bytes_symbol_column_says_how_to_decode_it(bars):
+    df = bars(("AAA",), n=5)
+    df["symbol"] = df["symbol"].str.encode("utf-8")
+    with pytest.raises(DataValidationError, match=r"found bytes such as b'AAA'; decode it, "
+                       r"e\.g\. df\['symbol'\] = df\['symbol'\]\.str\.decode\('utf-8'\)"):
+        validate_bars(df)

@@ -192,3 +192,17 @@ def test_a_count_of_one_reads_in_the_singular(bars):
         fit_thresholds(np.zeros((5, 2)), [0.1])
     with pytest.raises(SplitError, match="has 1 sample, needs >= 2"):
         holdout_split(12, 0.8, 0.1, 0.1, 0, 0, min_size=2)
+
+
+def test_a_year_of_new_york_minute_bars_in_utc_has_no_gap_at_the_november_change():
+    """A year of 09:30-16:00 New York 1-minute bars kept in UTC, with bars on NYSE holidays:
+    the gap from Friday's last summer bar (19:59 UTC) to Monday's first winter bar (14:30
+    UTC) missed the summer-only and winter-only slots, 52/51 of an hour with the week of
+    the gap left out, and was warned about. Measured on the New York clock the session
+    does not move; a missing Wednesday is still a gap of its 6.5 hours."""
+    times = session_times("2021-01-04", "2021-12-31", "1min", tz="America/New_York")
+    assert _gaps(times) is None
+    gaps = _gaps(times[times.normalize() != "2021-11-17"])  # naive UTC: 14:30-21:00
+    (gap,) = gaps["first"]
+    assert (gap["after"], gap["before"]) == ("2021-11-16T20:59:00", "2021-11-18T14:30:00")
+    assert gap["missing_hours"] == 6.5

@@ -284,3 +284,86 @@ def test_cli_prints_the_data_warnings_of_kept_symbols(capsys, tmp_path):
                             "--horizons", "1", "--output", "csv")
     assert code == 0 and len(list(csv.DictReader(io.StringIO(out)))) == 2
     assert "warning: AAPL (kept): symbol 'AAPL': 1 gap between consecutive bars" in err
+
+
+def _padded_twin_file(tmp_path, fmt: str) -> str:
+    from data.loading import load_bars
+
+    frame = load_bars("sample:sp500", symbols=["AAPL", "ABBV"])
+    frame.loc[frame.index[frame["symbol"] == "ABBV"][:300], "symbol"] = "ABBV "
+    path = tmp_path / f"bars.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_cli_symbol_with_a_padded_twin_fails_alone(capsys, tmp_path, fmt):
+    """Parquet: ABBV trained on the 959 rows not spelled 'ABBV ', silently; CSV: exit 2 and
+    AAPL untrained. Now ABBV gets error rows with the reason, as in a job, and AAPL
+    trains (exit 1, as for any symbol whose data fails)."""
+    code, out, err = _train(capsys, "--data", _padded_twin_file(tmp_path, fmt), "--symbols",
+                            "AAPL,ABBV", "--models", "ols", "--horizons", "1", "--output", "json")
+    assert code == 1, err
+    rows = json.loads(out)
+    bad = [r for r in rows if r["symbol"] == "ABBV"]
+    assert bad and all("some of its rows are spelled 'ABBV '" in r["error"] for r in bad)
+    assert [r["error"] for r in rows if r["symbol"] == "AAPL"] == [None, None]
+    assert "warning: ABBV dropped: symbol 'ABBV': some of its rows are spelled" in err
+
+
+def test_cli_unknown_symbol_names_the_files_spelling(capsys):
+    code, _, err = _train(capsys, "--data", "sample:sp500", "--symbols", "aapl", "--models", "ols")
+    assert code == 2
+    assert "--symbols: ['aapl'] not in --data sample:sp500; it holds 102 symbols; the file " \
+           "spells 'AAPL': symbols match exactly, case and spaces included" in err
+
+
+def test_cli_names_every_missing_column_at_once(capsys, tmp_path):
+    """`list_symbols` checked the symbol column alone, so a Yahoo-style file was fixed one
+    error at a time."""
+    path = tmp_path / "AAPL.csv"
+    path.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2013-02-08,1,1.1,0.9,1,1,10\n")
+    code, _, err = _train(capsys, "--data", str(path), "--symbols", "AAPL", "--models", "ols")
+    assert code == 2
+    assert "missing columns ['symbol', 'date', 'open', 'high', 'low', 'close', 'volume']" in err
+    assert "there is no symbol column: add one" in err and "'Close' -> 'close'" in err
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--split", "walk_forward", "--n-folds", "1"),
+     "--n-folds: 1 is out of range: use an integer in [2, 20] (a job's split.n_folds)"),
+    (("--horizons", "1,5000"), "--horizons: 5000 is out of range: use an integer in [1, 4096]"),
+    (("--train", "0.8"), "--train/--val/--test: train + val + test = 1.1; make them sum to 1"),
+    (("--threshold", "0.1,0.2"), "--threshold: 2 thresholds for 4 horizons"),
+])  # fmt: skip
+def test_cli_refuses_what_a_job_refuses(capsys, flags, words):
+    code, out, err = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL", "--models",
+                            "ols", *flags)
+    assert code == 2 and out == "" and words in err, err
+
+
+def test_cli_split_and_threshold_flags_prepare_as_data_prepare(capsys, monkeypatch):
+    """`quantray train` had no --threshold/--n-folds/--train/--val/--test/--purge/--embargo,
+    so it could not reproduce a job with other settings; it takes data prepare's flags and
+    prepares with the same config."""
+    import data.prepare
+
+    configs = []
+    real = data.prepare.prepare_frame
+
+    def spy(frame, cfg, **kwargs):
+        configs.append(cfg)
+        return real(frame, cfg, **kwargs)
+
+    monkeypatch.setattr(data.prepare, "prepare_frame", spy)
+    flags = ("--horizons", "1", "--seq-len", "10", "--split", "walk_forward", "--n-folds", "4",
+             "--train", "0.5", "--val", "0.1", "--test", "0.4", "--purge", "2", "--embargo", "1",
+             "--threshold", "0")
+    code, out, err = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL", "--models",
+                            "ols", "--output", "json", *flags)
+    assert code == 0, err
+    assert sorted({r["fold"] for r in json.loads(out)}) == [0, 1, 2, 3]
+    assert main(["data", "prepare", "sample:sp500", "--symbols", "AAPL", "--json", *flags]) == 0
+    assert json.loads(capsys.readouterr()[0])["config"] == configs[0].to_dict()
+    assert (configs[0].threshold, configs[0].purge, configs[0].embargo, configs[0].train) == (
+        0.0, 2, 1, 0.5)
