@@ -189,7 +189,10 @@ def test_return_metrics_match_references():
     assert m["r2"] != pytest.approx(skm.r2_score(y, pred))
     assert m["rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(y, pred)))
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
-    assert m["ic"] == pytest.approx(stats.pearsonr(y, pred)[0])
+    # the IC centres both series on the training mean, not on their own test means
+    a, b = y - train_mean, pred - train_mean
+    assert m["ic"] == pytest.approx(float(a @ b) / math.sqrt(float(a @ a) * float(b @ b)))
+    assert m["ic"] != pytest.approx(stats.pearsonr(y, pred)[0], rel=1e-3)
     assert m["rank_ic"] == pytest.approx(stats.spearmanr(y, pred)[0])
     assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(y) == np.sign(pred)))
     # an unchanged close (a realized return of exactly 0) is a hit only for a 0 forecast
@@ -258,11 +261,31 @@ def test_ic_p_value_is_the_pearson_t_test_on_independent_samples():
         t = r * math.sqrt((n_eff - 2) / (1 - r * r))
         assert p == pytest.approx(stats.t.sf(t, n_eff - 2), rel=1e-6) and p >= expected
     assert p < 0.05
-    assert return_metrics(y, pred, 0.0)["ic_p_value"] == p
+    assert return_metrics(y, pred, 0.0)["ic_p_value"] == ic_p_value(y, pred, 1, 0.0)
     assert ic_p_value(y, 0.5 * y + rng.normal(0, 0.005, 400)) < 1e-10
     assert ic_p_value(y, -y + rng.normal(0, 0.005, 400)) > 0.999  # skill the wrong way
     assert math.isnan(return_metrics(y, np.zeros(400), 0.0)["ic_p_value"])
     assert math.isnan(ic_p_value(y[:2], pred[:2]))
+
+
+def test_the_ic_is_centred_on_the_training_mean_so_a_random_walk_shows_no_skill():
+    """A reversal forecast (minus the past 20-bar return) of 20-bar returns on a random
+    walk, over 225 test samples: centred on their own test means, forecast and outcome
+    share bars, and the IC was biased upwards (+0.10 on average, 1.7% of tests at 1%);
+    centred on the training mean (here the walk's true mean, 0) that bias is mostly gone
+    (the ratio's own finite-sample bias is left: about +0.02)."""
+    rng = np.random.default_rng(1)
+    ics, ps, demeaned = [], [], []
+    for _ in range(300):
+        c = np.r_[0.0, np.cumsum(rng.normal(0, 0.015, 545))]
+        t = np.arange(250, 475)
+        y, forecast = c[t + 20] - c[t], -(c[t] - c[t - 20])
+        m = return_metrics(y, forecast, 0.0, horizon=20)
+        ics.append(m["ic"])
+        ps.append(m["ic_p_value"])
+        demeaned.append(stats.pearsonr(y, forecast)[0])
+    assert np.mean(demeaned) > 0.07  # the bias the test-mean centring had
+    assert abs(np.mean(ics)) < 0.05 and np.mean(np.asarray(ps) < 0.01) <= 0.01
 
 
 def test_correlation_design_effect_is_bartletts_formula():
@@ -480,14 +503,15 @@ def test_leaderboard_rows_test_each_horizon_on_its_own_overlap():
         h = r["horizon"]
         expected = direction_metrics(y_cls, cls, horizon=h)
         assert r["p_value"] == pytest.approx(expected["p_value"], rel=1e-9)
-        assert r["ic_p_value"] == pytest.approx(ic_p_value(y_ret, ret, horizon=h), rel=1e-9)
         train_mean = float(np.mean(p.y_return[train, j]))
+        assert r["ic_p_value"] == pytest.approx(ic_p_value(y_ret, ret, h, train_mean), rel=1e-9)
         sst = float(((y_ret - train_mean) ** 2).sum())
         assert r["r2"] == pytest.approx(1 - float(((y_ret - ret) ** 2).sum()) / sst, rel=1e-6)
         if h == 40:  # the horizon matters on this data, so a row tested as h = 1 is caught
             assert r["p_value"] != pytest.approx(
                 direction_metrics(y_cls, cls, horizon=1)["p_value"], rel=1e-3)
-            assert r["ic_p_value"] != pytest.approx(ic_p_value(y_ret, ret, horizon=1), rel=1e-3)
+            assert r["ic_p_value"] != pytest.approx(ic_p_value(y_ret, ret, 1, train_mean),
+                                                    rel=1e-3)
             sst_in_sample = float(((y_ret - y_ret.mean()) ** 2).sum())  # a drifting walk
             assert r["r2"] != pytest.approx(
                 1 - float(((y_ret - ret) ** 2).sum()) / sst_in_sample, abs=0.01)
