@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from service.job_ids import job_id_problem
+
 DEFAULT_API = "http://127.0.0.1:8000"
 # A submit waits for the spec to be stored, with retries: against an S3 endpoint that does
 # not answer that is ~4 x its ~10 s timeout before the API's 503. Outlast it.
@@ -28,9 +30,15 @@ class ApiUnreachable(ApiClientError):
 class ApiClient:
     def __init__(self, api: str | None, api_key: str | None, *, timeout_s: float = 30.0) -> None:
         self.base = (api or os.environ.get("QUANTRAY_API") or DEFAULT_API).rstrip("/")
+        if "://" in self.base and not self.base.startswith(("http://", "https://")):
+            raise ApiClientError(f"--api {self.base!r}: the API is served over http:// or "
+                                 "https://, e.g. http://127.0.0.1:8000")
         if not self.base.startswith(("http://", "https://")):
             raise ApiClientError(f"--api {self.base!r}: give the URL with its scheme, e.g. "
                                  f"http://{self.base}")
+        if api_key is not None and not api_key.strip():
+            raise ApiClientError("--api-key is empty: give a key, or leave the option out to "
+                                 "use QUANTRAY_API_KEY")
         # the routes' own /v1 is added per request: a base given with it would double it
         self.base = self.base.removesuffix("/v1").rstrip("/")
         key = api_key or os.environ.get("QUANTRAY_API_KEY")
@@ -68,8 +76,25 @@ class ApiClient:
                 "HTTP 401: no API key: set QUANTRAY_API_KEY or pass --api-key (an admin "
                 "creates keys with `quantray keys create --name NAME`)", 401)  # fmt: skip
         if resp.status_code >= 400:
-            raise ApiClientError(_error_text(resp), resp.status_code)
+            raise ApiClientError(_error_text(resp) + self._not_quantray(resp), resp.status_code)
         return resp
+
+    def _not_quantray(self, resp: httpx.Response) -> str:
+        """A hint when a 404 is not one of the API's own (a job, a file it does not have),
+        but a route this server does not serve: --api names another server (the Ray
+        dashboard, 8265), or a path under the API's root (/docs)."""
+        if resp.status_code != 404:
+            return ""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("error") == "not_found" \
+                and body.get("message") != "Not Found":  # fmt: skip
+            return ""  # the API's own answer: no such job, no such file
+        return (f"\n{self.base} has no {resp.request.method} {resp.request.url.path}: is it "
+                "the root URL of a quantray API (`quantray serve`, e.g. http://127.0.0.1:8000)? "
+                "Check --api / QUANTRAY_API")
 
     def submit(self, body: bytes, content_type: str, idempotency_key: str | None) -> dict:
         """Always with an Idempotency-Key (a new one unless given): a submit that timed out
@@ -86,7 +111,7 @@ class ApiClient:
                                  "that returns the job if it was created") from None
 
     def job(self, job_id: str) -> dict:
-        return self.request("GET", f"/v1/jobs/{job_id}").json()
+        return self.request("GET", job_path(job_id)).json()
 
     def jobs(
         self, *, status: str | list[str] | None, page: int, page_size: int | None
@@ -99,22 +124,33 @@ class ApiClient:
         return self.request("GET", "/v1/jobs", params=params).json()
 
     def cancel(self, job_id: str) -> dict:
-        return self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
+        return self.request("POST", job_path(job_id, "/cancel")).json()
 
     def resume(self, job_id: str) -> dict:
-        return self.request("POST", f"/v1/jobs/{job_id}/resume").json()
+        return self.request("POST", job_path(job_id, "/resume")).json()
 
     def logs(self, job_id: str, attempt: int | None = None) -> str:
         params = {} if attempt is None else {"attempt": attempt}
-        return self.request("GET", f"/v1/jobs/{job_id}/logs", params=params).text
+        return self.request("GET", job_path(job_id, "/logs"), params=params).text
 
     def results(self, job_id: str, filters: dict[str, list], *, csv: bool) -> httpx.Response:
         params = {k: v for k, v in filters.items() if v not in (None, [], "")}
         headers = {"Accept": "text/csv" if csv else "application/json"}
-        return self.request("GET", f"/v1/jobs/{job_id}/results", params=params, headers=headers)
+        return self.request("GET", job_path(job_id, "/results"), params=params,
+                            headers=headers)
 
     def models(self) -> dict:
         return self.request("GET", "/v1/models").json()
+
+
+def job_path(job_id: str, rest: str = "") -> str:
+    """The API path of job `job_id` (+ `rest`), or `ApiClientError` for an id that is not
+    one: put in the URL as given, `../../v1/jobs` or `a/../qr-B` would reach another route
+    or another job (httpx normalises the path), and `?x=1` would become a query."""
+    problem = job_id_problem(job_id)
+    if problem is not None:
+        raise ApiClientError(problem)
+    return f"/v1/jobs/{job_id}{rest}"
 
 
 def _error_text(resp: httpx.Response) -> str:

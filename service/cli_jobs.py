@@ -110,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "or the copy the job stored when Ray has none)")
     p.add_argument("job_id")
     p.add_argument("--attempt", type=attempt_number, default=None,
-                   help="an earlier attempt's log (0 first, +1 per resume; default the latest)")
+                   help="an earlier attempt's log (0 first, +1 per resume of a run that reached "
+                   "Ray; default the latest)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
     p.add_argument("--interval", type=_interval, default=POLL_S,
                    help=f"poll seconds for -f ({INTERVAL_S[0]:g}-{INTERVAL_S[1]:g}, "
@@ -128,7 +129,8 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     from service.api_client import ApiClient, ApiClientError
 
     api = args.api or getattr(args, "global_api", None)
-    api_key = args.api_key or getattr(args, "global_api_key", None)
+    # "" is a value given (and refused by the client), not "use QUANTRAY_API_KEY"
+    api_key = args.api_key if args.api_key is not None else getattr(args, "global_api_key", None)
     try:
         with ApiClient(api, api_key) as client:
             return int(body(client) or 0)
@@ -145,10 +147,20 @@ def _read_spec(path: str) -> tuple[bytes, str]:
     if path == "-":
         return sys.stdin.buffer.read(), "application/yaml"
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise SystemExit(f"quantray submit: no such spec file {path!r}")
+    if file.is_dir():
+        raise SystemExit(f"quantray submit: {path!r} is a directory: give a spec file "
+                         "(.yaml, .yml or .json) in it")
+    try:  # a regular file, or a pipe (`<(...)`)
+        body = file.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"quantray submit: cannot read {path!r}: {exc.strerror or exc}") from None
+    if not body.strip():
+        raise SystemExit(f"quantray submit: {path!r} is empty: a spec needs at least name, "
+                         "dataset and models (see examples/small.yaml)")
     kind = "application/json" if file.suffix.lower() == ".json" else "application/yaml"
-    return file.read_bytes(), kind
+    return body, kind
 
 
 def _submit(args: argparse.Namespace) -> int:

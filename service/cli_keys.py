@@ -37,14 +37,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _engine() -> Engine:
+    """The job database's engine; a database that cannot be opened exits with one line
+    naming QUANTRAY_DATABASE_URL (status 1), as a bad setting does (status 2)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.cli_serve import database_unreachable
     from service.db import make_engine
     from service.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        raise SystemExit(f"quantray keys: {exc}") from None
-    return make_engine(settings.database_url)
+        print(f"quantray keys: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        return make_engine(settings.database_url)
+    except ValueError as exc:  # an in-memory SQLite database
+        print(f"quantray keys: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite folder it cannot make
+        print(database_unreachable("keys", settings.database_url, exc), file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return
     p = subparsers.add_parser("serve", help="run the HTTP API", description=DESCRIPTION)
     p.add_argument("--host", help="bind address (default $QUANTRAY_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default $QUANTRAY_PORT or 8000)")
+    p.add_argument("--port", type=_port, help="port (default $QUANTRAY_PORT or 8000)")
     p.add_argument(
         "--no-ray",
         action="store_true",
@@ -31,6 +31,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="dashboard port of the local Ray head (0: any free port)")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_serve)
+
+
+def _port(text: str) -> int:
+    """--port's type: 0 to 65535 (0: any free port), named as the option, not the
+    variable it overrides."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range: give 1 to 65535 "
+                                         "(or 0: any free port)")
+    return port
+
+
+def database_unreachable(command: str, url: str, exc: BaseException) -> str:
+    """One line for a database that cannot be opened (not running, no such database,
+    refused credentials, an unwritable SQLite file), naming the setting; the URL without
+    its password."""
+    from sqlalchemy import make_url
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - the setting was parsed already; never fail here
+        shown = "(unparseable)"
+    cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = cause[0] if cause else type(exc).__name__
+    return (f"quantray {command}: cannot open the job database QUANTRAY_DATABASE_URL={shown} "
+            f"({detail}); start the database server, create the database, or fix "
+            "QUANTRAY_DATABASE_URL (unset: a SQLite file under QUANTRAY_HOME)")
 
 
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -68,8 +98,10 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from service.app import create_app
+    from service.db import make_engine
     from service.local_ray import LocalRayHead
     from service.settings import Settings, SettingsError
 
@@ -94,6 +126,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"quantray serve: cannot listen on {settings.host}:{settings.port} ({taken}): "
               "stop what uses that port, or pick another (--port, QUANTRAY_PORT)",
               file=sys.stderr)  # fmt: skip
+        return 1
+    try:  # before a Ray head starts, too: the database is where the jobs are
+        make_engine(settings.database_url).dispose()
+    except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite folder it cannot make
+        print(database_unreachable("serve", settings.database_url, exc), file=sys.stderr)
         return 1
     # uvicorn re-raises a captured SIGTERM after its graceful shutdown; with the default
     # handler that kills the process before `finally` could stop our Ray head.

@@ -21,12 +21,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pandas._libs.parsers import STR_NA_VALUES
 
 from data.storage import resolve_uri
 
 SYMBOL_COLUMN = "symbol"
+_CSV_NA = pa.array(sorted(STR_NA_VALUES), pa.string())  # as data.loading._read_csv reads CSV
+_SYMBOL_NA = pa.array([""], pa.string())
 
 
+# The dates a window's start and end may take: pandas' nanosecond timestamps (1677-09-21
+# to 2262-04-11, as the loader reads times), a day in from each end so that a date-only
+# end's whole day fits too.
+FIRST_DATE, LAST_DATE = "1677-09-22", "2262-04-10"
 TIME_CACHE_ENTRIES = 4  # per-symbol time arrays are the size of the time column
 
 
@@ -49,10 +56,13 @@ class DatasetProbe:
         non-date times raise ValueError naming the column."""
         from data.loading import time_bounds
 
+        for name, given in (("start", start), ("end", end)):
+            if given is not None and not FIRST_DATE <= str(given)[:10] <= LAST_DATE:
+                raise ValueError(_out_of_range(name, given))
         lo, hi = time_bounds(start, end)
         times = self._symbol_times(uri, time_column)
-        lo_ns = None if lo is None else np.datetime64(lo.to_datetime64(), "ns")
-        hi_ns = None if hi is None else np.datetime64(hi.to_datetime64(), "ns")
+        lo_ns = None if lo is None else _nanoseconds(lo, "start", start)
+        hi_ns = None if hi is None else _nanoseconds(hi, "end", end)
         out = {}
         for symbol, t in times.items():
             first = 0 if lo_ns is None else int(np.searchsorted(t, lo_ns, side="left"))
@@ -103,6 +113,21 @@ class DatasetProbe:
         return value
 
 
+def _nanoseconds(bound: pd.Timestamp, name: str, given: str | None) -> np.datetime64:
+    """`bound` as datetime64[ns], the times' unit. pandas keeps 9999-12-31 in seconds, and
+    numpy's cast of that to ns wraps around silently (9999-01-01 became 1815-03-31, and
+    every row counted as inside the window): out of the ns range is an error instead."""
+    try:
+        return bound.as_unit("ns").to_datetime64()
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):
+        raise ValueError(_out_of_range(name, given)) from None
+
+
+def _out_of_range(name: str, given: object) -> str:
+    return (f"{name} {given} is outside the times a dataset can hold ({FIRST_DATE} to "
+            f"{LAST_DATE}); leave {name} out for no bound")
+
+
 def _read_symbol_column(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> pa.ChunkedArray:
     return _read_columns(fs, path, kind, [SYMBOL_COLUMN]).column(SYMBOL_COLUMN)
 
@@ -138,12 +163,27 @@ def _read_columns(
                         column_types=dict.fromkeys(columns, pa.string()),
                     ),
                 )
+            table = csv_missing_as_null(table)
         else:
             raise ValueError("unknown file type: use .parquet, .csv, .csv.gz or a directory")
     except (pa.ArrowInvalid, KeyError) as exc:
         named = " and ".join(repr(c) for c in columns)
         raise ValueError(f"no readable {named} column ({exc})") from None
     return table
+
+
+def csv_missing_as_null(table: pa.Table) -> pa.Table:
+    """The CSV cells `data.loading` reads as missing, as nulls: in every column but
+    `symbol`, pandas' NA strings ('', 'NA', 'NULL', 'nan', 'N/A', ...); in `symbol` only an
+    empty cell (NA and NULL are tickers). The loader's rule (`data.loading._read_csv`,
+    from the same `STR_NA_VALUES`), so a date cell it reads as a missing date (a
+    per-symbol error there) is not "a value that is not a date" here."""
+    columns = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        missing = _SYMBOL_NA if name == SYMBOL_COLUMN else _CSV_NA
+        nulls = pc.is_in(column, value_set=missing)
+        columns.append(pc.if_else(nulls, pa.scalar(None, column.type), column))
+    return pa.table(columns, names=table.column_names)
 
 
 def _read_symbol_times(

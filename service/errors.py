@@ -3,14 +3,18 @@ handlers: every error body is `{"error", "message", "errors": [{"field", "messag
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.job_files import StorageUnreadable
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -87,19 +91,25 @@ def install_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(error_body("invalid", f"invalid request: {summary}", errors), 422)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers: Any = getattr(exc, "headers", None)
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            if allowed:  # every route on the path, not only the first that matched it
+                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+                message = f"{request.method} is not allowed on {request.url.path}: use " \
+                    f"{', '.join(allowed)}"  # fmt: skip
+        return JSONResponse(error_body(code, message), exc.status_code, headers=headers)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # A bug or an outage no route maps: the same JSON body as every error (the traceback
-        # goes to the server log, which Starlette writes after this handler answers).
-        return JSONResponse(error_body(
-            "internal", f"internal server error ({type(exc).__name__}); the server log has "
-            "the details: report it, or retry if a dependency (database, storage) was down"),
-            500)  # fmt: skip
+        # The last resort, in Starlette's ServerErrorMiddleware: an error raised outside
+        # `UnexpectedErrorMiddleware` (in an outer middleware). Starlette re-raises it after
+        # this answer and uvicorn then closes the connection: say so, so that a pooled
+        # client does not reuse it (its next request would fail with a reset).
+        return JSONResponse(internal_error_body(exc), 500, headers={"Connection": "close"})
 
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
@@ -107,3 +117,63 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app serves on the request's path (HEAD wherever GET is:
+    `HeadAsGetMiddleware`), each asked of the routes as a request would be. Starlette's 405
+    names only the first route matching the path: `OPTIONS /v1/jobs` said `Allow: POST`,
+    although GET is served there too."""
+    routes = request.app.router.routes
+    methods = {method for method in _METHODS if any(
+        route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def internal_error_body(exc: BaseException) -> dict:
+    """The body of a 500: a bug or an outage no route maps. The traceback is in the server
+    log, never in the answer."""
+    return error_body(
+        "internal", f"internal server error ({type(exc).__name__}); the server log has the "
+        "details: report it, or retry if a dependency (database, storage) was down")
+
+
+class UnexpectedErrorMiddleware:
+    """Pure ASGI, just outside the routes' exception handlers: an error no handler maps is
+    logged with its traceback and answered with a JSON 500, and the request ends there.
+
+    An exception handler registered for `Exception` runs in Starlette's outermost
+    ServerErrorMiddleware instead, which re-raises after answering; uvicorn then logs it
+    and closes the keep-alive connection, so a pooled client's next request (even a POST)
+    failed with a connection reset. Here the connection stays usable. An error after the
+    response has started (a stream cut short) is re-raised: only closing the connection
+    tells the client that the body is incomplete."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("unhandled error in %s %r", scope.get("method"), scope.get("path"),
+                      exc_info=exc)  # fmt: skip
+            await JSONResponse(internal_error_body(exc), 500)(scope, receive, send)

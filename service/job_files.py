@@ -31,9 +31,11 @@ from data.symbols import safe_symbol
 from ray_jobs.storage import JobStorage, RetryPolicy
 
 log = logging.getLogger(__name__)
-# One path segment: starts with a letter/digit (so never "." or ".." or a hidden file).
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,199}$")
-_PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$")
+# One path segment: starts with a letter, digit or _ (so never "." or ".." or a hidden
+# file; `_GSPC` is where ^GSPC's files are, `data.symbols.safe_symbol`).
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]{0,199}$")
+PLOT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$"
+_PLOT_RE = re.compile(PLOT_NAME_PATTERN)
 CHUNK_BYTES = 1 << 16
 # ~2 s of backoff over 4 attempts (each may add pyarrow's own connect timeouts)
 SUBMIT_RETRY = RetryPolicy(attempts=4, base_delay_s=0.25, max_delay_s=2.0)
@@ -70,7 +72,7 @@ def safe_relpath(path: str, *, what: str = "artifact path") -> str:
         if not _SEGMENT_RE.match(segment):
             raise UnsafePath(
                 f"{what} {path!r}: segment {segment!r} is not allowed (letters, digits and "
-                "._=+@- only, not starting with '.')"
+                "._=+@- only, starting with a letter, digit or _)"
             )
     return path
 
@@ -79,8 +81,28 @@ def stored_relpath(path: str) -> str:
     """A checked path under units/ whose first segment, a symbol, may be spelled as the
     data spells it: `BRK.B/ols/f0/...` -> `BRK_B/ols/f0/...`, where the job stores it
     (`data.symbols.safe_symbol`; a safe name maps to itself)."""
-    symbol, sep, rest = safe_relpath(path).partition("/")
-    return safe_symbol(symbol) + sep + rest
+    try:
+        symbol, sep, rest = safe_relpath(path).partition("/")
+    except UnsafePath as exc:
+        raise UnsafePath(f"{exc}{_safe_form_hint(path)}") from None
+    try:
+        return safe_symbol(symbol) + sep + rest
+    except ValueError as exc:  # `_`: no symbol's files are there
+        raise UnsafePath(f"artifact path {path!r}: {exc}") from None
+
+
+def _safe_form_hint(path: str) -> str:
+    """For a path whose symbol (first segment) has characters a path cannot (`AB C`,
+    `ÄBC`): the file-safe name its files are stored under, which works (`AB_C`, `_BC`)."""
+    symbol, sep, rest = path.partition("/")
+    if _SEGMENT_RE.match(symbol) or symbol.startswith(".") or any(c in symbol for c in "\\%\x00"):
+        return ""
+    try:
+        safe = safe_relpath(safe_symbol(symbol) + sep + rest)
+    except (ValueError, UnsafePath):  # the rest is wrong too: no hint that would not work
+        return ""
+    name = safe.partition("/")[0]
+    return f"; a symbol's files are stored under its file-safe name: use {name!r} ({safe!r})"
 
 
 @dataclass(frozen=True)

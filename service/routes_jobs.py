@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
@@ -15,6 +15,7 @@ from ray_jobs.storage import StorageError
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.dispatcher import submission_id
 from service.errors import ApiError, storage_unavailable
+from service.job_ids import JOB_ID_FORM, JOB_ID_PATTERN, job_id_problem
 from service.keys import Principal
 from service.ray_client import RayError, RayUnavailable
 from service.schemas import (
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
-_INPUT_STATUS = {"malformed": 400, "unsupported_media": 415, "invalid": 422}
+_INPUT_STATUS = {"malformed": 400, "too_large": 413, "unsupported_media": 415, "invalid": 422}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorPublic, "description": why}
     for code, why in {
@@ -42,11 +43,23 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing, invalid or revoked API key",
         404: "No such job (or it belongs to another key)",
         409: "The job's state forbids this, or the Idempotency-Key was used for another spec",
-        413: "Body larger than QUANTRAY_MAX_BODY_BYTES",
+        413: "Body larger than QUANTRAY_MAX_BODY_BYTES, or a YAML spec of too many values",
         415: "Content-Type is not application/json or application/yaml",
         422: "Invalid spec; `errors` names each field",
         503: "A dependency is down: the job storage (QUANTRAY_STORAGE_URI) or Ray",
     }.items()
+}
+# Documents the shape only (`json_schema_extra`): a malformed id is the API's own 404,
+# checked in `_get` before any database read, not FastAPI's 422.
+JobIdPath = Annotated[str, Path(description="The job's id: qr- and 16 lowercase hex digits",
+                                json_schema_extra={"pattern": JOB_ID_PATTERN})]
+_IDEMPOTENCY_SCHEMA = {"pattern": _IDEMPOTENCY_RE.pattern, "minLength": 1, "maxLength": 200}
+# The same errors for a route whose success is not JSON (the log's text/plain): FastAPI
+# would document them in the route's media type
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": spec["description"], "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}}
+    for code, spec in _ERRORS.items()
 }
 _SPEC_BODY = {
     "requestBody": {
@@ -59,7 +72,10 @@ _SPEC_BODY = {
                 },
             },
             "application/yaml": {
-                "schema": {"type": "string"},
+                # the body is the YAML document itself: `format: binary` makes generated
+                # clients send it as is (a plain string schema got it YAML-quoted, a str)
+                "schema": {"type": "string", "format": "binary",
+                           "description": "A job spec as a YAML document (UTF-8)"},
                 "examples": {
                     "sp500": {"summary": "The same spec as YAML", "value": SPEC_YAML_EXAMPLE}
                 },
@@ -80,6 +96,10 @@ def _input_error(exc: InputError) -> ApiError:
 
 
 def _get(state: AppState, job_id: str, principal: Principal) -> JobRecord:
+    problem = job_id_problem(job_id)
+    if problem is not None:  # never sent to the database (a NUL byte is a 500 there)
+        raise ApiError(404, "not_found", problem, [{"field": "path.job_id",
+                                                    "message": JOB_ID_FORM}])
     try:
         return state.store.get(job_id, principal)
     except JobNotFound as exc:
@@ -145,8 +165,9 @@ def _create(
             write_files=lambda job_id: state.files.write_spec(job_id, spec_dict),
             remove_files=state.files.remove_job,
         )
-    except JobConflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
+    except JobConflict as exc:  # the key was used for another spec
+        raise ApiError(409, "conflict", str(exc), [{"field": "header.Idempotency-Key",
+                       "message": "already used for another spec"}]) from None
     except StorageError as exc:  # nothing was stored: a later submit is safe
         raise storage_unavailable("write the job's spec to", exc.uri, exc.cause,
                                   "submit again: nothing was stored") from None
@@ -162,7 +183,9 @@ async def create_job(
     state: StateDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[
-        str | None, Header(description="Retry-safe key: same key + same spec = same job")
+        str | None, Header(description="Retry-safe key: same key + same spec = same job; "
+                           "1-200 visible ASCII characters, e.g. a UUID",
+                           json_schema_extra=_IDEMPOTENCY_SCHEMA)
     ] = None,
 ) -> JobPublic:
     if idempotency_key is not None and not _IDEMPOTENCY_RE.match(idempotency_key):
@@ -210,7 +233,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS, summary="Job status")
-async def get_job(job_id: str, request: Request, principal: PrincipalDep) -> JobPublic:
+async def get_job(
+    job_id: JobIdPath, request: Request, principal: PrincipalDep
+) -> JobPublic:
     # The hot path of every polling client. async: a SQLite read and a local progress.json
     # read cost no threadpool hop (see `AppState.read`); the state straight from the app,
     # not through StateDep: each dependency costs FastAPI ~80 calls per request.
@@ -225,7 +250,9 @@ async def get_job(job_id: str, request: Request, principal: PrincipalDep) -> Job
     "/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS,
     summary="Cancel: stops the Ray job, keeps partial results",
 )  # fmt: skip
-async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
+async def cancel_job(
+    job_id: JobIdPath, state: StateDep, principal: PrincipalDep
+) -> JobPublic:
     job = await run_in_threadpool(_get, state, job_id, principal)
     try:
         job = await run_in_threadpool(state.store.request_cancel, job)
@@ -246,7 +273,7 @@ async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> J
     "/{job_id}/resume", response_model=JobPublic, responses=_ERRORS,
     summary="Resume a failed/cancelled/interrupted job (finished units are skipped)",
 )  # fmt: skip
-def resume_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPublic:
+def resume_job(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> JobPublic:
     job = _get(state, job_id, principal)
     # a spec that is not there would fail its driver at once (storage down: a 503)
     if not state.files.has_spec(job.id):
@@ -262,13 +289,14 @@ def resume_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JobPubl
 
 
 @router.get(
-    "/{job_id}/logs", response_class=PlainTextResponse, responses=_ERRORS,
+    "/{job_id}/logs", response_class=PlainTextResponse, responses=_JSON_ERRORS,
     summary="The job driver's log, from Ray",
 )  # fmt: skip
 async def job_logs(
-    job_id: str, state: StateDep, principal: PrincipalDep,
+    job_id: JobIdPath, state: StateDep, principal: PrincipalDep,
     attempt: Annotated[int | None, Query(ge=0, description=(
-        "an earlier attempt's log (0 first, +1 per resume), from the copy the job stored; "
+        "an earlier attempt's log (0 first, +1 per resume of a run that reached Ray), "
+        "from the copy the job stored; "
         "default: the latest attempt, from Ray, or from that copy when Ray has none"))] = None,
 ) -> PlainTextResponse:
     job = await run_in_threadpool(_get, state, job_id, principal)
@@ -278,20 +306,26 @@ async def job_logs(
     if attempt is not None and attempt < job.attempt:
         # Ray keeps each attempt's whole log until its head restarts; the stored copy may
         # miss a killed driver's last seconds
-        if state.ray is not None:
+        sid = submission_id(job, attempt)
+        if state.ray is None:
+            why = "no Ray cluster is configured (QUANTRAY_RAY_ADDRESS)"
+        else:
             try:
-                text = await state.ray.logs(submission_id(job, attempt))
-            except RayError:
-                text = None
+                text = await state.ray.logs(sid)
+            except RayError as exc:
+                text, why = None, f"Ray did not give the log of submission {sid} ({exc})"
+            else:
+                why = f"Ray has no record of submission {sid} (the head was restarted?)"
             if text is not None:
                 return PlainTextResponse(text)
-        return await _stored_log(state, job, attempt, f"attempt {attempt}'s driver log")
+        return await _stored_log(state, job, attempt, why)
     if job.ray_submission_id is None:
         earlier = (f"; its earlier attempts' logs: ?attempt=0 to {job.attempt - 1} (`quantray "
                    f"logs {job.id} --attempt N`)" if job.attempt else "")  # a resumed job
+        why = (f"yet (`quantray logs {job.id} -f` waits for it to start)"
+               if job.status == "queued" else "(it never reached Ray)")
         raise ApiError(409, "conflict", f"job {job.id} is {job.status} and has no Ray logs "
-                       f"{'yet' if job.status == 'queued' else '(it never reached Ray)'}"
-                       f"{earlier}")
+                       f"{why}{earlier}")
     why = None
     if state.ray is None:
         why = "no Ray cluster is configured (QUANTRAY_RAY_ADDRESS)"
@@ -315,6 +349,8 @@ async def _stored_log(state: AppState, job: JobRecord, attempt: int, why: str) -
     text = await run_in_threadpool(state.files.read_driver_log, job.id, attempt)
     if text is None:
         raise ApiError(404, "not_found", f"{why}, and job {job.id} stored no driver log for "
-                       f"attempt {attempt}")
-    head = f"[{why}: the driver's log as the job stored it; workers' output is not in it]\n"
+                       f"attempt {attempt} (its driver stores a copy every 10 s: one that "
+                       "ended sooner may have none)")
+    head = (f"[attempt {attempt}: {why}: the driver's log as the job stored it; workers' "
+            "output is not in it]\n")
     return PlainTextResponse(head + text)

@@ -9,18 +9,20 @@ from typing import Annotated, Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
-from service.job_files import UnsafePath
-from service.routes_jobs import _ERRORS, _get
+from service.job_files import PLOT_NAME_PATTERN, UnsafePath
+from service.routes_jobs import _ERRORS, JobIdPath, _get
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}", tags=["results"], dependencies=[Depends(reject_unknown_query)]
 )
 FILTER_COLUMNS = ("symbol", "model", "horizon", "split", "fold")
+PlotName = Annotated[str, Path(description="a plot's file name, as GET .../plots lists it",
+                               json_schema_extra={"pattern": PLOT_NAME_PATTERN})]
 
 
 def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") -> ApiError:
@@ -93,7 +95,7 @@ def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:
     "horizon, split, fold",
 )  # fmt: skip
 def results(
-    job_id: str,
+    job_id: JobIdPath,
     request: Request,
     state: StateDep,
     principal: PrincipalDep,
@@ -111,7 +113,7 @@ def results(
 ) -> Response:
     job = _get(state, job_id, principal)
     try:
-        table = state.files.read_leaderboard(job.id)
+        table = api_artifact_links(state.files.read_leaderboard(job.id), job.id)
     except FileNotFoundError:
         raise _missing(job.id, job.status, "results/leaderboard.parquet") from None
     filters = {"symbol": symbol, "model": model, "horizon": horizon, "split": split,
@@ -128,10 +130,7 @@ def results(
     if wants_csv(request.headers.get("accept", "")):
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
-        note = "; ".join(u["message"] for u in unmatched)
-        # a header carries ASCII only: anything else in a user's value is escaped
-        headers = {UNMATCHED_HEADER: note.encode("ascii", "backslashreplace").decode()}
-        headers = headers if unmatched else {}
+        headers = {UNMATCHED_HEADER: unmatched_note(unmatched)} if unmatched else {}
         headers[TOTAL_HEADER] = str(total)
         return Response(buf.getvalue(), media_type="text/csv", headers=headers)
     # pyarrow -> Python: NaN stays float('nan'), which JSON cannot carry; map it to null.
@@ -159,6 +158,8 @@ def _sorted(table: pa.Table, sort: str) -> pa.Table:
 UNMATCHED_HEADER = "Quantray-Unmatched"  # CSV answers carry the notes here
 TOTAL_HEADER = "Quantray-Total-Rows"  # ... and the matched rows' count before limit/offset
 MAX_LISTED = 20
+MAX_NOTE_CHARS = 4000  # the Quantray-Unmatched header (`unmatched_note`)
+ARTIFACT_COLUMN = "artifact_uri"  # rewritten to an API link (`api_artifact_links`)
 
 
 def _unmatched(table: pa.Table, filters: dict[str, Any]) -> list[dict[str, Any]]:
@@ -183,6 +184,46 @@ def _unmatched(table: pa.Table, filters: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
+def unmatched_note(unmatched: list[dict[str, Any]]) -> str:
+    """The `Quantray-Unmatched` header: the notes, ASCII only (anything else in a user's
+    value is escaped), and at most MAX_NOTE_CHARS: 600 unmatched symbols made a 44 KB header,
+    which Node's HTTP parser (16 KB), nginx's default proxy buffers and many gateways refuse.
+    A cut note says how many it left out and where the whole list is."""
+    notes = [u["message"].encode("ascii", "backslashreplace").decode() for u in unmatched]
+    note = "; ".join(notes)
+    if len(note) <= MAX_NOTE_CHARS:
+        return note
+    kept: list[str] = []
+    for text in notes:
+        if len("; ".join([*kept, text])) > MAX_NOTE_CHARS - 200:
+            break
+        kept.append(text)
+    left = len(notes) - len(kept)
+    more = (f"... and {left} more unmatched filter value{'s' if left > 1 else ''}: ask with "
+            "Accept: application/json for the whole list (its `unmatched`)")
+    return "; ".join([*kept, more])
+
+
+def api_artifact_links(table: pa.Table, job_id: str) -> pa.Table:
+    """The leaderboard's `artifact_uri` (where the driver stored a unit's model: a server
+    path or an S3 URI with its bucket and endpoint, of no use to a client) as the API link
+    that lists the unit's model files, `/v1/jobs/{id}/artifacts?prefix=BRK_B/ols/f0/model`;
+    a value that is not under the job's units/ folder is not exposed (null)."""
+    if ARTIFACT_COLUMN not in table.column_names:
+        return table
+    column = table[ARTIFACT_COLUMN]
+    if pa.types.is_null(column.type):  # no unit stored a model (ensembles, failures)
+        return table
+    column = column.cast(pa.string())
+    pattern = rf"^.*/jobs/{job_id}/units/([^?]+?)/*(\?.*)?$"
+    links = pc.if_else(
+        pc.match_substring_regex(column, pattern),
+        pc.replace_substring_regex(column, pattern, f"/v1/jobs/{job_id}/artifacts?prefix=\\1"),
+        pa.scalar(None, pa.string()))  # fmt: skip
+    index = table.column_names.index(ARTIFACT_COLUMN)
+    return table.set_column(index, ARTIFACT_COLUMN, links)
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and value != value:
         return None
@@ -192,7 +233,7 @@ def _json_safe(value: Any) -> Any:
 
 
 @router.get("/summary", responses=_ERRORS, summary="results/summary.json")
-def summary(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+def summary(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> JSONResponse:
     job = _get(state, job_id, principal)
     try:
         return JSONResponse(state.files.read_summary(job.id))
@@ -203,7 +244,7 @@ def summary(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONRespon
 
 
 @router.get("/plots", responses=_ERRORS, summary="Names of the job's plots")
-def plots(job_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, list[str]]:
+def plots(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> dict[str, list[str]]:
     job = _get(state, job_id, principal)
     return {"plots": state.files.list_plots(job.id)}
 
@@ -212,7 +253,7 @@ def plots(job_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, li
     "/plots/{name}", responses={**_ERRORS, 200: {"content": {"image/png": {}}}},
     response_class=Response, summary="One plot (PNG)",
 )  # fmt: skip
-def plot(job_id: str, name: str, state: StateDep, principal: PrincipalDep) -> Response:
+def plot(job_id: JobIdPath, name: PlotName, state: StateDep, principal: PrincipalDep) -> Response:
     job = _get(state, job_id, principal)
     try:
         return Response(state.files.plot_bytes(job.id, name), media_type="image/png")
@@ -224,7 +265,7 @@ def plot(job_id: str, name: str, state: StateDep, principal: PrincipalDep) -> Re
 
 @router.get("/artifacts", responses=_ERRORS, summary="List the job's artifact files")
 def list_artifacts(
-    job_id: str,
+    job_id: JobIdPath,
     state: StateDep,
     principal: PrincipalDep,
     prefix: Annotated[str, Query(max_length=1000)] = "",
@@ -235,7 +276,10 @@ def list_artifacts(
     except UnsafePath as exc:
         raise _unsafe(exc, "query.prefix") from None
     except FileNotFoundError:
-        raise _missing(job.id, job.status, "artifacts") from None
+        what = (f"artifact folder {prefix!r} (a prefix is a whole folder: a symbol, "
+                "SYMBOL/model or SYMBOL/model/fold, not part of a name)" if prefix
+                else "artifacts")  # fmt: skip
+        raise _missing(job.id, job.status, what) from None
 
 
 @router.get(
@@ -243,7 +287,9 @@ def list_artifacts(
     responses={**_ERRORS, 200: {"content": {"application/octet-stream": {}}}},
     response_class=StreamingResponse, summary="Stream one artifact file from units/",
 )  # fmt: skip
-def artifact(job_id: str, path: str, state: StateDep, principal: PrincipalDep) -> StreamingResponse:
+def artifact(
+    job_id: JobIdPath, path: str, state: StateDep, principal: PrincipalDep
+) -> StreamingResponse:
     job = _get(state, job_id, principal)
     try:
         size, chunks = state.files.open_artifact(job.id, path)

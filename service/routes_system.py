@@ -6,16 +6,17 @@ import json
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from ray_jobs import spec as job_spec
-from service.deps import PrincipalDep, StateDep
+from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
 from service.ray_client import RayError
+from service.schemas import ErrorPublic
 
 router = APIRouter(tags=["system"])
 CATALOG_FILE = "model_catalog.json"
@@ -31,6 +32,7 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     summary="Readiness: database, storage and Ray (unless queue-only) reachable; a 503 names "
     "what is down",
+    responses={503: {"description": "Not ready: `down` names what is down, `checks` why"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
     checks: dict[str, str] = {}
@@ -88,7 +90,12 @@ def read_catalog() -> dict[str, Any] | None:
         ) from None
 
 
-@router.get("/v1/models", tags=["models"], summary="Model kinds, presets and search spaces")
+@router.get(
+    "/v1/models", tags=["models"], summary="Model kinds, presets and search spaces",
+    dependencies=[Depends(reject_unknown_query)],
+    responses={401: {"model": ErrorPublic, "description": "Missing, invalid or revoked API key"},
+               422: {"model": ErrorPublic, "description": "An unknown query parameter"}},
+)  # fmt: skip
 def models(_: PrincipalDep) -> dict[str, Any]:
     catalog = read_catalog()
     if catalog is not None:

@@ -64,7 +64,8 @@ class JobPublic(BaseModel):
         description="queued | running | succeeded | failed | cancelled | interrupted"
     )
     owner: str
-    attempt: int = Field(description="0 for the first run, +1 per resume")
+    attempt: int = Field(description="0 for the first run, +1 per resume of a run that "
+                         "reached Ray (a job cancelled while queued keeps its number)")
     cancel_requested: bool
     message: str | None
     errors: list[dict[str, Any]] = Field(description="Per-unit errors ({unit_id, error})")

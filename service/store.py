@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from service.db import fetch_one, jobs
+from service.job_ids import job_id_problem, new_job_id
 from service.keys import Principal
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
@@ -85,10 +85,6 @@ class JobRecord:
         values["errors"] = json.loads(values["errors"]) if values["errors"] else []
         values["cancel_requested"] = bool(values["cancel_requested"])
         return cls(**values)
-
-
-def new_job_id() -> str:
-    return "qr-" + secrets.token_hex(8)
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -190,7 +186,11 @@ class JobStore:
         return existing
 
     def get(self, job_id: str, principal: Principal | None = None) -> JobRecord:
-        """The job, if `principal` (None = internal caller) may see it; else `JobNotFound`."""
+        """The job, if `principal` (None = internal caller) may see it; else `JobNotFound`
+        (also for an id that is not shaped like one, without asking the database)."""
+        problem = job_id_problem(job_id)
+        if problem is not None:
+            raise JobNotFound(problem)
         row = fetch_one(self.engine, _BY_ID, {"job_id": job_id})  # status polls: kept cheap
         if row is None or (
             principal is not None and not principal.admin and row["owner"] != principal.name
@@ -305,16 +305,25 @@ class JobStore:
 
     def resume(self, job: JobRecord) -> JobRecord:
         """Requeue a failed/cancelled/interrupted job; it keeps its id (and its storage, so
-        the job skips the units it already finished)."""
+        the job skips the units it already finished).
+
+        `attempt` counts the runs that reached Ray (or may have: a submission id was
+        claimed), each with its own Ray submission (`{id}-r{attempt}`) and stored driver
+        log: an attempt that never left the queue (cancelled while queued) is not counted,
+        and the resumed job takes its number again, so `?attempt=N` always names a run."""
         if job.status not in RESUMABLE:
+            pending = (" with a stop requested: resume it once it has stopped (`quantray "
+                       f"status {job.id}` shows when)" if job.cancel_requested else "")
             raise JobConflict(
-                f"job {job.id} is {job.status}; only {sorted(RESUMABLE)} jobs can be resumed"
+                f"job {job.id} is {job.status}{pending}; only {sorted(RESUMABLE)} jobs can be "
+                "resumed"
             )
+        reached_ray = job.ray_submission_id is not None
         done = self.transition(
             job.id,
             job.status,
             status="queued",
-            attempt=job.attempt + 1,
+            attempt=job.attempt + 1 if reached_ray else job.attempt,
             ray_submission_id=None,
             cancel_requested=False,
             message=None,
@@ -324,5 +333,10 @@ class JobStore:
             finished_at=None,
         )
         if not done:
-            raise JobConflict(f"job {job.id} changed state meanwhile; retry the resume")
+            now = self.get(job.id)
+            if now.status == "queued":  # a concurrent resume won
+                raise JobConflict(f"job {job.id} was just resumed by another request: it is "
+                                  f"queued (attempt {now.attempt}); nothing to do")
+            raise JobConflict(f"job {job.id} changed state meanwhile (it is {now.status} now); "
+                              "retry the resume if it is still what you want")
         return self.get(job.id)

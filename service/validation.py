@@ -2,7 +2,7 @@
 no aliases), the spec's own checks, allowed dataset locations, and a fail-fast read of the
 dataset's symbol column.
 
-Raises `InputError` (a domain error); the HTTP layer maps its `kind` to 400/415/422.
+Raises `InputError` (a domain error); the HTTP layer maps its `kind` to 400/413/415/422.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 import yaml
+from yaml.cyaml import CParser  # libyaml: PyYAML's wheels include it
 
 from data.storage import resolve_uri
 from ray_jobs.spec import JobSpec, SpecError
 from ray_jobs.spec_text import DuplicateKey, UniqueKeyLoader, loads_json
-from service.dataset_probe import DatasetProbe
+from service.dataset_probe import FIRST_DATE, LAST_DATE, DatasetProbe
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -26,7 +27,8 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 
 @dataclass
 class InputError(ValueError):
-    """Bad input. kind: malformed (400), unsupported_media (415), invalid (422)."""
+    """Bad input. kind: malformed (400), too_large (413), unsupported_media (415),
+    invalid (422)."""
 
     kind: str
     message: str
@@ -36,18 +38,140 @@ class InputError(ValueError):
         return self.message
 
 
-class _NoAliasLoader(UniqueKeyLoader):
-    """SafeLoader that refuses anchors/aliases: a spec never needs them, and aliases are
-    how a few hundred bytes of YAML expand into gigabytes ("billion laughs"); a key given
-    twice is refused too (`UniqueKeyLoader`)."""
+# A spec is a few hundred YAML nodes (600 symbols at most, a few models and overrides).
+# The parse is refused past these bounds before any Python object is built: PyYAML's pure
+# Python loader took ~11 us per byte (26 s of CPU for a 700 KB body under the 1 MiB limit),
+# and libyaml's composer recurses in C, so a deep document must never reach it.
+MAX_YAML_NODES = 10_000
+MAX_NESTING = 64
+# An integer this long (~300 digits) is out of range for every spec field, and float() or
+# str() of it fails (4,300 digits and up: a ValueError from Python itself).
+MAX_INT_BITS = 1000
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.YAMLError(
-                f"YAML aliases (*name) are not allowed in a job spec (line {mark.line + 1})"
-            )
-        return super().compose_node(parent, index)
+
+class _TooLongInt(int):
+    """Stands in for an integer literal too long for Python to convert (over 4,300 digits),
+    so that the spec check can name its field (`_shape_errors`)."""
+
+    digits: int
+
+    def __new__(cls, digits: int) -> _TooLongInt:
+        value = super().__new__(cls, 0)
+        value.digits = digits
+        return value
+
+
+def _int_or_too_long(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        return _TooLongInt(len(text.lstrip("+-").replace("_", "")))
+
+
+_NON_TEXT_KEY_TAG = "tag:quantray,2025:non-text-key"
+_READ_AS = {
+    "tag:yaml.org,2002:bool": "a boolean (YAML reads yes, no, on, off, true and false so)",
+    "tag:yaml.org,2002:null": "null (YAML reads ~ and null so)",
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+
+
+class _NonTextKey(str):
+    """A mapping key YAML would read as a boolean, number, null or date (`yes:`, `1:`,
+    `~:`), kept as written, so that the spec check names it as the user spelled it (and
+    `yes:` beside `1:` is not "a key given twice": True == 1 in Python)."""
+
+    read_as: str
+
+
+class _SpecLoader(CParser, UniqueKeyLoader):  # type: ignore[misc]
+    """libyaml's parser and composer (C) with the safe constructors and `UniqueKeyLoader`'s
+    refusal of a key given twice. Only for a document `_check_yaml_events` has passed: no
+    aliases ("billion laughs"), at most MAX_YAML_NODES nodes, nested at most MAX_NESTING
+    deep (libyaml's composer recurses in C: 100,000 `[` crash the process)."""
+
+    def __init__(self, stream: str) -> None:
+        CParser.__init__(self, stream)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            node.value = [
+                (yaml.ScalarNode(_NON_TEXT_KEY_TAG, (key.tag, key.value), key.start_mark,
+                                 key.end_mark) if isinstance(key, yaml.ScalarNode)
+                 and key.tag in _READ_AS else key, value)
+                for key, value in node.value
+            ]  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_non_text_key(self, node: Any) -> _NonTextKey:
+        tag, text = node.value
+        key = _NonTextKey(text)
+        key.read_as = _READ_AS[tag]
+        return key
+
+    def construct_spec_int(self, node: Any) -> int:
+        try:
+            return self.construct_yaml_int(node)
+        except ValueError:  # over 4,300 decimal digits
+            return _TooLongInt(len(str(node.value).lstrip("+-").replace("_", "")))
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_spec_int)
+_SpecLoader.add_constructor(_NON_TEXT_KEY_TAG, _SpecLoader.construct_non_text_key)
+
+
+def _check_yaml_events(text: str) -> None:
+    """Walk the document's parse events (libyaml, no Python objects per node) and refuse
+    aliases, too many nodes and too deep nesting, before anything is composed."""
+    parser = CParser(text)
+    nodes = depth = 0
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                raise InputError("malformed", "YAML aliases (*name) are not allowed in a job "
+                                 f"spec (line {event.start_mark.line + 1})")  # fmt: skip
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise InputError("malformed", f"YAML is nested too deeply (more than "
+                                     f"{MAX_NESTING} levels, at line {event.start_mark.line + 1})")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if isinstance(event, yaml.NodeEvent):
+                nodes += 1
+                if nodes > MAX_YAML_NODES:
+                    message = (f"the YAML spec has more than {MAX_YAML_NODES} values (at line "
+                               f"{event.start_mark.line + 1}); a job spec needs far fewer: "
+                               "send the spec alone (at most 600 symbols)")
+                    raise InputError("too_large", message,
+                                     [{"field": "body", "message": message}])
+    finally:
+        parser.dispose()
+
+
+def _load_yaml(text: str) -> Any:
+    _check_yaml_events(text)
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return loads_json(text)
+    except (json.JSONDecodeError, DuplicateKey, RecursionError):
+        raise
+    except ValueError:
+        # An integer literal over Python's 4,300-digit limit: read again, with it replaced
+        # by a stand-in, so that the 422 names its field.
+        return json.loads(text, parse_int=_int_or_too_long)
 
 
 def media_type(content_type: str | None) -> str:
@@ -71,7 +195,7 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
         raise InputError("malformed", f"request body is not UTF-8 ({exc.reason})") from None
     if kind in JSON_TYPES:
         try:
-            return loads_json(text)
+            return _load_json(text)
         except json.JSONDecodeError as exc:
             raise InputError(
                 "malformed",
@@ -82,22 +206,80 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
         except RecursionError:
             raise InputError("malformed", "JSON is nested too deeply") from None
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        return _load_yaml(text)
     except yaml.YAMLError as exc:
         raise InputError("malformed", f"invalid YAML: {exc}") from None
-    except RecursionError:
-        raise InputError("malformed", "YAML is nested too deeply") from None
+
+
+def _key_text(key: Any) -> tuple[str, str]:
+    """(the key as written, what it was read as) for a mapping key that is not text."""
+    if isinstance(key, _NonTextKey):
+        return str(key), key.read_as
+    if isinstance(key, bool):
+        return str(key).lower(), "a boolean"
+    if key is None:
+        return "null", "null"
+    if isinstance(key, int | float):
+        return str(key), "a number"
+    return repr(key), f"a {type(key).__name__}"
+
+
+def _field(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _shape_errors(data: Any) -> list[dict[str, str]]:
+    """What no spec field can hold, each with its field: a mapping key that is not text
+    (YAML's `yes:`, `1:`, `~:`), and an integer too long to be anything's value."""
+    errors: list[dict[str, str]] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not isinstance(key, _NonTextKey):
+                    stack.append((_field(path, key), item))
+                    continue
+                spelled, kind = _key_text(key)
+                errors.append({"field": _field(path, spelled), "message": (
+                    f"this key reads as {kind}, and spec keys must be strings: quote it "
+                    f"('{spelled}': ...) or correct the field name")})
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            digits = value.digits if isinstance(value, _TooLongInt) else None
+            about = ""
+            if digits is None and value.bit_length() > MAX_INT_BITS:
+                try:
+                    digits = len(str(abs(value)))
+                except ValueError:  # over 4,300 digits (from hex, octal or binary)
+                    digits, about = int(value.bit_length() * 0.30103) + 1, "about "
+            if digits is not None:
+                errors.append({"field": path or "body", "message": (
+                    f"an integer of {about}{digits} digits is out of range for every spec "
+                    "field")})
+    return sorted(errors, key=lambda e: e["field"])
+
+
+_VALUE_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number",
+                bool: "a boolean"}
 
 
 def spec_from_data(data: Any) -> JobSpec:
     """`JobSpec.from_dict`, with every (field, message) pair in the 422."""
     if not isinstance(data, dict):
+        got = ("nothing: the body holds no document" if data is None else
+               _VALUE_KINDS.get(type(data), f"a {type(data).__name__}"))  # fmt: skip
         raise InputError(
             "invalid",
-            f"the spec must be a mapping of fields (name, dataset, models, ...), "
-            f"got {type(data).__name__}",
+            f"the spec must be a mapping of fields (name: ..., dataset: {{...}}, models: "
+            f"[...]), got {got}",
             [{"field": "", "message": "expected a mapping"}],
         )
+    shape = _shape_errors(data)
+    if shape:
+        text = "; ".join(f"{e['field']}: {e['message']}" for e in shape)
+        raise InputError("invalid", f"invalid job spec: {text}", shape)
     try:
         return JobSpec.from_dict(data)
     except SpecError as exc:
@@ -119,6 +301,7 @@ class DatasetPolicy:
 
     def check(self, spec: JobSpec) -> None:
         uri = spec.dataset.uri
+        check_window(spec)
         self.check_location(uri)
         symbols = spec.dataset.symbols
         try:
@@ -209,6 +392,24 @@ class DatasetPolicy:
                 f"{uri!r} is outside the allowed data roots: use a dataset under "
                 f"{', '.join(self.data_roots)} or a sample: URI",
             )
+
+
+def check_window(spec: JobSpec) -> None:
+    """`dataset.start` and `dataset.end` within the times a dataset can hold (pandas'
+    nanosecond range): 2300-01-01 or 9999-12-31 would fail every unit on the cluster (and
+    numpy's cast to nanoseconds wraps them around silently)."""
+    errors = []
+    for name in ("start", "end"):
+        value = getattr(spec.dataset, name)
+        if value is None or FIRST_DATE <= str(value)[:10] <= LAST_DATE:
+            continue
+        away = "from the start of the data" if name == "start" else "to the end of the data"
+        errors.append({"field": f"dataset.{name}", "message": (
+            f"{value} is outside the dates a dataset's times can have ({FIRST_DATE} to "
+            f"{LAST_DATE}): give a date in that range, or leave {name} out to read {away}")})
+    if errors:
+        text = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InputError("invalid", text, errors)
 
 
 def _within(uri: str, path: str, root: str) -> bool:

@@ -164,9 +164,11 @@ def test_cancel_and_resume_state_rules(api: Any) -> None:
         again = c.post(f"/v1/jobs/{job_id}/cancel")
         assert again.status_code == 409 and "already cancelled" in again.json()["message"]
         resumed = c.post(f"/v1/jobs/{job_id}/resume").json()
-        assert resumed["status"] == "queued" and resumed["attempt"] == 1 and resumed["id"] == job_id
+        # attempt 0 never left the queue: it is not counted, the resumed job runs as attempt 0
+        assert resumed["status"] == "queued" and resumed["attempt"] == 0 and resumed["id"] == job_id
         logs = c.get(f"/v1/jobs/{job_id}/logs")
         assert logs.status_code == 409 and "no Ray logs" in logs.json()["message"]
+        assert "earlier attempts" not in logs.json()["message"]
 
 
 def test_resume_refuses_a_job_whose_files_are_not_in_this_storage(api: Any) -> None:
@@ -472,7 +474,9 @@ def test_read_routes_say_storage_is_unavailable_not_missing_files(
     try:
         with api.client() as c:
             job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
-            c.post(f"/v1/jobs/{job_id}/cancel")
+            # attempt 0 ran on Ray and was cancelled there
+            JobStore(api.engine).transition(job_id, "queued", status="cancelled",
+                                            ray_submission_id=job_id)
             assert c.post(f"/v1/jobs/{job_id}/resume").json()["attempt"] == 1
             for when in ("reachable", "no bucket", "endpoint down"):
                 if when == "no bucket":
@@ -543,11 +547,14 @@ def test_logs_of_a_resumed_job_waiting_in_the_queue_point_to_earlier_attempts(ap
     theirs: the 409 says how to read them."""
     with api.client() as c:
         job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
-        assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        # attempt 0 ran on Ray and was cancelled there
+        JobStore(api.engine).transition(job_id, "queued", status="cancelled",
+                                        ray_submission_id=job_id)
         assert c.post(f"/v1/jobs/{job_id}/resume").json()["attempt"] == 1
         got = c.get(f"/v1/jobs/{job_id}/logs")
     assert got.status_code == 409, got.text
     assert "?attempt=0 to 0" in got.json()["message"], got.json()
+    assert f"quantray logs {job_id} -f" in got.json()["message"]
 
 
 def test_a_json_spec_with_a_utf8_bom_is_accepted_as_yaml_is(api: Any) -> None:

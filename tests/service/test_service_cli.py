@@ -121,8 +121,8 @@ def test_cli_against_the_api(
 
         code, out, _ = _run(capsys, "resume", job_id)
         assert code == 1  # succeeded jobs cannot be resumed
-        code, out, err = _run(capsys, "status", "qr-nope")
-        assert code == 1 and "HTTP 404" in err
+        code, out, err = _run(capsys, "status", "qr-0000000000000000")
+        assert code == 1 and "HTTP 404" in err and "not found" in err
         bad = tmp_path / "bad.json"
         bad.write_text(
             json.dumps({"name": "x", "dataset": {"uri": "sample:sp500"}, "models": ["nope"]})
