@@ -23,6 +23,10 @@ MAX_HORIZONS = 8
 MAX_HORIZON = 4096
 MAX_FOLDS = 20
 MAX_EMBARGO = 4096  # bars, as MAX_HORIZON
+# The dates a dataset window's start and end may take: pandas' nanosecond timestamps
+# (1677-09-21 to 2262-04-11, as the loader reads times), a day in from each end so that a
+# date-only end's whole day fits too.
+FIRST_DATE, LAST_DATE = "1677-09-22", "2262-04-10"
 TARGET_KINDS = ("direction", "return")
 FEATURE_SETS = ("technical",)
 SPLIT_METHODS = ("holdout", "walk_forward")
@@ -48,7 +52,7 @@ class SpecError(ValueError):
     and paths of absurd length are shortened (`shorten_echoes`)."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = [(_short_path(p), shorten_echoes(m)) for p, m in errors]
+        self.errors = [(_short_path(str(p)), shorten_echoes(m)) for p, m in errors]
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.errors))
 
     def to_list(self) -> list[dict[str, str]]:

@@ -90,6 +90,15 @@ _SECTIONS: dict[str, type] = {
 _REQUIRED = ("name", "dataset", "models")
 
 
+def _number_problem(exc: ValueError) -> str:
+    """A readable reason for a ValueError from reading spec text: Python refuses to convert
+    integers of thousands of digits (sys.get_int_max_str_digits), which no field takes."""
+    if "digits" in str(exc):
+        return ("a number with thousands of digits, which no field takes; give each field a "
+                "value in its range")
+    return str(exc)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One training job. Build with `from_dict` / `from_yaml` / `from_json`; sections may
@@ -130,7 +139,10 @@ class JobSpec:
             raise SpecError([("", f"expected a mapping of spec fields, got {type(data).__name__}")])
         known = [f.name for f in dataclasses.fields(cls)]
         errors = [
-            (k, f"unknown field; allowed: {', '.join(known)}") for k in data if k not in known
+            (k, f"unknown field; allowed: {', '.join(known)}") if isinstance(k, str) else
+            (repr(k), f"the key {k!r} is not text: field names are words such as 'name' "
+                      "(quote a key that YAML reads as a boolean, a number or null)")
+            for k in data if k not in known
         ]
         errors += [(k, "required field is missing") for k in _REQUIRED if k not in data]
         data = _grace_within_max_epochs(data)
@@ -156,6 +168,8 @@ class JobSpec:
             raise SpecError([("", f"invalid JSON at line {exc.lineno}: {exc.msg}")]) from exc
         except DuplicateKey as exc:
             raise SpecError([("", f"invalid JSON: {exc}")]) from exc
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise SpecError([("", f"invalid JSON: {_number_problem(exc)}")]) from exc
         return cls.from_dict(data)
 
     @classmethod
@@ -168,6 +182,8 @@ class JobSpec:
             data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             raise SpecError([("", f"invalid YAML: {exc}")]) from exc
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise SpecError([("", f"invalid YAML: {_number_problem(exc)}")]) from exc
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

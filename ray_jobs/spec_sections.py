@@ -18,6 +18,8 @@ from data.spec_rules import (  # noqa: F401
     DEFAULT_SEQ_LEN,
     ECHO_CHARS,
     FEATURE_SETS,
+    FIRST_DATE,
+    LAST_DATE,
     MAX_EMBARGO,
     MAX_FOLDS,
     MAX_HORIZON,
@@ -103,18 +105,31 @@ class DatasetSpec:
             _check_symbol_list(iss, "symbols", self.symbols)
         else:
             _int_in(iss, "symbols", self.symbols, 1, MAX_SYMBOLS, " (or a list of symbols)")
-        dates_ok = True
+        bad = set()  # start/end that are no datable time
         for name in ("start", "end"):
             value = getattr(self, name)
             if isinstance(value, date):
                 _set(self, name, value.isoformat())
+            elif isinstance(value, int | float):  # 20170101 or epoch seconds: ambiguous
+                bad.add(name)
+                iss.add(name, f"{value!r} is a number, not a date: write it as 'YYYY-MM-DD' "
+                        "or an ISO datetime such as '2021-01-04T09:35:00' (quoted in YAML)")
+                continue
             elif value is not None:
                 try:
                     _set(self, name, _iso_time(str(value)))
                 except ValueError:
-                    dates_ok = False
+                    bad.add(name)
                     iss.add(name, f"{value!r} is not a date: use YYYY-MM-DD, or an ISO "
                             "datetime such as 2021-01-04T09:35:00")  # fmt: skip
+                    continue
+            value = getattr(self, name)
+            if value is not None and not FIRST_DATE <= value[:10] <= LAST_DATE:
+                bad.add(name)
+                iss.add(name, f"{value} is outside the dates a dataset's times can have "
+                        f"({FIRST_DATE} to {LAST_DATE}): give a date in that range, or leave "
+                        f"{name} out for no bound")
+        dates_ok = not bad
         if dates_ok and isinstance(self.start, str) and isinstance(self.end, str):
             lo, hi = _naive(self.start), _naive(self.end)
             if len(self.end) == 10:  # a date: the whole day is in

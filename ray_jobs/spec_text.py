@@ -39,13 +39,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
+                try:  # with its type: `yes:` (True) beside `1:` is no key given twice
+                    duplicate = (type(key), key) in seen
                 except TypeError:  # an unhashable key: SafeLoader reports it itself
                     break
                 if duplicate:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key!r}: give each field once",
                         key_node.start_mark)  # fmt: skip
-                seen.add(key)
+                seen.add((type(key), key))
         return super().construct_mapping(node, deep=deep)

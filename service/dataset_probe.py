@@ -23,17 +23,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
+from data.spec_rules import FIRST_DATE, LAST_DATE  # the dates a window may take
 from data.storage import resolve_uri
 
 SYMBOL_COLUMN = "symbol"
 _CSV_NA = pa.array(sorted(STR_NA_VALUES), pa.string())  # as data.loading._read_csv reads CSV
 _SYMBOL_NA = pa.array([""], pa.string())
-
-
-# The dates a window's start and end may take: pandas' nanosecond timestamps (1677-09-21
-# to 2262-04-11, as the loader reads times), a day in from each end so that a date-only
-# end's whole day fits too.
-FIRST_DATE, LAST_DATE = "1677-09-22", "2262-04-10"
 TIME_CACHE_ENTRIES = 4  # per-symbol time arrays are the size of the time column
 
 

@@ -401,6 +401,21 @@ def test_odd_shapes_of_sections_get_field_errors_not_type_errors() -> None:
     assert [p for p, _ in errors] == ["dataset.end"] and "is not a date" in errors[0][1]
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("dataset.start", 20170101, "is a number, not a date: write it as 'YYYY-MM-DD'"),
+    ("dataset.end", 1.5e9, "is a number, not a date"),
+    ("dataset.start", "2300-01-01", "outside the dates a dataset's times can have "
+                                    "(1677-09-22 to 2262-04-10)"),
+    ("dataset.end", "1600-01-01T09:30:00", "leave end out for no bound"),
+])  # fmt: skip
+def test_a_window_bound_must_be_a_datable_time(field: str, value: object, message: str) -> None:
+    """The job spec itself refuses what the loader could not bound a read by (pandas'
+    nanosecond times): a run with `--spec` got past it before (only the API checked), and
+    a number (20170101, epoch seconds) was read as a date of some kind."""
+    errors = errors_of(mutated(field, value))
+    assert [p for p, _ in errors] == [field] and message in errors[0][1], errors
+
+
 @pytest.mark.parametrize(
     ("model", "values", "field", "message"),
     [
@@ -512,3 +527,18 @@ def test_intraday_horizons_in_bars_are_accepted() -> None:
     })  # fmt: skip
     assert list(spec.target.horizons) == [1, 60, 390]
     assert spec.split.embargo == 390
+
+
+def test_spec_text_that_python_cannot_read_is_a_spec_error() -> None:
+    """An integer of 5,000 digits (Python refuses to convert it) and keys that are not text
+    (YAML's `yes:`, `1:`) were tracebacks through `--spec` (ValueError, TypeError)."""
+    huge = "9" * 5000
+    for read, text in ((JobSpec.from_json, '{"name": "x", "seed": ' + huge + "}"),
+                       (JobSpec.from_yaml, f"name: x\nseed: {huge}\n")):
+        with pytest.raises(SpecError, match="a number with thousands of digits"):
+            read(text)
+    with pytest.raises(SpecError) as info:
+        JobSpec.from_yaml("name: x\nyes: a\n1: b\ndataset: {uri: 'sample:sp500'}\n"
+                          "models: [ols]\n")
+    assert "duplicate key" not in str(info.value)
+    assert info.value.errors[0][0] == "True" and "is not text" in info.value.errors[0][1]
