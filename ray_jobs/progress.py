@@ -362,6 +362,7 @@ class ProgressTracker:
                     "done": done,
                     "failed": self._n_failed,
                     "running": n_running,
+                    "starting": n_starting,  # deep units whose run is starting up
                     "pending": max(0, total - done - self._n_failed - n_running - n_starting),
                     "skipped_on_resume": skipped,
                 },  # fmt: skip

@@ -119,6 +119,8 @@ class Progress:
     errors: list[dict[str, Any]]
     raw: dict[str, Any]
     attempt: int = 0  # the job's attempt that wrote it (0 first, +1 per resume)
+    units_starting: int | None = None  # deep units whose run is starting up
+    units_pending: int | None = None  # waiting for a task or a run slot
 
     @property
     def fraction(self) -> float | None:
@@ -158,6 +160,8 @@ def parse_progress(doc: Any) -> Progress:
         units_done=number(units, "done", "units.done", int),
         units_failed=failed if failed is not None else len(errors),
         units_running=number(units, "running", "units.running", int),
+        units_starting=number(units, "starting", "units.starting", int),
+        units_pending=number(units, "pending", "units.pending", int),
         eta_seconds=number(doc, "eta_s", "eta_s", float),
         errors=errors,
         raw=doc,

@@ -47,7 +47,12 @@ class ProgressPublic(BaseModel):
     units_total: int | None
     units_done: int | None
     units_failed: int
-    units_running: int | None
+    units_running: int | None = Field(description="units training now")
+    units_starting: int | None = Field(
+        None, description="deep units whose TorchTrainer run is starting up (tens of seconds)")
+    units_pending: int | None = Field(
+        None, description="units waiting for a task or a run slot; done + failed + running "
+        "+ starting + pending = total")
     fraction: float | None = Field(description="(done + failed) / total")
     eta_seconds: float | None
 
@@ -136,6 +141,8 @@ def job_public(
             units_done=progress.units_done,
             units_failed=progress.units_failed,
             units_running=progress.units_running,
+            units_starting=progress.units_starting,
+            units_pending=progress.units_pending,
             fraction=progress.fraction,
             # an ended job has nothing left to wait for (its last progress.json may still
             # hold the ETA of when it was stopped)

@@ -42,8 +42,13 @@ def test_eta_from_the_rate_of_finished_units() -> None:
     assert tr.eta_s() == pytest.approx(80.0)  # no progress for 10 more s: the rate halves
 
     d = tr.to_dict()
-    assert d["units"] == {"total": 10, "done": 1, "failed": 1, "running": 0, "pending": 8,
-                          "skipped_on_resume": 0}  # fmt: skip
+    assert d["units"] == {"total": 10, "done": 1, "failed": 1, "running": 0, "starting": 0,
+                          "pending": 8, "skipped_on_resume": 0}  # fmt: skip
+    tr.unit_starting("C__lstm__f0", run_name="run-0")  # its run starts up: neither running nor pending
+    tr.unit_started("D__lstm__f0")
+    units = tr.to_dict()["units"]
+    assert (units["running"], units["starting"], units["pending"]) == (1, 1, 6)
+    assert sum(units[k] for k in ("done", "failed", "running", "starting", "pending")) == 10
     assert d["elapsed_s"] == 25.0 and d["eta_s"] == 80.0
     assert d["failures"] == [{"unit_id": "B__lstm__f0", "error": "boom"}]
     assert d["started_at"] == "1970-01-01T00:00:00+00:00"

@@ -306,6 +306,8 @@ def test_status_carries_progress_eta_and_unit_errors(api: Any, qr: Any) -> None:
         "units_done": 2,
         "units_failed": 1,
         "units_running": 1,
+        "units_starting": 0,
+        "units_pending": 0,
         "fraction": 0.75,
         "eta_seconds": 3.3,  # 1 unit left at 10 s per 3 finished
     }
