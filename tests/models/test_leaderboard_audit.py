@@ -65,9 +65,10 @@ def _audit_row(y_cls, pred_cls, y_ret, pred_ret, train_mean, h) -> dict[str, flo
     k = hits.sum()
     p_value = (stats.binomtest(int(k), n, base, alternative="greater").pvalue if deff == 1
                else stats.beta.cdf(base, k / deff, (n - k) / deff + 1))  # fmt: skip
-    # the IC: both series centred on the training mean (not their own test means)
+    # the IC: the smaller of the Pearson IC and the one centred on the training mean
     a, b = y_ret - train_mean, pred_ret - train_mean
-    r = float(a @ b) / math.sqrt(float(a @ a) * float(b @ b))
+    r = min(float(a @ b) / math.sqrt(float(a @ a) * float(b @ b)),
+            stats.pearsonr(y_ret, pred_ret)[0])
     lags = min(n - 1, max(n // 5, h - 1 + int(4 * (n / 100) ** (2 / 9))))
     j = np.arange(1, lags + 1)
     deff_ic = max(1.0, 1 + 2 * float(((1 - j / n) * acf(y_ret, nlags=lags)[1:]
