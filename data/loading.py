@@ -55,10 +55,15 @@ def load_bars(
     symbols: Sequence[str] | None = None,
     start: TimeBound = None,
     end: TimeBound = None,
+    *,
+    check_spellings: bool = True,
 ) -> pd.DataFrame:
     """Long bars frame `symbol, date, open, high, low, close, volume` (date datetime64[ns]),
-    sorted by (symbol, date)."""
-    return _load(uri, lambda found: list(BAR_COLUMNS), "date", symbols, start, end)
+    sorted by (symbol, date). `check_spellings=False` skips the check that no requested
+    symbol has a padded twin ('XOM ') in the file, for a caller that made it already (a
+    job's driver, before its chunk tasks: on Parquet it reads the whole symbol column)."""
+    return _load(uri, lambda found: list(BAR_COLUMNS), "date", symbols, start, end,
+                 check_spellings)
 
 
 def load_lob(
@@ -66,10 +71,14 @@ def load_lob(
     symbols: Sequence[str] | None = None,
     start: TimeBound = None,
     end: TimeBound = None,
+    *,
+    check_spellings: bool = True,
 ) -> pd.DataFrame:
     """Long LOB frame `symbol, ts, ask_price_1..L, ask_size_1..L, bid_price_1..L,
-    bid_size_1..L` with the number of levels L detected from the columns."""
-    return _load(uri, lambda found: lob_columns(found, uri), "ts", symbols, start, end)
+    bid_size_1..L` with the number of levels L detected from the columns
+    (`check_spellings`: as in `load_bars`)."""
+    return _load(uri, lambda found: lob_columns(found, uri), "ts", symbols, start, end,
+                 check_spellings)
 
 
 def list_symbols(uri: str, kind: str | None = None) -> list[str]:
@@ -150,7 +159,8 @@ def _check_kind(found: list[str], kind: str, uri: str) -> None:
         raise ValueError(f"kind={kind!r}: use 'bars' or 'lob'")
 
 
-def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
+def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
+          ) -> pd.DataFrame:
     symbols = _check_symbols(symbols)
     lo, hi = time_bounds(start, end)
     fs, path, kind = _locate(uri)
@@ -168,14 +178,15 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         if symbols is None:  # as a Parquet read, which filters them out
             _check_no_symbol(frame, time_col, uri, lambda: _rows_text(frame["symbol"].isna()))
         else:
-            _check_padded_twins(frame["symbol"].dropna().unique(), symbols, uri)
+            if check_spellings:
+                _check_padded_twins(frame["symbol"].dropna().unique(), symbols, uri)
             frame = frame[frame["symbol"].isin(symbols)]
     else:
         dataset = parquet_dataset(fs, path, uri)
         found = list(dataset.schema.names)
         columns = columns_for(dataset.schema.names)
         check_columns(dataset.schema.names, columns, uri)
-        if symbols is not None:  # the pushdown below reads the exact spellings only
+        if symbols is not None and check_spellings:  # the pushdown reads exact spellings
             _check_padded_twins(_dataset_symbols(dataset, uri), symbols, uri)
         expr = build_filter(dataset.schema, time_col, symbols, lo, hi)
         try:
@@ -192,11 +203,12 @@ def _load(uri, columns_for, time_col, symbols, start, end) -> pd.DataFrame:
         untimed = _untimed_rows(frame, time_col, lambda s, mask: _parquet_rows(
             dataset, path, time_col, lambda sym, when: sym.eq(s) & when.isna()))
     # exact bounds in pandas too: pushdown is an optimisation (a string-typed time column
-    # cannot be pushed down), and correctness must not depend on it
+    # cannot be pushed down), and correctness must not depend on it. A row without a time
+    # is kept: validation fails its symbol for it, with or without a window.
     if lo is not None:
-        frame = frame[frame[time_col] >= lo]
+        frame = frame[(frame[time_col] >= lo) | frame[time_col].isna()]
     if hi is not None:
-        frame = frame[frame[time_col] < hi]
+        frame = frame[(frame[time_col] < hi) | frame[time_col].isna()]
     window = _window_text(start, end)
     if symbols is not None:
         missing = sorted(set(symbols) - set(frame["symbol"].unique()))
@@ -437,8 +449,9 @@ def build_filter(
             continue
         scalar = _time_scalar(bound, ttype)
         if scalar is not None:
-            field = ds.field(time_col)
-            parts.append(field >= scalar if op == "ge" else field < scalar)
+            field = ds.field(time_col)  # rows without a time stay, for validation to fail
+            parts.append(((field >= scalar) if op == "ge" else (field < scalar))
+                         | field.is_null())
     if not parts:
         return None
     expr = parts[0]

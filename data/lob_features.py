@@ -21,8 +21,9 @@ import re
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
-from data.features import lagged, rolling_mean, rolling_zscore
+from data.features import lagged, rolling_zscore
 
 LOB_WINDOW = 50  # snapshots of the size z-scores and of the distances' trailing means
 # the mid-price return needs 1 previous row, the z-scores and trailing means a full window
@@ -81,13 +82,13 @@ def relative_to_recent(x: np.ndarray, window: int) -> np.ndarray:
     """(T, K) x_t / (mean of x over the trailing `window` rows including t) - 1, per
     column; 0 where that mean is 0 (a locked book's zero spread); NaN until the window is
     full."""
-    out = np.empty_like(x, dtype=np.float64)
-    for i in range(x.shape[1]):
-        mean = rolling_mean(x[:, i], window)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = x[:, i] / mean - 1.0
-        out[:, i] = np.where(mean == 0, 0.0, ratio)
-    return out
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.full(x.shape, np.nan)
+    if len(x) >= window:  # each window on its own (no running sums), all columns at once
+        mean[window - 1:] = sliding_window_view(x, window, axis=0).mean(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = x / mean - 1.0
+    return np.where(mean == 0, 0.0, ratio)
 
 
 def lob_features(df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:

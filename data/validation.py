@@ -724,21 +724,22 @@ def _stale_runs(frame) -> dict[str, dict]:
     if not idle.any():
         return {}
     goes_on = np.r_[False, (symbols[1:] == symbols[:-1]) & idle[:-1] & (c[1:] == c[:-1])]
-    run = np.cumsum(idle & ~goes_on)  # a run's id on its bars (where idle)
-    rows = np.flatnonzero(idle)
-    first = pd.Series(rows).groupby(run[rows]).agg(["first", "last", "size"])
-    n_rows = frame["symbol"].value_counts()
-    dates, out = frame["date"], {}
-    for r in first.itertuples(index=False):
-        symbol = str(symbols[r.first])
-        limit = max(STALE_BARS, int(np.ceil(STALE_SHARE * n_rows[symbols[r.first]])))
-        if r.size < limit:
-            continue
-        entry = out.setdefault(symbol, {"count": 0, "limit_bars": limit, "first": []})
+    starts = np.flatnonzero(idle & ~goes_on)  # each run's first row
+    run = np.cumsum(idle & ~goes_on)  # a run's id (1, 2, ...) on its rows, which are idle
+    sizes = np.bincount(run[idle], minlength=starts.size + 1)[1:]
+    # per row: its symbol's bar count; a run is long at max(STALE_BARS, STALE_SHARE x that)
+    n_rows = frame.groupby("symbol", sort=False)["symbol"].transform("size").to_numpy()
+    limits = np.maximum(STALE_BARS, np.ceil(STALE_SHARE * n_rows[starts]).astype(np.int64))
+    long = np.flatnonzero(sizes >= limits)  # vectorized: a close-only series (volume 0)
+    dates, out = frame["date"], {}  # makes every bar a run of its own
+    for k in long:
+        first, size = int(starts[k]), int(sizes[k])
+        symbol = str(symbols[first])
+        entry = out.setdefault(symbol, {"count": 0, "limit_bars": int(limits[k]), "first": []})
         entry["count"] += 1
         if len(entry["first"]) < _SHOW:
-            entry["first"].append({"from": _fmt([dates[r.first]]), "to": _fmt([dates[r.last]]),
-                                   "bars": int(r.size)})
+            entry["first"].append({"from": _fmt([dates[first]]),
+                                   "to": _fmt([dates[first + size - 1]]), "bars": size})
     return out
 
 

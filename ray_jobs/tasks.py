@@ -19,11 +19,14 @@ from ray_jobs.units import fail_unit, run_unit
 
 
 def load_symbol_frame(spec: JobSpec, symbols: list[str]):
-    """The spec's dataset rows of `symbols` (Parquet predicate pushdown when it applies)."""
+    """The spec's dataset rows of `symbols` (Parquet predicate pushdown when it applies).
+    The driver has refused symbols with padded twins ('XOM ') once for the job
+    (`resolve_symbols`), so a chunk does not read the dataset's symbol column again."""
     from data.loading import load_bars, load_lob
 
     loader = load_lob if spec.dataset.kind == "lob" else load_bars
-    return loader(spec.dataset.uri, symbols=symbols, start=spec.dataset.start, end=spec.dataset.end)
+    return loader(spec.dataset.uri, symbols=symbols, start=spec.dataset.start,
+                  end=spec.dataset.end, check_spellings=False)
 
 
 def prepare_many(

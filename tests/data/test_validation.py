@@ -639,6 +639,12 @@ def test_missing_date_fails_its_symbol_alone_named_by_its_file_row(bars, write_f
     # a frame given directly: its own row positions
     _, report = validate_bars(df, on_error="drop")
     assert "missing date at row position 45 of the frame" in report.dropped["BBB"]
+    # with a date window too: the window's filter dropped the row, and BBB trained on
+    # the rest as if nothing were missing
+    dates = sorted(d for d in df["date"] if d is not None)
+    frame = load_bars(write_frame(df, fmt), start=dates[2], end=dates[-3])
+    kept, report = validate_bars(frame, on_error="drop")
+    assert set(kept["symbol"]) == {"AAA"} and "missing date" in report.dropped["BBB"]
 
 
 def test_out_of_range_parquet_time_names_the_file_column_and_fix(bars, write_frame):

@@ -44,7 +44,7 @@ def test_eta_from_the_rate_of_finished_units() -> None:
     d = tr.to_dict()
     assert d["units"] == {"total": 10, "done": 1, "failed": 1, "running": 0, "starting": 0,
                           "pending": 8, "skipped_on_resume": 0}  # fmt: skip
-    tr.unit_starting("C__lstm__f0", run_name="run-0")  # its run starts up: neither running nor pending
+    tr.unit_starting("C__lstm__f0", run_name="run-0")  # starting up: not running, not pending
     tr.unit_started("D__lstm__f0")
     units = tr.to_dict()["units"]
     assert (units["running"], units["starting"], units["pending"]) == (1, 1, 6)
