@@ -131,8 +131,8 @@ def test_chunk_events_start_and_end_the_units_a_symbol_at_a_time() -> None:
         progress.end(unit_id, None)
     progress.apply({"type": "chunk", "start": _ids("C")})  # late: C has ended
     d = tr.to_dict()
-    assert d["units"] == {"total": 9, "done": 8, "failed": 1, "running": 0,
-                               "pending": 0, "skipped_on_resume": 0}  # fmt: skip
+    assert d["units"] == {"total": 9, "done": 8, "failed": 1, "running": 0, "starting": 0,
+                          "pending": 0, "skipped_on_resume": 0}  # fmt: skip
     assert d["failures"] == [{"unit_id": "B__lasso__f0", "error": "lasso: NaN"}]
 
 
