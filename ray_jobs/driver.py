@@ -279,15 +279,17 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
                 writer.write_now()
             except Exception as write_exc:  # noqa: BLE001 - the results come first
                 log.warning("progress.json on stop: %s", write_exc)
-            # Disconnecting ends this job's tasks and actors (Train workers included) now,
-            # instead of training on through the stop's grace period; the results are
-            # read from storage, which needs no Ray.
+            # The results first (read from storage, they need no Ray): a ray.shutdown() here
+            # while the deep-runs thread is inside a Ray call can crash the process
+            # (SIGSEGV, seen once in a fresh-clone CI, before any result was written).
+            _write_partial(spec, storage, known, time.time() - t0)
+            tracker.set_phase("stopped", f"{exc}: {stop.RESULTS_WRITTEN}")
+            # Then disconnecting ends this job's tasks and actors (Train workers included)
+            # now, instead of training on through the rest of the stop's grace period.
             try:
                 ray.shutdown()
             except Exception as shutdown_exc:  # noqa: BLE001 - we are stopping anyway
                 log.warning("ray.shutdown() on stop: %s", shutdown_exc)
-            _write_partial(spec, storage, known, time.time() - t0)
-            tracker.set_phase("stopped", f"{exc}: {stop.RESULTS_WRITTEN}")
             raise exc from (None if exc is raised else raised)
 
 

@@ -258,8 +258,10 @@ def exit_promptly(code: int, grace_s: float = EXIT_GRACE_S) -> None:
 def entry() -> None:
     """The entrypoint: `main`, ended by `exit_promptly` however it ends (a driver that dies
     of an exception, e.g. its storage down, exits the same way, its traceback printed)."""
+    import faulthandler
     import traceback
 
+    faulthandler.enable()  # a crash in native code (Ray's core worker) prints every thread
     try:
         code = main()
     except SystemExit as exc:  # argparse's usage errors (2) and --help (0)
