@@ -19,7 +19,7 @@ from yaml.cyaml import CParser  # libyaml: PyYAML's wheels include it
 from data.storage import resolve_uri
 from ray_jobs.spec import JobSpec, SpecError
 from ray_jobs.spec_text import DuplicateKey, UniqueKeyLoader, loads_json
-from service.dataset_probe import FIRST_DATE, LAST_DATE, DatasetProbe
+from service.dataset_probe import DatasetProbe
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -301,7 +301,6 @@ class DatasetPolicy:
 
     def check(self, spec: JobSpec) -> None:
         uri = spec.dataset.uri
-        check_window(spec)
         self.check_location(uri)
         symbols = spec.dataset.symbols
         try:
@@ -392,24 +391,6 @@ class DatasetPolicy:
                 f"{uri!r} is outside the allowed data roots: use a dataset under "
                 f"{', '.join(self.data_roots)} or a sample: URI",
             )
-
-
-def check_window(spec: JobSpec) -> None:
-    """`dataset.start` and `dataset.end` within the times a dataset can hold (pandas'
-    nanosecond range): 2300-01-01 or 9999-12-31 would fail every unit on the cluster (and
-    numpy's cast to nanoseconds wraps them around silently)."""
-    errors = []
-    for name in ("start", "end"):
-        value = getattr(spec.dataset, name)
-        if value is None or FIRST_DATE <= str(value)[:10] <= LAST_DATE:
-            continue
-        away = "from the start of the data" if name == "start" else "to the end of the data"
-        errors.append({"field": f"dataset.{name}", "message": (
-            f"{value} is outside the dates a dataset's times can have ({FIRST_DATE} to "
-            f"{LAST_DATE}): give a date in that range, or leave {name} out to read {away}")})
-    if errors:
-        text = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise InputError("invalid", text, errors)
 
 
 def _within(uri: str, path: str, root: str) -> bool:
