@@ -64,6 +64,18 @@ def storage_unavailable(doing: str, uri: str, cause: object, then: str) -> ApiEr
                     f"QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) and {then}")
 
 
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    """A request validation error as {field, message}. A repeated query parameter's value
+    is named by its parameter (`query.horizon`, not pydantic's `query.horizon.0`), with the
+    value in the message, so the field matches the parameter a client sent."""
+    loc = list(error.get("loc", ()))
+    message = str(error.get("msg"))
+    if len(loc) == 3 and loc[0] == "query" and isinstance(loc[2], int):
+        message = f"{loc[1]}={error.get('input')!s:.40}: {message}"
+        loc = loc[:2]
+    return {"field": ".".join(str(p) for p in loc), "message": message}
+
+
 def install_handlers(app: FastAPI) -> None:
     async def storage_unreadable(request: Request, exc: Exception) -> JSONResponse:
         # every route that reads a job's files (results, summary, plots, artifacts, logs,
@@ -84,10 +96,7 @@ def install_handlers(app: FastAPI) -> None:
 
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg"))}
-            for e in exc.errors()
-        ]
+        errors = [_field_error(e) for e in exc.errors()]
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(error_body("invalid", f"invalid request: {summary}", errors), 422)
 

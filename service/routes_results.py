@@ -11,7 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import Field
 
+from data.spec_rules import MAX_FOLDS, MAX_HORIZON
 from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
 from service.job_files import PLOT_NAME_PATTERN, UnsafePath
@@ -81,7 +83,7 @@ def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:
             value_set = pa.array(values, type=column_data.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # "abc"; 10**30
             raise ApiError(
-                400, "malformed", f"{values!r} do not match the {column!r} column's type",
+                422, "invalid", f"{values!r} do not match the {column!r} column's type",
                 [{"field": f"query.{column}", "message": f"expected {column_data.type}"}],
             ) from None  # fmt: skip
         mask = pc.is_in(column_data, value_set=value_set)
@@ -101,9 +103,11 @@ def results(
     principal: PrincipalDep,
     symbol: Annotated[list[str] | None, Query(max_length=600)] = None,
     model: Annotated[list[str] | None, Query(max_length=50)] = None,
-    horizon: Annotated[list[int] | None, Query(max_length=50)] = None,
+    horizon: Annotated[list[Annotated[int, Field(ge=1, le=MAX_HORIZON)]] | None,
+                       Query(max_length=50)] = None,
     split: Annotated[list[Literal["val", "test"]] | None, Query(max_length=2)] = None,
-    fold: Annotated[list[int] | None, Query(max_length=100)] = None,
+    fold: Annotated[list[Annotated[int, Field(ge=0, lt=MAX_FOLDS)]] | None,
+                    Query(max_length=100)] = None,
     sort: Annotated[str | None, Query(
         max_length=40, description="a leaderboard column, '-' first for descending (-macro_f1); "
         "rows without a value last")] = None,

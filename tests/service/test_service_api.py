@@ -259,9 +259,15 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
         preferred = c.get(f"/v1/jobs/{job_id}/results",
                           headers={"Accept": "text/csv;q=0.9, application/json"})
         assert preferred.headers["content-type"].startswith("application/json")
-        # an integer no leaderboard column can hold is a clear 400, not a 500
-        huge = c.get(f"/v1/jobs/{job_id}/results", params={"horizon": "9" * 25})
-        assert huge.status_code == 400 and huge.json()["errors"][0]["field"] == "query.horizon"
+        # a horizon or fold no job can have is a 422 naming the parameter, not a 500 (an
+        # integer no leaderboard column can hold) nor an empty page
+        for params in ({"horizon": "9" * 25}, {"horizon": ["1", "0"]}, {"fold": "-1"},
+                       {"fold": "20"}, {"horizon": "abc"}):
+            bad = c.get(f"/v1/jobs/{job_id}/results", params=params)
+            assert bad.status_code == 422, (params, bad.text)
+            name = next(iter(params))
+            assert [e["field"] for e in bad.json()["errors"]] == [f"query.{name}"], bad.text
+            assert f"{name}=" in bad.json()["errors"][0]["message"] or "abc" in bad.text
         parsed = pacsv.read_csv(io.BytesIO(csv.content))
         assert parsed.num_rows == 2 and parsed.column("symbol").to_pylist() == ["BBB", "BBB"]
         assert c.get(f"/v1/jobs/{job_id}/summary").json() == {"models": [{"model": "ols"}]}
