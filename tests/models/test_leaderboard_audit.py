@@ -91,7 +91,7 @@ def _audit_row(y_cls, pred_cls, y_ret, pred_ret, train_mean, h) -> dict[str, flo
         "kappa": skm.cohen_kappa_score(y_cls, pred_cls),
         "baseline_accuracy": base,
         "p_value": p_value,
-        "r2": 1 - ((y_ret - pred_ret) ** 2).sum() / ((y_ret - train_mean) ** 2).sum(),
+        "r2": skm.r2_score(y_ret, pred_ret),  # against the test mean, the best constant
         "rmse": math.sqrt(skm.mean_squared_error(y_ret, pred_ret)),
         "mae": skm.mean_absolute_error(y_ret, pred_ret),
         "ic": r,

@@ -182,11 +182,10 @@ def test_return_metrics_match_references():
     rng = np.random.default_rng(2)
     y = rng.normal(0.001, 0.02, 300)
     pred = 0.3 * y + rng.normal(0, 0.01, 300)
-    train_mean = 0.004  # differs from the evaluated mean: OOS R2 != sklearn's r2_score
+    train_mean = 0.004  # differs from the evaluated mean; r2 does not depend on it
     m = return_metrics(y, pred, train_mean)
-    expected_r2 = 1 - ((y - pred) ** 2).sum() / ((y - train_mean) ** 2).sum()
-    assert m["r2"] == pytest.approx(expected_r2)
-    assert m["r2"] != pytest.approx(skm.r2_score(y, pred))
+    assert m["r2"] == pytest.approx(skm.r2_score(y, pred))  # against the test mean
+    assert m["r2"] == pytest.approx(return_metrics(y, pred, -0.01)["r2"])
     assert m["rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(y, pred)))
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
     # the IC: the smaller of the test-mean-centred (Pearson) and training-mean-centred ones
@@ -500,9 +499,9 @@ class _StateFollower:
 
 def test_leaderboard_rows_test_each_horizon_on_its_own_overlap():
     """Each row's p_value and ic_p_value allow for its own horizon's overlapping labels,
-    and r2 is measured against the training mean: the same numbers as the metric
-    functions called with that horizon and train mean, which differ here from the
-    horizon-1 tests and from an in-sample mean."""
+    and ic against the training mean: the same numbers as the metric functions called
+    with that horizon and train mean, which differ here from the horizon-1 tests; r2 is
+    measured against the test split's mean (the best constant), not the training one."""
     p = _persistent_prepared()
     rows = leaderboard_rows("PERS", "follower", _StateFollower(), p, splits=("val", "test"))
     assert [(r["split"], r["horizon"]) for r in rows] == [
@@ -522,13 +521,32 @@ def test_leaderboard_rows_test_each_horizon_on_its_own_overlap():
         centre = train_mean if r["ic"] == pytest.approx(
             _pearson_at(y_ret, ret, train_mean)) else None  # the smaller IC's centring
         assert r["ic_p_value"] == pytest.approx(ic_p_value(y_ret, ret, h, centre), rel=1e-9)
-        sst = float(((y_ret - train_mean) ** 2).sum())
+        sst = float(((y_ret - y_ret.mean()) ** 2).sum())  # around the best constant
         assert r["r2"] == pytest.approx(1 - float(((y_ret - ret) ** 2).sum()) / sst, rel=1e-6)
         if h == 40:  # the horizon matters on this data, so a row tested as h = 1 is caught
             assert r["p_value"] != pytest.approx(
                 direction_metrics(y_cls, cls, horizon=1)["p_value"], rel=1e-3)
             assert r["ic_p_value"] != pytest.approx(ic_p_value(y_ret, ret, 1, centre),
                                                     rel=1e-3)
-            sst_in_sample = float(((y_ret - y_ret.mean()) ** 2).sum())  # a drifting walk
+            sst_train_mean = float(((y_ret - train_mean) ** 2).sum())  # a drifting walk
             assert r["r2"] != pytest.approx(
-                1 - float(((y_ret - ret) ** 2).sum()) / sst_in_sample, abs=0.01)
+                1 - float(((y_ret - ret) ** 2).sum()) / sst_train_mean, abs=0.01)
+
+
+def test_r2_gives_no_constant_forecast_skill():
+    """A forecast near a constant (a deep return model shrunk towards 0) scored well above
+    0 against a training mean far from the test block's, on a random walk: the probe's
+    walk-forward folds showed +0.5. Against the test split's mean no constant forecast,
+    and no near-constant one without skill, scores above 0."""
+    rng = np.random.default_rng(7)
+    y = np.cumsum(rng.normal(0, 0.01, 400))  # a random walk's overlapping 20-bar returns
+    y = (y[20:] - y[:-20])[:74]
+    shrunk = 0.0005 + rng.normal(0, 0.0002, y.size)
+    far_train_mean = y.mean() + 2 * y.std()
+    old = 1 - ((y - shrunk) ** 2).sum() / ((y - far_train_mean) ** 2).sum()
+    assert old > 0.5  # what the training-mean benchmark said
+    for forecast in (shrunk, np.zeros_like(y), np.full_like(y, far_train_mean)):
+        assert return_metrics(y, forecast, far_train_mean, horizon=20)["r2"] <= 1e-2
+    assert return_metrics(y, np.full_like(y, y.mean()), 0.0)["r2"] == pytest.approx(0.0)
+    skilled = y + rng.normal(0, y.std() / 2, y.size)  # a forecast with skill still scores
+    assert return_metrics(y, skilled, far_train_mean, horizon=20)["r2"] > 0.5
