@@ -77,7 +77,9 @@ def fit_stats(fitted: Any) -> dict[str, Any]:
     return {
         "train_seconds": None if seconds is None else float(seconds),
         "epochs": None if epochs is None else int(epochs),
-        "best_epoch": None if best is None else int(best),
+        # counted from 1, as `epochs` and the learning curves count (the training
+        # result's best_epoch indexes its history from 0); -1: no epoch ever improved
+        "best_epoch": None if best is None or int(best) < 0 else int(best) + 1,
         "params": count_params(fitted),
     }
 

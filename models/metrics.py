@@ -37,11 +37,11 @@ Return metrics (only for models that predict returns)
 - rmse, mae; ic and rank_ic (Spearman) between prediction and realized return;
   directional_accuracy = share of samples with sign(prediction) == sign(realized).
 - ic is the smaller of two Pearson correlations (`oos_ic`): both series centred on their
-  own test means, and both centred on the TRAINING split's mean return (the naive
-  forecast a model could make from its training data). Each alone is flattered without skill: the first
-  when a forecast built from recent returns and the h-bar returns that follow share bars
-  (their test means co-move: a reversal forecast on a random walk averaged +0.10 at
-  h = 20 over 225 test samples, +0.2 with a 60-bar lookback, its test rejecting at 1% in
+  own test means, and both centred on the TRAINING split's mean return (the naive forecast
+  a model could make from its training data). Each alone is flattered without skill: the
+  first when a forecast built from recent returns and the h-bar returns that follow share
+  bars (their test means co-move: a reversal forecast on a random walk averaged +0.10 at h
+  = 20 over 225 test samples, +0.2 with a 60-bar lookback, its test rejecting at 1% in
   1.7-7.7% of cases); the second when a forecast with an offset meets a test period whose
   mean drifts from the training one (one bet on the regime counted as n samples: +0.18,
   "significant" at 1% in 68% of draws). The smaller is flattered by neither (about +0.02

@@ -61,8 +61,9 @@ def test_leaderboard_rows_report_the_training_run(mlp):
     assert len(rows) == 2 * 2  # val/test x horizons
     n_params = sum(p.numel() for p in mlp.module.parameters())
     for r in rows:
-        assert r["epochs"] == mlp.result.epochs_run and r["best_epoch"] == mlp.result.best_epoch
-        assert r["best_epoch"] < r["epochs"]
+        assert r["epochs"] == mlp.result.epochs_run
+        assert r["best_epoch"] == mlp.result.best_epoch + 1  # counted from 1, as epochs
+        assert 1 <= r["best_epoch"] <= r["epochs"]
         assert r["train_seconds"] == pytest.approx(mlp.result.train_seconds)
         assert r["params"] == n_params > 0
 
