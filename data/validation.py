@@ -753,7 +753,8 @@ def _flag_min_rows(bad, frame, min_rows) -> None:
                 f"symbol {symbol!r}: {counted(n, 'row')}, at least {min_rows} are needed "
                 "(seq_len, "
                 "horizons, the split sizes, purge/embargo and walk-forward's n_folds set this "
-                "need); fix: load a longer date range, lower seq_len/horizons/n_folds, "
+                "need); fix: load a longer date range, lower "
+                "seq_len/horizons/n_folds/purge/embargo, "
                 f"{_DROP_FIX}", symbol=symbol, rows=None)
 
 

@@ -517,7 +517,7 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
         if not any(u.model == model for u in todo.deep_units):
             continue
         tracker.set_phase("tuning", f"{model}: {spec.tune.num_samples} trials on {len(symbols)}"
-                                    " symbols")
+                                    f" symbol{'s' * (len(symbols) != 1)}")
         try:
             if not symbols:
                 asked = spec.tune.symbols
@@ -534,12 +534,24 @@ def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],
         except Exception as exc:  # the model's units fail alone with the search's error
             stop.check_stop()  # not a failure: a stop request that surfaced here
             log.warning("tune search for %s failed: %s", model, exc)
+            reason = error_reason(exc)
             for unit in todo.deep_units:
                 if unit.model == model:
-                    fail_unit(unit, spec.target.horizons, f"tune: {exc}", storage)
-                    tracker.unit_failed(unit.unit_id, str(exc))
+                    fail_unit(unit, spec.target.horizons, f"tune: {reason}", storage)
+                    tracker.unit_failed(unit.unit_id, reason)
                     failed.add(unit.unit_id)
     return refit, failed
+
+
+def error_reason(exc: BaseException, limit: int = 1000) -> str:
+    """`exc`'s message for a unit's `error`: where it carries a formatted traceback (Tune's
+    errors do), its last exception line, not the ~1.5 kB of frames before it (the full
+    text is in the driver's log); at most `limit` characters."""
+    text = str(exc).strip() or type(exc).__name__
+    if "Traceback (most recent call last)" in text:
+        lines = [line for line in text.splitlines() if line.strip()]
+        text = next((line for line in reversed(lines) if not line[:1].isspace()), lines[-1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,

@@ -80,7 +80,10 @@ def deep_placement(
     fixed_slots = spec.resources.max_concurrent_runs
     if gpus <= 0 or not spec.deep_models:
         slots = int(fixed_slots) if fixed_slots != "auto" else cpus
-        return DeepPlacement(0.0, slots, "no GPU: one CPU per run" if spec.deep_models else "")
+        why = "no GPU: one CPU per run"
+        if spec.resources.gpu_fraction != "auto":  # asked for, but nothing to share
+            why += f" (resources.gpu_fraction={spec.resources.gpu_fraction} not used)"
+        return DeepPlacement(0.0, slots, why if spec.deep_models else "")
     problems = (gpu_problems or cluster_gpu_problems)()
     if problems:
         nodes = "; ".join(f"node {node}: {why}" for node, why in sorted(problems.items()))

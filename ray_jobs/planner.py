@@ -140,7 +140,7 @@ class Plan:
         trials = f" + {s['tune_trials']} search trials" if s["tune_trials"] else ""
         return (f"{s['units']} units ({s['linear_units']} linear, {s['deep_units']} deep in "
                 f"{s['deep_runs']} runs of up to {s['units_per_run']}){trials}, "
-                f"{s['symbols']} symbols")
+                f"{s['symbols']} symbol{'s' * (s['symbols'] != 1)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -294,7 +294,7 @@ def learning_curves_plot(
         ax.set_title(f"{name} ({len(histories[name])} units{refit_note})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (mean over units)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1"
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

@@ -45,7 +45,7 @@ class TrialProgress(Callback):
                 self._result(tid, {self.metric: value, "epochs_run": n})
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._tell(trials)
+        self._tell(trials, now=(trial, "RUNNING"))  # Tune sets it after its callbacks
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                         result: dict[str, Any], **info: Any) -> None:
@@ -63,17 +63,19 @@ class TrialProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                           **info: Any) -> None:
-        self._tell(trials, ended=(trial, "TERMINATED"))
+        # a trial's final result may reach the callbacks here only, not as a result first
+        self._result(trial.trial_id, getattr(trial, "last_result", None) or {})
+        self._tell(trials, now=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._tell(trials, ended=(trial, "ERROR"))
+        self._tell(trials, now=(trial, "ERROR"))
 
-    def message(self, trials: list[Any], ended: tuple[Any, str] | None = None) -> str:
-        """The progress line for the trials' states (`ended`: (a trial whose end is being
-        told, its final status), as Tune sets the status after its callbacks)."""
+    def message(self, trials: list[Any], now: tuple[Any, str] | None = None) -> str:
+        """The progress line for the trials' states (`now`: (a trial whose start or end is
+        being told, its new status), as Tune sets the status after its callbacks)."""
         states = {t.trial_id: t.status for t in trials}
-        if ended is not None:
-            states[ended[0].trial_id] = ended[1]
+        if now is not None:
+            states[now[0].trial_id] = now[1]
         done = [t for t, s in states.items() if s in ("TERMINATED", "ERROR")]
         failed = sum(1 for t in done if states[t] == "ERROR")
         early = sum(1 for t in done if states[t] == "TERMINATED"
@@ -87,10 +89,10 @@ class TrialProgress(Callback):
             line += f"; best {self.metric} {self.best[0]:.4g} (epoch {self.best[1]})"
         return line
 
-    def _tell(self, trials: list[Any], ended: tuple[Any, str] | None = None) -> None:
+    def _tell(self, trials: list[Any], now: tuple[Any, str] | None = None) -> None:
         if self.say is None:  # unpickled with a restored experiment: replaced by a new one
             return
         try:
-            self.say(self.message(trials, ended))
+            self.say(self.message(trials, now))
         except Exception:  # noqa: BLE001 - progress only: the search goes on
             pass

@@ -364,7 +364,8 @@ class DatasetPolicy:
         field = "dataset.start" if ds.start else ("dataset.end" if ds.end else "dataset.symbols")
         _invalid(field, f"no symbol of the job has the {need} rows its preparation needs "
                  f"{window} (the most: {best} with {counts[best]}){covers}: widen the dates, "
-                 "or shorten features.seq_len, target.horizons or the split")  # fmt: skip
+                 "or shorten features.seq_len, target.horizons, split.purge/embargo or the "
+                 "split")  # fmt: skip
 
     def check_location(self, uri: str) -> None:
         """`uri` must name data under a configured root, judged on the path the storage

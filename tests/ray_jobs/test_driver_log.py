@@ -79,3 +79,22 @@ def test_the_first_copy_is_written_within_seconds_of_the_start() -> None:
         assert sink.files[log_path(0)].decode().endswith("preparing 8 symbols\n")
     finally:
         stored.close()
+
+
+def test_a_units_error_is_the_exceptions_last_line_not_its_traceback() -> None:
+    """A failed Tune search's error (its str carries the trial's formatted traceback, ~1.5
+    kB) became every unit's `error`, the reason at its very end; now its last line."""
+    from ray_jobs.driver import error_reason
+
+    tune_error = RuntimeError(
+        "Traceback (most recent call last):\n"
+        '  File "/x/ray/tune/execution/tune_controller.py", line 1223, in _on_result\n'
+        "    raise ValueError(\n"
+        + "  frame\n" * 40
+        + "ValueError: Trial returned a result which did not include the specified "
+        "metric(s) `val_loss`\n")  # fmt: skip
+    assert error_reason(tune_error) == ("ValueError: Trial returned a result which did not "
+                                        "include the specified metric(s) `val_loss`")
+    assert error_reason(ValueError("NaN loss at epoch 3")) == "NaN loss at epoch 3"
+    assert len(error_reason(ValueError("x" * 5000))) == 1000
+    assert error_reason(KeyError()) == "KeyError"

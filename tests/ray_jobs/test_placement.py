@@ -39,6 +39,11 @@ def test_without_gpus_each_run_takes_a_cpu() -> None:
     # nothing is probed on a CPU cluster
     boom = _fixed(None)
     assert deep_placement(_spec(), {"CPU": 2.0}, gpu_memory=boom, need_bytes=boom).gpu == 0.0
+    # a share the spec asks for is not silently dropped: the driver's log line says so
+    assert place.reason == "no GPU: one CPU per run"
+    asked = deep_placement(_spec(gpu_fraction=0.5), {"CPU": 2.0})
+    assert asked.gpu == 0.0
+    assert asked.reason == "no GPU: one CPU per run (resources.gpu_fraction=0.5 not used)"
 
 
 def test_a_share_from_the_spec_packs_that_many_runs_per_gpu() -> None:

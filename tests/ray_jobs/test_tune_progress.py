@@ -17,9 +17,13 @@ def test_the_line_counts_ended_running_and_early_stopped_trials_and_the_best_val
     cb = TrialProgress("lstm", 4, "val_macro_f1", "max", max_epochs=5, say=said.append)
     a, b, c, d = (_trial(t) for t in "abcd")
     trials = [a, b, c, d]
-    a.status = b.status = "RUNNING"
+    # Tune tells the callbacks of a start before it sets the trial's status to RUNNING
     cb.on_trial_start(0, trials, a)
+    assert said[-1] == "lstm: 0 of 4 trials ended, 1 running"
+    a.status = "RUNNING"
+    cb.on_trial_start(0, trials, b)
     assert said[-1] == "lstm: 0 of 4 trials ended, 2 running"
+    b.status = "RUNNING"
     cb.on_trial_result(1, trials, a, {"val_macro_f1": 0.31, "epochs_run": 1})
     cb.on_trial_result(2, trials, b, {"val_macro_f1": 0.42, "epochs_run": 1})
     cb.on_trial_result(3, trials, a, {"val_macro_f1": 0.35, "epochs_run": 2})
@@ -87,3 +91,15 @@ def test_a_resumed_search_counts_its_kept_trials() -> None:
     cb.on_trial_start(0, [a, b], b)
     assert said[-1] == ("lstm: 1 of 3 trials ended (1 stopped early), 1 running; best "
                         "val_macro_f1 0.52 (epoch 2)")
+
+
+def test_a_final_result_told_only_at_the_trials_end_counts() -> None:
+    """Tune may pass a trial's last result to on_trial_complete only (its last_result): the
+    line's best value lagged the search's own best by that result."""
+    said: list[str] = []
+    cb = TrialProgress("gru", 1, "val_loss", "min", max_epochs=2, say=said.append)
+    a = _trial("a", "RUNNING")
+    cb.on_trial_result(0, [a], a, {"val_loss": 1.094, "epochs_run": 1})
+    a.last_result = {"val_loss": 1.0932, "epochs_run": 2}
+    cb.on_trial_complete(1, [a], a)
+    assert said[-1] == "gru: 1 of 1 trials ended, 0 running; best val_loss 1.093 (epoch 2)"
