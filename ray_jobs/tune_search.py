@@ -141,15 +141,18 @@ def _search_worker(cfg: dict[str, Any]) -> None:
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     import ray.train
+    import ray.tune
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
 
     from ray_jobs.deep_runs import TRAIN_ENV, WORKER_CPU
+    from ray_jobs.tune_relay import ReportRelay, fit_reporting
 
     os.environ.update(TRAIN_ENV)
     gpu = float(ctx["gpu"])
     storage = JobStorage(ctx["storage_uri"], ctx["job_id"])
     ray_storage = storage.ray_storage()
+    reports = Queue(actor_options={"num_cpus": 0})  # owned by this trial: dies with it
     trainer = TorchTrainer(
         _search_worker,
         train_loop_config={**ctx, "params": config},
@@ -165,10 +168,11 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
             # group (a live creator: no orphan) and kept its CPU; later trials waited for
             # good. A failed trial is one sample fewer; the search goes on.
             failure_config=ray.train.FailureConfig(max_failures=0),
-            callbacks=[TuneReportCallback()],
+            # not Ray's TuneReportCallback, which could lose the last report (tune_relay)
+            callbacks=[ReportRelay(reports)],
         ),
     )
-    trainer.fit()
+    fit_reporting(trainer.fit, reports, ray.tune.report)
 
 
 def search_model(
