@@ -44,7 +44,36 @@ def leaderboard_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.Data
     for c in numeric:
         if frame[c].dtype == object:
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    _ensemble_stats(frame)
     return frame.sort_values(["symbol", "model", "fold", "split", "horizon"], na_position="last")
+
+
+def _ensemble_stats(frame: pd.DataFrame) -> None:
+    """An ensemble row's train_seconds and params: the sums over its members (the
+    symbol's and fold's units that ended without an error), as `quantray train`'s
+    `models.ensemble` gives them; null when a member has none. Its rows are computed from
+    stored predictions, without the members' fit statistics."""
+    needed = {"symbol", "model", "fold", "error", "train_seconds", "params"}
+    if not needed <= set(frame.columns) or frame.empty:
+        return
+    model = frame["model"].astype("string")
+    ensemble = model.str.startswith("ensemble_").fillna(False).to_numpy(bool)
+    if not ensemble.any():
+        return
+    members = frame[~ensemble & frame["error"].isna().to_numpy()]
+    per_unit = members.groupby(["symbol", "fold", "model"], dropna=False)[
+        ["train_seconds", "params"]].first()
+    key = ["symbol", "fold"]
+    sums = per_unit.groupby(level=key, dropna=False).agg(
+        lambda v: v.sum() if v.notna().all() else np.nan)
+    at = pd.MultiIndex.from_frame(frame.loc[ensemble, key])
+    for column in ("train_seconds", "params"):
+        values = sums[column].reindex(at).to_numpy(dtype=float)
+        if column == "params":
+            frame.loc[ensemble, column] = pd.array(
+                [None if np.isnan(v) else int(v) for v in values], dtype="Int64")
+        else:
+            frame.loc[ensemble, column] = values
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:

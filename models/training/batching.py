@@ -9,6 +9,7 @@ no per-sample Python and no host-to-device copies.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,8 +121,14 @@ class TrainData:
                 end_rows=torch.from_numpy(idx + prepared.row0).to(dev),
                 y=y.to(dev),
             )
+        with warnings.catch_warnings():
+            # Arrays read from Ray's object store are read-only; the tensor shares them
+            # (no copy per worker) and nothing here writes to the features, so torch's
+            # "not writable" warning, printed in every deep run's log, says nothing.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            features = torch.from_numpy(np.ascontiguousarray(prepared.features))
         return cls(
-            features=torch.from_numpy(np.ascontiguousarray(prepared.features)).to(dev),
+            features=features.to(dev),
             splits=tensors,
             input_kind=input_kind,
             task=task,

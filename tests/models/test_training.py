@@ -395,3 +395,18 @@ def test_optional_scalar_fields_keep_their_type():
     for bad in (3.5, -0.1, "4", True):
         with pytest.raises(ValueError, match=r"OLSConfig.hac_maxlags: expected an integer"):
             config_from_dict(OLSConfig, {"hac_maxlags": bad})
+
+
+def test_read_only_features_from_the_object_store_are_shared_without_a_warning():
+    """Ray's object store gives read-only arrays; torch warned about them in every deep
+    run's log. The tensor shares the array (no copy) and nothing writes to it."""
+    import warnings
+
+    prepared = planted(n=50, seq_len=6)
+    features = prepared.features.copy()
+    features.flags.writeable = False
+    prepared = dataclasses.replace(prepared, features=features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = TrainData.from_prepared(prepared, "sequence", "direction")
+    assert data.features.data_ptr() == features.ctypes.data  # shared, not copied

@@ -5,6 +5,7 @@ win; ensembles are scored but win nothing."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.metrics import LEADERBOARD_COLUMNS, empty_row, error_rows
@@ -37,3 +38,37 @@ def test_a_failed_unit_is_listed_and_counts_in_no_score() -> None:
     assert summary["wins"] == {"1": {"ols": 2, "lstm": 1}}
     assert summary["symbols"] == 4 and summary["rows"] == len(rows)
     assert summary["symbols_scored"] == 3  # DDD has only its failed unit
+
+
+def test_ensemble_rows_carry_their_members_summed_fit_statistics() -> None:
+    """A job's ensemble rows had no train_seconds/params where `quantray train`'s have the
+    members' sums (models.ensemble): the leaderboard fills them from the member rows."""
+    def unit(symbol: str, model: str, seconds: float | None, params: int | None,
+             fold: int = 0) -> list[dict]:
+        out = []
+        for split in ("val", "test"):
+            row = _scored(symbol, model, split, 0.5)
+            row.update(train_seconds=seconds, params=params, fold=fold)
+            out.append(row)
+        return out
+
+    rows = unit("AAA", "ols", 1.0, 5) + unit("AAA", "lstm", 2.5, 100)
+    rows += error_rows("AAA", "ridge", (1,), ValueError("singular"))  # no member
+    rows += unit("AAA", "ols", 4.0, 7, fold=1) + unit("AAA", "lstm", 1.0, 1, fold=1)
+    rows += unit("BBB", "ols", 1.0, None) + unit("BBB", "lstm", 2.0, 50)  # params unknown
+    for symbol, fold in (("AAA", 0), ("AAA", 1), ("BBB", 0)):
+        for name in ("ensemble_equal", "ensemble_f1"):
+            row = _scored(symbol, name, "test", 0.6)
+            row["fold"] = fold
+            rows.append(row)
+    frame = leaderboard_frame(rows, LEADERBOARD_COLUMNS)
+    ens = frame[frame["model"].str.startswith("ensemble_")]
+    got = {(r.symbol, r.fold, r.model): (r.train_seconds, r.params) for r in ens.itertuples()}
+    assert got[("AAA", 0, "ensemble_equal")] == (3.5, 105)
+    assert got[("AAA", 0, "ensemble_f1")] == (3.5, 105)
+    assert got[("AAA", 1, "ensemble_equal")] == (5.0, 8)
+    seconds, params = got[("BBB", 0, "ensemble_equal")]
+    assert seconds == 3.0 and params is pd.NA
+    # the members' own rows are unchanged
+    ols = frame[(frame["symbol"] == "AAA") & (frame["model"] == "ols") & (frame["fold"] == 0)]
+    assert set(ols["params"]) == {5} and set(ols["train_seconds"]) == {1.0}
