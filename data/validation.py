@@ -179,16 +179,18 @@ def check_columns(found: Iterable[str], required: Sequence[str], source: str) ->
                      "volume (an index, an FX rate), e.g. df['volume'] = 0")
     if sep or any(r not in renames and r not in ("symbol", "volume") for r in missing):
         hints.append(f"the file must have columns {list(required)}")
+    # The other kind's file: that is the fix, and the renames and columns to add for
+    # this kind would only mislead (an order-book file has no volume column to add).
+    if "date" in missing and "ts" in found and any(c.startswith("ask_price_") for c in found):
+        hints = ["these look like order-book snapshots: set `dataset.kind: lob` in the job "
+                 "spec (`--kind lob` on the command line)"]
+    elif "ts" in missing and "date" in found and "close" in found:
+        hints = ["these look like bars: set `dataset.kind: bars` in the job spec (`--kind "
+                 "bars` on the command line)"]
     hint = "".join(f"; {h}" for h in hints)
     if sep:
         hint += (f"; the header is one column holding {sep!r}: a CSV file must be "
                  "comma-separated; write it with ',' between fields")
-    if "date" in missing and "ts" in found and any(c.startswith("ask_price_") for c in found):
-        hint += ("; these look like order-book snapshots: set `dataset.kind: lob` in the job "
-                 "spec (`--kind lob` on the command line)")
-    elif "ts" in missing and "date" in found and "close" in found:
-        hint += ("; these look like bars: set `dataset.kind: bars` in the job spec (`--kind "
-                 "bars` on the command line)")
     raise DataValidationError(f"{source}: missing columns {missing}; found {found}{hint}")
 
 

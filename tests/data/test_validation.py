@@ -468,8 +468,10 @@ def test_missing_columns_of_the_other_kind_name_the_kind_to_set() -> None:
 
     lob = ["symbol", "ts", "ask_price_1", "ask_size_1", "bid_price_1", "bid_size_1"]
     with pytest.raises(DataValidationError, match=r"look like order-book snapshots: set "
-                       r"`dataset.kind: lob` in the job spec \(`--kind lob`"):  # fmt: skip
+                       r"`dataset.kind: lob` in the job spec \(`--kind lob`") as got:  # fmt: skip
         check_columns(lob, ["symbol", "date", "open", "high", "low", "close", "volume"], "f")
+    # the kind is the fix: no bar columns to add first (a book has no volume column)
+    assert "add one" not in str(got.value) and "must have columns" not in str(got.value)
     bars = ["symbol", "date", "open", "high", "low", "close", "volume"]
     with pytest.raises(DataValidationError, match="look like bars: set `dataset.kind: bars`"):
         lob_columns(bars, "f")
