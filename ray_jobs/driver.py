@@ -287,7 +287,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             # Then disconnecting ends this job's tasks and actors (Train workers included)
             # now, instead of training on through the rest of the stop's grace period.
             try:
-                ray.shutdown()
+                stop.disconnect(ray)
             except Exception as shutdown_exc:  # noqa: BLE001 - we are stopping anyway
                 log.warning("ray.shutdown() on stop: %s", shutdown_exc)
             raise exc from (None if exc is raised else raised)

@@ -248,8 +248,10 @@ def exit_promptly(code: int, grace_s: float = EXIT_GRACE_S) -> None:
     timer.daemon = True  # runs on while finalization waits for other threads
     timer.start()
     if "ray" in sys.modules:
+        from ray_jobs.stop import disconnect
+
         try:
-            sys.modules["ray"].shutdown()
+            disconnect(sys.modules["ray"])
         except Exception as exc:  # noqa: BLE001 - exiting anyway; say why it was not clean
             print(f"quantray: ray.shutdown() at exit: {exc}", file=sys.stderr)
     sys.exit(code)

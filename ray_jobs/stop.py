@@ -83,3 +83,17 @@ def check_stop() -> None:
     stops are deferred (`defer_stops`)."""
     if _requested is not None and not _deferred:
         raise _requested
+
+
+def disconnect(ray_module: Any) -> None:
+    """`ray.shutdown()` for good: no later Ray call of another thread of this process (the
+    deep runs' Tune controller) connects it to the cluster again. Ray's auto-connect did:
+    a cancelled driver logged "Connecting to existing Ray cluster" after its shutdown, and
+    its Tune controller could go on scheduling trials. Such a call now raises instead."""
+    try:
+        import ray._private.auto_init_hook as hook  # Ray 2.60: RAY_ENABLE_AUTO_CONNECT=0
+
+        hook.enable_auto_connect = False
+    except (ImportError, AttributeError):  # another Ray: shut down as before
+        pass
+    ray_module.shutdown()

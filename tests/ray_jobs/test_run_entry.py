@@ -195,3 +195,32 @@ def test_a_driver_that_dies_of_an_exception_exits_through_the_watchdog_too() -> 
     lines = done.stderr.strip().splitlines()
     assert "Traceback (most recent call last):" in lines
     assert "RuntimeError: storage down" in lines and "anyway" in lines[-1]
+
+
+def test_a_disconnected_driver_does_not_connect_again(ray_cluster: str) -> None:
+    """After the stop path's shutdown, a Ray call of another thread (the deep runs' Tune
+    controller) connected a cancelled driver to the cluster again (RAY_ADDRESS is set in
+    a job): `stop.disconnect` makes such a call fail instead."""
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, ray\n"
+        "from ray_jobs.stop import disconnect\n"
+        "ray.init()\n"  # RAY_ADDRESS, as in a Ray job's driver
+        "disconnect(ray)\n"
+        "out = []\n"
+        "def late():\n"
+        "    try:\n"
+        "        out.append(ray.get(ray.put(1)))\n"
+        "    except Exception as exc:\n"
+        "        out.append(type(exc).__name__)\n"
+        "t = threading.Thread(target=late); t.start(); t.join()\n"
+        "print('late call:', out[0], 'connected:', ray.is_initialized())\n"
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "late call: RaySystemError connected: False" in proc.stdout, proc.stdout
+    assert proc.stderr.count("Connecting to existing Ray cluster") == 1  # ray.init() only
