@@ -63,11 +63,24 @@ class StorageError(RuntimeError):
 
     def __init__(self, op: str, uri: str, cause: BaseException | str, fix: str, *,
                  outage: bool = False) -> None:
-        self.op, self.uri, self.cause = op, uri, cause
+        self.op, self.uri, self.cause, self.fix = op, uri, cause, fix
         # a transient error that outlasted the retries (a storage outage), as `_call`
         # classified it with the path cut out; not a permanent error
         self.outage = outage
         super().__init__(f"{op} {uri} failed: {cause}. {fix}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a Ray task, the error is pickled to reach the driver; the default
+        # (the class called with the message alone) failed to unpickle there ("Failed to
+        # deserialize exception"), losing the URI, the fix and `outage`. The cause goes as
+        # text: an exception of the storage library need not unpickle.
+        return (_rebuild_storage_error, (type(self), self.op, self.uri, str(self.cause),
+                                         self.fix, self.outage))
+
+
+def _rebuild_storage_error(cls: type[StorageError], op: str, uri: str, cause: str, fix: str,
+                           outage: bool) -> StorageError:
+    return cls(op, uri, cause, fix, outage=outage)
 
 
 class StorageNotFoundError(StorageError, FileNotFoundError):

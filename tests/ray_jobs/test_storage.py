@@ -391,3 +391,28 @@ def test_an_error_that_outlasts_the_retries_is_marked_an_outage_whatever_the_pat
     with pytest.raises(StorageError) as raised:
         store.write_json("status/A.json", {"state": "done"})
     assert not raised.value.outage
+
+
+def test_a_storage_error_raised_in_a_task_reaches_the_driver_whole(ray_cluster: str) -> None:
+    """A StorageError from a Ray task (an ensemble task's read during an outage) reached
+    the driver as "Failed to deserialize exception": its URI, fix and `outage` were lost,
+    since it did not unpickle."""
+    import ray
+
+    err = StorageError("read", "s3://b/p/x.parquet", OSError("connection refused"),
+                       "check the endpoint", outage=True)
+    back = pickle.loads(pickle.dumps(err))
+    assert (type(back), str(back), back.uri, back.fix, back.outage) == (
+        StorageError, str(err), err.uri, err.fix, True)
+    gone = pickle.loads(pickle.dumps(StorageNotFoundError("read", "u", "no file", "resubmit")))
+    assert isinstance(gone, FileNotFoundError) and gone.outage is False
+
+    @ray.remote(max_retries=0)
+    def read_in_a_task() -> None:
+        raise err
+
+    with pytest.raises(StorageError) as raised:
+        ray.get(read_in_a_task.remote())
+    assert raised.value.outage is True
+    assert "s3://b/p/x.parquet failed: connection refused. check the endpoint" in str(
+        raised.value)
