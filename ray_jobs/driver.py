@@ -457,12 +457,17 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     stop.defer_stops()  # every unit has ended: a stop request now lets the report finish
     tracker.set_phase("reporting", "leaderboard, ensembles, plots")
     ensemble_rows = [r for rows in done_ensembles.values() for r in rows]
-    ensemble_rows += _ensembles(plan, prepared, storage, skip=set(done_ensembles))
+    more, ensemble_errors = _ensembles(plan, prepared, storage, skip=set(done_ensembles))
+    ensemble_rows += more
     summary = write_results(spec, plan, storage, ensemble_rows, prep_errors,
-                            elapsed_s=time.time() - t0, data_warnings=known.data_warnings)
+                            elapsed_s=time.time() - t0, data_warnings=known.data_warnings,
+                            ensemble_errors=ensemble_errors)
     failed = summary["failed_units"]
-    tracker.set_phase("failed" if failed else "succeeded",
-                      f"{len(failed)} failed units" if failed else "all units done")
+    message = f"{len(failed)} failed units" if failed else "all units done"
+    if ensemble_errors:  # extra rows, not units: the job's status does not change
+        message += (f"; the ensembles of {len(ensemble_errors)} symbol(s) failed "
+                    "(summary.json's ensemble_errors)")
+    tracker.set_phase("failed" if failed else "succeeded", message)
     return summary
 
 
@@ -555,9 +560,16 @@ def error_reason(exc: BaseException, limit: int = 1000) -> str:
 
 
 def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
-               skip: set[str]) -> list[dict]:
+               skip: set[str]) -> tuple[list[dict], dict[str, str]]:
     """Soft-voting ensemble rows per symbol over its successfully finished units, read
-    back from their stored predictions (symbols in `skip` were ensembled already)."""
+    back from their stored predictions (symbols in `skip` were ensembled already), and the
+    symbols whose ensembles failed, with the error (summary.json's `ensemble_errors`). A
+    symbol whose task met a storage outage is tried again after 10 s, then 30 s, as a unit
+    is: a 20 s outage while the job wrote its results dropped two symbols' ensembles
+    from a job that still succeeded, without a word outside its log."""
+    from ray_jobs.storage import StorageError
+    from ray_jobs.tasks import UNIT_RETRY_WAITS_S
+
     statuses = storage.unit_statuses()
     by_symbol: dict[str, dict[int, dict[str, str]]] = {}
     for unit in plan.units:
@@ -565,16 +577,37 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
             by_symbol.setdefault(unit.symbol, {}).setdefault(unit.fold, {})[unit.model] = (
                 unit.rel_dir
             )
-    refs = [
-        ensemble_task.remote(sym, prepared[sym], dirs, storage.storage_uri, storage.job_id)
-        for sym, dirs in by_symbol.items()
-        if sym in prepared and sym not in skip and any(len(d) >= 2 for d in dirs.values())
-    ]
+    todo = {sym: dirs for sym, dirs in by_symbol.items()
+            if sym in prepared and sym not in skip and any(len(d) >= 2 for d in dirs.values())}
     rows: list[dict] = []
-    for ref in refs:
-        try:
-            rows += ray.get(ref)
-        except Exception as exc:  # ensembles are extra rows; a failure is logged, not fatal
-            stop.check_stop()  # not a failure: a stop request that surfaced here
-            log.warning("ensemble failed: %s", exc)
-    return rows
+    errors: dict[str, str] = {}
+    for wait_s in (0.0, *UNIT_RETRY_WAITS_S):
+        if not todo:
+            break
+        if wait_s:
+            log.warning("ensembles of %d symbol(s) met a storage outage: trying again in "
+                        "%.0f s", len(todo), wait_s)
+            _sleep_watching_stops(wait_s)
+        refs = {sym: ensemble_task.remote(sym, prepared[sym], dirs, storage.storage_uri,
+                                          storage.job_id) for sym, dirs in todo.items()}
+        again: dict[str, dict[int, dict[str, str]]] = {}
+        for sym, ref in refs.items():
+            try:
+                rows += ray.get(ref)
+                errors.pop(sym, None)
+            except Exception as exc:  # ensembles are extra rows: recorded, not fatal
+                stop.check_stop()  # not a failure: a stop request that surfaced here
+                errors[sym] = error_reason(exc)
+                if isinstance(exc, StorageError) and exc.outage:
+                    again[sym] = todo[sym]
+        todo = again
+    for sym, error in sorted(errors.items()):
+        log.warning("ensemble of %s failed: %s", sym, error)
+    return rows, errors
+
+
+def _sleep_watching_stops(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        stop.check_stop()
+        time.sleep(min(1.0, left))

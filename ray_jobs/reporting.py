@@ -53,13 +53,15 @@ def write_results(
     elapsed_s: float,
     partial: bool = False,
     data_warnings: dict[str, str] | None = None,
+    ensemble_errors: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`partial`: a stopped job's report (a cancel, or its Ray head going down: the driver
     gets SIGTERM either way and cannot tell them apart, so `summary["stopped"]` says only
     that), over the units that ended; the others are counted in `summary["not_finished"]`
     (with partial=False a unit without status is a bug, and raises). `data_warnings`:
     symbol -> warning about a kept symbol's data (e.g. a long gap between bars), in
-    `summary["data_warnings"]` beside `data_errors`."""
+    `summary["data_warnings"]` beside `data_errors`. `ensemble_errors`: symbol -> why its
+    ensembles are missing (`summary["ensemble_errors"]`)."""
     from models.metrics import LEADERBOARD_COLUMNS
 
     statuses = storage.unit_statuses()
@@ -90,6 +92,7 @@ def write_results(
         units=len(plan.units), units_reported=len(plan.units) - len(missing),
         not_finished=len(missing), stopped=partial, plan=plan.summary(),
         data_errors=prep_errors, data_warnings=dict(sorted((data_warnings or {}).items())),
+        ensemble_errors=dict(sorted((ensemble_errors or {}).items())),
         failed_units=[
             {"unit_id": u, "error": s.get("error", "")}
             for u, s in sorted(statuses.items()) if s.get("state") == "failed" and u in planned

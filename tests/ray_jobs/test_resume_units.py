@@ -89,3 +89,51 @@ def test_a_direct_rerun_keeps_the_earlier_runs_driver_logs(tmp_path: Path) -> No
     assert next_attempt(storage) == 1
     storage.write_bytes("logs/driver-1.log", b"its resume\n")
     assert next_attempt(storage) == 2
+
+
+class _FlakyEnsembles:
+    """Stands in for `tasks.ensemble_task` (`.remote` -> a plain value): each symbol's
+    first `outages[symbol]` calls meet a storage outage; "BAD" always fails for good."""
+
+    def __init__(self, outages: dict[str, int]) -> None:
+        self.outages, self.calls = dict(outages), []
+
+    def remote(self, symbol: str, *args: object) -> str:
+        self.calls.append(symbol)
+        return symbol
+
+    def get(self, symbol: str) -> list[dict]:
+        from ray_jobs.storage import StorageError
+
+        if symbol == "BAD":
+            raise StorageError("read", "file:///x/p.parquet", "not a parquet file", "fix it")
+        if self.outages.get(symbol, 0) > 0:
+            self.outages[symbol] -= 1
+            raise StorageError("read", "s3://b/p.parquet", "connection refused",
+                               "check the endpoint", outage=True)
+        return [{"symbol": symbol, "model": "ensemble_equal"}]
+
+
+def test_ensembles_ride_out_a_storage_outage_and_record_what_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20 s outage while the job wrote its results dropped two symbols' ensembles from a
+    job that still succeeded, said only in its log: an outage is tried again after the
+    units' waits, and what still fails is returned for summary.json."""
+    from ray_jobs import tasks
+
+    spec = JobSpec.from_dict(tiny_spec("ens", ["ols", "lstm"]))
+    symbols = ["AAPL", "ABT", "BAD"]
+    storage = JobStorage((tmp_path / "store").as_uri(), "ens")
+    plan = make_plan(spec, symbols, slots=1)
+    for unit in plan.units:
+        storage.write_unit_status(unit.unit_id, {"state": "done", "rows": []})
+    flaky = _FlakyEnsembles({"AAPL": 1, "ABT": 5})  # ABT: down through every retry
+    monkeypatch.setattr(driver, "ensemble_task", flaky)
+    monkeypatch.setattr(driver.ray, "get", flaky.get)
+    monkeypatch.setattr(tasks, "UNIT_RETRY_WAITS_S", (0.01, 0.01))
+    rows, errors = driver._ensembles(plan, dict.fromkeys(symbols, "ref"), storage, skip=set())
+    assert [r["symbol"] for r in rows] == ["AAPL"]
+    assert sorted(flaky.calls) == ["AAPL", "AAPL", "ABT", "ABT", "ABT", "BAD"]  # BAD: once
+    assert set(errors) == {"ABT", "BAD"}
+    assert "connection refused" in errors["ABT"] and "not a parquet file" in errors["BAD"]
