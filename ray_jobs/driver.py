@@ -282,7 +282,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             # The results first (read from storage, they need no Ray): a ray.shutdown() here
             # while the deep-runs thread is inside a Ray call can crash the process
             # (SIGSEGV, seen once in a fresh-clone CI, before any result was written).
-            _write_partial(spec, storage, known, time.time() - t0)
+            reported = _write_partial(spec, storage, known, time.time() - t0)
             tracker.set_phase("stopped", f"{exc}: {stop.RESULTS_WRITTEN}")
             # Then disconnecting ends this job's tasks and actors (Train workers included)
             # now, instead of training on through the rest of the stop's grace period.
@@ -290,6 +290,11 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
                 stop.disconnect(ray)
             except Exception as shutdown_exc:  # noqa: BLE001 - we are stopping anyway
                 log.warning("ray.shutdown() on stop: %s", shutdown_exc)
+            # Units that ended while the results were being written (a probe saw two end a
+            # second after the summary, which then said 7 of 9 where storage had 9): once
+            # more, so that the results count every unit stored as ended.
+            if reported is not None and _ended_units(storage, known) > reported:
+                _write_partial(spec, storage, known, time.time() - t0)
             raise exc from (None if exc is raised else raised)
 
 
@@ -471,8 +476,21 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     return summary
 
 
+# An object store's words for credentials that are missing or not allowed (AWS, MinIO, GCS
+# through its S3 API), as pyarrow passes them on.
+_ACCESS_WORDS = ("access_denied", "accessdenied", "access denied", "forbidden",
+                 "invalidaccesskeyid", "signaturedoesnotmatch", "no credentials")
+
+
 def _input_error(tracker: ProgressTracker, exc: BaseException) -> JobInputError:
     message = f"the job's dataset cannot be used: {exc}"
+    if any(w in str(exc).lower() for w in _ACCESS_WORDS):
+        # The server checked the dataset with its own credentials; the driver reads it
+        # with those of the Ray cluster's processes, which a new user had not set.
+        message += ("; the job reads its dataset with the credentials of the Ray "
+                    "cluster's processes, not the server's: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (or a profile or an instance role) where the Ray "
+                    "head and workers run, or pass them in QUANTRAY_RAY_RUNTIME_ENV's env_vars")
     log.error(message)
     tracker.set_phase("failed", message)
     return JobInputError(message)
@@ -485,24 +503,37 @@ def _deep_prior(spec: JobSpec, todo: Plan, slots: int) -> dict[str, float]:
     return {"deep": estimate_deep_s(todo.deep_groups, slots, spec.preset)}
 
 
-def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known, elapsed_s: float) -> None:
-    """After a stop request (and `ray.shutdown()`): the leaderboard and summary of the units
-    that ended (their stored statuses; ensembles already computed by the chunk tasks), then
-    the plots. Further stop signals are ignored meanwhile (Ray follows with a SIGKILL after
-    its grace period: the API asks for STOP_GRACE_S)."""
+def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known,
+                   elapsed_s: float) -> int | None:
+    """After a stop request: the leaderboard and summary of the units that ended (their
+    stored statuses; ensembles already computed by the chunk tasks), then the plots;
+    returns how many units they count (None: no plan yet). Further stop signals are
+    ignored meanwhile (Ray follows with a SIGKILL after its grace period: the API asks for
+    STOP_GRACE_S)."""
     from ray_jobs.reporting import write_results
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     if known.plan is None:
         log.info("cancelled before the plan was made: no results to write")
-        return
+        return None
     rows = [r for rows in (known.ensembles or {}).values() for r in rows]
     summary = write_results(spec, known.plan, storage, rows, dict(known.prep_errors or {}),
                             elapsed_s=elapsed_s, partial=True,
                             data_warnings=known.data_warnings)
     log.info("cancelled: results written for %d of %d units", summary["units_reported"],
              len(known.plan.units))
+    return int(summary["units_reported"])
+
+
+def _ended_units(storage: JobStorage, known: _Known) -> int:
+    """The plan's units with a stored status (done or failed); 0 when unreadable."""
+    try:
+        statuses = storage.unit_statuses()
+    except Exception as exc:  # noqa: BLE001 - the results already written stand
+        log.warning("re-reading the unit statuses after the stop: %s", exc)
+        return 0
+    return sum(1 for u in known.plan.units if u.unit_id in statuses) if known.plan else 0
 
 
 def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],

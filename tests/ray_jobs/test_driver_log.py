@@ -98,3 +98,21 @@ def test_a_units_error_is_the_exceptions_last_line_not_its_traceback() -> None:
     assert error_reason(ValueError("NaN loss at epoch 3")) == "NaN loss at epoch 3"
     assert len(error_reason(ValueError("x" * 5000))) == 1000
     assert error_reason(KeyError()) == "KeyError"
+
+
+def test_a_dataset_the_cluster_may_not_read_says_whose_credentials_count() -> None:
+    """The server checked an S3 dataset with its own credentials and the job then failed
+    on the cluster with pyarrow's bare ACCESS_DENIED: the message now says which process's
+    credentials a job uses and where to set them."""
+    from ray_jobs.driver import _input_error
+    from ray_jobs.progress import ProgressTracker
+
+    tracker = ProgressTracker(job_id="j", attempt=0)
+    denied = OSError("When getting information for key 'bars.parquet' in bucket 'qr-data': "
+                     "AWS Error ACCESS_DENIED during HeadObject operation: No response body.")
+    message = str(_input_error(tracker, denied))
+    assert message.startswith("the job's dataset cannot be used: When getting information")
+    assert "credentials of the Ray cluster's processes" in message
+    assert "QUANTRAY_RAY_RUNTIME_ENV" in message
+    other = str(_input_error(tracker, ValueError("dataset.symbols: 600 symbols requested")))
+    assert "credentials" not in other

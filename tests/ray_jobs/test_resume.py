@@ -166,6 +166,9 @@ def test_a_stopped_job_writes_the_finished_units_results(
     lstm_rows = board[board["model"] == "lstm"]
     assert set(lstm_rows["symbol"]) <= {u.split("__")[0] for u in ended if "__lstm__" in u}
     assert summary["not_finished"] >= 1  # the unit that was training
+    # every unit stored as ended is in the results, also one that ended while they were
+    # being written (they are written again after the driver disconnects)
+    assert summary["units_reported"] == len(ended), summary
     progress = storage.read_json("progress.json")
     assert progress["phase"] == "stopped" and "results are written" in progress["message"]
     assert storage.exists("results/leaderboard.csv")
