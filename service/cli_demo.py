@@ -66,7 +66,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     spec = Path(args.spec)
     if not spec.is_file():
-        print(f"quantray demo: no such spec file {args.spec!r}", file=sys.stderr)
+        # the default is relative to the repository, where examples/ is
+        where = (f" in {os.getcwd()}: run it from the repository root, or give one with "
+                 "--spec FILE" if args.spec == DEFAULT_SPEC else "")
+        print(f"quantray demo: no such spec file {args.spec!r}{where}", file=sys.stderr)
         return 2
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)

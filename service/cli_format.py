@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+# `--wait`'s line fits the terminal (it is redrawn in place with "\r", which a line that
+# wraps defeats): the phase note is cut to fit, or left out where less than NOTE_MIN fits.
+# LINE_MAX where the width is unknown; LOG_LINE_MAX where lines are not redrawn (a file).
+LINE_MAX = 79
+LOG_LINE_MAX = 200
+NOTE_MIN = 12
 # the table view: each score beside its baseline and significance (csv/json: every column)
 RESULT_COLUMNS = (
     "symbol", "model", "fold", "split", "horizon", "accuracy", "baseline_accuracy", "p_value",
@@ -37,6 +43,28 @@ def progress_line(job: dict[str, Any], width: int = 30) -> str:
         f"[{'#' * filled}{'.' * (width - filled)}] {done or 0}/{total} units  "
         f"{fraction:4.0%}  ETA {duration(progress.get('eta_seconds'))}{failed_text}  {status}"
     )
+
+
+def phase_note(job: dict[str, Any]) -> str:
+    """`tuning: lstm: 0 of 2 trials ended, 1 running`: what the job does while no unit ends
+    (a Tune search, the report), from progress.json's phase (left out where it repeats the
+    status: a failed job's "failed") and message (on one line); "" when it has neither."""
+    progress = job.get("progress") or {}
+    phase = progress.get("phase")
+    message = " ".join(str(progress.get("message") or "").split())
+    return ": ".join(p for p in (phase if phase != job.get("status") else None, message) if p)
+
+
+def wait_line(job: dict[str, Any], max_len: int = LINE_MAX) -> str:
+    """`progress_line`, then `, ` and the `phase_note` cut with "..." to fit `max_len`
+    characters (left out where fewer than NOTE_MIN of it would fit)."""
+    line, note = progress_line(job), phase_note(job)
+    if not note:
+        return line
+    if len(line) + 2 + len(note) <= max_len:
+        return f"{line}, {note}"
+    room = max_len - len(line) - len(", ...")
+    return f"{line}, {note[:room].rstrip()}..." if room >= NOTE_MIN else line
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -75,6 +103,8 @@ def job_summary(job: dict[str, Any]) -> str:
         lines.append(f"dashboard: {dashboard}")
     if job.get("progress"):
         lines.append(f"progress:  {progress_line(job)}")
+        if phase_note(job):
+            lines.append(f"phase:     {phase_note(job)}")
     elif job.get("progress_error"):  # storage down: say so rather than show nothing
         lines.append(f"progress:  unreadable: {job['progress_error']}")
     if job.get("message"):

@@ -215,13 +215,13 @@ def _wait(client: Any, job_id: str, interval: float) -> int:
 
 
 def _follow(client: Any, job_id: str, interval: float) -> int:
-    from service.cli_format import FINAL_STATUSES, progress_line
+    from service.cli_format import FINAL_STATUSES, LOG_LINE_MAX, wait_line
 
     tty = sys.stderr.isatty()
     last = ""
     while True:
         job = _retrying(lambda: client.job(job_id), job_id)
-        line = progress_line(job)
+        line = wait_line(job, _columns() - 1 if tty else LOG_LINE_MAX)
         if tty:
             sys.stderr.write("\r" + line.ljust(len(last)))
         elif line != last:
@@ -235,6 +235,17 @@ def _follow(client: Any, job_id: str, interval: float) -> int:
                 sys.stderr.write(f"{job['status']}: {job['message']}\n")
             return 0 if job["status"] == "succeeded" else 1
         time.sleep(interval)
+
+
+def _columns() -> int:
+    """The width of the terminal on stderr, where `--wait` draws its line (stdout may be a
+    pipe: `quantray submit --wait x.yaml > id`)."""
+    from service.cli_format import LINE_MAX
+
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or LINE_MAX + 1
+    except (OSError, ValueError):  # not a terminal after all (stderr replaced)
+        return LINE_MAX + 1
 
 
 def _status(args: argparse.Namespace) -> int:

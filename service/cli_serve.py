@@ -110,12 +110,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Ray poll otherwise
     env = dict(os.environ)
-    if args.host:
-        env["QUANTRAY_HOST"] = args.host
     if args.port is not None:
         env["QUANTRAY_PORT"] = str(args.port)
     try:
-        settings = Settings.from_env(env)
+        settings = Settings.from_env(env, host_flag=("--host", args.host) if args.host else None)
         if args.no_ray and settings.max_running_jobs > 0:
             raise SettingsError("--no-ray needs QUANTRAY_MAX_RUNNING_JOBS=0 (nothing could run)")
     except SettingsError as exc:

@@ -230,6 +230,10 @@ class Dispatcher:
         self.runtime_env = with_stop_grace(runtime_env or {})
         self.last_error: str | None = None
         self.last_tick_at: float | None = None
+        # (since, error) while every submission fails on Ray's side: a dashboard can answer
+        # GETs while each POST /api/jobs/ fails ("No available agent to submit job": its job
+        # agent is down), so /readyz reports this beside its own probe of Ray.
+        self.submit_failing: tuple[float, str] | None = None
 
     def entrypoint(self, job: JobRecord) -> str:
         return shlex.join(
@@ -245,6 +249,9 @@ class Dispatcher:
                 await self.sync()
             await self.submit_queued()
             self.last_error = None
+            # a failing submission raises: here, none failed (or none waits to be made any
+            # more: its job was cancelled), so nothing is held up
+            self.submit_failing = None
         except RayError as exc:
             self.last_error = str(exc)
             log.warning("dispatcher: %s", exc)
@@ -397,14 +404,18 @@ class Dispatcher:
             )  # fmt: skip
         except RaySubmissionExists:
             log.info("job %s: Ray already has submission %s; adopting it", job.id, sid)
-        except (RayUnavailable, RayAuthError):
+        except (RayUnavailable, RayAuthError) as exc:
+            since = self.submit_failing[0] if self.submit_failing else time.time()
+            self.submit_failing = (since, str(exc))
             raise  # not the job's fault: it stays queued with its submission id; retried
         except RayError as exc:
+            self.submit_failing = None  # Ray answered: the job is at fault, not Ray
             await asyncio.to_thread(
                 self.store.transition, job.id, "queued", status="failed",
                 finished_at=time.time(), message=f"Ray rejected the submission: {exc}",
             )  # fmt: skip
             return
+        self.submit_failing = None
         started = await asyncio.to_thread(
             self.store.transition, job.id, "queued", status="running", started_at=time.time()
         )

@@ -71,8 +71,8 @@ def safe_relpath(path: str, *, what: str = "artifact path") -> str:
             raise UnsafePath(f"{what} {path!r} contains {segment!r}; paths cannot leave the job")
         if not _SEGMENT_RE.match(segment):
             raise UnsafePath(
-                f"{what} {path!r}: segment {segment!r} is not allowed (letters, digits and "
-                "._=+@- only, starting with a letter, digit or _)"
+                f"{what} {path!r}: segment {segment!r} is not allowed (ASCII letters A-Z "
+                "and a-z, digits and ._=+@- only, starting with a letter, digit or _)"
             )
     return path
 
@@ -102,7 +102,8 @@ def _safe_form_hint(path: str) -> str:
     except (ValueError, UnsafePath):  # the rest is wrong too: no hint that would not work
         return ""
     name = safe.partition("/")[0]
-    return f"; a symbol's files are stored under its file-safe name: use {name!r} ({safe!r})"
+    whole = f" ({safe!r})" if sep else ""  # a prefix that is the symbol alone is `name`
+    return f"; a symbol's files are stored under its file-safe name: use {name!r}{whole}"
 
 
 @dataclass(frozen=True)

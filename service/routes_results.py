@@ -18,6 +18,7 @@ from service.deps import PrincipalDep, StateDep, reject_unknown_query
 from service.errors import ApiError
 from service.job_files import PLOT_NAME_PATTERN, UnsafePath
 from service.routes_jobs import _ERRORS, JobIdPath, _get
+from service.store import JobRecord
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}", tags=["results"], dependencies=[Depends(reject_unknown_query)]
@@ -27,7 +28,8 @@ PlotName = Annotated[str, Path(description="a plot's file name, as GET .../plots
                                json_schema_extra={"pattern": PLOT_NAME_PATTERN})]
 
 
-def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") -> ApiError:
+def _missing(job: JobRecord, what: str, listing: str = "artifacts") -> ApiError:
+    job_id, status = job.id, job.status
     if status in ("queued", "running"):
         why = (f"yet: the leaderboard, summary and plots are written when the job ends "
                f"(progress: GET /v1/jobs/{job_id}; each unit's files appear under "
@@ -36,6 +38,12 @@ def _missing(job_id: str, status: str, what: str, listing: str = "artifacts") ->
         why = (f"(the job was interrupted before writing it: resume it, POST "
                f"/v1/jobs/{job_id}/resume or `quantray resume {job_id}`; what its units "
                f"finished is listed at GET /v1/jobs/{job_id}/artifacts)")
+    elif status == "cancelled" and job.started_at is None:  # cancelled while queued
+        ran = ("it never ran" if not job.attempt else f"its attempt {job.attempt} never ran, "
+               "and the earlier ones did not write it")
+        why = (f"(the job was cancelled while queued, before it was submitted to Ray: {ran}; "
+               f"resume it to run it, `quantray resume {job_id}` or POST "
+               f"/v1/jobs/{job_id}/resume)")
     else:  # final: nothing more will appear unless the job is resumed
         why = (f"(list what it has with GET /v1/jobs/{job_id}/{listing}; if "
                f"QUANTRAY_STORAGE_URI changed since the job ran, its files are in the "
@@ -119,7 +127,7 @@ def results(
     try:
         table = api_artifact_links(state.files.read_leaderboard(job.id), job.id)
     except FileNotFoundError:
-        raise _missing(job.id, job.status, "results/leaderboard.parquet") from None
+        raise _missing(job, "results/leaderboard.parquet") from None
     filters = {"symbol": symbol, "model": model, "horizon": horizon, "split": split,
                "fold": fold}  # fmt: skip
     unmatched = _unmatched(table, filters)
@@ -242,7 +250,7 @@ def summary(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> JSON
     try:
         return JSONResponse(state.files.read_summary(job.id))
     except FileNotFoundError:
-        raise _missing(job.id, job.status, "results/summary.json") from None
+        raise _missing(job, "results/summary.json") from None
     except json.JSONDecodeError as exc:
         raise ApiError(500, "corrupt", f"job {job.id} summary.json is not JSON: {exc}") from None
 
@@ -264,7 +272,7 @@ def plot(job_id: JobIdPath, name: PlotName, state: StateDep, principal: Principa
     except UnsafePath as exc:
         raise _unsafe(exc, "path.name") from None
     except FileNotFoundError:
-        raise _missing(job.id, job.status, f"plot {name!r}", listing="plots") from None
+        raise _missing(job, f"plot {name!r}", listing="plots") from None
 
 
 @router.get("/artifacts", responses=_ERRORS, summary="List the job's artifact files")
@@ -283,7 +291,7 @@ def list_artifacts(
         what = (f"artifact folder {prefix!r} (a prefix is a whole folder: a symbol, "
                 "SYMBOL/model or SYMBOL/model/fold, not part of a name)" if prefix
                 else "artifacts")  # fmt: skip
-        raise _missing(job.id, job.status, what) from None
+        raise _missing(job, what) from None
 
 
 @router.get(
@@ -300,7 +308,7 @@ def artifact(
     except UnsafePath as exc:
         raise _unsafe(exc, "path.path") from None
     except FileNotFoundError:
-        raise _missing(job.id, job.status, f"artifact {path!r}") from None
+        raise _missing(job, f"artifact {path!r}") from None
     filename = path.rsplit("/", 1)[-1]
     headers = {
         "Content-Length": str(size),

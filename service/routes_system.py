@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -30,8 +32,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: database, storage and Ray (unless queue-only) reachable; a 503 names "
-    "what is down",
+    summary="Readiness: database, storage and Ray (unless queue-only) reachable, and Ray "
+    "taking jobs (the last submission did not fail); a 503 names what is down",
     responses={503: {"description": "Not ready: `down` names what is down, `checks` why"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
@@ -59,6 +61,13 @@ async def readyz(state: StateDep) -> JSONResponse:
             checks["ray"] = f"ok (Ray {version.get('ray_version', '?')})"
         except RayError as exc:
             checks["ray"] = f"down: {exc}"
+        failing = state.dispatcher.submit_failing
+        if failing is not None and not checks["ray"].startswith("down"):
+            since, error = failing
+            checks["ray"] = (
+                f"down: the Ray dashboard answers, but job submissions have failed since "
+                f"{datetime.fromtimestamp(since, UTC).isoformat(timespec='seconds')} "
+                f"({max(0, round(time.time() - since))} s ago), so jobs stay queued: {error}")
     down = sorted(name for name, result in checks.items() if result.startswith("down"))
     body = {
         "status": "ready" if not down else "not ready",

@@ -1,7 +1,7 @@
 """Service settings: one frozen `Settings`, read from `QUANTRAY_*` environment variables.
 
-Pure stdlib so the CLI can build it cheaply. Bad values raise `SettingsError` naming the
-variable and how to fix it; the server refuses to start rather than guessing.
+Pure stdlib at import, so that the CLI loads it cheaply. Bad values raise `SettingsError`
+naming the variable and how to fix it; the server refuses to start rather than guessing.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ class Settings:
     ray_timeout_s: float = 10.0
     entrypoint_python: str = "python"
     runtime_env_json: str = ""
+    # where `host` came from, as its errors name it: `quantray serve --host` sets it over
+    # QUANTRAY_HOST
+    host_from: str = "QUANTRAY_HOST"
 
     def __post_init__(self) -> None:
         if not self.home.is_absolute():
@@ -75,6 +78,8 @@ class Settings:
                 f"QUANTRAY_STORAGE_URI={self.storage_uri!r}: use file:///abs/dir or "
                 "s3://bucket/prefix?endpoint_override=..."
             )
+        if scheme == "file":
+            _check_file_uri("QUANTRAY_STORAGE_URI=", self.storage_uri)
         if not self.database_url.startswith(("sqlite:", "postgresql")):
             raise SettingsError(
                 f"QUANTRAY_DATABASE_URL={self.database_url!r}: use sqlite:///abs/file.db or "
@@ -86,6 +91,8 @@ class Settings:
                     f"QUANTRAY_DATA_ROOTS entry {root!r}: use /abs/dir, file:///abs/dir or "
                     "s3://bucket/prefix"
                 )
+            if root.startswith("file:"):
+                _check_file_uri("QUANTRAY_DATA_ROOTS entry ", root)
         _check_range("QUANTRAY_MAX_RUNNING_JOBS", self.max_running_jobs, 0, 10_000)
         _check_range("QUANTRAY_PORT", self.port, 0, 65_535)
         _check_range("QUANTRAY_MAX_BODY_BYTES", self.max_body_bytes, 1024, 64 << 20)
@@ -104,9 +111,9 @@ class Settings:
                 raise SettingsError("QUANTRAY_RAY_RUNTIME_ENV must be a JSON object")
         if not self.auth and not is_loopback(self.host):
             raise SettingsError(
-                f"QUANTRAY_AUTH=off is only allowed when QUANTRAY_HOST is a loopback address, "
-                f"got {self.host!r}: bind to 127.0.0.1 or turn auth on and create a key with "
-                "`quantray keys create --name NAME`"
+                f"QUANTRAY_AUTH=off is only allowed when {self.host_from} is a loopback "
+                f"address, got {self.host!r}: bind to 127.0.0.1 or turn auth on and create a "
+                "key with `quantray keys create --name NAME`"
             )
 
     @property
@@ -124,8 +131,10 @@ class Settings:
             )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
-        """Build from `env` (default `os.environ`); unset variables take the defaults."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, cwd: Path | None = None,
+                 host_flag: tuple[str, str] | None = None) -> Settings:
+        """Build from `env` (default `os.environ`); unset variables take the defaults.
+        `host_flag`: (option, value) of a command-line host, over QUANTRAY_HOST."""
         env = os.environ if env is None else env
         cwd = Path.cwd() if cwd is None else cwd
 
@@ -148,6 +157,8 @@ class Settings:
             "auth": _bool("QUANTRAY_AUTH", get("AUTH") or "on"),
             "host": get("HOST") or "127.0.0.1",
         }
+        if host_flag is not None:
+            kwargs["host_from"], kwargs["host"] = host_flag
         ints = {
             "max_running_jobs": "MAX_RUNNING_JOBS",
             "port": "PORT",
@@ -186,6 +197,19 @@ def _database_url(raw: str | None, home: Path) -> str:
         if raw.startswith(bare):
             return "postgresql+psycopg://" + raw[len(bare) :]
     return raw
+
+
+def _check_file_uri(setting: str, uri: str) -> None:
+    """Refuse a file: URI the storage layer would refuse (`file://relative/dir` names a
+    host), at start rather than at the first request. Only file: URIs: checking them reads
+    nothing, while building an S3 filesystem may look its region up on the network (those
+    are checked by /readyz)."""
+    from data.storage import resolve_uri  # pyarrow: not at import, for the CLI's sake
+
+    try:
+        resolve_uri(uri)
+    except ValueError as exc:
+        raise SettingsError(f"{setting}{uri!r}: {exc}") from None
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -387,11 +387,9 @@ class DatasetPolicy:
                 "(the operator can allow directories with QUANTRAY_DATA_ROOTS)",
             )
         if not any(_within(uri, path, root) for root in self.data_roots):
-            _invalid(
-                "dataset.uri",
+            _invalid("dataset.uri", _endpoint_mismatch(uri, path, self.data_roots) or (
                 f"{uri!r} is outside the allowed data roots: use a dataset under "
-                f"{', '.join(self.data_roots)} or a sample: URI",
-            )
+                f"{', '.join(self.data_roots)} or a sample: URI"))
 
 
 def _within(uri: str, path: str, root: str) -> bool:
@@ -410,6 +408,28 @@ def _within(uri: str, path: str, root: str) -> bool:
     # realpath: a symlink inside a root must not lead outside it.
     real, real_root = os.path.realpath(path), os.path.realpath(root_path)
     return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+
+def _endpoint_mismatch(uri: str, path: str, roots: tuple[str, ...]) -> str | None:
+    """For an S3 `uri` whose bucket and key lie under a root but whose query (endpoint,
+    region, scheme) is not the root's: why it is refused, and the root to configure. The
+    queries are shown as they are: `resolve_uri` accepted only endpoint_override, region,
+    scheme and anonymous, none of them a credential (those come from the AWS chain)."""
+    query = uri.partition("?")[2]
+    for root in roots:
+        bare_root, _, root_query = root.partition("?")
+        if not root.startswith("s3://") or not _within(uri.partition("?")[0], path, bare_root):
+            continue
+        ours = f"the query {query!r}" if query else "no query"
+        theirs = f"the query {root_query!r}" if root_query else "none"
+        head = (f"{uri!r} is under data root {root!r} but with {ours}, where the root has "
+                f"{theirs}: a dataset is read only through its root's own endpoint")
+        if not query:
+            return f"{head}: give the root's query ({uri}?{root_query})"
+        instead = f"give the root's query ({root_query}), or " if root_query else ""
+        return (f"{head}, so {instead}QUANTRAY_DATA_ROOTS must name this endpoint too: "
+                f"{bare_root}?{query} (the server's operator sets it)")
+    return None
 
 
 def _invalid(field_path: str, message: str) -> NoReturn:

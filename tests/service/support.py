@@ -57,6 +57,8 @@ class FakeRay:
     auth_headers: list[str | None] = field(default_factory=list)
     # A head whose GCS died: its dashboard still answers /api/version, not the Jobs API.
     jobs_down: bool = False
+    # A head whose dashboard agent is gone: every POST /api/jobs/ fails with this 500 text.
+    submit_error: str | None = None
 
     def set_status(self, sid: str, status: str, message: str | None = None) -> None:
         self.jobs[sid]["status"] = status
@@ -93,6 +95,8 @@ class FakeRay:
 
         @app.post("/api/jobs/")
         async def submit(request: Request) -> Any:
+            if self.submit_error is not None:
+                return PlainTextResponse(self.submit_error, 500)
             body = await request.json()
             if not isinstance(body.get("entrypoint"), str):
                 return PlainTextResponse("TypeError: entrypoint must be a string", 400)

@@ -276,7 +276,8 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
         assert png.headers["content-type"] == "image/png" and png.content == b"\x89PNG fake"
         other = c.get(f"/v1/jobs/{job_id}/plots/other.png")
         assert other.status_code == 404 and "yet" in other.json()["message"]
-        JobStore(api.engine).transition(job_id, "queued", status="cancelled")
+        # it ran (and wrote the files above), then was cancelled
+        JobStore(api.engine).transition(job_id, "queued", status="cancelled", started_at=1.0)
         other = c.get(f"/v1/jobs/{job_id}/plots/other.png")
         assert f"with GET /v1/jobs/{job_id}/plots; if QUANTRAY_STORAGE_URI changed" in (
             other.json()["message"])

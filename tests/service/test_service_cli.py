@@ -153,10 +153,20 @@ def test_serve_refuses_bad_settings(
     monkeypatch.setenv("QUANTRAY_HOME", str(tmp_path))
     monkeypatch.setenv("QUANTRAY_AUTH", "off")
     code, _, err = _run(capsys, "serve", "--host", "0.0.0.0", "--no-ray")
-    assert code == 2 and "loopback" in err
+    assert code == 2 and "QUANTRAY_AUTH=off is only allowed when --host is a loopback " \
+        "address, got '0.0.0.0'" in err  # the option that set it, not QUANTRAY_HOST
+    monkeypatch.setenv("QUANTRAY_HOST", "0.0.0.0")
+    code, _, err = _run(capsys, "serve", "--no-ray")
+    assert code == 2 and "only allowed when QUANTRAY_HOST is a loopback" in err
+    monkeypatch.delenv("QUANTRAY_HOST")
     monkeypatch.setenv("QUANTRAY_AUTH", "on")
     code, _, err = _run(capsys, "serve", "--no-ray")
     assert code == 2 and "QUANTRAY_MAX_RUNNING_JOBS=0" in err
+    # refused at start, not only named by /readyz once serving
+    monkeypatch.setenv("QUANTRAY_STORAGE_URI", "file://relative/dir")
+    code, _, err = _run(capsys, "serve", "--no-ray")
+    assert code == 2 and "QUANTRAY_STORAGE_URI='file://relative/dir': file URI " \
+        "'file://relative/dir' names host 'relative': use file:///abs/path" in err, err
 
 
 def test_cli_api_url_without_scheme_is_named(

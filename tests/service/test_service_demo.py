@@ -66,3 +66,17 @@ def test_a_kept_demo_whose_server_died_does_not_say_it_is_running(monkeypatch, t
     with pytest.raises(SystemExit, match=r"the server exited \(1\)"):
         args.func(args)
     assert "left running" not in capsys.readouterr().err
+
+
+def test_demo_outside_the_repository_says_where_to_run_it(monkeypatch, tmp_path,
+                                                          capsys) -> None:
+    """`cd /tmp && quantray demo`: its default spec is relative to the repository root."""
+    from service.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 2
+    assert capsys.readouterr().err == (
+        f"quantray demo: no such spec file 'examples/demo.yaml' in {tmp_path}: run it from the "
+        "repository root, or give one with --spec FILE\n")
+    assert main(["demo", "--spec", "mine.yaml"]) == 2  # a spec of one's own: no such hint
+    assert capsys.readouterr().err == "quantray demo: no such spec file 'mine.yaml'\n"

@@ -339,9 +339,14 @@ def test_artifact_paths_name_the_safe_form_of_a_symbol(api: Any) -> None:
         umlaut = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "ÄBC"})
         underscore = c.get(f"/v1/jobs/{job_id}/artifacts/_BC/ols/f0/metrics.json")
         partial = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "AB"})
+        prefix = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "AB C"})
     assert spaced.status_code == 400 and "use 'AB_C' ('AB_C/ols/f0/metrics.json')" in \
         spaced.json()["message"]  # fmt: skip
-    assert umlaut.status_code == 400 and "use '_BC'" in umlaut.json()["message"]
+    assert umlaut.status_code == 400 and umlaut.json()["message"].endswith(
+        "(ASCII letters A-Z and a-z, digits and ._=+@- only, starting with a letter, digit "
+        "or _); a symbol's files are stored under its file-safe name: use '_BC'")  # Ä: no
+    assert prefix.status_code == 400 and prefix.json()["message"].endswith(
+        "file-safe name: use 'AB_C'"), prefix.json()  # not "use 'AB_C' ('AB_C')"
     assert umlaut.json()["errors"][0]["field"] == "query.prefix"
     assert underscore.status_code == 200 and underscore.json() == {"ok": 1}
     assert partial.status_code == 404 and "a prefix is a whole folder" in \
@@ -367,6 +372,39 @@ def test_a_resume_of_a_job_that_never_left_the_queue_keeps_its_attempt(api: Any)
     # a reason, then the fact: not "attempt 0's driver log, and job ... stored no ..."
     assert message.startswith("no Ray cluster is configured (QUANTRAY_RAY_ADDRESS), and job")
     assert "stored no driver log for attempt 0" in message and "driver log," not in message
+
+
+def test_results_of_a_job_cancelled_while_queued_say_it_never_ran(
+    api: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Not "if QUANTRAY_STORAGE_URI changed since the job ran": it never ran, and a resume
+    runs it."""
+    from service.cli import main
+
+    store = JobStore(api.engine)
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        results = c.get(f"/v1/jobs/{job_id}/results")
+        summary = c.get(f"/v1/jobs/{job_id}/summary")
+        c.post(f"/v1/jobs/{job_id}/resume")  # an attempt that reached Ray, then one that did not
+        store.transition(job_id, "queued", status="failed", ray_submission_id=job_id)
+        c.post(f"/v1/jobs/{job_id}/resume")
+        c.post(f"/v1/jobs/{job_id}/cancel")
+        again = c.get(f"/v1/jobs/{job_id}/results")
+    assert results.status_code == 404 and summary.status_code == 404
+    assert results.json()["message"] == (
+        f"job {job_id} (cancelled) has no results/leaderboard.parquet (the job was cancelled "
+        "while queued, before it was submitted to Ray: it never ran; resume it to run it, "
+        f"`quantray resume {job_id}` or POST /v1/jobs/{job_id}/resume)")
+    assert "has no results/summary.json (the job was cancelled while queued" in \
+        summary.json()["message"]  # fmt: skip
+    assert "submitted to Ray: its attempt 1 never ran, and the earlier ones did not write " \
+        "it; resume it" in again.json()["message"]  # fmt: skip
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    monkeypatch.setenv("QUANTRAY_API_KEY", api.keys["alice"])
+    assert main(["results", job_id]) == 1  # `quantray results ID` says the same
+    assert "before it was submitted to Ray: its attempt 1 never ran" in capsys.readouterr().err
 
 
 def test_a_resume_that_loses_a_race_says_the_job_was_just_resumed(api: Any) -> None:

@@ -302,8 +302,8 @@ def test_dataset_is_checked_against_roots_and_content(
         ({"uri": "{root}/bad_dates.csv", "symbols": ["AAA"]}, "dataset.uri", "'someday'"),
         ({"uri": "{root}/lob.parquet", "symbols": ["AAA"]}, "dataset.kind",
          "missing columns ['date']; found ['symbol', 'ts', 'ask_price_1', 'ask_size_1', "
-         "'bid_price_1', 'bid_size_1']; the file must have columns ['symbol', 'date']; these "
-         "look like order-book snapshots: set `dataset.kind: lob`"),
+         "'bid_price_1', 'bid_size_1']; these look like order-book snapshots: set "
+         "`dataset.kind: lob`"),
     ],
     ids=["after-the-data", "before-the-data", "window-too-short", "symbol-too-short",
          "unparseable-dates", "lob-without-its-kind"],
@@ -323,6 +323,45 @@ def test_a_job_no_symbol_of_which_has_enough_rows_is_refused(
     _assert_error(resp, 422, "invalid", text)
     assert [e["field"] for e in resp.json()["errors"]] == [field], resp.text
     assert api.job_count() == before_rows and api.stored_files() == before_files
+
+
+ENDPOINT = "endpoint_override=http://127.0.0.1:8720&region=us-east-1&scheme=http"
+
+
+@pytest.mark.parametrize(
+    ("root", "uri", "text"),
+    [
+        ("s3://qr-data", f"s3://qr-data/bars/bars.parquet?{ENDPOINT}",
+         f"under data root 's3://qr-data' but with the query '{ENDPOINT}', where the root has "
+         "none: a dataset is read only through its root's own endpoint, so QUANTRAY_DATA_ROOTS "
+         f"must name this endpoint too: s3://qr-data?{ENDPOINT}"),
+        (f"s3://qr-data?{ENDPOINT}", "s3://qr-data/bars.parquet?region=eu-west-1",
+         f"so give the root's query ({ENDPOINT}), or QUANTRAY_DATA_ROOTS must name this "
+         "endpoint too: s3://qr-data?region=eu-west-1"),
+        (f"s3://qr-data?{ENDPOINT}", "s3://qr-data/bars.parquet",
+         f"but with no query, where the root has the query '{ENDPOINT}': a dataset is read "
+         f"only through its root's own endpoint: give the root's query "
+         f"(s3://qr-data/bars.parquet?{ENDPOINT})"),
+        ("s3://qr-data/bars", f"s3://qr-data/other.parquet?{ENDPOINT}",
+         "outside the allowed data roots: use a dataset under s3://qr-data/bars"),
+    ],
+    ids=["root-without-endpoint", "another-endpoint", "dataset-without-endpoint",
+         "outside-the-path"],
+)  # fmt: skip
+def test_an_s3_dataset_under_a_root_with_another_endpoint_says_what_to_configure(
+    tmp_path: Path, qr: Any, root: str, uri: str, text: str
+) -> None:
+    """The endpoint is part of the root (else a spec could point the server at any S3
+    endpoint): the 422 says so, and names the root to configure, not "use a dataset under
+    s3://qr-data", which the dataset is."""
+    server, api = qr.start_api(qr.make_settings(tmp_path, data_roots=(root,)), {"alice": False})
+    try:
+        with api.client() as c:
+            resp = c.post("/v1/jobs", json=spec(**{"dataset.uri": uri}))
+    finally:
+        server.__exit__()
+    _assert_error(resp, 422, "invalid", text)
+    assert [e["field"] for e in resp.json()["errors"]] == ["dataset.uri"]
 
 
 def test_dataset_inside_root_is_accepted(hostile: Ctx) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,39 @@ def test_gcs_dead_head_is_not_ready_and_running_jobs_say_so(
         server.__exit__()
 
 
+NO_AGENT = "No available agent to submit job, please try again later."
+
+
+def test_readyz_is_not_ready_while_every_job_submission_fails(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
+) -> None:
+    """The dashboard answers GETs, but its job agent is gone: each POST /api/jobs/ fails
+    (500), and the jobs stay queued. /readyz says so, and is ready again once one is
+    submitted."""
+    fake, url = fake_ray
+    fake.submit_error = f"Traceback (most recent call last):\nRuntimeError: {NO_AGENT}\n"
+    settings = qr.make_settings(tmp_path, ray_address=url, max_running_jobs=1, auth=False)
+    server, api = qr.start_api(settings, {})
+    try:
+        with api.client(None) as c:
+            assert c.get("/readyz").status_code == 200  # no submission tried yet
+            job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+            ready = _until(lambda: (r := c.get("/readyz")).status_code == 503 and r)
+            body = ready.json()
+            assert body["down"] == ["ray"] and body["status"] == "not ready", body
+            ray = body["checks"]["ray"]
+            assert ray.startswith("down: the Ray dashboard answers, but job submissions have "
+                                  "failed since "), ray  # fmt: skip
+            assert " s ago), so jobs stay queued: POST /api/jobs/ failed with 500: " \
+                f"RuntimeError: {NO_AGENT}" in ray, ray  # fmt: skip
+            assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+            fake.submit_error = None  # the agent is back
+            _until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "running")
+            assert c.get("/readyz").status_code == 200
+    finally:
+        server.__exit__()
+
+
 @pytest.mark.parametrize("ray_status", ["SUCCEEDED", "FAILED"])
 def test_units_failed_on_data_say_resume_will_not_help_until_fixed(
     ray_status: str, tmp_path: Path, fake_ray: tuple[Any, str], qr: Any
@@ -107,6 +141,39 @@ def test_cli_status_shows_why_progress_is_missing(
         server.__exit__()
     assert code == 0
     assert "progress:  unreadable: " in out, out
+
+
+def test_cli_status_and_wait_show_the_phase_of_a_job_between_units(
+    tmp_path: Path, fake_ray: tuple[Any, str], qr: Any, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A Tune search ends no unit for minutes (ETA --): `status` and `--wait` say what the
+    job does, from progress.json's phase and message."""
+    from service.api_client import ApiClient
+    from service.cli_jobs import _follow
+
+    fake, _ = fake_ray
+    server, api, job_id = _running_job(tmp_path, fake_ray, qr)
+    doc = qr.progress_doc(4, 0, running=1, phase="tuning",
+                          message="lstm: 0 of 2 trials ended, 1 running")  # fmt: skip
+    (api.storage / "jobs" / job_id / "progress.json").write_text(json.dumps(doc))
+    monkeypatch.setenv("QUANTRAY_API", api.url)
+    try:
+        code = main(["status", job_id])
+        out, _ = capsys.readouterr()
+        assert code == 0
+        assert "phase:     tuning: lstm: 0 of 2 trials ended, 1 running\n" in out, out
+        ended = threading.Timer(1.0, fake.set_status, (job_id, "SUCCEEDED"))
+        ended.start()
+        with ApiClient(api.url, None) as client:
+            code = _follow(client, job_id, 0.2)  # `submit --wait`'s loop
+        ended.join()
+        _, err = capsys.readouterr()
+    finally:
+        server.__exit__()
+    assert code == 0, err
+    assert "0/4 units    0%  ETA --  running, tuning: lstm: 0 of 2 trials ended, 1 running\n" \
+        in err, err  # fmt: skip
 
 
 def test_an_ended_job_whose_progress_cannot_be_read_does_not_stall_the_others(

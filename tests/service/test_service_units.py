@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.cli_format import duration, progress_line, table
+from service.cli_format import duration, progress_line, table, wait_line
 from service.job_files import UnsafePath, parse_progress, safe_relpath
 from service.local_ray import LocalRayHead
 from service.ray_client import RayAuthError, resolve_ray_token
@@ -46,6 +46,11 @@ def test_settings_defaults_live_under_home(tmp_path: Path) -> None:
         ({"QUANTRAY_AUTH": "off", "QUANTRAY_HOST": "0.0.0.0"}, "loopback"),
         ({"QUANTRAY_RAY_ADDRESS": "127.0.0.1:6379"}, "dashboard URL"),
         ({"QUANTRAY_STORAGE_URI": "ftp://x/y"}, "QUANTRAY_STORAGE_URI"),
+        ({"QUANTRAY_STORAGE_URI": "file://relative/dir"},
+         "QUANTRAY_STORAGE_URI='file://relative/dir': .* names host 'relative': use file:///"),
+        ({"QUANTRAY_STORAGE_URI": "file:relative"}, "must hold an absolute path"),
+        ({"QUANTRAY_DATA_ROOTS": "file://relative/dir"},
+         "QUANTRAY_DATA_ROOTS entry 'file://relative/dir': .* names host 'relative'"),
         ({"QUANTRAY_DATABASE_URL": "mysql://x"}, "QUANTRAY_DATABASE_URL"),
         ({"QUANTRAY_DATA_ROOTS": "relative/dir"}, "QUANTRAY_DATA_ROOTS"),
         ({"QUANTRAY_RAY_RUNTIME_ENV": "[1]"}, "JSON object"),
@@ -130,6 +135,14 @@ def test_progress_bar_and_table() -> None:
     assert line.startswith("[###.......] 12/40 units")
     assert "30%" in line and "ETA 1m05s" in line and "1 failed" in line and line.endswith("running")
     assert "waiting for progress" in progress_line({"status": "queued", "progress": None})
+    job["progress"].update(phase="tuning", message="lstm: 12 of 20 trials ended,\n" + "x" * 80)
+    line = wait_line(job, max_len=104)  # a 105-column terminal: the message is cut
+    assert len(line) == 104 and line.endswith("running, tuning: lstm: 12 of...")
+    assert wait_line(job, max_len=300).endswith("running, tuning: lstm: 12 of 20 trials ended, "
+                                                + "x" * 80)  # on one line  # fmt: skip
+    assert wait_line(job).endswith("1 failed  running")  # 80 columns: no room, left out
+    job.update(status="failed", progress={**job["progress"], "phase": "failed", "message": "m"})
+    assert wait_line(job, 120).endswith("failed, m")  # no phase that repeats the status
     assert duration(3725) == "1h02m" and duration(None) == "--"
     text = table([{"a": 1.23456, "b": None}, {"a": "long value", "b": "x"}], ["a", "b"])
     assert text.splitlines() == ["A           B", "1.2346      -", "long value  x"]
