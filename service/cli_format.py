@@ -52,7 +52,10 @@ def phase_note(job: dict[str, Any]) -> str:
     progress = job.get("progress") or {}
     phase = progress.get("phase")
     message = " ".join(str(progress.get("message") or "").split())
-    return ": ".join(p for p in (phase if phase != job.get("status") else None, message) if p)
+    note = ": ".join(p for p in (phase if phase != job.get("status") else None, message) if p)
+    if note and progress.get("stale"):  # an ended job's driver was cut off: not live
+        note += " (its driver's last report; nothing runs now)"
+    return note
 
 
 def wait_line(job: dict[str, Any], max_len: int = LINE_MAX) -> str:

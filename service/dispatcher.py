@@ -16,6 +16,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ray_jobs.stop import RESULTS_WRITTEN
 from ray_jobs.storage import StorageError
@@ -44,7 +45,14 @@ class Outcome:
 
 # The exception line of a driver that died of its storage (its traceback's end)
 STORAGE_FAILURE = f"{StorageError.__module__}.{StorageError.__qualname__}"
+# ... and what `ray_jobs.reporting._check_job_files_are_there` says when the job's files
+# (its spec.json too) were deleted under it: nothing is left to resume
+FILES_GONE = ("its files were deleted, or its bucket was removed or replaced",
+              "must be submitted again")
 INPUT_ERROR_EXIT = 2  # `ray_jobs.run`: unusable input (no usable symbol); progress says why
+# How long a job that ended on Ray waits for the job storage to answer (its progress.json
+# says what it finished) before it is settled without it
+STORAGE_WAIT_S = 600.0
 
 
 def map_ray_state(
@@ -94,6 +102,15 @@ def map_ray_state(
                 f"/v1/jobs/{job}/logs"), errors)  # fmt: skip
         kind = f" ({info.error_type})" if info.error_type else ""
         died_of = _final_error(info.message or "")
+        if died_of.startswith(STORAGE_FAILURE) and any(s in died_of for s in FILES_GONE):
+            # the driver found the job's own spec.json gone (`ray_jobs.reporting`): a resume
+            # would fail the same way, and the API refuses it (no spec.json)
+            return Outcome("failed", (
+                "the job's files are gone from the job storage (QUANTRAY_STORAGE_URI): they "
+                "were deleted, or their bucket was removed or replaced, while the job ran, so "
+                "it cannot be resumed: submit it again (its spec: GET /v1/jobs/"
+                f"{job}). The error: {died_of[:MESSAGE_TAIL]} (the whole log: GET "
+                f"/v1/jobs/{job}/logs)"), errors)  # fmt: skip
         if died_of.startswith(STORAGE_FAILURE):
             return Outcome("failed", (
                 "the job storage was unavailable, so the job's driver could not record its "
@@ -234,6 +251,9 @@ class Dispatcher:
         # GETs while each POST /api/jobs/ fails ("No available agent to submit job": its job
         # agent is down), so /readyz reports this beside its own probe of Ray.
         self.submit_failing: tuple[float, str] | None = None
+        # Ray submission id -> when its ended job's progress.json first could not be read
+        # (`_await_storage`)
+        self._unread_since: dict[str, float] = {}
 
     def entrypoint(self, job: JobRecord) -> str:
         return shlex.join(
@@ -350,7 +370,9 @@ class Dispatcher:
                 log.warning("job %s ended on Ray (%s); its progress.json cannot be read "
                             "yet, settled once the storage answers: %s", job.id, info.status,
                             exc)  # fmt: skip
+                await self._await_storage(job, info)
                 return
+            self._unread_since.pop(info.submission_id, None)
         outcome = map_ray_state(info, cancel_requested=job.cancel_requested, progress=progress)
         if outcome.status == "failed" and progress is None:
             outcome = await self._storage_cause(outcome)
@@ -358,10 +380,56 @@ class Dispatcher:
             if job.cancel_requested:
                 await self.ray.stop(info.submission_id)  # re-sent until Ray reports STOPPED
             return
+        await self._settle(job, info, outcome)
+
+    async def _settle(self, job: JobRecord, info: RayJobInfo, outcome: Outcome) -> None:
+        message = outcome.message
+        if job.cancel_requested and info.status in ("SUCCEEDED", "FAILED"):
+            # the stop came too late (the driver had ended, or ended before Ray stopped it):
+            # the status is the job's own, and the cancel must not look lost
+            message = "; ".join(m for m in (message, (
+                f"the cancel requested did not act: the job ended on Ray ({info.status}) "
+                "before the cancel could stop it")) if m)  # fmt: skip
         await asyncio.to_thread(
             self.store.transition, job.id, "running", status=outcome.status,
-            message=outcome.message, errors=list(outcome.errors), finished_at=time.time(),
+            message=message, errors=list(outcome.errors), finished_at=time.time(),
         )  # fmt: skip
+
+    async def _await_storage(self, job: JobRecord, info: RayJobInfo) -> None:
+        """A job ended on Ray while the storage does not answer: its message says so (it
+        would show `running` alone, with its dead driver's last progress) until the storage
+        answers, and after STORAGE_WAIT_S it is settled without its progress.json: a
+        storage that never comes back must not leave it `running` for ever."""
+        now = time.time()
+        since = self._unread_since.setdefault(info.submission_id, now)
+        where = self.files.storage_uri
+        if now - since >= STORAGE_WAIT_S:
+            self._unread_since.pop(info.submission_id, None)
+            outcome = map_ray_state(info, cancel_requested=job.cancel_requested, progress=None)
+            waited = (f"the job storage ({where}) did not answer for {STORAGE_WAIT_S / 60:g} "
+                      f"minutes after the job's driver ended on Ray ({info.status})")
+            if outcome.status == "failed":
+                outcome = Outcome("failed", (
+                    f"{waited}, so what the job finished is not known: once the storage "
+                    f"answers, resume the job (POST /v1/jobs/{job.id}/resume, `quantray resume "
+                    f"{job.id}`; what it stored is skipped); Ray's report: {outcome.message}"),
+                    outcome.errors)  # fmt: skip
+            else:  # Ray's state alone gives the status (a driver exits 0 with all written)
+                outcome = Outcome(outcome.status, "; ".join(
+                    m for m in (outcome.message, f"{waited}: its progress was not read") if m))
+            await self._settle(job, info, outcome)
+            return
+        deadline = datetime.fromtimestamp(since + STORAGE_WAIT_S, UTC).isoformat(
+            timespec="seconds")
+        then = map_ray_state(info, cancel_requested=job.cancel_requested, progress=None).status
+        cancel = ("; the cancel requested cannot act: the job had already ended on Ray"
+                  if job.cancel_requested and info.status != "STOPPED" else "")
+        message = (f"the job's driver ended on Ray ({info.status}); its final status waits "
+                   f"for the job storage ({where}), which does not answer: it is settled "
+                   f"once the storage answers, or at {deadline} as {then} if it still does "
+                   f"not (its progress below is the driver's last){cancel}")  # fmt: skip
+        if job.message != message:
+            await asyncio.to_thread(self.store.transition, job.id, "running", message=message)
 
     async def _storage_cause(self, outcome: Outcome) -> Outcome:
         """A driver that failed without any progress.json while the storage is down (a

@@ -281,7 +281,9 @@ def resume_job(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> J
             f"job {job.id}'s files are not in the storage this API uses "
             f"(QUANTRAY_STORAGE_URI={state.settings.storage_uri}: no "
             f"{state.files.uri(job.id, 'spec.json')}); if the setting changed since the job "
-            "was submitted, set it back to where the job was stored and resume again"))
+            "was submitted, set it back to where the job was stored and resume again; if its "
+            "files were deleted (or their bucket removed or replaced), the job cannot be "
+            f"resumed: submit its spec again (the `spec` of GET /v1/jobs/{job.id})"))
     try:
         return _public(state, state.store.resume(job), detail=True)
     except JobConflict as exc:

@@ -28,26 +28,33 @@ PlotName = Annotated[str, Path(description="a plot's file name, as GET .../plots
                                json_schema_extra={"pattern": PLOT_NAME_PATTERN})]
 
 
-def _missing(job: JobRecord, what: str, listing: str = "artifacts") -> ApiError:
+def _missing(job: JobRecord, what: str, listing: str | None = "artifacts") -> ApiError:
+    """The 404 of a file the job has not got. `listing`: the route that lists what it has
+    (None from that listing itself: it must not send the client back to itself)."""
     job_id, status = job.id, job.status
+    listed = f"GET /v1/jobs/{job_id}/{listing}" if listing else None
     if status in ("queued", "running"):
         why = (f"yet: the leaderboard, summary and plots are written when the job ends "
                f"(progress: GET /v1/jobs/{job_id}; each unit's files appear under "
                f"/artifacts as it finishes)")
     elif status == "interrupted":  # its driver was gone before it could report
         why = (f"(the job was interrupted before writing it: resume it, POST "
-               f"/v1/jobs/{job_id}/resume or `quantray resume {job_id}`; what its units "
-               f"finished is listed at GET /v1/jobs/{job_id}/artifacts)")
+               f"/v1/jobs/{job_id}/resume or `quantray resume {job_id}`"
+               + (f"; what its units finished is listed at GET /v1/jobs/{job_id}/artifacts)"
+                  if listing else ")"))
     elif status == "cancelled" and job.started_at is None:  # cancelled while queued
         ran = ("it never ran" if not job.attempt else f"its attempt {job.attempt} never ran, "
                "and the earlier ones did not write it")
         why = (f"(the job was cancelled while queued, before it was submitted to Ray: {ran}; "
                f"resume it to run it, `quantray resume {job_id}` or POST "
                f"/v1/jobs/{job_id}/resume)")
-    else:  # final: nothing more will appear unless the job is resumed
-        why = (f"(list what it has with GET /v1/jobs/{job_id}/{listing}; if "
-               f"QUANTRAY_STORAGE_URI changed since the job ran, its files are in the "
-               f"storage it ran with)")
+    elif listed:  # final: nothing more will appear unless the job is resumed
+        why = (f"(list what it has with {listed}; if QUANTRAY_STORAGE_URI changed since "
+               f"the job ran, its files are in the storage it ran with)")
+    else:
+        why = ("(its units may have stored none; if QUANTRAY_STORAGE_URI changed since the "
+               "job ran, its files are in the storage it ran with; if its files were "
+               f"deleted, submit its spec again: the `spec` of GET /v1/jobs/{job_id})")
     return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
 
 
@@ -291,7 +298,8 @@ def list_artifacts(
         what = (f"artifact folder {prefix!r} (a prefix is a whole folder: a symbol, "
                 "SYMBOL/model or SYMBOL/model/fold, not part of a name)" if prefix
                 else "artifacts")  # fmt: skip
-        raise _missing(job, what) from None
+        # a prefix's 404 may point at the whole listing; the whole listing's not at itself
+        raise _missing(job, what, listing="artifacts" if prefix else None) from None
 
 
 @router.get(

@@ -52,9 +52,14 @@ class ProgressPublic(BaseModel):
         None, description="deep units whose TorchTrainer run is starting up (tens of seconds)")
     units_pending: int | None = Field(
         None, description="units waiting for a task or a run slot; done + failed + running "
-        "+ starting + pending = total")
+        "+ starting + pending = total while the job is queued or running. An ended job runs "
+        "nothing: its running, starting and pending read 0, and total - done - failed units "
+        "did not finish")
     fraction: float | None = Field(description="(done + failed) / total")
     eta_seconds: float | None
+    stale: bool = Field(
+        False, description="true for an ended job whose driver did not write its end (it was "
+        "killed, or died): phase and message are the driver's last report, not live")
 
 
 class RayPublic(BaseModel):
@@ -134,21 +139,38 @@ def job_public(
         ray=RayPublic(submission_id=job.ray_submission_id, dashboard_url=dashboard_url),
         progress=None
         if progress is None
-        else ProgressPublic(
-            phase=progress.phase,
-            message=progress.message,
-            units_total=progress.units_total,
-            units_done=progress.units_done,
-            units_failed=progress.units_failed,
-            units_running=progress.units_running,
-            units_starting=progress.units_starting,
-            units_pending=progress.units_pending,
-            fraction=progress.fraction,
-            # an ended job has nothing left to wait for (its last progress.json may still
-            # hold the ETA of when it was stopped)
-            eta_seconds=None if job.status in FINAL else progress.eta_seconds,
-        ),
+        else _progress_public(progress, ended=job.status in FINAL),
         progress_error=progress_error,
         links=links,
         spec=job.spec if with_spec else None,
+    )
+
+
+# The phases a driver writes as it ends (`ray_jobs.progress.PHASES`): an ended job's
+# progress.json in any other phase is what its driver last wrote before it was cut off
+END_PHASES = frozenset({"succeeded", "failed", "stopped"})
+
+
+def _progress_public(progress: Progress, *, ended: bool) -> ProgressPublic:
+    """An ended job's progress.json may be its dead driver's last (killed mid-training:
+    "training", 1 running, 1 pending): nothing runs or waits now, and it is marked stale,
+    so a client does not take it for work that goes on."""
+
+    def idle(count: int | None) -> int | None:
+        return 0 if ended and count is not None else count
+
+    return ProgressPublic(
+        phase=progress.phase,
+        message=progress.message,
+        units_total=progress.units_total,
+        units_done=progress.units_done,
+        units_failed=progress.units_failed,
+        units_running=idle(progress.units_running),
+        units_starting=idle(progress.units_starting),
+        units_pending=idle(progress.units_pending),
+        fraction=progress.fraction,
+        # an ended job has nothing left to wait for (its last progress.json may still
+        # hold the ETA of when it was stopped)
+        eta_seconds=None if ended else progress.eta_seconds,
+        stale=ended and progress.phase not in END_PHASES,
     )

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from service.db import make_engine
@@ -184,9 +185,45 @@ def test_resume_refuses_a_job_whose_files_are_not_in_this_storage(api: Any) -> N
         assert refused.status_code == 409
         assert "QUANTRAY_STORAGE_URI=" in refused.json()["message"]
         assert "set it back" in refused.json()["message"]
+        # ... or the files were deleted: then nothing brings them back, a new submit does
+        assert ("if its files were deleted (or their bucket removed or replaced), the job "
+                "cannot be resumed: submit its spec again") in refused.json()["message"]
         assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
         stored.with_name("elsewhere").rename(stored)
         assert c.post(f"/v1/jobs/{job_id}/resume").json()["status"] == "queued"
+
+
+def test_the_artifact_listing_of_a_job_without_files_does_not_point_at_itself(
+    api: Any,
+) -> None:
+    """A failed job whose files were deleted: GET .../artifacts answered 404 "has no
+    artifacts (list what it has with GET .../artifacts ...)", sending the client in a
+    circle. The listing's 404 says what may have happened instead; the other routes still
+    point at the listing."""
+    import shutil
+
+    store = JobStore(api.engine)
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        store.transition(job_id, "queued", status="running", ray_submission_id=job_id,
+                         started_at=1.0)  # fmt: skip
+        store.transition(job_id, "running", status="failed", finished_at=2.0)
+        shutil.rmtree(api.storage / "jobs" / job_id)
+        listing = c.get(f"/v1/jobs/{job_id}/artifacts")
+        folder = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "AAA"})
+        results = c.get(f"/v1/jobs/{job_id}/results")
+    assert listing.status_code == 404
+    message = listing.json()["message"]
+    assert f"/v1/jobs/{job_id}/artifacts" not in message, message
+    assert message == (
+        f"job {job_id} (failed) has no artifacts (its units may have stored none; if "
+        "QUANTRAY_STORAGE_URI changed since the job ran, its files are in the storage it ran "
+        f"with; if its files were deleted, submit its spec again: the `spec` of GET "
+        f"/v1/jobs/{job_id})")
+    for other in (folder, results):  # a part of the listing: the listing says more
+        assert other.status_code == 404
+        assert f"list what it has with GET /v1/jobs/{job_id}/artifacts" in other.json()[
+            "message"]
 
 
 def _write_results(api: Any, job_id: str, progress: dict[str, Any]) -> None:
@@ -317,6 +354,7 @@ def test_status_carries_progress_eta_and_unit_errors(api: Any, qr: Any) -> None:
         "units_pending": 0,
         "fraction": 0.75,
         "eta_seconds": 3.3,  # 1 unit left at 10 s per 3 finished
+        "stale": False,
     }
     assert job["errors"] == [{"unit_id": "BBB/lstm", "error": "boom"}]
     # cancelled mid-job: the last progress.json still holds an ETA, the job has none
@@ -324,6 +362,35 @@ def test_status_carries_progress_eta_and_unit_errors(api: Any, qr: Any) -> None:
     with api.client() as c:
         ended = c.get(f"/v1/jobs/{job_id}").json()
     assert ended["progress"]["units_done"] == 2 and ended["progress"]["eta_seconds"] is None
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled", "succeeded", "interrupted"])
+def test_an_ended_jobs_progress_shows_nothing_running(api: Any, qr: Any, status: str) -> None:
+    """A driver killed mid-training leaves a progress.json of units running and pending:
+    once the job is final, its status showed them as live (a client polling `running` or
+    `pending` waited for work that no one does). They read 0, and the progress is marked
+    stale: its phase is the dead driver's last report."""
+    store = JobStore(api.engine)
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        progress = api.storage / "jobs" / job_id / "progress.json"
+        doc = qr.progress_doc(4, 1, running=2)
+        doc["units"].update(running=1, starting=1, pending=1)
+        progress.write_text(json.dumps(doc))
+        store.transition(job_id, "queued", status="running", ray_submission_id=job_id)
+        live = c.get(f"/v1/jobs/{job_id}").json()["progress"]
+        store.transition(job_id, "running", status=status)
+        ended = c.get(f"/v1/jobs/{job_id}").json()["progress"]
+        # a driver that wrote its end (phase failed) is not stale; nothing runs either way
+        progress.write_text(json.dumps({**doc, "phase": "failed"}))
+        reported = c.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert (live["units_running"], live["units_starting"], live["units_pending"]) == (1, 1, 1)
+    assert live["stale"] is False and live["phase"] == "training"
+    assert (ended["units_running"], ended["units_starting"], ended["units_pending"]) == (
+        0, 0, 0)
+    assert ended["stale"] is True and ended["phase"] == "training"
+    assert ended["units_done"] == 1 and ended["units_total"] == 4
+    assert reported["stale"] is False and reported["units_running"] == 0
 
 
 def test_a_resumed_job_shows_no_progress_of_its_previous_attempt(api: Any, qr: Any) -> None:

@@ -504,3 +504,101 @@ def test_a_driver_that_died_of_its_storage_says_so_first_and_to_resume(qr: Any) 
     other = dataclasses.replace(info, message="ValueError: the cause")
     assert map_ray_state(other, cancel_requested=False, progress=crashed).message.startswith(
         "Ray job failed")
+
+
+def test_a_driver_that_found_its_files_gone_says_submit_again_not_resume(
+    tmp_path: Path, qr: Any
+) -> None:
+    """The job's files (its spec.json too) were deleted under a running driver, which died
+    of the StorageError `ray_jobs.reporting` raises then. A resume fails the same way (the
+    API refuses it: no spec.json), so the job says its files are gone and to submit it
+    again; it used to say "once the storage answers, resume the job"."""
+    from ray_jobs.reporting import _check_job_files_are_there
+    from ray_jobs.storage import JobStorage, StorageError
+
+    with pytest.raises(StorageError) as died:  # the driver's own error, text and all
+        _check_job_files_are_there(JobStorage(f"file://{tmp_path}", "qr-9"), 3)
+    log = (f"Traceback (most recent call last):\n{type(died.value).__module__}."
+           f"{type(died.value).__qualname__}: {died.value}")
+    info = dataclasses.replace(_info("FAILED", log), metadata={"quantray_job_id": "qr-9"})
+    crashed = parse_progress(qr.progress_doc(12, 4, ()))
+    out = map_ray_state(info, cancel_requested=False, progress=crashed)
+    assert out.status == "failed"
+    assert out.message.startswith("the job's files are gone from the job storage"), out.message
+    assert "cannot be resumed: submit it again (its spec: GET /v1/jobs/qr-9)" in out.message
+    assert "the job storage was unavailable" not in out.message
+    assert "/v1/jobs/qr-9/resume" not in out.message and "/v1/jobs/qr-9/logs" in out.message
+
+
+def _unreadable_progress(r: Rig, job_id: str) -> Path:
+    """progress.json as a directory: reading it raises an OSError, as a storage outage does."""
+    progress = Path(r.storage[len("file://") :]) / "jobs" / job_id / "progress.json"
+    progress.mkdir(parents=True)
+    return progress
+
+
+def test_an_ended_job_whose_storage_does_not_answer_says_so_then_fails_at_a_deadline(
+    rig: tuple[Rig, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver died (Ray: FAILED) while the job storage does not answer: the job stayed
+    `running` with no message, the dead driver's progress shown as live, and for ever if
+    the storage never came back. Its message says the driver ended and the final status
+    waits for the storage; after STORAGE_WAIT_S it fails, saying why and that resume goes
+    on; a cancel sent meanwhile is told it did not act."""
+    from service import dispatcher
+
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    _unreadable_progress(r, job_id)
+    fake.set_status(job_id, "FAILED", "Job entrypoint command failed with exit code 1")
+    r.ticks(2)
+    job = r.store.get(job_id)
+    assert job.status == "running"
+    assert job.message.startswith(
+        f"the job's driver ended on Ray (FAILED); its final status waits for the job storage "
+        f"({r.storage}), which does not answer: it is settled once the storage answers, or "
+        "at "), job.message
+    assert "as failed if it still does not" in job.message and "cancel" not in job.message
+    # a cancel is accepted (the job is `running`); the message says it cannot act
+    r.store.request_cancel(job)
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "running"
+    assert job.message.endswith("the cancel requested cannot act: the job had already ended "
+                                "on Ray"), job.message
+    monkeypatch.setattr(dispatcher, "STORAGE_WAIT_S", 0.0)  # the deadline has passed
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "failed" and job.finished_at is not None
+    assert job.message.startswith(
+        f"the job storage ({r.storage}) did not answer for 0 minutes after the job's driver "
+        "ended on Ray (FAILED), so what the job finished is not known: once the storage "
+        f"answers, resume the job (POST /v1/jobs/{job_id}/resume"), job.message
+    assert "what it stored is skipped" in job.message
+    assert "exit code 1" in job.message  # Ray's own report follows
+    assert job.message.endswith("the cancel requested did not act: the job ended on Ray "
+                                "(FAILED) before the cancel could stop it"), job.message
+    assert r.store.resume(job).status == "queued"
+
+
+def test_a_cancel_that_came_after_the_job_ended_on_ray_says_it_did_not_act(
+    rig: tuple[Rig, Any], qr: Any
+) -> None:
+    """The driver finished before the stop reached it, and the storage answers: the job is
+    what its driver made of it (succeeded), and its message says the cancel did not act."""
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    fake.set_status(job_id, "RUNNING")
+    r.ticks()
+    r.store.request_cancel(r.store.get(job_id))
+    progress = Path(r.storage[len("file://") :]) / "jobs" / job_id / "progress.json"
+    progress.parent.mkdir(parents=True)
+    progress.write_text(json.dumps({**qr.progress_doc(2, 2), "phase": "succeeded"}))
+    fake.set_status(job_id, "SUCCEEDED")
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "succeeded"
+    assert job.message == ("the cancel requested did not act: the job ended on Ray "
+                           "(SUCCEEDED) before the cancel could stop it")

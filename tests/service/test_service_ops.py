@@ -196,7 +196,12 @@ def test_an_ended_job_whose_progress_cannot_be_read_does_not_stall_the_others(
             fake.set_status(first, "SUCCEEDED")
             fake.set_status(second, "SUCCEEDED")
             _until(lambda: c.get(f"/v1/jobs/{second}").json()["status"] == "succeeded")
-            assert c.get(f"/v1/jobs/{first}").json()["status"] == "running"
+            waiting = c.get(f"/v1/jobs/{first}").json()
+            assert waiting["status"] == "running"
+            # not `running` alone: the driver has ended, the final status waits for the storage
+            assert waiting["message"].startswith(
+                "the job's driver ended on Ray (SUCCEEDED); its final status waits for the job "
+                f"storage ({settings.storage_uri}), which does not answer"), waiting["message"]
             unreadable.rmdir()  # the storage is back
             unreadable.write_text(json.dumps(qr.progress_doc(2, 2)))
             _until(lambda: c.get(f"/v1/jobs/{first}").json()["status"] == "succeeded")
