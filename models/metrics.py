@@ -334,7 +334,9 @@ def return_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float, *,
     err = y_true - y_pred
     ic = oos_ic(y_true, y_pred, train_mean)
     sse = float(err @ err)
-    sst = float(((y_true - y_true.mean()) ** 2).sum())  # around the best constant
+    # around the best constant; a constant truth has none (its mean's rounding left a
+    # tiny positive sum, and r2 came out near -1e30, which sank every mean of r2)
+    sst = 0.0 if np.ptp(y_true) == 0 else float(((y_true - y_true.mean()) ** 2).sum())
     return {
         "r2": 1.0 - sse / sst if sst > 0 else math.nan,
         "rmse": math.sqrt(sse / y_true.size),

@@ -294,7 +294,10 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             # second after the summary, which then said 7 of 9 where storage had 9): once
             # more, so that the results count every unit stored as ended.
             if reported is not None and _ended_units(storage, known) > reported:
-                _write_partial(spec, storage, known, time.time() - t0)
+                try:
+                    _write_partial(spec, storage, known, time.time() - t0)
+                except Exception as rewrite_exc:  # noqa: BLE001 - the first results stand
+                    log.warning("rewriting the results after the stop: %s", rewrite_exc)
             raise exc from (None if exc is raised else raised)
 
 
@@ -616,9 +619,12 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
         if not todo:
             break
         if wait_s:
+            if stop.requested():  # deferred (the report is being written): no time to wait,
+                break  # Ray kills the driver after its stop grace, report or not
             log.warning("ensembles of %d symbol(s) met a storage outage: trying again in "
                         "%.0f s", len(todo), wait_s)
-            _sleep_watching_stops(wait_s)
+            if not _sleep_unless_stopped(wait_s):
+                break
         refs = {sym: ensemble_task.remote(sym, prepared[sym], dirs, storage.storage_uri,
                                           storage.job_id) for sym, dirs in todo.items()}
         again: dict[str, dict[int, dict[str, str]]] = {}
@@ -637,8 +643,11 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
     return rows, errors
 
 
-def _sleep_watching_stops(seconds: float) -> None:
+def _sleep_unless_stopped(seconds: float) -> bool:
+    """Sleep `seconds`; False as soon as a stop is requested (also a deferred one)."""
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
-        stop.check_stop()
-        time.sleep(min(1.0, left))
+        if stop.requested():
+            return False
+        time.sleep(min(0.5, left))
+    return True

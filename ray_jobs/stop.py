@@ -78,6 +78,11 @@ def as_cancel(exc: BaseException) -> JobCancelled | None:
     return None if _deferred else _requested
 
 
+def requested() -> bool:
+    """Whether a stop was requested, also one only recorded while stops are deferred."""
+    return _requested is not None
+
+
 def check_stop() -> None:
     """Raise the recorded stop request, if any (one an `except` may have swallowed), unless
     stops are deferred (`defer_stops`)."""

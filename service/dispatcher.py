@@ -104,13 +104,13 @@ def map_ray_state(
         died_of = _final_error(info.message or "")
         if died_of.startswith(STORAGE_FAILURE) and any(s in died_of for s in FILES_GONE):
             # the driver found the job's own spec.json gone (`ray_jobs.reporting`): a resume
-            # would fail the same way, and the API refuses it (no spec.json)
+            # fails the same way (the API refuses it: no spec.json) until they are back
             return Outcome("failed", (
                 "the job's files are gone from the job storage (QUANTRAY_STORAGE_URI): they "
-                "were deleted, or their bucket was removed or replaced, while the job ran, so "
-                "it cannot be resumed: submit it again (its spec: GET /v1/jobs/"
-                f"{job}). The error: {died_of[:MESSAGE_TAIL]} (the whole log: GET "
-                f"/v1/jobs/{job}/logs)"), errors)  # fmt: skip
+                "were deleted, or their bucket was removed or replaced, while the job ran: "
+                f"submit it again (its spec: GET /v1/jobs/{job}), or resume it once its files "
+                f"are back where they were. The error: {died_of[:MESSAGE_TAIL]} (the whole "
+                f"log: GET /v1/jobs/{job}/logs)"), errors)  # fmt: skip
         if died_of.startswith(STORAGE_FAILURE):
             return Outcome("failed", (
                 "the job storage was unavailable, so the job's driver could not record its "
@@ -414,6 +414,11 @@ class Dispatcher:
                     f"answers, resume the job (POST /v1/jobs/{job.id}/resume, `quantray resume "
                     f"{job.id}`; what it stored is skipped); Ray's report: {outcome.message}"),
                     outcome.errors)  # fmt: skip
+            elif outcome.status == "cancelled":  # what it finished is not known either
+                outcome = Outcome("cancelled", (
+                    f"cancelled on request; {waited}, so what it finished is not known: once "
+                    f"the storage answers, its results and artifacts say it, and a resume "
+                    f"goes on (POST /v1/jobs/{job.id}/resume)"), outcome.errors)
             else:  # Ray's state alone gives the status (a driver exits 0 with all written)
                 outcome = Outcome(outcome.status, "; ".join(
                     m for m in (outcome.message, f"{waited}: its progress was not read") if m))

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ray_jobs.stop import WRITING_RESULTS
 from service.job_files import Progress
 from service.store import FINAL, JobRecord
 
@@ -172,5 +173,7 @@ def _progress_public(progress: Progress, *, ended: bool) -> ProgressPublic:
         # an ended job has nothing left to wait for (its last progress.json may still
         # hold the ETA of when it was stopped)
         eta_seconds=None if ended else progress.eta_seconds,
-        stale=ended and progress.phase not in END_PHASES,
+        # also a driver killed while it wrote a stopped job's results (its grace ran out)
+        stale=ended and (progress.phase not in END_PHASES or (
+            progress.phase == "stopped" and WRITING_RESULTS in (progress.message or ""))),
     )

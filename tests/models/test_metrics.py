@@ -380,6 +380,9 @@ def test_degenerate_inputs_do_not_crash():
     assert math.isnan(r["ic"]) and math.isnan(r["rank_ic"]) and r["r2"] == pytest.approx(0.0)
     r = return_metrics(np.zeros(20), np.linspace(-1, 1, 20), 0.0)  # constant truth
     assert math.isnan(r["r2"]) and math.isnan(r["ic"])
+    # a constant that its mean does not reproduce exactly (0.1 * 7 / 7 != 0.1)
+    r = return_metrics(np.full(7, 0.1), np.linspace(-1, 1, 7), 0.0)
+    assert math.isnan(r["r2"])
 
 
 def test_mcc_matches_sklearn_on_many_random_cases():

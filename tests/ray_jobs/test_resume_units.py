@@ -137,3 +137,33 @@ def test_ensembles_ride_out_a_storage_outage_and_record_what_failed(
     assert sorted(flaky.calls) == ["AAPL", "AAPL", "ABT", "ABT", "ABT", "BAD"]  # BAD: once
     assert set(errors) == {"ABT", "BAD"}
     assert "connection refused" in errors["ABT"] and "not a parquet file" in errors["BAD"]
+
+
+def test_a_stop_during_the_report_ends_the_ensembles_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stops are deferred while the report is written, and Ray kills the driver after its
+    30 s stop grace: waiting 10 s + 30 s for the storage then would lose the whole report.
+    With a stop recorded, an outage is not waited out; it is recorded."""
+    import signal
+
+    from ray_jobs import stop, tasks
+
+    spec = JobSpec.from_dict(tiny_spec("ens", ["ols", "lstm"]))
+    storage = JobStorage((tmp_path / "store").as_uri(), "ens")
+    plan = make_plan(spec, ["AAPL", "ABT"], slots=1)
+    for unit in plan.units:
+        storage.write_unit_status(unit.unit_id, {"state": "done", "rows": []})
+    flaky = _FlakyEnsembles({"AAPL": 1})
+    monkeypatch.setattr(driver, "ensemble_task", flaky)
+    monkeypatch.setattr(driver.ray, "get", flaky.get)
+    monkeypatch.setattr(tasks, "UNIT_RETRY_WAITS_S", (60.0, 60.0))
+    stop.reset()
+    try:
+        stop.defer_stops()
+        stop.record_stop(signal.SIGTERM)
+        rows, errors = driver._ensembles(plan, {"AAPL": "r", "ABT": "r"}, storage, skip=set())
+    finally:
+        stop.reset()
+    assert sorted(flaky.calls) == ["AAPL", "ABT"]  # no retry, no 60 s wait
+    assert [r["symbol"] for r in rows] == ["ABT"] and list(errors) == ["AAPL"]

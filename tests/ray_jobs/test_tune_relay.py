@@ -68,3 +68,24 @@ def test_a_failed_fit_is_raised_after_the_reports_it_made() -> None:
     with pytest.raises(RuntimeError, match="NaN loss"):
         fit_reporting(fit, q, reported.append)
     assert reported == [{"epoch": 0}]
+
+
+def test_a_trial_stopped_by_its_scheduler_ends_at_the_report_that_stops_it() -> None:
+    """ASHA stops a trial by making its next report raise SystemExit (Ray's function
+    trainable): that passes through, and no later report is made."""
+    q = _Queue()
+    reported: list[dict[str, Any]] = []
+
+    def fit() -> None:
+        for epoch in range(3):
+            q.put({"epoch": epoch})
+        time.sleep(0.5)
+
+    def report(metrics: dict[str, Any]) -> None:
+        if metrics["epoch"] == 1:
+            raise SystemExit(0)
+        reported.append(metrics)
+
+    with pytest.raises(SystemExit):
+        fit_reporting(fit, q, report)
+    assert reported == [{"epoch": 0}]

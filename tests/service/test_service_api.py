@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from ray_jobs.stop import RESULTS_WRITTEN, WRITING_RESULTS
 from service.db import make_engine
 from service.keys import revoke_key
 from service.store import JobStore
@@ -304,7 +305,7 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
             assert bad.status_code == 422, (params, bad.text)
             name = next(iter(params))
             assert [e["field"] for e in bad.json()["errors"]] == [f"query.{name}"], bad.text
-            assert f"{name}=" in bad.json()["errors"][0]["message"] or "abc" in bad.text
+            assert bad.json()["errors"][0]["message"].startswith(f"{name}="), bad.text
         parsed = pacsv.read_csv(io.BytesIO(csv.content))
         assert parsed.num_rows == 2 and parsed.column("symbol").to_pylist() == ["BBB", "BBB"]
         assert c.get(f"/v1/jobs/{job_id}/summary").json() == {"models": [{"model": "ols"}]}
@@ -384,6 +385,14 @@ def test_an_ended_jobs_progress_shows_nothing_running(api: Any, qr: Any, status:
         # a driver that wrote its end (phase failed) is not stale; nothing runs either way
         progress.write_text(json.dumps({**doc, "phase": "failed"}))
         reported = c.get(f"/v1/jobs/{job_id}").json()["progress"]
+        # ... but one killed while it wrote a stopped job's results did not write its end
+        progress.write_text(json.dumps({**doc, "phase": "stopped",
+                                        "message": f"stopped by SIGTERM: {WRITING_RESULTS}"}))
+        cut_off = c.get(f"/v1/jobs/{job_id}").json()["progress"]
+        progress.write_text(json.dumps({**doc, "phase": "stopped",
+                                        "message": f"stopped by SIGTERM: {RESULTS_WRITTEN}"}))
+        written = c.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert cut_off["stale"] is True and written["stale"] is False
     assert (live["units_running"], live["units_starting"], live["units_pending"]) == (1, 1, 1)
     assert live["stale"] is False and live["phase"] == "training"
     assert (ended["units_running"], ended["units_starting"], ended["units_pending"]) == (

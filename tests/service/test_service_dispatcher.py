@@ -525,7 +525,8 @@ def test_a_driver_that_found_its_files_gone_says_submit_again_not_resume(
     out = map_ray_state(info, cancel_requested=False, progress=crashed)
     assert out.status == "failed"
     assert out.message.startswith("the job's files are gone from the job storage"), out.message
-    assert "cannot be resumed: submit it again (its spec: GET /v1/jobs/qr-9)" in out.message
+    assert ("submit it again (its spec: GET /v1/jobs/qr-9), or resume it once its files are "
+            "back") in out.message
     assert "the job storage was unavailable" not in out.message
     assert "/v1/jobs/qr-9/resume" not in out.message and "/v1/jobs/qr-9/logs" in out.message
 
@@ -602,3 +603,27 @@ def test_a_cancel_that_came_after_the_job_ended_on_ray_says_it_did_not_act(
     assert job.status == "succeeded"
     assert job.message == ("the cancel requested did not act: the job ended on Ray "
                            "(SUCCEEDED) before the cancel could stop it")
+
+
+def test_a_stopped_job_settled_without_its_storage_does_not_guess_what_it_finished(
+    rig: tuple[Rig, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled job (Ray: STOPPED) settled at the storage deadline was said to be
+    "cancelled on request before any unit ended", which nothing could know then."""
+    from service import dispatcher
+
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    r.store.request_cancel(r.store.get(job_id))
+    _unreadable_progress(r, job_id)
+    fake.set_status(job_id, "STOPPED", "Job was intentionally stopped.")
+    r.ticks(2)
+    assert r.store.get(job_id).status == "running"
+    monkeypatch.setattr(dispatcher, "STORAGE_WAIT_S", 0.0)
+    r.ticks()
+    job = r.store.get(job_id)
+    assert job.status == "cancelled", job.message
+    assert "before any unit ended" not in job.message
+    assert job.message.startswith("cancelled on request; the job storage") and (
+        "what it finished is not known" in job.message), job.message
