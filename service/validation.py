@@ -208,6 +208,11 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
     try:
         return _load_yaml(text)
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(exc):  # PyYAML 6.0.4's libyaml stops at 1000
+            mark = getattr(exc, "problem_mark", None)  # levels, before our own check sees 64
+            where = f", at line {mark.line + 1}" if mark is not None else ""
+            raise InputError("malformed", f"YAML is nested too deeply (more than "
+                             f"{MAX_NESTING} levels{where})") from None
         raise InputError("malformed", f"invalid YAML: {exc}") from None
 
 
