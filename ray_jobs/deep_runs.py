@@ -31,7 +31,7 @@ from ray_jobs.placement import DeepPlacement
 from ray_jobs.planner import Plan, RunGroup, Unit
 from ray_jobs.progress import ProgressTracker
 from ray_jobs.spec import JobSpec
-from ray_jobs.stop import check_stop
+from ray_jobs.stop import check_stop, sleep_unless_stopped
 from ray_jobs.storage import JobStorage
 from ray_jobs.tasks import ProgressRelay, apply_events
 from ray_jobs.units import fail_unit, run_unit
@@ -218,11 +218,8 @@ def _tune(groups: list[RunGroup], ctx: dict[str, Any], slots: int, storage: JobS
                         names,
                         runs.trial_errors[pending[0].run_name], wait_s, retry,
                         len(RUN_RETRY_WAITS_S))  # fmt: skip
-            end = time.monotonic() + wait_s
-            while time.monotonic() < end:
-                check_stop()  # a stop request: no new runs
-                time.sleep(0.5)
-            check_stop()
+            sleep_unless_stopped(wait_s)
+            check_stop()  # a stop request: no new runs
         try:
             errors = _fit(pending, ctx, slots, storage, f"deep-{ctx['attempt']}"
                           + (f"-retry{retry}" if retry else ""))  # fmt: skip

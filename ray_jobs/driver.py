@@ -27,7 +27,7 @@ from ray_jobs.planner import plan as make_plan
 from ray_jobs.plots import warm_up as warm_up_plots
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
-from ray_jobs.storage import JobStorage
+from ray_jobs.storage import JobStorage, is_access_error
 from ray_jobs.tasks import (
     ChunkProgress,
     ChunkReport,
@@ -479,15 +479,9 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     return summary
 
 
-# An object store's words for credentials that are missing or not allowed (AWS, MinIO, GCS
-# through its S3 API), as pyarrow passes them on.
-_ACCESS_WORDS = ("access_denied", "accessdenied", "access denied", "forbidden",
-                 "invalidaccesskeyid", "signaturedoesnotmatch", "no credentials")
-
-
 def _input_error(tracker: ProgressTracker, exc: BaseException) -> JobInputError:
     message = f"the job's dataset cannot be used: {exc}"
-    if any(w in str(exc).lower() for w in _ACCESS_WORDS):
+    if is_access_error(exc):
         # The server checked the dataset with its own credentials; the driver reads it
         # with those of the Ray cluster's processes, which a new user had not set.
         message += ("; the job reads its dataset with the credentials of the Ray "
@@ -623,7 +617,7 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
                 break  # Ray kills the driver after its stop grace, report or not
             log.warning("ensembles of %d symbol(s) met a storage outage: trying again in "
                         "%.0f s", len(todo), wait_s)
-            if not _sleep_unless_stopped(wait_s):
+            if not stop.sleep_unless_stopped(wait_s):
                 break
         refs = {sym: ensemble_task.remote(sym, prepared[sym], dirs, storage.storage_uri,
                                           storage.job_id) for sym, dirs in todo.items()}
@@ -641,13 +635,3 @@ def _ensembles(plan: Plan, prepared: dict[str, Any], storage: JobStorage, *,
     for sym, error in sorted(errors.items()):
         log.warning("ensemble of %s failed: %s", sym, error)
     return rows, errors
-
-
-def _sleep_unless_stopped(seconds: float) -> bool:
-    """Sleep `seconds`; False as soon as a stop is requested (also a deferred one)."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        if stop.requested():
-            return False
-        time.sleep(min(0.5, left))
-    return True

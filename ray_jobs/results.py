@@ -67,13 +67,9 @@ def _ensemble_stats(frame: pd.DataFrame) -> None:
     sums = per_unit.groupby(level=key, dropna=False).agg(
         lambda v: v.sum() if v.notna().all() else np.nan)
     at = pd.MultiIndex.from_frame(frame.loc[ensemble, key])
-    for column in ("train_seconds", "params"):
-        values = sums[column].reindex(at).to_numpy(dtype=float)
-        if column == "params":
-            frame.loc[ensemble, column] = pd.array(
-                [None if np.isnan(v) else int(v) for v in values], dtype="Int64")
-        else:
-            frame.loc[ensemble, column] = values
+    frame.loc[ensemble, "train_seconds"] = sums["train_seconds"].reindex(at).to_numpy(float)
+    params = pd.array(sums["params"].reindex(at).to_numpy(float), dtype="Float64")
+    frame.loc[ensemble, "params"] = params.astype("Int64")  # NaN: <NA>
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -83,6 +83,19 @@ def requested() -> bool:
     return _requested is not None
 
 
+def sleep_unless_stopped(seconds: float) -> bool:
+    """Sleep `seconds` in short steps; False as soon as a stop is requested (a deferred one
+    too), so that a retry's wait never outlasts Ray's stop grace."""
+    import time
+
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if requested():
+            return False
+        time.sleep(min(0.5, left))
+    return not requested()
+
+
 def check_stop() -> None:
     """Raise the recorded stop request, if any (one an `except` may have swallowed), unless
     stops are deferred (`defer_stops`)."""

@@ -386,13 +386,25 @@ class JobStorage:
         return {u for u, s in self.unit_statuses().items() if s.get("state") == "done"}
 
 
+# An object store's words for credentials that are missing or not allowed (AWS, MinIO, GCS
+# through its S3 API: ACCESS_DENIED, AccessDenied, 403 Forbidden...), as pyarrow passes them
+ACCESS_WORDS = ("denied", "forbidden", "invalidaccesskeyid", "signaturedoesnotmatch",
+                "no credentials")
+
+
+def is_access_error(exc: BaseException) -> bool:
+    """Whether `exc` says this process's credentials are missing or not allowed."""
+    msg = str(exc).lower()
+    return isinstance(exc, PermissionError) or any(w in msg for w in ACCESS_WORDS)
+
+
 def _permanent(op: str, uri: str, exc: BaseException) -> StorageError:
     msg = str(exc).lower()
     if isinstance(exc, FileNotFoundError) or "not found" in msg or "no such" in msg:
         return StorageNotFoundError(
             op, uri, exc, "check the storage URI and job id; nothing was written there yet"
         )
-    if isinstance(exc, PermissionError) or any(s in msg for s in ("denied", "forbidden")):
+    if is_access_error(exc):
         return StorageError(
             op, uri, exc, "grant this process's credentials (AWS_ACCESS_KEY_ID/... or the "
             "instance role) read/write access to that bucket/prefix, or use another storage URI"
