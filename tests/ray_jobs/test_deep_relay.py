@@ -12,6 +12,7 @@ from ray_jobs.planner import RunGroup, Unit
 from ray_jobs.progress import ProgressTracker
 from ray_jobs.spec import JobSpec
 from ray_jobs.storage import JobStorage
+from tests._support import wait_for
 from tests.ray_jobs._jobs import tiny_spec
 
 
@@ -34,7 +35,9 @@ def test_a_lost_relay_is_logged_and_the_ends_come_from_storage(
 
     runs.relay.push.remote({"type": "done", "unit_id": units[0].unit_id})
     runs.poll()  # relayed: AAPL done
-    ray.kill(runs.relay)
+    ray.kill(runs.relay)  # asynchronous: a drain sent at once could still be answered
+    wait_for(lambda: actors(runs.relay._actor_id.hex())["State"] == "DEAD", timeout_s=60,
+             what="the killed relay dead")
     storage.write_unit_status(units[0].unit_id, {"state": "done"})
     storage.write_unit_status(units[1].unit_id, {"state": "failed", "error": "NaN loss"})
     with caplog.at_level(logging.WARNING, logger="quantray.deep"):
