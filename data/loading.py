@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,7 +91,7 @@ def list_symbols(uri: str, kind: str | None = None) -> list[str]:
         return sorted(frame["symbol"].dropna().unique().tolist())
     dataset = parquet_dataset(fs, path, uri)
     if kind is not None:
-        _check_kind(dataset.schema.names, kind, uri)
+        check_kind(dataset.schema.names, kind, uri)
     check_columns(dataset.schema.names, ["symbol"], uri)
     return _dataset_symbols(dataset, uri)
 
@@ -150,7 +150,8 @@ def _not_utf8(value: bytes) -> bool:
     return False
 
 
-def _check_kind(found: list[str], kind: str, uri: str) -> None:
+def check_kind(found: list[str], kind: str, uri: str) -> None:
+    """Raise naming every column of `kind` ("bars" or "lob") missing from `found`."""
     if kind == "lob":
         lob_columns(found, uri)
     elif kind == "bars":
@@ -190,8 +191,18 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
             _check_padded_twins(_dataset_symbols(dataset, uri), symbols, uri)
         expr = build_filter(dataset.schema, time_col, symbols, lo, hi)
         try:
-            table = dataset.to_table(columns=columns, filter=expr)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            try:
+                table = dataset.to_table(columns=columns, filter=expr)
+            except pa.ArrowNotImplementedError:
+                if (lo is None and hi is None) or not _time_as_text(dataset, fs, time_col):
+                    raise
+                # files that store the time differently (text in one, timestamps in the
+                # others: yearly exports from different tools) read as one type, but a
+                # window's comparison meets the file's own type: read without it (the
+                # bounds are applied below)
+                table = dataset.to_table(columns=columns, filter=build_filter(
+                    dataset.schema, time_col, symbols, None, None))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise ValueError(f"{uri}: {exc}{_schema_clash(dataset, fs, columns)}") from exc
         no_symbol = table.column("symbol").null_count > 0
         frame = _symbols_as_text(table, uri)
@@ -308,6 +319,21 @@ def _check_separate_time(found: list[str], frame: pd.DataFrame, time_col: str, u
         f"+ df[{extra!r}].astype(str))")
 
 
+def _file_schemas(dataset: ds.Dataset, fs: pafs.FileSystem) -> Iterator[tuple[str, pa.Schema]]:
+    """(file, its own schema) of each file of a Parquet dataset (read on an error path)."""
+    for name in getattr(dataset, "files", []):
+        yield name, pq.read_schema(name, filesystem=fs)
+
+
+def _time_as_text(dataset: ds.Dataset, fs: pafs.FileSystem, time_col: str) -> bool:
+    """Whether some file of `dataset` stores the time column as text (ISO strings, which
+    the read parses; a window's pushed-down comparison cannot take them)."""
+    return any(
+        time_col in schema.names and (pa.types.is_string(t := schema.field(time_col).type)
+                                      or pa.types.is_large_string(t))
+        for _, schema in _file_schemas(dataset, fs))
+
+
 def _schema_clash(dataset: ds.Dataset, fs: pafs.FileSystem, columns: list[str]) -> str:
     """Where a multi-file Parquet dataset's files disagree on a column's type (Arrow reads
     them all with the first file's schema), as text for an error; "" if they agree."""
@@ -315,8 +341,7 @@ def _schema_clash(dataset: ds.Dataset, fs: pafs.FileSystem, columns: list[str]) 
     if len(files) < 2:
         return ""
     first = dataset.schema
-    for name in files:
-        schema = pq.read_schema(name, filesystem=fs)
+    for name, schema in _file_schemas(dataset, fs):
         for col in columns:
             if col in schema.names and col in first.names and (
                     schema.field(col).type != first.field(col).type):
@@ -516,7 +541,10 @@ def _timestamp(value: TimeBound, name: str) -> pd.Timestamp:
 def _locate(uri: str) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, path, "parquet" | "csv"); a missing path raises naming the URI."""
     fs, path = resolve_uri(uri)
-    info = fs.get_file_info(path)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as exc:
+        raise OSError(f"{exc}{_plain_http_hint(uri, exc)}") from exc
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"dataset not found: {uri}")
     if info.type == pafs.FileType.Directory:
@@ -529,6 +557,20 @@ def _locate(uri: str) -> tuple[pafs.FileSystem, str, str]:
     raise ValueError(
         f"{uri}: unknown file type; use {', '.join(_PARQUET + _CSV)} or a directory of Parquet"
     )
+
+
+def _plain_http_hint(uri: str, exc: BaseException) -> str:
+    """For a TLS failure against an `endpoint_override` given without a scheme (pyarrow
+    then speaks https): how to name a plain-http endpoint (MinIO, moto on a laptop)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(uri).query)
+    endpoint = (query.get("endpoint_override") or [""])[0]
+    if "ssl" not in str(exc).lower() or not endpoint or "://" in endpoint \
+            or "scheme" in query:  # fmt: skip
+        return ""
+    return (f"; the endpoint {endpoint} was asked over https: for a plain-http endpoint "
+            f"write endpoint_override=http://{endpoint} (or add &scheme=http)")
 
 
 def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
@@ -576,7 +618,7 @@ def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | Non
         with fs.open_input_stream(path, compression="detect") as stream:
             header = list(pd.read_csv(stream, nrows=0).columns)
         if kind is not None:
-            _check_kind(header, kind, uri)
+            check_kind(header, kind, uri)
         if usecols is not None:
             check_columns(header, usecols, uri)
         # Tickers such as NA (National Bank of Canada) or NULL are text, not missing

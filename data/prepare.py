@@ -145,8 +145,9 @@ def label_imbalance(y_train: np.ndarray, horizons: tuple[int, ...], thresholds: 
 def label_warning(threshold: str | float | tuple[float, ...], imbalance: str) -> str:
     """The warning for a symbol whose training labels are imbalanced (`label_imbalance`)."""
     fix = ("use threshold 'auto' or a threshold per horizon nearer the typical move"
-           if threshold != "auto" else "the training returns are one-sided or mostly exactly 0;"
-           " check the data")
+           if threshold != "auto" else "the training returns are one-sided, mostly exactly 0, "
+           "or move in whole ticks with few unchanged (no band between tick levels leaves "
+           "a third flat: target.kind return, or longer horizons, suit such data)")
     return (f"threshold {threshold!r} leaves a class under {100 * MIN_CLASS_SHARE:.0f}% of "
             f"the training labels: {imbalance}. Models can hardly learn that class, and "
             f"macro-F1 and the majority baseline mislead; {fix}")

@@ -145,7 +145,7 @@ class DataValidationError(ValueError):
 
 
 # other names of the contract columns, as other tools write them (lower case, stripped)
-COLUMN_ALIASES = {"symbol": ("ticker",), "date": ("datetime", "timestamp"),
+COLUMN_ALIASES = {"symbol": ("ticker", "name"), "date": ("datetime", "timestamp"),
                   "close": ("adj close", "adj_close", "adjclose", "adjusted close")}
 
 
@@ -160,8 +160,11 @@ def check_columns(found: Iterable[str], required: Sequence[str], source: str) ->
     sep = next((s for s in (";", "\t", "|") if len(found) == 1 and s in found[0]), None)
     renames = {r: c for r in missing for c in found if c.strip().lower() == r and c != r}
     cased = bool(renames)
-    renames.update({r: c for r in missing if r not in renames for c in found
-                    if c.strip().lower() in COLUMN_ALIASES.get(r, ())})
+    spelled = {c.strip().lower(): c for c in reversed(found)}  # the first spelling of each
+    for r in (r for r in missing if r not in renames):  # the aliases' order: Ticker, Name
+        alias = next((a for a in COLUMN_ALIASES.get(r, ()) if a in spelled), None)
+        if alias is not None:
+            renames[r] = spelled[alias]
     hints = []
     if renames:
         hints.append("rename " + ", ".join(f"{c!r} -> {r!r}" for r, c in renames.items())
@@ -490,6 +493,27 @@ def _numeric(values: pd.Series, col: str) -> tuple:
                    f"{fix}")
 
 
+def _number_time_fix(example: object, col: str) -> str:
+    """The conversion of a numeric time column, judged by the size of a value: YYYYMMDD
+    (8 digits) or epoch seconds, milliseconds, microseconds or nanoseconds (an epoch after
+    2001 has 10, 13, 16 or 19 digits)."""
+    try:
+        digits = len(str(abs(int(float(example))))) if example == example else 0  # NaN
+    except (TypeError, ValueError, OverflowError):
+        digits = 0
+    unit = {10: "s", 13: "ms", 16: "us", 19: "ns"}.get(digits)
+    # a float column (a missing value among them) prints as 20180207.0: via Int64, whose
+    # missing values stay missing as 'string'
+    text = (".astype('Int64').astype('string')" if isinstance(example, float)
+            else ".astype(str)")
+    if digits == 8:
+        return f"pd.to_datetime(df[{col!r}]{text}, format='%Y%m%d') for YYYYMMDD"
+    if unit:
+        return f"pd.to_datetime(df[{col!r}], unit={unit!r}) for these epoch times"
+    return (f"pd.to_datetime(df[{col!r}].astype(str), format='%Y%m%d') for YYYYMMDD or "
+            f"pd.to_datetime(df[{col!r}], unit='s') (or 'ms', 'us', 'ns') for epoch times")
+
+
 def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
     """`values` as naive datetime64[ns] (tz-aware -> UTC); unparseable values raise, and so
     do numbers: pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
@@ -497,9 +521,7 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
         example = values.dropna().iloc[0] if values.notna().any() else values.iloc[0]
         raise DataValidationError(
             f"{source}: column {col!r} holds numbers (e.g. {example!r}), not dates; store "
-            "dates or ISO strings such as 2018-02-07, e.g. pd.to_datetime(df[col].astype(str), "
-            "format='%Y%m%d') for YYYYMMDD or pd.to_datetime(df[col], unit='s') for epoch "
-            "seconds")
+            f"dates or ISO strings such as 2018-02-07, e.g. {_number_time_fix(example, col)}")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     if not pd.api.types.is_datetime64_dtype(values):

@@ -40,6 +40,7 @@ class DatasetProbe:
         self._cache: OrderedDict[tuple[str, int, int, str], frozenset[str]] = OrderedDict()
         self._times: OrderedDict[tuple[str, int, int, str], dict[str, np.ndarray]] = (
             OrderedDict())
+        self._columns: OrderedDict[tuple[str, int, int, str], tuple[str, ...]] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_entries = cache_entries
 
@@ -87,6 +88,16 @@ class DatasetProbe:
 
         return self._cached(self._cache, self._cache_entries, uri, "", read)
 
+    def check_kind(self, uri: str, kind: str) -> None:
+        """Raise ValueError naming every column `kind` ("bars", "lob") needs that `uri`
+        lacks (a file with `Adj Close` and no `close` failed only on the cluster), from
+        its header or Parquet schema alone."""
+        from data.loading import check_kind
+
+        names = self._cached(self._columns, self._cache_entries, uri, "columns",
+                             _column_names)  # fmt: skip
+        check_kind(list(names), kind, uri)
+
     def _cached(self, cache: OrderedDict, entries: int, uri: str, part: str,
                 read: Callable[[pafs.FileSystem, str, pafs.FileType], Any]) -> Any:
         """`read(fs, path, kind)` of `uri`, kept in the LRU `cache` (at most `entries`) per
@@ -127,6 +138,25 @@ def _read_symbol_column(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> 
     return _read_columns(fs, path, kind, [SYMBOL_COLUMN]).column(SYMBOL_COLUMN)
 
 
+def _column_names(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> tuple[str, ...]:
+    """The dataset's column names: a CSV header, a Parquet schema (hive keys included)."""
+    lower = path.lower()
+    try:
+        if kind == pafs.FileType.Directory:
+            from data.loading import parquet_dataset
+
+            return tuple(parquet_dataset(fs, path, path).schema.names)
+        if lower.endswith((".parquet", ".pq")):
+            return tuple(pq.read_schema(path, filesystem=fs).names)
+        if lower.endswith((".csv", ".csv.gz")):
+            compression = "gzip" if lower.endswith(".gz") else None
+            with fs.open_input_stream(path, compression=compression) as stream:
+                return tuple(pacsv.open_csv(stream).schema.names)
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"no readable header or schema ({exc})") from None
+    raise ValueError("unknown file type: use .parquet, .csv, .csv.gz or a directory")
+
+
 def _read_columns(
     fs: pafs.FileSystem, path: str, kind: pafs.FileType, columns: list[str]
 ) -> pa.Table:
@@ -143,13 +173,11 @@ def _read_columns(
             check_columns(dataset.schema.names, columns, path)
             table = dataset.to_table(columns=columns)
         elif lower.endswith((".parquet", ".pq")):
-            check_columns(pq.read_schema(path, filesystem=fs).names, columns, path)
+            check_columns(_column_names(fs, path, kind), columns, path)
             table = pq.read_table(path, filesystem=fs, columns=columns)
         elif lower.endswith((".csv", ".csv.gz")):
+            check_columns(_column_names(fs, path, kind), columns, path)
             compression = "gzip" if lower.endswith(".gz") else None
-            with fs.open_input_stream(path, compression=compression) as stream:
-                header = pacsv.open_csv(stream).schema.names
-            check_columns(header, columns, path)
             with fs.open_input_stream(path, compression=compression) as stream:
                 table = pacsv.read_csv(
                     stream,

@@ -309,6 +309,11 @@ class DatasetPolicy:
         self.check_location(uri)
         symbols = spec.dataset.symbols
         try:
+            self.probe.check_kind(uri, spec.dataset.kind)
+        except (OSError, ValueError) as exc:  # every column the kind needs, at once
+            field = "dataset.kind" if "dataset.kind" in str(exc) else "dataset.uri"
+            _invalid(field, f"cannot read dataset {uri!r}: {exc}")
+        try:
             available = self.probe.symbols(uri)
         except (OSError, ValueError) as exc:
             _invalid("dataset.uri", f"cannot read dataset {uri!r}: {exc}")
@@ -362,7 +367,7 @@ class DatasetPolicy:
             return
         best = max(counts, key=counts.__getitem__)
         span = self.probe.span(ds.uri, TIME_COLUMN[ds.kind])
-        covers = (f"; {ds.uri!r} runs from {str(span[0])[:10]} to {str(span[1])[:10]}"
+        covers = (f"; {ds.uri!r} runs from {_when(span[0], span)} to {_when(span[1], span)}"
                   if span else "")  # fmt: skip
         window = (f"between {ds.start or 'its start'} and {ds.end or 'its end'}"
                   if ds.start or ds.end else "in the dataset")  # fmt: skip
@@ -395,6 +400,18 @@ class DatasetPolicy:
             _invalid("dataset.uri", _endpoint_mismatch(uri, path, self.data_roots) or (
                 f"{uri!r} is outside the allowed data roots: use a dataset under "
                 f"{', '.join(self.data_roots)} or a sample: URI"))
+
+
+def _when(t: object, span: tuple[object, object]) -> str:
+    """A time of the dataset's span: its date where both ends fall on midnight (daily
+    bars), else to the second (intraday bars, order-book snapshots: a one-day file's span
+    said only "from 2024-03-04 to 2024-03-04")."""
+    import pandas as pd
+
+    stamps = [pd.Timestamp(s) for s in span]
+    daily = all(s == s.normalize() for s in stamps)
+    return str(pd.Timestamp(t).date()) if daily else pd.Timestamp(t).isoformat(
+        timespec="seconds")
 
 
 def _within(uri: str, path: str, root: str) -> bool:

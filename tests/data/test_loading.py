@@ -495,3 +495,59 @@ def test_window_outside_a_symbols_rows_says_to_move_the_window(bars, write_frame
     assert str(err.value).startswith(f"{path}: no rows for symbols ['ZZZ']; list the available "
                                      "ones with `quantray data inspect")
     assert "no rows for symbols ['AAA'] from 2030-01-01 on (their rows run" in str(err.value)
+
+
+def test_a_directory_whose_files_type_the_date_differently_loads_with_a_window(bars, tmp_path):
+    """Yearly exports from different tools: one file stores `date` as ISO text, the others
+    as timestamps. The directory reads as one dataset, but a window's pushed-down
+    comparison met the text file's own type (ArrowNotImplementedError, a traceback from
+    `data inspect --start`): the window now gives the rows a read without it gives."""
+    df = bars(("AAA", "BBB"), n=40)
+    first, second = df[df["date"] < "2020-01-21"], df[df["date"] >= "2020-01-21"]
+    root = tmp_path / "drift"
+    root.mkdir()
+    first.to_parquet(root / "part-1.parquet", index=False)
+    second.assign(date=second["date"].dt.strftime("%Y-%m-%d")).to_parquet(
+        root / "part-2.parquet", index=False)
+    whole = load_bars(str(root))
+    out = load_bars(str(root), symbols=["BBB"], start="2020-01-10", end="2020-02-05")
+    expected = whole[(whole["symbol"] == "BBB") & whole["date"].between("2020-01-10",
+                                                                        "2020-02-05")]
+    assert len(expected) > 10 and expected["date"].max() >= pd.Timestamp("2020-01-21")
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), expected.reset_index(drop=True))
+    # numbers (YYYYMMDD) in a file are no dates: refused naming the files, not read around
+    second.assign(date=second["date"].dt.strftime("%Y%m%d").astype("int64")).to_parquet(
+        root / "part-2.parquet", index=False)
+    with pytest.raises(ValueError, match="the files disagree on column 'date'"):
+        load_bars(str(root), start="2020-01-10", end="2020-02-05")
+
+
+def test_a_plain_http_endpoint_named_without_its_scheme_is_told_how_to_name_it() -> None:
+    """`endpoint_override=127.0.0.1:9000` makes pyarrow speak https to it; against a
+    plain-http server (MinIO, moto) that fails with a raw TLS error. The error now says
+    how to name a plain-http endpoint."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_plain_http() -> None:  # what a plain-http endpoint says to a TLS hello
+        for _ in range(8):
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer_plain_http, daemon=True).start()
+    uri = f"s3://bucket/bars.parquet?endpoint_override=127.0.0.1:{port}&region=us-east-1"
+    try:
+        with pytest.raises(OSError) as err:
+            load_bars(uri)
+    finally:
+        server.close()
+    assert f"write endpoint_override=http://127.0.0.1:{port} (or add &scheme=http)" in str(
+        err.value), str(err.value)

@@ -71,8 +71,39 @@ def test_auto_threshold_of_tick_prices_keeps_the_classes_and_gets_a_width() -> N
     smallest = np.abs(r[:, 0])[r[:, 0] != 0].min()
     assert tau[0] == np.float32(smallest / 2)
     np.testing.assert_array_equal(to_classes(r, tau)[:, 0], to_classes(r[:, :1], [0.0])[:, 0])
-    assert tau[1] == np.float32(np.quantile(np.abs(r[:, 1]), 1 / 3))  # > 0: unchanged
+    # h=5: the 1/3 quantile (> 0) falls inside the level of one-cent moves (1 cent / price,
+    # from $2.6 to $3.4): the band moves to the gap below that level, so every one-cent
+    # move has one class whatever the price
+    quantile, moved = np.quantile(np.abs(r[:, 1]), 1 / 3), np.abs(r[:, 1])[r[:, 1] != 0]
+    level = moved[moved < moved.min() * 1.5]
+    assert level.min() < quantile < level.max()
+    assert tau[1] == np.float32(moved.min() / 2)
     assert fit_thresholds(np.zeros((10, 1)), "auto")[0] == 0  # no move at all: 0
+
+
+def test_auto_threshold_does_not_split_a_tick_level_by_the_price() -> None:
+    """Order-book mid prices on a 1-cent tick near $100 move one tick at a time (95%):
+    every one-tick |r| is 1 cent / price, a tight cluster. The 1/3 quantile fell inside
+    it, so a test period at a price 1% higher labelled 91% of its samples flat (33% in
+    training) and hid a strong signal. The band now lies in the gap next to the level:
+    the test's class shares are the training's."""
+    rng = np.random.default_rng(7)
+    steps = rng.choice([-0.01, 0.0, 0.01], 6000, p=[0.475, 0.05, 0.475])
+    mid = np.round(99.3 + np.cumsum(steps), 2)
+    mid[4000:] += 1.0  # the test period trades a dollar higher
+    r = forward_log_returns(mid, (1,))[:-1]
+    train, test = r[:4000], r[4001:]
+    plain = np.quantile(np.abs(train), 1 / 3)
+    tau = fit_thresholds(train, "auto")
+    flat_share = [(to_classes(part, tau)[:, 0] == 1).mean() for part in (train, test)]
+    assert abs(flat_share[1] - flat_share[0]) < 0.03, flat_share
+    shares = [(to_classes(part, [plain])[:, 0] == 1).mean() for part in (train, test)]
+    assert shares[1] - shares[0] > 0.1, shares  # what the plain quantile did
+    moves = np.abs(train[train != 0])
+    assert not (np.abs(moves - tau[0]) < 0.05 * tau[0]).any()  # in a gap, off every level
+    # returns with no ticks keep the plain quantile
+    smooth = rng.standard_normal((4000, 1)) * 0.01
+    assert fit_thresholds(smooth, "auto")[0] == np.float32(np.quantile(np.abs(smooth), 1 / 3))
 
 
 def test_linear_model_calls_flat_on_tick_prices() -> None:

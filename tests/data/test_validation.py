@@ -143,6 +143,36 @@ def test_numeric_dates_are_refused_naming_the_file(bars, write_frame, fmt):
     assert path in str(err.value) and "%Y%m%d" in str(err.value)
 
 
+def test_float_yyyymmdd_dates_get_a_conversion_that_works() -> None:
+    """A YYYYMMDD column with a missing value is float (20180207.0): `.astype(str)` would
+    leave '.0' and fail; the fix given converts it, the missing date staying missing."""
+    from data.validation import to_datetime_column
+
+    values = pd.Series([20180207.0, np.nan])
+    with pytest.raises(DataValidationError) as err:
+        to_datetime_column(values, "date", "f.csv")
+    fix = str(err.value).split("e.g. ")[-1].removesuffix(" for YYYYMMDD")
+    converted = eval(fix, {"pd": pd, "df": {"date": values}})
+    assert converted[0] == pd.Timestamp("2018-02-07") and pd.isna(converted[1])
+
+
+@pytest.mark.parametrize(("scale", "fix"), [
+    (10**9, "pd.to_datetime(df['ts'], unit='ns')"), (10**6, "pd.to_datetime(df['ts'], unit='us')"),
+    (10**3, "pd.to_datetime(df['ts'], unit='ms')"), (1, "pd.to_datetime(df['ts'], unit='s')"),
+])  # fmt: skip
+def test_epoch_times_get_the_conversion_of_their_unit(scale, fix):
+    """Order-book feeds stamp epoch nanoseconds or milliseconds: the fix names the unit
+    that the values' size says (unit='s' on milliseconds overflows)."""
+    from data.validation import to_datetime_column
+
+    seconds = pd.Series([1709544600, 1709544601], dtype=np.int64)
+    with pytest.raises(DataValidationError, match="column 'ts' holds numbers") as err:
+        to_datetime_column(seconds * scale, "ts", "lob.parquet")
+    assert str(err.value).endswith(f"e.g. {fix} for these epoch times")
+    converted = eval(fix, {"pd": pd, "df": {"ts": seconds * scale}})  # the fix works
+    assert converted[0] == pd.Timestamp("2024-03-04 09:30:00")
+
+
 def test_one_symbol_failing_is_named_without_every_symbol(bars):
     df = bars(("AAA",), n=10)
     df.loc[[3, 4], "date"] = df.loc[2, "date"]
@@ -734,6 +764,11 @@ def test_a_series_quoted_by_its_close_only_is_no_halt(bars):
       "df['symbol'] = 'AAPL'"]),
     (["symbol", "date", "open", "high", "low", "close"],
      ["there is no volume column: add one, with 0 for a series that has no volume"]),
+    # the Kaggle S&P 500 set (the bundled sample's source) names its symbols `Name`
+    (["date", "open", "high", "low", "close", "volume", "Name"], ["rename 'Name' -> 'symbol'"]),
+    # beside a ticker, `Name` is the company's name: the ticker is the symbol
+    (["Name", "Ticker", "date", "open", "high", "low", "close", "volume"],
+     ["rename 'Ticker' -> 'symbol'"]),
 ])  # fmt: skip
 def test_missing_columns_are_told_all_at_once_with_what_to_do(columns, hints):
     """Another tool's names (ticker, Adj Close), a one-symbol file without a symbol column
