@@ -75,6 +75,9 @@ class ApiClient:
             raise ApiClientError(
                 "HTTP 401: no API key: set QUANTRAY_API_KEY or pass --api-key (an admin "
                 "creates keys with `quantray keys create --name NAME`)", 401)  # fmt: skip
+        if resp.status_code == 503 and _error_code(resp) == "database_unavailable":
+            # answered, but nothing was done: retried like an API that is restarting
+            raise ApiUnreachable(_error_text(resp), 503)
         if resp.status_code >= 400:
             raise ApiClientError(_error_text(resp) + self._not_quantray(resp), resp.status_code)
         return resp
@@ -170,3 +173,12 @@ def _error_text(resp: httpx.Response) -> str:
         lines += [f"  {e.get('field') or '(body)'}: {e.get('message')}" for e in errors]
         return "\n".join(lines)
     return f"HTTP {resp.status_code}: {body}"
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    """The API's error code (`{"error": ...}`), or None for another body."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None

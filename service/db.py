@@ -28,6 +28,7 @@ from sqlalchemy import (
     make_url,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
 metadata = MetaData()
@@ -124,16 +125,22 @@ def fetch_one(
     """
     sql, positions, names = _compiled(statement, engine.dialect)
     args: Any = tuple(params[p] for p in positions) if positions is not None else dict(params)
-    conn = engine.raw_connection()  # pool checkout: pragmas, pre-ping and reset as usual
+    dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
-        cursor = conn.cursor()
+        conn = engine.raw_connection()  # pool checkout: pragmas, pre-ping and reset as usual
         try:
-            cursor.execute(sql, args)
-            row = cursor.fetchone()
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, args)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
-    finally:
-        conn.close()  # back to the pool, which rolls back (ends any read transaction)
+            conn.close()  # back to the pool, which rolls back (ends any read transaction)
+    except dbapi_error as exc:
+        # the driver's own error, as SQLAlchemy's class of it (OperationalError for an
+        # outage), as every other query raises it: the API answers those with a 503
+        raise DBAPIError.instance(sql, args, exc, dbapi_error) from exc
     return None if row is None else dict(zip(names, row, strict=True))
 
 

@@ -156,8 +156,9 @@ def _data_failures(errors: list[dict] | tuple[dict, ...]) -> str:
     if not symbols:
         return ""
     return (f"; the data of {', '.join(symbols[:5])}{' ...' if len(symbols) > 5 else ''} "
-            "failed validation (see errors): a resume retries those units on the same data, "
-            "so fix it at the source first, or submit a job without those symbols")
+            "could not be used (see each unit's error: bad rows, or too few in the job's "
+            "dates): a resume retries those units on the same data and dates, so fix the "
+            "data first, or submit a job with wider dates or without those symbols")
 
 
 STOP_GRACE_S = 30  # a cancelled driver writes its partial results before Ray's SIGKILL

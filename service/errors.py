@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -64,6 +65,40 @@ def storage_unavailable(doing: str, uri: str, cause: object, then: str) -> ApiEr
                     f"QUANTRAY_STORAGE_URI (its bucket, endpoint and credentials) and {then}")
 
 
+# SQLite's OperationalErrors that are an outage (a lock held past the busy timeout, a file
+# that cannot be opened or read); its others are bugs or setup (bad SQL, a missing table,
+# a read-only file): a 500
+SQLITE_OUTAGE_WORDS = ("locked", "unable to open", "disk i/o", "busy")
+
+
+def is_database_outage(exc: DBAPIError) -> bool:
+    """Whether `exc` says the job database cannot be reached now (worth retrying), not that
+    a statement is wrong."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        return any(w in str(exc.orig).lower() for w in SQLITE_OUTAGE_WORDS)
+    return True  # a server database's OperationalError: a connection lost or refused
+
+
+def database_unavailable(exc: DBAPIError) -> ApiError:
+    """The 503 of a job database that cannot be reached or dropped the connection mid-request
+    (a restart, a network cut; SQLite's lock timeout too). A statement whose transaction
+    did not commit left nothing; a change whose commit went through before the connection
+    was lost is kept, so a request that changes a job is read back before it is repeated."""
+    cause = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    detail = f"{type(exc.orig or exc).__name__}: {cause[0] if cause else ''}"[:300]
+    return ApiError(
+        503, "database_unavailable",
+        f"the job database could not be reached ({detail}); retry: reads are safe to repeat, "
+        "and a submit with the same Idempotency-Key returns its job if it was created; after "
+        "a resume or cancel, read the job's status first (it may have been applied). Check "
+        "QUANTRAY_DATABASE_URL and the database server if this persists",
+        headers={"Retry-After": "5"})
+
+
 def _field_error(error: dict[str, Any]) -> dict[str, str]:
     """A request validation error as {field, message}. A repeated query parameter's value
     is named by its parameter (`query.horizon`, not pydantic's `query.horizon.0`), with the
@@ -83,6 +118,13 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StorageUnreadable)
         return await api_error(request, storage_unavailable(
             f"read {exc.what} from", exc.uri, exc.cause, "retry"))
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DBAPIError)
+        if not is_database_outage(exc):
+            raise exc  # a bug (a constraint, bad SQL): the 500 of `UnexpectedErrorMiddleware`
+        log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
+        return await api_error(request, database_unavailable(exc))
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -123,6 +165,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StorageUnreadable, storage_unreadable)
+    app.add_exception_handler(DBAPIError, database_error)
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)

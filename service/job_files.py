@@ -367,6 +367,25 @@ class JobFiles:
                 files = sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File)
         return [{"path": path[len(units_root) :], "size": size} for path, size in files]
 
+    def slash_symbol_form(self, job_id: str, path: str) -> str | None:
+        """For an artifact path or prefix that was not found, whose first two segments are
+        a symbol with a '/' (`BF/B/ols/f0`): the path under that symbol's file-safe name
+        (`BF_B/ols/f0`) when that file or folder is there, else None (asked on a 404
+        only)."""
+        first, sep, rest = path.removesuffix("/").partition("/")
+        second, sep2, rest = rest.partition("/")
+        if not sep or not second:
+            return None
+        try:
+            symbol = safe_symbol(f"{first}/{second}")
+            candidate = safe_relpath(symbol + sep2 + rest)
+        except (ValueError, UnsafePath):
+            return None
+        fs, where = resolve_uri(self.uri(job_id, "units", candidate))
+        with self._reading(job_id, f"artifact units/{candidate}"):
+            found = fs.get_file_info(where).type != pafs.FileType.NotFound
+        return candidate if found else None
+
     def open_artifact(self, job_id: str, relpath: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunk iterator) for file units/{relpath}; FileNotFoundError if absent."""
         fs, path = resolve_uri(self.uri(job_id, "units", stored_relpath(relpath)))

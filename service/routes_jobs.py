@@ -46,7 +46,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body larger than QUANTRAY_MAX_BODY_BYTES, or a YAML spec of too many values",
         415: "Content-Type is not application/json or application/yaml",
         422: "Invalid spec; `errors` names each field",
-        503: "A dependency is down: the job storage (QUANTRAY_STORAGE_URI) or Ray",
+        503: "A dependency is down: the job database, the storage (QUANTRAY_STORAGE_URI) or Ray",
     }.items()
 }
 # Documents the shape only (`json_schema_extra`): a malformed id is the API's own 404,

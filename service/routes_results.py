@@ -58,6 +58,15 @@ def _missing(job: JobRecord, what: str, listing: str | None = "artifacts") -> Ap
     return ApiError(404, "not_found", f"job {job_id} ({status}) has no {what} {why}")
 
 
+def _refuse_slash_symbol(state: Any, job_id: str, path: str, field_path: str) -> None:
+    """A path that was not found because its symbol has a '/' (`BF/B/ols`, stored under
+    `BF_B`): the 400 that names the path to use, instead of a 404."""
+    if path and (use := state.files.slash_symbol_form(job_id, path)) is not None:
+        raise _unsafe(UnsafePath(
+            f"{path!r}: a symbol with a '/' is stored under its file-safe name: use {use!r}"),
+            field_path)
+
+
 def _unsafe(exc: UnsafePath, field_path: str) -> ApiError:
     return ApiError(400, "malformed", str(exc), [{"field": field_path, "message": str(exc)}])
 
@@ -295,6 +304,7 @@ def list_artifacts(
     except UnsafePath as exc:
         raise _unsafe(exc, "query.prefix") from None
     except FileNotFoundError:
+        _refuse_slash_symbol(state, job.id, prefix, "query.prefix")
         what = (f"artifact folder {prefix!r} (a prefix is a whole folder: a symbol, "
                 "SYMBOL/model or SYMBOL/model/fold, not part of a name)" if prefix
                 else "artifacts")  # fmt: skip
@@ -316,6 +326,7 @@ def artifact(
     except UnsafePath as exc:
         raise _unsafe(exc, "path.path") from None
     except FileNotFoundError:
+        _refuse_slash_symbol(state, job.id, path, "path.path")
         raise _missing(job, f"artifact {path!r}") from None
     filename = path.rsplit("/", 1)[-1]
     headers = {

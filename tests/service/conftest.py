@@ -144,15 +144,24 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str
     root.mkdir()
     # BBB: 1,500 business days from 2012 (enough for a default job); AAA: its first 60 only.
     days = pd.bdate_range("2012-01-02", periods=1500)
+    n = 60 + len(days)
     pq.write_table(pa.table({
-        "symbol": ["AAA"] * 60 + ["BBB"] * len(days),
-        "date": [*days[:60], *days], "close": [1.0] * (60 + len(days)),
+        "symbol": ["AAA"] * 60 + ["BBB"] * len(days), "date": [*days[:60], *days],
+        **{c: [1.0] * n for c in ("open", "high", "low", "close", "volume")},
     }), root / "bars.parquet")  # fmt: skip
-    (root / "bad_dates.csv").write_text("symbol,date,close\nAAA,someday,1.0\n")
+    (root / "bad_dates.csv").write_text(
+        "symbol,date,open,high,low,close,volume\nAAA,someday,1,1,1,1.0,0\n")
+    # a Yahoo-style export: `Adj Close` where `close` goes
+    (root / "adj_close.csv").write_text(
+        "symbol,date,open,high,low,Adj Close,volume\nAAA,2012-01-02,1,1,1,1.0,0\n")
     (root / "empty.csv").write_text("symbol,date,open,high,low,close,volume\n")
     pq.write_table(pa.table({"symbol": ["AAA"], "ts": [days[0]], "ask_price_1": [1.01],
                              "ask_size_1": [5.0], "bid_price_1": [1.0], "bid_size_1": [5.0]}),
                    root / "lob.parquet")  # order-book snapshots  # fmt: skip
+    stamps = pd.to_datetime(["2024-03-04 09:30:00", "2024-03-04 09:30:01"])
+    pq.write_table(pa.table({"symbol": ["AAA"] * 2, "ts": stamps, "ask_price_1": [1.01] * 2,
+                             "ask_size_1": [5.0] * 2, "bid_price_1": [1.0] * 2,
+                             "bid_size_1": [5.0] * 2}), root / "lob_day.parquet")
     (root / "escape").symlink_to("/etc")
     # A readable dataset just outside the root: what an encoded '..' would reach.
     pq.write_table(pa.table({"symbol": ["AAA"]}), home / "outside.parquet")

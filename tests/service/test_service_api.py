@@ -613,6 +613,31 @@ def test_artifacts_found_by_the_symbol_as_the_data_spells_it(api: Any) -> None:
         assert c.get(f"/v1/jobs/{job_id}/artifacts/BRK.B/ols/f1/x.json").status_code == 404
 
 
+def test_an_artifact_path_with_a_slash_symbol_is_told_its_safe_form(api: Any) -> None:
+    """BF/B's units are stored under units/BF_B/: `BF/B/ols/...` reads as symbol BF with a
+    folder B, which is not there. The 400 names the path to use (a plain 404 did not);
+    a path that is simply missing stays a 404."""
+    with api.client() as c:
+        job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+        model = api.storage / "jobs" / job_id / "units" / "BF_B" / "ols" / "f0" / "model"
+        model.mkdir(parents=True)
+        (model / "metadata.json").write_text('{"symbol": "BF/B"}')
+        got = c.get(f"/v1/jobs/{job_id}/artifacts/BF/B/ols/f0/model/metadata.json")
+        assert got.status_code == 400, got.text
+        assert got.json()["errors"] == [{"field": "path.path", "message": (
+            "'BF/B/ols/f0/model/metadata.json': a symbol with a '/' is stored under its "
+            "file-safe name: use 'BF_B/ols/f0/model/metadata.json'")}]
+        listed = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "BF/B/ols"})
+        assert listed.status_code == 400 and "use 'BF_B/ols'" in listed.text, listed.text
+        assert c.get(f"/v1/jobs/{job_id}/artifacts/BF_B/ols/f0/model/metadata.json").json() \
+            == {"symbol": "BF/B"}
+        assert c.get(f"/v1/jobs/{job_id}/artifacts/XY/Z/ols/f0/x.json").status_code == 404
+        # BF_B is there but not this file: no path to use is offered, a plain 404
+        assert c.get(f"/v1/jobs/{job_id}/artifacts/BF/B/ols/f1/x.json").status_code == 404
+        assert c.get(f"/v1/jobs/{job_id}/artifacts",
+                     params={"prefix": "XY/Z"}).status_code == 404
+
+
 def test_a_summary_with_nan_is_served_with_null(api: Any) -> None:
     """summary.json as Python's json writes it may hold NaN/Infinity (not JSON): the route
     answers 200 with null there, as the leaderboard's rows do, not a 500."""

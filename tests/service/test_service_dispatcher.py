@@ -627,3 +627,31 @@ def test_a_stopped_job_settled_without_its_storage_does_not_guess_what_it_finish
     assert "before any unit ended" not in job.message
     assert job.message.startswith("cancelled on request; the job storage") and (
         "what it finished is not known" in job.message), job.message
+
+
+def test_cancel_stops_the_ray_job_at_once_not_at_the_next_tick(
+    rig: tuple[Rig, Any], tmp_path: Path, qr: Any
+) -> None:
+    """POST /v1/jobs/{id}/cancel on a running job sends the stop to Ray itself: with an
+    hour between the dispatcher's ticks (its first one done before the cancel), Ray has
+    stopped the job when the call returns, not one poll interval (or a stuck loop) later."""
+    r, fake = rig
+    job_id = r.new_job()
+    r.ticks()
+    fake.set_status(job_id, "RUNNING")
+    settings = qr.make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'q.db'}",
+                                storage_uri=r.storage, ray_address=r.ray_url,
+                                max_running_jobs=1, poll_interval_s=3600)  # fmt: skip
+    server, api = qr.start_api(settings, {"alice": False})
+    try:
+        dispatcher = server.server.config.app.state.qr.dispatcher
+        _wait(lambda: dispatcher.last_tick_at is not None, "the dispatcher's first tick")
+        ticked = dispatcher.last_tick_at
+        assert fake.stops == [] and r.status(job_id) == "running"
+        with api.client() as c:
+            answer = c.post(f"/v1/jobs/{job_id}/cancel")
+        assert answer.status_code == 200, answer.text
+        assert fake.stops == [job_id] and fake.jobs[job_id]["status"] == "STOPPED"
+        assert dispatcher.last_tick_at == ticked  # no tick in between
+    finally:
+        server.__exit__()

@@ -301,12 +301,20 @@ def test_dataset_is_checked_against_roots_and_content(
          "(the most: AAA with 60)"),
         ({"uri": "{root}/bad_dates.csv", "symbols": ["AAA"]}, "dataset.uri", "'someday'"),
         ({"uri": "{root}/lob.parquet", "symbols": ["AAA"]}, "dataset.kind",
-         "missing columns ['date']; found ['symbol', 'ts', 'ask_price_1', 'ask_size_1', "
-         "'bid_price_1', 'bid_size_1']; these look like order-book snapshots: set "
-         "`dataset.kind: lob`"),
+         "missing columns ['date', 'open', 'high', 'low', 'close', 'volume']; found "
+         "['symbol', 'ts', 'ask_price_1', 'ask_size_1', 'bid_price_1', 'bid_size_1']; these "
+         "look like order-book snapshots: set `dataset.kind: lob`"),
+        ({"uri": "{root}/adj_close.csv", "symbols": ["AAA"]}, "dataset.uri",
+         "missing columns ['close']; found ['symbol', 'date', 'open', 'high', 'low', 'Adj "
+         "Close', 'volume']"),
+        ({"uri": "{root}/bars.parquet", "kind": "lob"}, "dataset.kind",
+         "missing columns ['ts', 'ask_price_1', 'ask_size_1', 'bid_price_1', 'bid_size_1']; "
+         "found ['symbol', 'date', 'open', 'high', 'low', 'close', 'volume']; these look like "
+         "bars: set `dataset.kind: bars`"),
     ],
     ids=["after-the-data", "before-the-data", "window-too-short", "symbol-too-short",
-         "unparseable-dates", "lob-without-its-kind"],
+         "unparseable-dates", "lob-without-its-kind", "a-price-column-missing",
+         "bars-as-lob"],
 )  # fmt: skip
 def test_a_job_no_symbol_of_which_has_enough_rows_is_refused(
     hostile: Ctx, dataset: dict[str, Any], field: str, text: str
@@ -455,3 +463,17 @@ def test_bars_submitted_as_lob_name_dataset_kind(hostile: Ctx) -> None:
         resp = c.post("/v1/jobs", json=body)
     assert resp.status_code == 422, resp.text
     assert [e["field"] for e in resp.json()["errors"]] == ["dataset.kind"], resp.json()
+
+
+def test_a_window_too_short_for_intraday_data_names_the_span_to_the_second(
+    hostile: Ctx,
+) -> None:
+    """Order-book snapshots of one day: the 422 says when the file starts and ends (its
+    date alone said "from 2024-03-04 to 2024-03-04")."""
+    api, _, root = hostile
+    body = spec(**{"dataset.uri": f"{root}/lob_day.parquet", "dataset.kind": "lob",
+                   "dataset.symbols": ["AAA"]})
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=body)
+    _assert_error(resp, 422, "invalid",
+                  "lob_day.parquet' runs from 2024-03-04T09:30:00 to 2024-03-04T09:30:01")

@@ -7,15 +7,19 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
+from sqlalchemy import create_engine, make_url, text
 
 from service import api_client
 from service.cli import main
+from tests.service.conftest import PG_URL
+from tests.service.support import TcpProxy
 
 SPEC = {"name": "ops", "dataset": {"uri": "sample:sp500", "symbols": 2}, "models": ["ols"]}
 
@@ -123,8 +127,10 @@ def test_units_failed_on_data_say_resume_will_not_help_until_fixed(
         server.__exit__()
     message = job["message"]
     assert message.startswith("3 of 6 units failed; partial results kept"), message
-    assert "the data of BAD failed validation" in message and "AAPL" not in message
-    assert "fix it at the source first" in message
+    assert "the data of BAD could not be used (see each unit's error" in message
+    assert "AAPL" not in message
+    assert "so fix the data first, or submit a job with wider dates or without those " \
+        "symbols" in message
 
 
 def test_cli_status_shows_why_progress_is_missing(
@@ -396,3 +402,72 @@ def test_status_reads_stay_fast_while_the_s3_storage_hangs(
     error = job["progress_error"]
     assert error.startswith(f"the job storage ({uri}) does not answer since"), error
     assert "the progress shown was read at" in error, error
+
+
+def test_a_database_outage_is_a_503_to_retry_and_the_api_recovers(
+    tmp_path: Path, qr: Any
+) -> None:
+    """PostgreSQL through a TCP relay that is cut: each request that needs the database is
+    a 503 that names it and says to retry (not a 500 "report it"), with nothing stored; the
+    same requests succeed once the relay is back, on the same server."""
+    schema = f"qr_cut_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    proxy = TcpProxy(("127.0.0.1", make_url(PG_URL).port or 5432))
+    url = make_url(PG_URL).set(host="127.0.0.1", port=proxy.port)
+    url_text = url.render_as_string(hide_password=False) + f"?options=-csearch_path%3D{schema}"
+    server, api = qr.start_api(qr.make_settings(tmp_path, database_url=url_text),
+                               {"alice": False})  # fmt: skip
+    try:
+        with api.client() as c:
+            job_id = c.post("/v1/jobs", json=SPEC).json()["id"]
+            proxy.cut()
+            for r in (c.get(f"/v1/jobs/{job_id}"), c.get("/v1/jobs"),
+                      c.post("/v1/jobs", json=SPEC)):  # fmt: skip
+                assert r.status_code == 503, r.text
+                body = r.json()
+                assert body["error"] == "database_unavailable", body
+                assert body["message"].startswith("the job database could not be reached ("), body
+                assert "; retry: reads are safe to repeat, and a submit with the same " \
+                    "Idempotency-Key returns its job if it was created" in body["message"], body
+                assert "QUANTRAY_DATABASE_URL" in body["message"], body
+                assert r.headers["Retry-After"] == "5"
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["down"] == ["database"], ready.text
+            # the CLI's client: retried as an API that is restarting (`quantray status --wait`)
+            with api_client.ApiClient(api.url, api.keys["alice"]) as cli, \
+                    pytest.raises(api_client.ApiUnreachable, match="job database could not be "):
+                cli.job(job_id)
+            proxy.restore()
+            assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+            assert c.post("/v1/jobs", json=SPEC).status_code == 201
+            assert api.job_count() == 2
+            assert c.get("/readyz").json()["checks"]["database"] == "ok"
+    finally:
+        server.__exit__()
+        api.engine.dispose()
+        proxy.close()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_sqlite_errors_that_are_bugs_stay_500_and_a_lock_is_an_outage() -> None:
+    """sqlite3 raises OperationalError for bad SQL and a missing table too: those are a
+    500 to report, not a 503 to retry; a lock held past the busy timeout is an outage."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from service.errors import is_database_outage
+
+    def error(message: str) -> OperationalError:
+        return OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+    assert is_database_outage(error("database is locked"))
+    assert is_database_outage(error("unable to open database file"))
+    assert not is_database_outage(error('near "selec": syntax error'))
+    assert not is_database_outage(error("no such table: quantray_jobs"))
+    assert not is_database_outage(error("attempt to write a readonly database"))
+
