@@ -135,6 +135,7 @@ class ProgressTracker:
         self._failed: list[dict[str, str]] = []
         self._n_failed = 0
         self._running: dict[str, _Running] = {}
+        self._outcomes: dict[str, str] = {}  # unit id -> "done" | "failed", ended in this run
 
     # ---- updates ------------------------------------------------------------------------
     def set_phase(self, phase: str, message: str = "") -> None:
@@ -258,6 +259,7 @@ class ProgressTracker:
         with self._lock:
             self._ended(unit_id)
             self._done += 1
+            self._outcomes[unit_id] = "done"
 
     def unit_failed(self, unit_id: str, error: str) -> None:
         """`unit_id` failed with `error`; a unit that never started (its data failed)
@@ -265,6 +267,7 @@ class ProgressTracker:
         with self._lock:
             self._ended(unit_id)
             self._n_failed += 1
+            self._outcomes[unit_id] = "failed"
             self._failed.append({"unit_id": unit_id, "error": error})
             del self._failed[:-MAX_LISTED_FAILURES]
 
@@ -274,8 +277,14 @@ class ProgressTracker:
         with self._lock:
             self._done -= 1
             self._n_failed += 1
+            self._outcomes[unit_id] = "failed"
             self._failed.append({"unit_id": unit_id, "error": error})
             del self._failed[:-MAX_LISTED_FAILURES]
+
+    def outcome(self, unit_id: str) -> str | None:
+        """"done" or "failed" for a unit that ended in this run, else None."""
+        with self._lock:
+            return self._outcomes.get(unit_id)
 
     # ---- views --------------------------------------------------------------------------
     def eta_s(self) -> float | None:

@@ -101,8 +101,11 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
     """Mean +- std over symbols per model x horizon on `split` (a symbol's walk-forward
     folds averaged first), win counts, failures. `share_significant_1pct` (p_value, the
     class accuracy) and `share_ic_significant_1pct` (ic_p_value, the return forecast; None
-    for classifiers) are over the symbol x fold tests. `symbols` counts every symbol with a
-    row (a symbol whose units all failed too), `symbols_scored` those with a score."""
+    for classifiers) are over the symbol x fold tests, an undefined test (a constant
+    forecast has no ic) counting as not significant. Each metric's `n` is the number of
+    symbols behind its mean (those where it is defined), which may be below `n_symbols`.
+    `symbols` counts every symbol with a row (a symbol whose units all failed too),
+    `symbols_scored` those with a score."""
     ok = frame[(frame["split"] == split) & frame["error"].isna()]
     failed = frame[frame["error"].notna()]
     models: list[dict[str, Any]] = []
@@ -118,6 +121,7 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
             entry[metric] = {
                 "mean": _clean(values.mean()) if len(values) else None,
                 "std": _clean(values.std(ddof=1)) if len(values) > 1 else None,
+                "n": int(len(values)),  # the symbols it is defined for (ic: not constant)
             }
         sig = pd.to_numeric(group["p_value"], errors="coerce")
         entry["share_significant_1pct"] = _clean((sig < 0.01).mean()) if sig.notna().any() else None

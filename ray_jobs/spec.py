@@ -298,7 +298,10 @@ def _section_errors(spec: JobSpec | None, values: dict[str, Any]) -> list[tuple[
 def _top_level_errors(spec: JobSpec) -> list[tuple[str, str]]:
     iss = _Issues("")
     if not isinstance(spec.name, str) or not _NAME_RE.match(spec.name):
-        iss.add("name", f"{spec.name!r}: use 1-64 letters, digits, '.', '_', '-'")
+        quote = (" (in YAML, quote a name that reads as a boolean, a number or null: "
+                 "name: 'on')" if isinstance(spec.name, bool | int | float) or spec.name is None
+                 else "")  # fmt: skip
+        iss.add("name", f"{spec.name!r}: use 1-64 letters, digits, '.', '_', '-'{quote}")
     models = spec.models
     if not isinstance(models, tuple) or not models:
         iss.add("models", f"give a non-empty list of models from: {', '.join(MODEL_NAMES)}")

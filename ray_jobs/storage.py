@@ -392,15 +392,37 @@ ACCESS_WORDS = ("denied", "forbidden", "invalidaccesskeyid", "signaturedoesnotma
                 "no credentials")
 
 
-def is_access_error(exc: BaseException) -> bool:
-    """Whether `exc` says this process's credentials are missing or not allowed."""
+def is_access_error(exc: BaseException | str) -> bool:
+    """Whether `exc` (or an error's message) says the credentials of the process that met
+    it are missing or not allowed."""
     msg = str(exc).lower()
     return isinstance(exc, PermissionError) or any(w in msg for w in ACCESS_WORDS)
 
 
+WORKERS_HINT = "the Ray workers' own credentials are missing or not allowed"
+
+
+def worker_access_hint(error: str) -> str:
+    """`error`, met in a Ray worker, with what to do when it is an access error: the driver
+    read the same dataset or storage a moment before, so the workers' credentials are
+    what is missing (a driver run from a shell with credentials, against a cluster
+    started without them)."""
+    if not is_access_error(error):
+        return error
+    return (f"{error}; the job's driver could read it, so {WORKERS_HINT}: set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or an instance role) "
+            "where the Ray head and workers run, or pass them "
+            "in the job's runtime_env env_vars (the service: QUANTRAY_RAY_RUNTIME_ENV)")
+
+
+# S3's words for a missing key or bucket (NoSuchKey, NO_SUCH_BUCKET as pyarrow spells them)
+NOT_FOUND_WORDS = ("not found", "no such", "nosuchkey", "nosuchbucket", "no_such_key",
+                   "no_such_bucket", "does not exist")
+
+
 def _permanent(op: str, uri: str, exc: BaseException) -> StorageError:
     msg = str(exc).lower()
-    if isinstance(exc, FileNotFoundError) or "not found" in msg or "no such" in msg:
+    if isinstance(exc, FileNotFoundError) or any(w in msg for w in NOT_FOUND_WORDS):
         return StorageNotFoundError(
             op, uri, exc, "check the storage URI and job id; nothing was written there yet"
         )

@@ -116,3 +116,19 @@ def test_a_dataset_the_cluster_may_not_read_says_whose_credentials_count() -> No
     assert "QUANTRAY_RAY_RUNTIME_ENV" in message
     other = str(_input_error(tracker, ValueError("dataset.symbols: 600 symbols requested")))
     assert "credentials" not in other
+
+
+def test_a_dataset_the_workers_may_not_read_says_their_credentials_are_missing() -> None:
+    """The driver (run from a shell with credentials) read the dataset, and the chunk tasks
+    on a cluster started without them met ACCESS_DENIED: the data error says that the
+    workers' credentials are what is missing, and where to set them."""
+    from ray_jobs.storage import worker_access_hint
+
+    denied = ("OSError: When reading information for key 'hive/AAPL.parquet' in bucket 'd': "
+              "AWS Error ACCESS_DENIED during GetObject operation: No response body.")
+    hinted = worker_access_hint(denied)
+    assert hinted.startswith(denied + "; the job's driver could read it, so the Ray workers' "
+                             "own credentials are missing or not allowed: set AWS_ACCESS_KEY_ID")
+    assert "where the Ray head and workers run" in hinted and "QUANTRAY_RAY_RUNTIME_ENV" in hinted
+    short = "ValueError: AAPL has 40 rows after validation, fewer than the 300 needed"
+    assert worker_access_hint(short) == short

@@ -82,6 +82,17 @@ def test_run_names_follow_their_units() -> None:
     assert a.deep_groups[0].run_name != b.deep_groups[0].run_name
 
 
+def test_run_names_differ_for_the_same_models_on_other_symbols() -> None:
+    """A run's name hashes its unit ids, not only its models: two groupings with the same
+    models but other symbols never share a name (and so never each other's checkpoints)."""
+    a = plan(spec(resources={"units_per_run": 4}), SYMBOLS)
+    c = plan(spec(resources={"units_per_run": 4}), SYMBOLS[1:])
+    ga, gc = a.deep_groups[0], c.deep_groups[0]
+    assert [u.model for u in ga.units] == [u.model for u in gc.units]  # same models
+    assert {u.symbol for u in ga.units} != {u.symbol for u in gc.units}
+    assert ga.run_name != gc.run_name
+
+
 def test_explicit_group_size() -> None:
     p = plan(spec(resources={"units_per_run": 8}), SYMBOLS)
     assert p.units_per_run == 8
@@ -108,6 +119,24 @@ def test_auto_group_size_trades_off_when_units_are_few() -> None:
     assert auto_units_per_run([], 2, 14.0, 5.0)[0] == 1
     with pytest.raises(ValueError, match="slots"):
         auto_units_per_run([5], 0, 14.0, 5.0)
+
+
+def test_auto_group_size_keeps_balance_with_fewer_than_waves_runs_per_slot() -> None:
+    """The budget size is kept only with at least WAVES runs per slot. Here it gives 6 runs
+    on 2 slots (more than `slots`, fewer than WAVES * slots): the size must come from the
+    best estimated makespan instead, which is not the budget size."""
+    g_over = 26  # what the budget asks for at 14 s overhead and 5 s units
+    runs = math.ceil(150 / g_over)
+    assert 2 < runs < WAVES * 2
+    g, info = auto_units_per_run([150], slots=2, overhead_s=14.0, unit_s=5.0)
+    assert info["g_overhead"] == g_over and "makespan" in info["rule"]
+
+    def makespan(k: int) -> float:
+        return math.ceil(math.ceil(150 / k) / 2) * (14.0 + k * 5.0)
+
+    best = min(range(1, g_over + 1), key=lambda k: (makespan(k), k))
+    assert g == best != g_over and info["est_makespan_s"] == makespan(best)
+    assert makespan(best) < makespan(g_over)
 
 
 def test_auto_group_sizes_hold_whole_symbols() -> None:
@@ -183,6 +212,24 @@ def test_pending_after_partial_completion() -> None:
     assert p.deep_groups[1].run_name not in {g.run_name for g in rest.deep_groups}
     assert p.pending([]) == p
     assert p.pending(u.unit_id for u in p.all_units).summary()["units"] == 0
+
+
+def test_pending_drops_finished_units_of_every_kind() -> None:
+    """A resume must not redo a finished unit of any kind: `pending` drops the done ids from
+    the linear units (which the chunk tasks refit), the deep units and the search trials,
+    not only from `units`."""
+    s = spec(dataset={"uri": "sample:sp500", "symbols": 4}, models=["ols", "ridge", "lstm"],
+             tune={"num_samples": 2, "symbols": 2}, resources={"units_per_run": 2})
+    p = plan(s, SYMBOLS[:4])
+    done = {u.unit_id for u in (*p.linear_units[:3], *p.deep_units[:1], *p.tune_units[:2])}
+    rest = p.pending(done)
+    for kind in ("units", "linear_units", "deep_units", "tune_units"):
+        assert not {u.unit_id for u in getattr(rest, kind)} & done, kind
+    assert len(rest.linear_units) == len(p.linear_units) - 3
+    assert len(rest.deep_units) == len(p.deep_units) - 1
+    assert len(rest.tune_units) == len(p.tune_units) - 2
+    assert set(rest.linear_units) == {u for u in rest.units if u.kind == "linear"}
+    assert set(rest.deep_units) == {u for u in rest.units if u.kind == "deep"}
 
 
 def test_deep_estimate_counts_each_runs_fixed_cost_and_its_units_left() -> None:

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs.progress import ProgressTracker, ProgressWriter, format_duration
+from ray_jobs.progress import (
+    MAX_LISTED_FAILURES,
+    ProgressTracker,
+    ProgressWriter,
+    format_duration,
+)
 from ray_jobs.storage import JobStorage
 
 
@@ -302,6 +307,28 @@ def test_progress_lists_at_most_50_running_units_but_counts_them_all() -> None:
     assert len(json.dumps(d)) < 12_000
     assert tr.summary_line().startswith("[preparing] 0/1520 done, 0 failed, 1516 running")
     assert tr.summary_line().endswith("ZZZ__lstm__f0 epoch 2 val_loss=0.9")
+
+
+def test_progress_lists_the_latest_failures_only_but_counts_them_all() -> None:
+    """progress.json is rewritten every 2 s and read on every status poll: with thousands
+    of failed units its `failures` list keeps only the latest MAX_LISTED_FAILURES (both
+    ways a unit can fail), while the failed count holds every one."""
+    n = MAX_LISTED_FAILURES + 5
+    tr, _ = make(n + 2)
+    tr.set_phase("training")
+    for i in range(n):
+        tr.unit_started(f"S{i:03d}__lstm__f0")
+        tr.unit_failed(f"S{i:03d}__lstm__f0", f"boom {i}")
+    d = tr.to_dict()
+    assert d["units"]["failed"] == n
+    assert [f["unit_id"] for f in d["failures"]] == [f"S{i:03d}__lstm__f0"
+                                                   for i in range(5, n)]  # fmt: skip
+    tr.unit_started("Z__ols__f0")
+    tr.unit_done("Z__ols__f0")
+    tr.done_unit_failed("Z__ols__f0", "its chunk task died")
+    d = tr.to_dict()
+    assert d["units"]["failed"] == n + 1 and len(d["failures"]) == MAX_LISTED_FAILURES
+    assert d["failures"][-1] == {"unit_id": "Z__ols__f0", "error": "its chunk task died"}
 
 
 class _CountingDict(dict):

@@ -167,3 +167,33 @@ def test_a_stop_during_the_report_ends_the_ensembles_waits(
         stop.reset()
     assert sorted(flaky.calls) == ["AAPL", "ABT"]  # no retry, no 60 s wait
     assert [r["symbol"] for r in rows] == ["ABT"] and list(errors) == ["AAPL"]
+
+
+def test_a_rerun_trains_the_failed_units_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resume skips the units whose status is `done`, and only those: a unit whose status
+    says `failed` is in the rerun's plan again (linear and deep), not skipped as ended."""
+    from ray_jobs.progress import ProgressTracker
+
+    spec, storage = _finished_job(tmp_path)
+    storage.write_unit_status("AAPL__lstm__f0", {"state": "failed", "error": "NaN loss"})
+    storage.write_unit_status("ABT__ols__f0", {"state": "failed", "error": "data"})
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(spec, plan, todo, *args, **kwargs):
+        seen["todo"] = todo
+        raise Captured
+
+    monkeypatch.setattr(driver, "_prepare_and_fit_linear", capture)
+    monkeypatch.setattr(driver, "unshared_nodes", lambda *a, **k: {})
+    monkeypatch.setattr(driver.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(driver, "warm_up_plots", lambda *a: None)  # no thread to outlive it
+    with pytest.raises(Captured):
+        driver._run(spec, storage, ProgressTracker(job_id="done"), driver._Known(), 0.0)
+    assert {u.unit_id for u in seen["todo"].units} == {"AAPL__lstm__f0", "ABT__ols__f0"}
+    assert {u.unit_id for u in seen["todo"].linear_units} == {"ABT__ols__f0"}
+    assert {u.unit_id for u in seen["todo"].deep_units} == {"AAPL__lstm__f0"}

@@ -542,3 +542,16 @@ def test_spec_text_that_python_cannot_read_is_a_spec_error() -> None:
                           "models: [ols]\n")
     assert "duplicate key" not in str(info.value)
     assert info.value.errors[0][0] == "True" and "is not text" in info.value.errors[0][1]
+
+
+def test_a_yaml_name_read_as_a_boolean_or_number_is_told_to_quote_it() -> None:
+    """`name: on` reads as True and `name: 2024` as an integer: the error says to quote
+    it, as it does for such symbols; a plain bad name gets no YAML hint."""
+    base = 'dataset: {uri: "sample:sp500", symbols: 2}\nmodels: [ols]\n'
+    for name in ("on", "2024", "~"):
+        with pytest.raises(SpecError, match=r"in YAML, quote a name that reads as a boolean"):
+            JobSpec.from_yaml(f"name: {name}\n{base}")
+    with pytest.raises(SpecError) as err:
+        JobSpec.from_yaml(f"name: 'a b'\n{base}")
+    assert "YAML" not in str(err.value)
+    assert JobSpec.from_yaml(f"name: 'on'\n{base}").name == "on"

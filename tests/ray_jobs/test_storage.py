@@ -287,6 +287,45 @@ def test_error_classification(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
 
 
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("AWS Error UNKNOWN (HTTP status 429) during PutObject operation", True),
+        ("AWS Error UNKNOWN (HTTP status 408) during GetObject operation", True),
+        ("AWS Error UNKNOWN (HTTP status 403) during PutObject operation", False),
+        ("AWS Error ACCESS_DENIED during PutObject: Access Denied (connection #3)", False),
+        ("NoSuchKey: curl said not found", False),
+    ],
+)
+def test_throttling_is_retried_and_a_permanent_word_beats_a_transient_one(
+        message: str, transient: bool) -> None:
+    """HTTP 429 (too many requests: a throttling S3-compatible store) and 408 (request
+    timeout) are retried like a 5xx; other 4xx are not. A message with both a permanent
+    word (access denied, not found) and a transient one (connection, curl) is permanent:
+    a denied write fails at once with the credentials fix, not after ~15 s of retries."""
+    assert is_transient(OSError(message)) is transient
+
+
+@pytest.mark.parametrize("message", [
+    "Bucket 'no-such-bucket' not found",
+    "AWS Error UNKNOWN (HTTP status 404) during GetObject operation: Not Found",
+    "NoSuchKey: no such key 'jobs/job-403/spec.json'",
+    "AWS Error NO_SUCH_KEY during GetObject operation: The specified key does not exist.",
+    "AWS Error NO_SUCH_BUCKET during HeadObject operation",
+])
+def test_an_object_stores_not_found_is_a_storage_not_found_error(
+        tmp_path: Path, message: str) -> None:
+    """An object store's "not found" / "no such" message (an OSError, not pyarrow's
+    FileNotFoundError) is a StorageNotFoundError, so a FileNotFoundError handler catches
+    it, as it does a local file's; it fails at once, without retries."""
+    sleeps: list[float] = []
+    store = flaky_storage(tmp_path, {"open_input_stream": [OSError(message)]}, sleeps)
+    with pytest.raises(StorageNotFoundError) as err:
+        store.read_bytes("spec.json")
+    assert isinstance(err.value, FileNotFoundError) and sleeps == []
+    assert store.handler.calls["open_input_stream"] == 1
+
+
 def test_classification_ignores_the_path_in_the_message() -> None:
     # A job named "slow-connection" must not make any error on its files look transient.
     path = "b/jobs/slow-connection/x.json"
