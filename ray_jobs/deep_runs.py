@@ -31,7 +31,7 @@ from ray_jobs.placement import DeepPlacement
 from ray_jobs.planner import Plan, RunGroup, Unit
 from ray_jobs.progress import ProgressTracker
 from ray_jobs.spec import JobSpec
-from ray_jobs.stop import check_stop, sleep_unless_stopped
+from ray_jobs.stop import calls_ray, check_stop, sleep_unless_stopped
 from ray_jobs.storage import JobStorage
 from ray_jobs.tasks import ProgressRelay, apply_events
 from ray_jobs.units import fail_unit, run_unit
@@ -88,7 +88,8 @@ class DeepRuns:
             except BaseException as exc:  # surfaced by wait(); units get marked failed
                 self.error = exc
 
-        self._thread = threading.Thread(target=guarded, name="deep-runs", daemon=True)
+        self._thread = calls_ray(threading.Thread(target=guarded, name="deep-runs",
+                                                  daemon=True))
         self._thread.start()
         return self
 

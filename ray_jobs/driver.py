@@ -27,7 +27,7 @@ from ray_jobs.planner import plan as make_plan
 from ray_jobs.plots import warm_up as warm_up_plots
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
-from ray_jobs.storage import JobStorage, is_access_error
+from ray_jobs.storage import WORKERS_HINT, JobStorage, is_access_error, worker_access_hint
 from ray_jobs.tasks import (
     ChunkProgress,
     ChunkReport,
@@ -225,7 +225,7 @@ def _collect_chunks(
             stop.check_stop()  # not a failure: a stop request that surfaced here
             log.warning("a chunk task failed: %s", exc)
             report = _failed_chunk(chunk, units, exc, spec, storage)
-        errors.update(report.data_errors)
+        errors.update({s: worker_access_hint(e) for s, e in report.data_errors.items()})
         ensembles.update(report.ensemble_rows)
         for symbol, error in report.ensemble_errors.items():
             log.warning("ensemble of %s failed: %s", symbol, error)
@@ -252,7 +252,9 @@ def _failed_chunk(chunk: list[str], units: list[Unit], exc: BaseException, spec:
 def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 2.0,
             attempt: int = 0) -> dict:
     """Run (or resume) the job; returns the final summary dict. On `JobCancelled` (a stop
-    request) it writes the finished units' leaderboard, summary and plots, then re-raises.
+    request) it writes the finished units' leaderboard, summary and plots, then re-raises,
+    still connected to Ray: the caller ends the job's remaining Ray work by exiting (as the
+    entrypoint does) or by `stop.disconnect` once `stop.threads_in_ray()` is empty.
     `attempt` (the service's count of resumes) is stamped on progress.json."""
     t0 = time.time()
     store_spec(spec, storage)
@@ -279,20 +281,17 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
                 writer.write_now()
             except Exception as write_exc:  # noqa: BLE001 - the results come first
                 log.warning("progress.json on stop: %s", write_exc)
-            # The results first (read from storage, they need no Ray): a ray.shutdown() here
-            # while the deep-runs thread is inside a Ray call can crash the process
-            # (SIGSEGV, seen once in a fresh-clone CI, before any result was written).
+            # The results (read from storage, they need no Ray), with Ray still connected:
+            # a ray.shutdown() here while the deep-runs thread is inside a Ray call ended
+            # the driver with SIGSEGV or status 1 (the core worker's quick exit), once in a
+            # fresh-clone CI each. The process's exit, right after (`run.exit_promptly`),
+            # disconnects it, and the cluster then ends this job's tasks and actors (Train
+            # workers included) as for any driver that exits.
             reported = _write_partial(spec, storage, known, time.time() - t0)
             tracker.set_phase("stopped", f"{exc}: {stop.RESULTS_WRITTEN}")
-            # Then disconnecting ends this job's tasks and actors (Train workers included)
-            # now, instead of training on through the rest of the stop's grace period.
-            try:
-                stop.disconnect(ray)
-            except Exception as shutdown_exc:  # noqa: BLE001 - we are stopping anyway
-                log.warning("ray.shutdown() on stop: %s", shutdown_exc)
             # Units that ended while the results were being written (a probe saw two end a
             # second after the summary, which then said 7 of 9 where storage had 9): once
-            # more, so that the results count every unit stored as ended.
+            # more, so that the results count every unit stored as ended by then.
             if reported is not None and _ended_units(storage, known) > reported:
                 try:
                     _write_partial(spec, storage, known, time.time() - t0)
@@ -449,7 +448,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
         # no usable symbol is bad input (exit status 2), not a job with failed units; its
         # units are failed and summary.json lists every symbol's reason
         write_results(spec, plan, storage, [], prep_errors, elapsed_s=time.time() - t0,
-                      data_warnings=known.data_warnings)
+                      data_warnings=known.data_warnings, tracker=tracker)
         first = min(prep_errors)
         raise _input_error(tracker, ValueError(
             f"no usable symbol: all {len(prep_errors)} symbols failed their data checks "
@@ -469,7 +468,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     ensemble_rows += more
     summary = write_results(spec, plan, storage, ensemble_rows, prep_errors,
                             elapsed_s=time.time() - t0, data_warnings=known.data_warnings,
-                            ensemble_errors=ensemble_errors)
+                            ensemble_errors=ensemble_errors, tracker=tracker)
     failed = summary["failed_units"]
     message = f"{len(failed)} failed units" if failed else "all units done"
     if ensemble_errors:  # extra rows, not units: the job's status does not change
@@ -481,7 +480,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
 
 def _input_error(tracker: ProgressTracker, exc: BaseException) -> JobInputError:
     message = f"the job's dataset cannot be used: {exc}"
-    if is_access_error(exc):
+    if is_access_error(exc) and WORKERS_HINT not in message:  # said once
         # The server checked the dataset with its own credentials; the driver reads it
         # with those of the Ray cluster's processes, which a new user had not set.
         message += ("; the job reads its dataset with the credentials of the Ray "

@@ -228,33 +228,48 @@ def _run(spec, storage, attempt: int, stored: logging.Handler) -> int:
 EXIT_GRACE_S = float(os.environ.get("QUANTRAY_EXIT_GRACE_S", "60"))
 
 
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def exit_promptly(code: int, grace_s: float = EXIT_GRACE_S) -> None:
-    """Exit with `code`: disconnect from Ray and finalize as usual, but if that takes more
-    than `grace_s` (a hung shutdown or exit handler), end the process anyway with the same
-    status, its output flushed."""
+    """Exit with `code`: disconnect from Ray and run the exit handlers as usual, but if that
+    takes more than `grace_s` (a hung shutdown or exit handler), end the process anyway
+    with the same status, its output flushed. The interpreter's own teardown after the
+    handlers is skipped: a stopped driver whose results were written died there of a
+    segfault in native code (exit status -11 instead of 143, once in a fresh-clone CI)."""
+    import atexit
     import threading
 
     def force() -> None:
         print(f"quantray: the driver's exit took over {grace_s:.0f} s (Ray's shutdown or an "
               f"exit handler hung): exiting with status {code} anyway", file=sys.stderr)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flush_stdio()
         os._exit(code)
 
     timer = threading.Timer(grace_s, force)
     timer.daemon = True  # runs on while finalization waits for other threads
     timer.start()
     if "ray" in sys.modules:
-        from ray_jobs.stop import disconnect
+        from ray_jobs.stop import disconnect, threads_in_ray
 
-        try:
-            disconnect(sys.modules["ray"])
-        except Exception as exc:  # noqa: BLE001 - exiting anyway; say why it was not clean
-            print(f"quantray: ray.shutdown() at exit: {exc}", file=sys.stderr)
-    sys.exit(code)
+        ray = sys.modules["ray"]
+        if threads_in_ray():  # a stopped job's Tune controller: see stop.threads_in_ray
+            atexit.unregister(ray.shutdown)  # the process's exit disconnects it
+        else:
+            try:
+                disconnect(ray)
+            except Exception as exc:  # noqa: BLE001 - exiting anyway; say why it was not clean
+                print(f"quantray: ray.shutdown() at exit: {exc}", file=sys.stderr)
+    try:
+        atexit._run_exitfuncs()  # as sys.exit would (logging's flush among them)
+    finally:
+        _flush_stdio()
+        os._exit(code)
 
 
 def entry() -> None:

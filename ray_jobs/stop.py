@@ -11,6 +11,8 @@ raises a swallowed request within a second.
 from __future__ import annotations
 
 import signal
+import threading
+import weakref
 from typing import Any
 
 
@@ -101,6 +103,26 @@ def check_stop() -> None:
     stops are deferred (`defer_stops`)."""
     if _requested is not None and not _deferred:
         raise _requested
+
+
+_ray_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def calls_ray(thread: threading.Thread) -> threading.Thread:
+    """Register a thread of this process that makes Ray calls of its own (the deep runs'
+    Tune controller); returns it. While one is alive, the driver does not shut Ray down
+    (see `threads_in_ray`)."""
+    _ray_threads.add(thread)
+    return thread
+
+
+def threads_in_ray() -> list[str]:
+    """The names of the registered threads still alive. A `ray.shutdown()` while one of
+    them is inside a Ray call ended a stopped driver whose results were written with
+    status 1 (the core worker's "has already been shutdown ... The process will exit") or
+    a SIGSEGV, instead of 128 + the signal; such a driver leaves the disconnect to its
+    process's exit (`ray_jobs.run.exit_promptly`)."""
+    return sorted(t.name for t in list(_ray_threads) if t.is_alive())
 
 
 def disconnect(ray_module: Any) -> None:

@@ -224,3 +224,88 @@ def test_a_disconnected_driver_does_not_connect_again(ray_cluster: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "late call: RaySystemError connected: False" in proc.stdout, proc.stdout
     assert proc.stderr.count("Connecting to existing Ray cluster") == 1  # ray.init() only
+
+
+def test_a_driver_whose_ray_thread_is_alive_exits_with_its_status_and_ends_its_actors(
+    ray_cluster: str,
+) -> None:
+    """A stopped job's driver exits while its Tune controller thread may be inside a Ray
+    call: a ray.shutdown() under it ended the driver with status 1 ("The core worker has
+    already been shutdown") once in a fresh-clone CI. With a thread registered by
+    `stop.calls_ray` alive, `exit_promptly` leaves Ray's shutdown to the process's exit:
+    the status is kept, and the cluster still ends the driver's actors."""
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    script = (
+        "import threading, time, ray\n"
+        "from ray_jobs import run, stop\n"
+        "ray.init()\n"  # RAY_ADDRESS, as in a Ray job's driver
+        "@ray.remote(num_cpus=0)\n"
+        "class Worker:\n"
+        "    def work(self):\n"
+        "        time.sleep(0.01)\n"
+        "        return 1\n"
+        "w = Worker.options(name='qr-exit-probe').remote()\n"
+        "ray.get(w.work.remote())\n"
+        "def controller():\n"  # in Ray calls until the process ends
+        "    while True:\n"
+        "        ray.get([w.work.remote() for _ in range(4)])\n"
+        "stop.calls_ray(threading.Thread(target=controller, name='deep-runs',\n"
+        "                                daemon=True)).start()\n"
+        "import atexit\n"
+        "real = ray.shutdown\n"
+        "def counted(*a, **k):\n"
+        "    print('shutdown called', flush=True)\n"
+        "    real(*a, **k)\n"
+        "atexit.unregister(real)\n"  # Ray's own exit handler, observed
+        "atexit.register(counted, _exiting_interpreter=True)\n"
+        "ray.shutdown = counted\n"
+        "time.sleep(1.0)\n"
+        "print('results written', flush=True)\n"
+        "run.exit_promptly(143, grace_s=30.0)\n"
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert "results written" in proc.stdout and "shutdown called" not in proc.stdout
+    assert "already been shutdown" not in proc.stderr
+    # the driver's exit ended its actor, as a disconnect would have
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ray.get_actor("qr-exit-probe")
+        except ValueError:  # no such actor alive
+            break
+        assert time.monotonic() < deadline, "the exited driver's actor is still alive"
+        time.sleep(0.5)
+
+
+def test_a_driver_without_ray_threads_still_disconnects_at_exit(ray_cluster: str) -> None:
+    """With no registered thread alive (a job that ended, or whose deep runs ended), the
+    exit disconnects from Ray as before (its atexit handler, then `os._exit`)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, ray\n"
+        "from ray_jobs import run, stop\n"
+        "ray.init()\n"
+        "t = stop.calls_ray(threading.Thread(target=lambda: None, name='deep-runs'))\n"
+        "t.start(); t.join()\n"  # ended: not in Ray any more
+        "real = ray.shutdown\n"
+        "def counted(*a, **k):\n"
+        "    print('shutdown called', flush=True)\n"
+        "    real(*a, **k)\n"
+        "ray.shutdown = counted\n"
+        "run.exit_promptly(0, grace_s=30.0)\n"
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("shutdown called") == 1

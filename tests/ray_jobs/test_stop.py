@@ -59,14 +59,16 @@ def test_run_job_treats_a_stop_surfacing_as_systemerror_as_a_cancel(
         return {}
 
     monkeypatch.setattr(driver, "remove_leaked_placement_groups", lambda: [])
-    # the stop disconnects the driver from Ray: here that would be the package's private
-    # cluster, and a later test's entrypoint would wait for its GCS forever
-    monkeypatch.setattr(driver.ray, "shutdown", lambda: None)
+    # the stop path leaves Ray connected (the entrypoint's exit disconnects it): a
+    # shutdown under the deep runs' thread ended a driver with status 1
+    shutdowns: list[bool] = []
+    monkeypatch.setattr(driver.ray, "shutdown", lambda *a, **k: shutdowns.append(True))
     monkeypatch.setattr(driver, "_run", run_then_stop)
     monkeypatch.setattr(driver, "_write_partial", lambda *a: written.append(True))
     with pytest.raises(JobCancelled) as raised:
         driver.run_job(spec, storage, progress_interval_s=60)
     assert raised.value.signum == signal.SIGTERM and written == [True]
+    assert shutdowns == []
     assert isinstance(raised.value.__cause__, SystemError)
     assert storage.read_progress()["phase"] == "stopped"
 
