@@ -132,9 +132,13 @@ class OrphanSweeper:
     def __init__(self, every_s: float = 5.0) -> None:
         import threading
 
+        from ray_jobs.stop import calls_ray
+
         self.every_s = every_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="orphan-sweeper", daemon=True)
+        # registered: one stuck on the GCS past __exit__'s join is still in a Ray call
+        self._thread = calls_ray(threading.Thread(target=self._loop, name="orphan-sweeper",
+                                                  daemon=True))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):

@@ -118,3 +118,25 @@ def test_a_deferred_request_raises_nowhere_until_the_next_job() -> None:
     stop.record_stop(signal.SIGTERM)
     with pytest.raises(JobCancelled):
         stop.check_stop()
+
+
+def test_the_threads_that_call_ray_are_known_while_they_run() -> None:
+    """The driver's exit skips ray.shutdown() while a thread of its own may be inside a Ray
+    call (`run.exit_promptly`): the orphan sweeper is one such thread while it runs, and
+    not once it has stopped."""
+    import threading
+
+    from ray_jobs.cluster_gc import OrphanSweeper
+
+    assert "orphan-sweeper" not in stop.threads_in_ray()
+    with OrphanSweeper(every_s=3600):  # no sweep within the test: no Ray call
+        assert "orphan-sweeper" in stop.threads_in_ray()
+    assert "orphan-sweeper" not in stop.threads_in_ray()
+    release = threading.Event()
+    worker = stop.calls_ray(threading.Thread(target=release.wait, name="deep-runs"))
+    assert "deep-runs" not in stop.threads_in_ray()  # registered, not started
+    worker.start()
+    assert "deep-runs" in stop.threads_in_ray()
+    release.set()
+    worker.join()
+    assert "deep-runs" not in stop.threads_in_ray()
