@@ -368,23 +368,39 @@ class JobFiles:
         return [{"path": path[len(units_root) :], "size": size} for path, size in files]
 
     def slash_symbol_form(self, job_id: str, path: str) -> str | None:
-        """For an artifact path or prefix that was not found, whose first two segments are
-        a symbol with a '/' (`BF/B/ols/f0`): the path under that symbol's file-safe name
-        (`BF_B/ols/f0`) when that file or folder is there, else None (asked on a 404
-        only)."""
-        first, sep, rest = path.removesuffix("/").partition("/")
-        second, sep2, rest = rest.partition("/")
-        if not sep or not second:
+        """For an artifact path or prefix that was not found, whose first segments are a
+        symbol with '/'s (`BF/B/ols/f0`, `A/B/C/ols`): the path under that symbol's
+        file-safe name (`BF_B/ols/f0`, `A_B_C/ols`) when that file or folder is there, else
+        None (asked on a 404 only). None too when the first segment is itself a stored
+        symbol (`X/ols` of a symbol X without ols, beside a symbol `X_ols`): that path is
+        simply missing."""
+        segments = path.removesuffix("/").split("/")
+        if len(segments) < 2 or not all(segments):
             return None
         try:
-            symbol = safe_symbol(f"{first}/{second}")
-            candidate = safe_relpath(symbol + sep2 + rest)
-        except (ValueError, UnsafePath):
-            return None
-        fs, where = resolve_uri(self.uri(job_id, "units", candidate))
-        with self._reading(job_id, f"artifact units/{candidate}"):
-            found = fs.get_file_info(where).type != pafs.FileType.NotFound
-        return candidate if found else None
+            if self._exists(job_id, safe_symbol(segments[0])):
+                return None
+        except ValueError:  # no letter or digit: no symbol's folder
+            pass
+        for k in range(len(segments), 1, -1):  # the longest symbol first
+            try:
+                symbol = safe_symbol("/".join(segments[:k]))
+                candidate = safe_relpath("/".join([symbol, *segments[k:]]))
+            except (ValueError, UnsafePath):
+                continue
+            if self._exists(job_id, candidate):
+                return candidate
+        return None
+
+    def _exists(self, job_id: str, relpath: str) -> bool:
+        """Whether units/{relpath} (a file or folder, `relpath` as stored) is there."""
+        try:
+            relpath = safe_relpath(relpath)
+        except UnsafePath:
+            return False
+        fs, where = resolve_uri(self.uri(job_id, "units", relpath))
+        with self._reading(job_id, f"artifact units/{relpath}"):
+            return fs.get_file_info(where).type != pafs.FileType.NotFound
 
     def open_artifact(self, job_id: str, relpath: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunk iterator) for file units/{relpath}; FileNotFoundError if absent."""

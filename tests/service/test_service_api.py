@@ -636,6 +636,18 @@ def test_an_artifact_path_with_a_slash_symbol_is_told_its_safe_form(api: Any) ->
         assert c.get(f"/v1/jobs/{job_id}/artifacts/BF/B/ols/f1/x.json").status_code == 404
         assert c.get(f"/v1/jobs/{job_id}/artifacts",
                      params={"prefix": "XY/Z"}).status_code == 404
+        # a symbol with two '/'s is found too
+        (api.storage / "jobs" / job_id / "units" / "A_B_C" / "ols" / "f0").mkdir(parents=True)
+        listed = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "A/B/C/ols"})
+        assert listed.status_code == 400 and "use 'A_B_C/ols'" in listed.text, listed.text
+        # X/ols of a stored symbol X without ols is missing, whatever X_ols (a symbol
+        # `X.ols`) holds: no path to use is offered
+        for folder in ("X/lasso/f0", "X_ols/ols/f0"):
+            (api.storage / "jobs" / job_id / "units" / folder).mkdir(parents=True)
+        got = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "X/ols"})
+        assert got.status_code == 404, got.text
+        got = c.get(f"/v1/jobs/{job_id}/artifacts", params={"prefix": "X.ols/ols"})
+        assert got.status_code == 200, got.text  # the data's spelling of X_ols still works
 
 
 def test_a_summary_with_nan_is_served_with_null(api: Any) -> None:
