@@ -101,12 +101,20 @@ class DatasetProbe:
     def _cached(self, cache: OrderedDict, entries: int, uri: str, part: str,
                 read: Callable[[pafs.FileSystem, str, pafs.FileType], Any]) -> Any:
         """`read(fs, path, kind)` of `uri`, kept in the LRU `cache` (at most `entries`) per
-        (uri, size, mtime, part), so a changed file is read again."""
+        (uri, size, mtime, part), so a changed file is read again; a directory's stamp is
+        its files' (path, size, mtime), as its own mtime misses a file rewritten in place
+        (and an S3 prefix has none: a dataset fixed there was refused as before)."""
         fs, path = resolve_uri(uri)
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError("no such file or directory")
-        key = (uri, int(info.size or 0), int(info.mtime_ns or 0), part)
+        if info.type == pafs.FileType.Directory:
+            files = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            stamp = hash(tuple(sorted((f.path, int(f.size or 0), int(f.mtime_ns or 0))
+                                      for f in files if f.type == pafs.FileType.File)))
+            key = (uri, stamp, 0, part)
+        else:
+            key = (uri, int(info.size or 0), int(info.mtime_ns or 0), part)
         with self._lock:
             if key in cache:
                 cache.move_to_end(key)

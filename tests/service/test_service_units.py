@@ -242,6 +242,28 @@ def test_dataset_probe_reads_a_file_once_until_it_changes(tmp_path: Path,
     assert len(reads) == 4
 
 
+def test_dataset_probe_reads_a_directory_again_when_a_file_in_it_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    """A Parquet directory fixed in place (a file rewritten, the directory's own mtime
+    unchanged, as on S3 where a prefix has none) is read again: the stale symbols were
+    served before."""
+    import pandas as pd
+
+    from service import dataset_probe
+
+    days = pd.bdate_range("2020-01-01", periods=5)
+    part = tmp_path / "part-0.parquet"
+    pd.DataFrame({"symbol": ["A"] * 5, "date": days}).to_parquet(part)
+    probe = dataset_probe.DatasetProbe()
+    assert probe.symbols(str(tmp_path)) == {"A"}
+    folder_times = os.stat(tmp_path).st_atime_ns, os.stat(tmp_path).st_mtime_ns
+    pd.DataFrame({"symbol": ["A", "B"], "date": days[:2]}).to_parquet(part)
+    os.utime(part, ns=(10**18, 10**18))  # a new mtime even within the clock's resolution
+    os.utime(tmp_path, ns=folder_times)  # the directory looks untouched
+    assert probe.symbols(str(tmp_path)) == {"A", "B"}
+
+
 def test_dataset_probe_reads_hive_partitions_as_the_loader_does(tmp_path: Path) -> None:
     """A directory partitioned by `symbol=` (numeric-looking tickers too) passes the API's
     submit-time probe with the symbols and rows the job's loader will read."""
