@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from service.db import fetch_one, jobs
 from service.job_ids import job_id_problem, new_job_id
 from service.keys import Principal
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
@@ -127,8 +130,9 @@ class JobStore:
 
         `write_files(job_id)` (spec.json) runs first and outside the transaction, so slow
         storage never holds the database's write lock; if it raises, nothing is inserted,
-        and if the insert fails, `remove_files(job_id)` takes the files back: no half-made
-        job either way. With an idempotency key already used by `owner`, returns the existing
+        and if the insert fails, `remove_files(job_id)` takes the files back once the
+        database says the row is not there (a lost COMMIT acknowledgement stores it): no
+        job without its spec either way. With an idempotency key already used by `owner`, returns the existing
         job when the spec is the same and raises `JobConflict` when it differs."""
         digest = spec_hash(spec)
         if idempotency_key is not None:
@@ -167,10 +171,24 @@ class JobStore:
                 raise
             return self._replay(existing, digest, idempotency_key or ""), False
         except BaseException:
-            remove_files(row["id"])
+            # A lost COMMIT acknowledgement (the connection cut after the commit) raises
+            # here with the row stored: its spec.json stays. So does it when the database
+            # cannot tell (a spec.json without a row is inert; a row without one is not).
+            if self._surely_absent(row["id"]):
+                remove_files(row["id"])
+            else:
+                log.warning("job %s: the insert raised, and its row is there or cannot be "
+                            "looked up: its spec.json is kept", row["id"])
             raise
         # The row as stored (every column is in `row`, plus the generated seq): no re-read.
         return JobRecord.from_row({**row, "seq": seq}), True
+
+    def _surely_absent(self, job_id: str) -> bool:
+        """Whether the database answers that job `job_id` has no row."""
+        try:
+            return fetch_one(self.engine, _BY_ID, {"job_id": job_id}) is None
+        except Exception:  # noqa: BLE001 - cannot tell: the caller keeps the files
+            return False
 
     def _by_idempotency_key(self, owner: str, key: str) -> JobRecord | None:
         row = fetch_one(self.engine, _BY_IDEMPOTENCY_KEY, {"owner": owner, "key": key})

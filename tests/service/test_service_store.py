@@ -75,6 +75,57 @@ def test_no_half_created_job_when_storage_or_insert_fails(engine: Engine) -> Non
     assert _create(store, key="k").idempotency_key == "k"
 
 
+def test_a_lost_commit_acknowledgement_keeps_the_jobs_spec(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection cut after the COMMIT: the insert raises with the row stored. Its
+    spec.json is kept (it was removed, leaving a queued job without its spec); so it is when
+    the database cannot say; a row that is surely not there takes its files back."""
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import OperationalError
+
+    store = JobStore(engine)
+    real_write = store._write
+    lost = OperationalError("COMMIT", {}, ConnectionResetError("connection reset by peer"))
+
+    @contextmanager
+    def committed_then_cut():
+        with real_write() as conn:
+            yield conn
+        raise lost  # after the commit, as a lost acknowledgement
+
+    written: list[str] = []
+    removed: list[str] = []
+    monkeypatch.setattr(store, "_write", committed_then_cut)
+    with pytest.raises(OperationalError):
+        store.create(owner="alice", name="a", spec=SPEC, idempotency_key="k",
+                     write_files=written.append, remove_files=removed.append)
+    assert removed == [] and store.get(written[0]).status == "queued"
+    # the database cannot answer the look-up: the files stay too
+    monkeypatch.setattr("service.store.fetch_one",
+                        lambda *a, **k: (_ for _ in ()).throw(lost))
+    with pytest.raises(OperationalError):
+        store.create(owner="alice", name="a", spec=SPEC, idempotency_key=None,
+                     write_files=written.append, remove_files=removed.append)
+    assert removed == [] and len(written) == 2
+    monkeypatch.undo()
+
+    @contextmanager
+    def cut_before_commit():
+        with real_write() as conn:
+            yield conn
+            raise lost  # rolled back: no row
+
+    monkeypatch.setattr(store, "_write", cut_before_commit)
+    with pytest.raises(OperationalError):
+        store.create(owner="alice", name="a", spec=SPEC, idempotency_key=None,
+                     write_files=written.append, remove_files=removed.append)
+    assert removed == [written[2]]
+    with pytest.raises(JobNotFound):
+        store.get(written[2])
+
+
 def test_idempotency_same_spec_same_job_different_spec_conflict(engine: Engine) -> None:
     store = JobStore(engine)
     kwargs = {"owner": "alice", "name": "a", "idempotency_key": "k"}
