@@ -27,7 +27,13 @@ from ray_jobs.planner import plan as make_plan
 from ray_jobs.plots import warm_up as warm_up_plots
 from ray_jobs.progress import ProgressTracker, ProgressWriter
 from ray_jobs.spec import JobSpec
-from ray_jobs.storage import WORKERS_HINT, JobStorage, is_access_error, worker_access_hint
+from ray_jobs.storage import (
+    WORKERS_HINT,
+    JobStorage,
+    done_ids,
+    is_access_error,
+    worker_access_hint,
+)
 from ray_jobs.tasks import (
     ChunkProgress,
     ChunkReport,
@@ -420,7 +426,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     except ValueError as exc:  # no symbol to plan; unit ids that clash
         raise _input_error(tracker, exc) from exc
     statuses = storage.unit_statuses()
-    done = {u for u, s in statuses.items() if s.get("state") == "done"}
+    done = done_ids(statuses)
     todo = plan.pending(done)
     tracker.plan_units({u.unit_id: u.kind for u in plan.units}, already_done=done,
                        prior_s=_deep_prior(spec, todo, placement.slots))

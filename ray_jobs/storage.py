@@ -383,7 +383,13 @@ class JobStorage:
 
     def done_unit_ids(self) -> set[str]:
         """Units to skip on resume: those whose status is `done` (failed ones rerun)."""
-        return {u for u, s in self.unit_statuses().items() if s.get("state") == "done"}
+        return done_ids(self.unit_statuses())
+
+
+def done_ids(statuses: dict[str, dict[str, Any]]) -> set[str]:
+    """The unit ids of `statuses` ({unit id: status}) whose state is `done`: a resume skips
+    them, and reruns the failed ones."""
+    return {u for u, s in statuses.items() if s.get("state") == "done"}
 
 
 # An object store's words for credentials that are missing or not allowed (AWS, MinIO, GCS

@@ -132,8 +132,9 @@ class JobStore:
         storage never holds the database's write lock; if it raises, nothing is inserted,
         and if the insert fails, `remove_files(job_id)` takes the files back once the
         database says the row is not there (a lost COMMIT acknowledgement stores it): no
-        job without its spec either way. With an idempotency key already used by `owner`, returns the existing
-        job when the spec is the same and raises `JobConflict` when it differs."""
+        job without its spec either way. With an idempotency key already used by `owner`,
+        returns the existing job when the spec is the same and raises `JobConflict` when it
+        differs."""
         digest = spec_hash(spec)
         if idempotency_key is not None:
             existing = self._by_idempotency_key(owner, idempotency_key)
