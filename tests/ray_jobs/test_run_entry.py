@@ -4,6 +4,8 @@ connects to a `ray start` head that runs with token auth."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,8 +110,6 @@ def test_ray_reads_the_token_mode_set_before_it_is_imported(tmp_path) -> None:
     """What `main` relies on: importing the entrypoint does not import ray, and a mode set
     before ray's import is the one its config holds (set after it, Ray kept 'disabled' and
     the driver failed to join a `ray start` head with InvalidAuthToken)."""
-    import subprocess
-    import sys
 
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("t" * 32)
@@ -146,8 +146,6 @@ def test_a_token_path_that_names_no_file_is_refused_as_the_service_refuses_it(
 def test_a_hung_exit_still_ends_the_driver_with_its_status() -> None:
     """A driver whose results are written exits with its status even when an exit handler
     (Ray's shutdown under heavy load) hangs: after the grace period it is ended anyway."""
-    import subprocess
-    import sys
     import time
 
     code = ("import atexit, time\n"
@@ -165,8 +163,6 @@ def test_a_hung_exit_still_ends_the_driver_with_its_status() -> None:
 
 
 def test_a_clean_exit_keeps_its_status_and_says_nothing() -> None:
-    import subprocess
-    import sys
 
     code = "from ray_jobs.run import exit_promptly\nexit_promptly(3, grace_s=30.0)\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -177,8 +173,6 @@ def test_a_clean_exit_keeps_its_status_and_says_nothing() -> None:
 def test_a_driver_that_dies_of_an_exception_exits_through_the_watchdog_too() -> None:
     """The entrypoint ends the same way when `main` raises (a driver whose storage went
     down): the traceback as Python prints it (the service reads its last line), status 1."""
-    import subprocess
-    import sys
 
     code = ("import atexit, time\n"
             "from ray_jobs import run\n"
@@ -197,12 +191,27 @@ def test_a_driver_that_dies_of_an_exception_exits_through_the_watchdog_too() -> 
     assert "RuntimeError: storage down" in lines and "anyway" in lines[-1]
 
 
+# a driver script's lines that print "shutdown called" at each ray.shutdown()
+COUNTED_SHUTDOWN = (
+    "real = ray.shutdown\n"
+    "def counted(*a, **k):\n"
+    "    print('shutdown called', flush=True)\n"
+    "    real(*a, **k)\n"
+    "ray.shutdown = counted\n"
+)
+
+
+def _driver(script: str, ray_cluster: str) -> subprocess.CompletedProcess:
+    """`script` run as a driver of the cluster (RAY_ADDRESS set, as in a Ray job)."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+
+
 def test_a_disconnected_driver_does_not_connect_again(ray_cluster: str) -> None:
-    """After the stop path's shutdown, a Ray call of another thread (the deep runs' Tune
+    """After a driver's shutdown, a Ray call of another thread (the deep runs' Tune
     controller) connected a cancelled driver to the cluster again (RAY_ADDRESS is set in
     a job): `stop.disconnect` makes such a call fail instead."""
-    import subprocess
-    import sys
 
     script = (
         "import threading, ray\n"
@@ -218,9 +227,7 @@ def test_a_disconnected_driver_does_not_connect_again(ray_cluster: str) -> None:
         "t = threading.Thread(target=late); t.start(); t.join()\n"
         "print('late call:', out[0], 'connected:', ray.is_initialized())\n"
     )
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    proc = _driver(script, ray_cluster)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "late call: RaySystemError connected: False" in proc.stdout, proc.stdout
     assert proc.stderr.count("Connecting to existing Ray cluster") == 1  # ray.init() only
@@ -234,8 +241,6 @@ def test_a_driver_whose_ray_thread_is_alive_exits_with_its_status_and_ends_its_a
     already been shutdown") once in a fresh-clone CI. With a thread registered by
     `stop.calls_ray` alive, `exit_promptly` leaves Ray's shutdown to the process's exit:
     the status is kept, and the cluster still ends the driver's actors."""
-    import subprocess
-    import sys
     import time
 
     import ray
@@ -256,21 +261,15 @@ def test_a_driver_whose_ray_thread_is_alive_exits_with_its_status_and_ends_its_a
         "        ray.get([w.work.remote() for _ in range(4)])\n"
         "stop.calls_ray(threading.Thread(target=controller, name='deep-runs',\n"
         "                                daemon=True)).start()\n"
+        + COUNTED_SHUTDOWN +
         "import atexit\n"
-        "real = ray.shutdown\n"
-        "def counted(*a, **k):\n"
-        "    print('shutdown called', flush=True)\n"
-        "    real(*a, **k)\n"
-        "atexit.unregister(real)\n"  # Ray's own exit handler, observed
+        "atexit.unregister(real)\n"  # Ray's own exit handler, observed too
         "atexit.register(counted, _exiting_interpreter=True)\n"
-        "ray.shutdown = counted\n"
         "time.sleep(1.0)\n"
         "print('results written', flush=True)\n"
         "run.exit_promptly(143, grace_s=30.0)\n"
     )
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    proc = _driver(script, ray_cluster)
     assert proc.returncode == 143, proc.stderr[-3000:]
     assert "results written" in proc.stdout and "shutdown called" not in proc.stdout
     assert "already been shutdown" not in proc.stderr
@@ -288,8 +287,6 @@ def test_a_driver_whose_ray_thread_is_alive_exits_with_its_status_and_ends_its_a
 def test_a_driver_without_ray_threads_still_disconnects_at_exit(ray_cluster: str) -> None:
     """With no registered thread alive (a job that ended, or whose deep runs ended), the
     exit disconnects from Ray as before (its atexit handler, then `os._exit`)."""
-    import subprocess
-    import sys
 
     script = (
         "import threading, ray\n"
@@ -297,15 +294,9 @@ def test_a_driver_without_ray_threads_still_disconnects_at_exit(ray_cluster: str
         "ray.init()\n"
         "t = stop.calls_ray(threading.Thread(target=lambda: None, name='deep-runs'))\n"
         "t.start(); t.join()\n"  # ended: not in Ray any more
-        "real = ray.shutdown\n"
-        "def counted(*a, **k):\n"
-        "    print('shutdown called', flush=True)\n"
-        "    real(*a, **k)\n"
-        "ray.shutdown = counted\n"
+        + COUNTED_SHUTDOWN +
         "run.exit_promptly(0, grace_s=30.0)\n"
     )
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    proc = _driver(script, ray_cluster)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("shutdown called") == 1
