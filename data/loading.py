@@ -609,7 +609,7 @@ def _csv_files(fs: pafs.FileSystem, path: str) -> list[str]:
                   if i.type == pafs.FileType.File and i.base_name.lower().endswith(_CSV))
 
 
-def _csv_compression(path: str) -> str | None:
+def csv_compression(path: str) -> str | None:
     """gzip for a `.gz` name in any case: pyarrow's "detect" reads only a lower-case `.gz`,
     and a `DATA.CSV.GZ` that the name check let in was read as plain text."""
     return "gzip" if path.lower().endswith(".gz") else None
@@ -621,7 +621,7 @@ def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | Non
     The header is checked first (pandas' own error names no file): against `kind`'s
     columns when given, then against `usecols`."""
     try:
-        with fs.open_input_stream(path, compression=_csv_compression(path)) as stream:
+        with fs.open_input_stream(path, compression=csv_compression(path)) as stream:
             header = list(pd.read_csv(stream, nrows=0).columns)
         if kind is not None:
             check_kind(header, kind, uri)
@@ -632,7 +632,7 @@ def _read_csv(fs: pafs.FileSystem, path: str, uri: str, usecols: list[str] | Non
         # is a missing symbol.
         na_values = {c: list(STR_NA_VALUES) for c in header if c != "symbol"}
         na_values["symbol"] = [""]
-        with fs.open_input_stream(path, compression=_csv_compression(path)) as stream:
+        with fs.open_input_stream(path, compression=csv_compression(path)) as stream:
             return pd.read_csv(stream, usecols=usecols, dtype={"symbol": str},
                                keep_default_na=False, na_values=na_values)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -148,17 +148,16 @@ def _read_symbol_column(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> 
 
 def _column_names(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> tuple[str, ...]:
     """The dataset's column names: a CSV header, a Parquet schema (hive keys included)."""
+    from data.loading import csv_compression, parquet_dataset
+
     lower = path.lower()
     try:
         if kind == pafs.FileType.Directory:
-            from data.loading import parquet_dataset
-
             return tuple(parquet_dataset(fs, path, path).schema.names)
         if lower.endswith((".parquet", ".pq")):
             return tuple(pq.read_schema(path, filesystem=fs).names)
         if lower.endswith((".csv", ".csv.gz")):
-            compression = "gzip" if lower.endswith(".gz") else None
-            with fs.open_input_stream(path, compression=compression) as stream:
+            with fs.open_input_stream(path, compression=csv_compression(path)) as stream:
                 return tuple(pacsv.open_csv(stream).schema.names)
     except pa.ArrowInvalid as exc:
         raise ValueError(f"no readable header or schema ({exc})") from None
@@ -170,13 +169,12 @@ def _read_columns(
 ) -> pa.Table:
     """`columns` of the dataset at `path` (CSV columns as strings); a missing one raises
     `data.validation.check_columns`' message (the columns found, renames, the kind)."""
+    from data.loading import csv_compression, parquet_dataset
     from data.validation import check_columns
 
     lower = path.lower()
     try:
         if kind == pafs.FileType.Directory:  # hive partitions (symbol=...) as the loader reads them
-            from data.loading import parquet_dataset
-
             dataset = parquet_dataset(fs, path, path)
             check_columns(dataset.schema.names, columns, path)
             table = dataset.to_table(columns=columns)
@@ -185,8 +183,7 @@ def _read_columns(
             table = pq.read_table(path, filesystem=fs, columns=columns)
         elif lower.endswith((".csv", ".csv.gz")):
             check_columns(_column_names(fs, path, kind), columns, path)
-            compression = "gzip" if lower.endswith(".gz") else None
-            with fs.open_input_stream(path, compression=compression) as stream:
+            with fs.open_input_stream(path, compression=csv_compression(path)) as stream:
                 table = pacsv.read_csv(
                     stream,
                     convert_options=pacsv.ConvertOptions(

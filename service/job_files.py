@@ -385,10 +385,10 @@ class JobFiles:
         for k in range(len(segments), 1, -1):  # the longest symbol first
             try:
                 symbol = safe_symbol("/".join(segments[:k]))
-                candidate = safe_relpath("/".join([symbol, *segments[k:]]))
-            except (ValueError, UnsafePath):
+            except ValueError:
                 continue
-            if self._exists(job_id, candidate):
+            candidate = "/".join([symbol, *segments[k:]])
+            if self._exists(job_id, candidate):  # False for an unsafe path too
                 return candidate
         return None
 
