@@ -132,7 +132,9 @@ def _symbols_as_text(table: pa.Table, uri: str) -> pd.DataFrame:
             _symbol_text(bad, uri)  # raises, naming the value
             raise
         table = table.set_column(at, "symbol", text)
-    frame = table.to_pandas()
+    # without the pandas metadata: a frame saved with its `date` (or `symbol`) as the index
+    # stores it as a column, which `to_pandas` would turn back into the index
+    frame = table.to_pandas(ignore_metadata=True)
     sym = frame["symbol"]
     if isinstance(sym.dtype, pd.CategoricalDtype):  # a pandas category saved
         frame["symbol"] = sym = sym.astype(object)  # to Parquet: plain strings
@@ -176,9 +178,9 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
         # the whole file is in memory: positions are the file's rows (0 = the first after
         # the header)
         untimed = _untimed_rows(frame, time_col, lambda s, mask: _rows_text(mask))
-        if symbols is None:  # as a Parquet read, which filters them out
-            _check_no_symbol(frame, time_col, uri, lambda: _rows_text(frame["symbol"].isna()))
-        else:
+        # for any symbols asked for too: a row without one may be a day of any of them
+        _check_no_symbol(frame, time_col, uri, lambda: _rows_text(frame["symbol"].isna()))
+        if symbols is not None:
             if check_spellings:
                 _check_padded_twins(frame["symbol"].dropna().unique(), symbols, uri)
             frame = frame[frame["symbol"].isin(symbols)]
@@ -457,7 +459,9 @@ def build_filter(
 ) -> ds.Expression | None:
     """The pushdown expression for a symbol list and the half-open time range [lo, hi), or
     None when nothing filters. Time bounds are left out when the column type has no order
-    that matches time (e.g. strings); `_load` then filters in memory."""
+    that matches time (e.g. strings); `_load` then filters in memory. Rows without a symbol
+    pass the symbol filter: the loader refuses the file for them, whichever symbols are
+    asked for (such a row may be a day of any of them)."""
     parts = []
     if symbols is not None:
         sym_type = schema.field("symbol").type
@@ -467,7 +471,8 @@ def build_filter(
         if pa.types.is_integer(sym_type):  # numeric codes: the symbols that spell a number
             values = [int(v) for v in values  # as the column reads back ("0700" is not 700)
                       if re.fullmatch(r"-?[0-9]{1,18}", v) and str(int(v)) == v]
-        parts.append(ds.field("symbol").isin(pa.array(values, type=sym_type)))
+        parts.append(ds.field("symbol").isin(pa.array(values, type=sym_type))
+                     | ds.field("symbol").is_null())
     ttype = schema.field(time_col).type
     for bound, op in ((lo, "ge"), (hi, "lt")):
         if bound is None:

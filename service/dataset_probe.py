@@ -25,6 +25,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 
 from data.spec_rules import FIRST_DATE, LAST_DATE  # the dates a window may take
 from data.storage import resolve_uri
+from data.wording import counted
 
 SYMBOL_COLUMN = "symbol"
 _CSV_NA = pa.array(sorted(STR_NA_VALUES), pa.string())  # as data.loading._read_csv reads CSV
@@ -82,8 +83,13 @@ class DatasetProbe:
         """Distinct symbols of `uri`; FileNotFoundError / ValueError say what is wrong."""
 
         def read(fs: pafs.FileSystem, path: str, kind: pafs.FileType) -> frozenset[str]:
-            column = _read_symbol_column(fs, path, kind)
-            # an empty CSV cell is a missing symbol, as the loader reads it
+            column = _read_symbol_column(fs, path, kind)  # an empty CSV cell is null here
+            if n := column.null_count:  # the loader refuses the file, whichever symbols a
+                one = n == 1  # job asks for: such a row may be a day of any of them
+                raise ValueError(
+                    f"{counted(n, 'row')} {'has' if one else 'have'} no symbol: fill or remove "
+                    f"{'it' if one else 'them'} at the source (`quantray data inspect {uri}` "
+                    f"names {'it' if one else 'them'})")
             return frozenset(str(s) for s in pc.unique(column).to_pylist() if s not in (None, ""))
 
         return self._cached(self._cache, self._cache_entries, uri, "", read)
@@ -220,7 +226,8 @@ def _read_symbol_times(
     """Symbol -> its sorted times (datetime64[ns]), parsed as `data.loading` parses them."""
     from data.validation import to_datetime_column
 
-    frame = _read_columns(fs, path, kind, [SYMBOL_COLUMN, time_column]).to_pandas()
+    frame = _read_columns(fs, path, kind, [SYMBOL_COLUMN, time_column]).to_pandas(
+        ignore_metadata=True)  # a pandas index saved as a column stays a column
     times = frame[time_column]
     if times.dtype == object and times.notna().any():  # CSV columns are read as text here
         numbers = pd.to_numeric(times, errors="coerce")

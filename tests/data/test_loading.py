@@ -485,6 +485,36 @@ def test_row_without_a_symbol_is_named_by_its_file_row(bars, write_frame, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_row_without_a_symbol_is_refused_when_symbols_are_asked_for(bars, write_frame, fmt):
+    """The row may be a day of the symbol asked for: a read of some symbols trained them
+    without it, silently (the Parquet pushdown filtered it out), while a read of all
+    refused the file."""
+    df = bars(("AAA", "BBB"), n=10)
+    df["symbol"] = df["symbol"].astype(object)
+    df.loc[3, "symbol"] = None
+    path = write_frame(df, fmt)
+    for symbols in (["AAA"], ["BBB"], None):
+        with pytest.raises(DataValidationError, match=rf"^{re.escape(path)}: 1 row has no "
+                           r"symbol \(row 3, dated 2020-01-06\); fill or remove it"):
+            load_bars(path, symbols=symbols)
+    df.loc[3, "symbol"] = "AAA"
+    assert len(load_bars(write_frame(df, fmt), symbols=["AAA"])) == 10
+
+
+@pytest.mark.parametrize("index", [["date"], ["symbol"], ["symbol", "date"]])
+def test_a_parquet_frame_saved_with_its_index_loads(bars, tmp_path, index):
+    """`df.set_index('date').to_parquet(...)`: the index is stored as a column, and
+    `to_pandas` restored it as the index (KeyError: 'date', a traceback in the CLI)."""
+    df = bars(("AAA", "BBB"), n=10)
+    path = tmp_path / "indexed.parquet"
+    df.set_index(index).to_parquet(path)
+    out = load_bars(str(path), symbols=["BBB"])
+    expected = df[df["symbol"] == "BBB"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=False)
+    assert list_symbols(str(path)) == ["AAA", "BBB"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_window_outside_a_symbols_rows_says_to_move_the_window(bars, write_frame, fmt):
     """The symbol exists: "list the available ones" pointed the wrong way."""
     path = write_frame(bars(("AAA",), n=10), fmt)

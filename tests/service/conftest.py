@@ -155,6 +155,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str
     (root / "adj_close.csv").write_text(
         "symbol,date,open,high,low,Adj Close,volume\nAAA,2012-01-02,1,1,1,1.0,0\n")
     (root / "empty.csv").write_text("symbol,date,open,high,low,close,volume\n")
+    # AAA's second day without its symbol: the loader refuses the file for any symbols
+    (root / "no_symbol.csv").write_text("symbol,date,open,high,low,close,volume\n"
+                                        "AAA,2012-01-02,1,1,1,1.0,0\n,2012-01-03,1,1,1,1.0,0\n")
     pq.write_table(pa.table({"symbol": ["AAA"], "ts": [days[0]], "ask_price_1": [1.01],
                              "ask_size_1": [5.0], "bid_price_1": [1.0], "bid_size_1": [5.0]}),
                    root / "lob.parquet")  # order-book snapshots  # fmt: skip

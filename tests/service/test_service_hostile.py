@@ -265,6 +265,8 @@ def test_bad_submission_is_refused_and_changes_nothing(
         ("file://{root}/%2E%2E/outside.parquet", 1, "'..'"),
         ("file://{root}/..%2foutside.parquet", 1, "'..'"),
         ("{root}/empty.csv", 1, "has no rows with a symbol"),
+        ("{root}/no_symbol.csv", ["AAA"], "1 row has no symbol: fill or remove it at the "
+         "source (`quantray data inspect {root}/no_symbol.csv` names it)"),
     ],
     ids=[
         "missing-file",
@@ -275,6 +277,7 @@ def test_bad_submission_is_refused_and_changes_nothing(
         "encoded-DOTDOT",
         "encoded-slash",
         "empty-file",
+        "a-row-without-a-symbol",
     ],
 )
 def test_dataset_is_checked_against_roots_and_content(
@@ -285,7 +288,7 @@ def test_dataset_is_checked_against_roots_and_content(
     body = spec(**{"dataset.uri": uri.format(root=root), "dataset.symbols": symbols})
     with api.client() as c:
         resp = c.post("/v1/jobs", json=body)
-    _assert_error(resp, 422, "invalid", text)
+    _assert_error(resp, 422, "invalid", text.format(root=root))
     assert any(e["field"].startswith("dataset.") for e in resp.json()["errors"])
     assert api.job_count() == before
 

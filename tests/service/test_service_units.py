@@ -283,6 +283,21 @@ def test_dataset_probe_reads_hive_partitions_as_the_loader_does(tmp_path: Path) 
         "0700": 4, "9988": 4}
 
 
+def test_dataset_probe_reads_a_frame_saved_with_its_date_index(tmp_path: Path) -> None:
+    """`df.set_index('date').to_parquet(...)` stores the index as a column; the probe's
+    `to_pandas` turned it back into the index (KeyError: 'date')."""
+    import pandas as pd
+
+    from service import dataset_probe
+
+    days = pd.bdate_range("2020-01-01", periods=5)
+    path = tmp_path / "indexed.parquet"
+    pd.DataFrame({"symbol": ["A"] * 5, "date": days}).set_index("date").to_parquet(path)
+    probe = dataset_probe.DatasetProbe()
+    assert probe.symbols(str(path)) == {"A"}
+    assert probe.rows_in_window(str(path), "date", "2020-01-02", None) == {"A": 4}
+
+
 @pytest.mark.parametrize(
     ("accept", "csv"),
     [("text/csv", True), ("application/json", False), ("", False), ("*/*", False),
