@@ -474,10 +474,13 @@ def build_filter(
         parts.append(ds.field("symbol").isin(pa.array(values, type=sym_type))
                      | ds.field("symbol").is_null())
     ttype = schema.field(time_col).type
+    # a zoned column's dates read as local dates (`to_datetime_column`), up to 14 h from
+    # the UTC instants the pushdown compares: a day wider here, exact in `_load`
+    slack = pd.Timedelta(days=1) if getattr(ttype, "tz", None) else pd.Timedelta(0)
     for bound, op in ((lo, "ge"), (hi, "lt")):
         if bound is None:
             continue
-        scalar = _time_scalar(bound, ttype)
+        scalar = _time_scalar(bound - slack if op == "ge" else bound + slack, ttype)
         if scalar is not None:
             field = ds.field(time_col)  # rows without a time stay, for validation to fail
             parts.append(((field >= scalar) if op == "ge" else (field < scalar))

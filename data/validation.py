@@ -515,15 +515,16 @@ def _number_time_fix(example: object, col: str) -> str:
 
 
 def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
-    """`values` as naive datetime64[ns] (tz-aware -> UTC); unparseable values raise, and so
-    do numbers: pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
+    """`values` as naive datetime64[ns] (tz-aware -> UTC, or the local date where every
+    time is at local midnight: `_drop_zone`); unparseable values raise, and so do numbers:
+    pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         example = values.dropna().iloc[0] if values.notna().any() else values.iloc[0]
         raise DataValidationError(
             f"{source}: column {col!r} holds numbers (e.g. {example!r}), not dates; store "
             f"dates or ISO strings such as 2018-02-07, e.g. {_number_time_fix(example, col)}")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        values = _drop_zone(values)
     if not pd.api.types.is_datetime64_dtype(values):
         parsed = _parse_times(values, None, col, source)
         bad = parsed.isna() & values.notna()
@@ -541,7 +542,7 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
             )
         values = parsed
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+            values = _drop_zone(values)
     try:
         return values.astype("datetime64[ns]")
     except pd.errors.OutOfBoundsDatetime:  # a Parquet timestamp[us] or [ms] column
@@ -553,6 +554,27 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
         f"a time can have here ({pd.Timestamp.min.date()} to {pd.Timestamp.max.date()}), e.g. "
         f"{_fmt([values.iloc[pos]])} at row {pos} (a placeholder such as 9999-12-31 for 'no "
         "date'?); remove those rows or give them their real time at the source", rows=[pos])
+
+
+def _drop_zone(values: pd.Series) -> pd.Series:
+    """Zoned times as naive ones: dates (every time at midnight in its own zone, as daily
+    bars are stamped) keep their local date, which UTC would move to the day before east
+    of UTC (Asia/Tokyo) and to 04:00 or 05:00 west of it; other times become UTC."""
+    local = values.dt.tz_localize(None)
+    if (local.dropna() == local.dropna().dt.normalize()).all():
+        return local
+    return values.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def _local_dates(parsed: pd.Series) -> pd.Series | None:
+    """Times parsed with several UTC offsets (object dtype: a zone with daylight saving)
+    as naive local dates when every one is at midnight in its own offset, else None."""
+    stamps = parsed.dropna()
+    if not len(stamps) or not all(isinstance(t, pd.Timestamp) and t == t.normalize()
+                                  for t in stamps):  # fmt: skip
+        return None
+    return pd.to_datetime(parsed.map(lambda t: t.tz_localize(None) if isinstance(
+        t, pd.Timestamp) else pd.NaT))
 
 
 def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> pd.Series:
@@ -576,7 +598,9 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> p
                 f"at row {i_naive}); write every time with its offset, or none",
                 rows=[i_naive])
     if parsed.dtype == object:
-        parsed = pd.to_datetime(values, errors="coerce", utc=True, format=fmt)
+        dates = _local_dates(parsed)
+        parsed = dates if dates is not None else pd.to_datetime(
+            values, errors="coerce", utc=True, format=fmt)
     return parsed
 
 

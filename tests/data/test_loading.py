@@ -195,6 +195,27 @@ def test_dates_with_daylight_saving_offsets_become_utc(bars, tmp_path, fmt):
                                     pd.Timestamp("2018-07-03 20:00")]
 
 
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/New_York", "UTC"])
+@pytest.mark.parametrize("fmt", ["parquet-zoned", "csv"])
+def test_zoned_daily_bars_at_local_midnight_keep_their_dates(bars, tmp_path, zone, fmt):
+    """Daily bars stamped at midnight in their zone keep their local dates, and a window
+    selects them by those dates: in UTC, Tokyo's 2018-02-01 was 2018-01-31 15:00 (the bar
+    of 2018-02-01 fell out of a window starting then), New York's 05:00 or 04:00. The CSV
+    spans a daylight-saving change, so its offsets differ (-05:00, -04:00)."""
+    df = bars(("AAA",), n=40)
+    days = pd.bdate_range("2018-02-26", periods=40)
+    df["date"] = days.tz_localize(zone)
+    if fmt == "csv":
+        df["date"] = [t.isoformat() for t in df["date"]]
+        df.to_csv(path := tmp_path / "f.csv", index=False)
+    else:
+        df.to_parquet(path := tmp_path / "f.parquet")
+    out = load_bars(str(path))
+    assert out["date"].tolist() == list(days)
+    window = load_bars(str(path), start="2018-03-05", end="2018-03-13")
+    assert window["date"].tolist() == list(days[(days >= "2018-03-05") & (days <= "2018-03-13")])
+
+
 def test_iso_strings_mixing_dates_and_datetimes_parse(bars, tmp_path):
     """ISO times whose midnights are written as plain dates (2021-01-05 beside
     2021-01-05 09:35:00) are dates, though pandas infers one format from the first."""
