@@ -103,7 +103,10 @@ def _dataset_symbols(dataset: ds.Dataset, uri: str) -> list[str]:
     if keys and all("symbol" in k for k in keys):  # hive `symbol=AAPL/`: the directory
         values = {k["symbol"] for k in keys}  # names tell, without opening a file
     else:
-        values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"]).to_pylist()
+        try:
+            values = pc.unique(dataset.to_table(columns=["symbol"])["symbol"]).to_pylist()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ValueError(f"{uri}: {exc}{not_parquet_files(dataset)}") from exc
     return sorted(_symbol_text(v, uri) for v in values if v is not None)
 
 
@@ -205,7 +208,8 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
                 table = dataset.to_table(columns=columns, filter=build_filter(
                     dataset.schema, time_col, symbols, None, None))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(f"{uri}: {exc}{_schema_clash(dataset, fs, columns)}") from exc
+            why = not_parquet_files(dataset) or _schema_clash(dataset, fs, columns)
+            raise ValueError(f"{uri}: {exc}{why}") from exc
         no_symbol = table.column("symbol").null_count > 0
         frame = _symbols_as_text(table, uri)
         frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
@@ -319,6 +323,43 @@ def _check_separate_time(found: list[str], frame: pd.DataFrame, time_col: str, u
         "which is not read: bars are timed by the `date` column alone; combine the two into "
         "one `date` column, e.g. df['date'] = pd.to_datetime(df['date'].astype(str) + ' ' "
         f"+ df[{extra!r}].astype(str))")
+
+
+def not_parquet_files(dataset: ds.Dataset | None, fs: pafs.FileSystem | None = None,
+                      path: str = "") -> str:
+    """The files of a Parquet directory (`dataset`, or the directory `path` on `fs` when
+    no dataset could be made of it) that are not Parquet (a README, a CSV copy: no `PAR1`
+    magic at both ends), as text for an error; "" if there are none. Read on an error path
+    only: pyarrow's own message may not name the file."""
+    if dataset is not None:
+        fs, files = dataset.filesystem, list(getattr(dataset, "files", []))
+    elif fs is not None:
+        files = [f"{path.rstrip('/')}/{name}" for name in _files(fs, path)]
+    else:
+        return ""
+    if len(files) < 2:
+        return ""
+    bad = []
+    for name in files:
+        try:
+            with fs.open_input_file(name) as f:
+                size = f.size()
+                head = f.read(4)
+                f.seek(max(0, size - 4))
+                tail = f.read(4)
+        except OSError:
+            bad.append(name)
+            continue
+        if size < 12 or head != b"PAR1" or tail != b"PAR1":
+            bad.append(name)
+    if not bad:
+        return ""
+    shown = ", ".join(bad[:_ROWS_SHOWN]) + (f" (+{len(bad) - _ROWS_SHOWN} more)"
+                                             if len(bad) > _ROWS_SHOWN else "")
+    return (f"; the directory is read as a Parquet dataset, and {shown} "
+            f"{'is' if len(bad) == 1 else 'are'} not Parquet: move "
+            f"{'it' if len(bad) == 1 else 'them'} out of the directory (or start the name "
+            "with '_' or '.', which Parquet datasets skip)")
 
 
 def _file_schemas(dataset: ds.Dataset, fs: pafs.FileSystem) -> Iterator[tuple[str, pa.Schema]]:
@@ -597,24 +638,31 @@ def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
                                  partitioning=ds.HivePartitioning.discover(schema=text))
     except (pa.ArrowInvalid, OSError) as exc:
         csv = _csv_files(fs, path)
-        if csv:
+        if csv and len(csv) == len(_files(fs, path)):
             raise ValueError(
                 f"{uri}: a directory is read as a Parquet dataset, and it holds CSV files "
                 f"(e.g. {csv[0]}), which are not read from a directory: concatenate them into "
                 "one .csv/.csv.gz file, or convert them to Parquet") from exc
-        raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})") from exc
+        raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})"
+                         f"{not_parquet_files(None, fs, path)}") from exc
     if not dataset.files:
         raise FileNotFoundError(f"{uri}: directory holds no Parquet files")
     return dataset
 
 
-def _csv_files(fs: pafs.FileSystem, path: str) -> list[str]:
-    """The CSV files under directory `path` (names relative to it), [] for a file."""
+def _files(fs: pafs.FileSystem, path: str) -> list[str]:
+    """The files under directory `path` (names relative to it) that a Parquet dataset
+    reads (not those starting with '_' or '.'), [] for a file."""
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    return sorted(i.path[len(path):].lstrip("/") for i in infos
-                  if i.type == pafs.FileType.File and i.base_name.lower().endswith(_CSV))
+    return sorted(i.path[len(path):].lstrip("/") for i in infos if i.type == pafs.FileType.File
+                  and not i.base_name.startswith(("_", ".")))
+
+
+def _csv_files(fs: pafs.FileSystem, path: str) -> list[str]:
+    """The CSV files under directory `path` (names relative to it), [] for a file."""
+    return [name for name in _files(fs, path) if name.lower().endswith(_CSV)]
 
 
 def csv_compression(path: str) -> str | None:

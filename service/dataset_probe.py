@@ -175,7 +175,7 @@ def _read_columns(
 ) -> pa.Table:
     """`columns` of the dataset at `path` (CSV columns as strings); a missing one raises
     `data.validation.check_columns`' message (the columns found, renames, the kind)."""
-    from data.loading import csv_compression, parquet_dataset
+    from data.loading import csv_compression, not_parquet_files, parquet_dataset
     from data.validation import check_columns
 
     lower = path.lower()
@@ -183,7 +183,10 @@ def _read_columns(
         if kind == pafs.FileType.Directory:  # hive partitions (symbol=...) as the loader reads them
             dataset = parquet_dataset(fs, path, path)
             check_columns(dataset.schema.names, columns, path)
-            table = dataset.to_table(columns=columns)
+            try:
+                table = dataset.to_table(columns=columns)
+            except (pa.ArrowInvalid, OSError) as exc:  # a README beside the Parquet files
+                raise ValueError(f"{exc}{not_parquet_files(dataset)}") from None
         elif lower.endswith((".parquet", ".pq")):
             check_columns(_column_names(fs, path, kind), columns, path)
             table = pq.read_table(path, filesystem=fs, columns=columns)

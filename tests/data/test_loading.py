@@ -322,6 +322,24 @@ def test_directory_of_csv_files_says_how_to_read_them(bars, tmp_path):
             call(str(tmp_path / "daily"))
 
 
+@pytest.mark.parametrize("stray", ["README.md", "0notes.txt", "AAA.csv"])
+def test_a_file_that_is_not_parquet_in_a_parquet_directory_is_named(bars, tmp_path, stray):
+    """A README (sorted after the Parquet files, or before them: then the dataset cannot
+    even be made) or a CSV copy beside per-symbol Parquet files: the error named no file
+    (`Parquet file size is 6 bytes ...`), and said nothing of what to do."""
+    df = bars(("AAA", "BBB"), n=5)
+    for symbol, part in df.groupby("symbol"):
+        part.to_parquet(tmp_path / f"{symbol}.parquet")
+    (tmp_path / stray).write_text("hello\n")
+    for call in (load_bars, list_symbols):
+        with pytest.raises(ValueError, match=rf"the directory is read as a Parquet dataset, and "
+                           rf"{re.escape(str(tmp_path / stray))} is not Parquet: move it out of "
+                           r"the directory \(or start the name with '_' or '\.'"):
+            call(str(tmp_path))
+    (tmp_path / stray).rename(tmp_path / f"_{stray}")  # as the message says: skipped
+    assert list_symbols(str(tmp_path)) == ["AAA", "BBB"]
+
+
 def test_bad_filter_arguments(bars, write_frame):
     path = write_frame(bars(("AAA",), n=5), "parquet")
     with pytest.raises(ValueError, match=r"no rows for symbols \['ZZZ'\]"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -296,6 +297,23 @@ def test_dataset_probe_reads_a_frame_saved_with_its_date_index(tmp_path: Path) -
     probe = dataset_probe.DatasetProbe()
     assert probe.symbols(str(path)) == {"A"}
     assert probe.rows_in_window(str(path), "date", "2020-01-02", None) == {"A": 4}
+
+
+@pytest.mark.parametrize("stray", ["README.md", "0notes.txt"])
+def test_dataset_probe_names_a_file_that_is_not_parquet(tmp_path: Path, stray: str) -> None:
+    """A README beside a directory's Parquet files is named at submit, with the fix."""
+    import pandas as pd
+
+    from service import dataset_probe
+
+    days = pd.bdate_range("2020-01-01", periods=5)
+    for symbol in ("A", "B"):
+        pd.DataFrame({"symbol": [symbol] * 5, "date": days}).to_parquet(
+            tmp_path / f"{symbol}.parquet")
+    (tmp_path / stray).write_text("hello\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / stray))} is not Parquet: "
+                       "move it out of the directory"):
+        dataset_probe.DatasetProbe().symbols(str(tmp_path))
 
 
 @pytest.mark.parametrize(
