@@ -636,18 +636,45 @@ def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
                               for f in keys])  # fmt: skip
             dataset = ds.dataset(path, filesystem=fs, format="parquet",
                                  partitioning=ds.HivePartitioning.discover(schema=text))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         csv = _csv_files(fs, path)
         if csv and len(csv) == len(_files(fs, path)):
             raise ValueError(
                 f"{uri}: a directory is read as a Parquet dataset, and it holds CSV files "
                 f"(e.g. {csv[0]}), which are not read from a directory: concatenate them into "
                 "one .csv/.csv.gz file, or convert them to Parquet") from exc
+        both = ("; a column is both in the files and in the folder names (key=value): "
+                "write the files without it" if isinstance(exc, pa.ArrowTypeError) else "")
         raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})"
-                         f"{not_parquet_files(None, fs, path)}") from exc
+                         f"{not_parquet_files(None, fs, path)}{both}") from exc
     if not dataset.files:
         raise FileNotFoundError(f"{uri}: directory holds no Parquet files")
+    if "symbol" in keys.names:
+        _check_symbol_folders(dataset, fs, uri)
     return dataset
+
+
+def _check_symbol_folders(dataset: ds.Dataset, fs: pafs.FileSystem, uri: str) -> None:
+    """Files in `symbol=X/` folders that keep their own `symbol` column must hold X only:
+    Arrow reads the folder's value in place of the file's, so another symbol's rows would
+    be relabelled X. Files without the column (as pandas and Spark write partitions) cost
+    nothing here: the first file's schema tells which layout it is."""
+    if "symbol" not in pq.read_schema(dataset.files[0], filesystem=fs).names:
+        return
+    for fragment in dataset.get_fragments():
+        folder = ds.get_partition_keys(fragment.partition_expression).get("symbol")
+        try:
+            own = pq.read_table(fragment.path, filesystem=fs, columns=["symbol"])["symbol"]
+        except (KeyError, pa.ArrowInvalid):  # this file has no symbol column: the folder's
+            continue
+        values = sorted({_symbol_text(v, uri) for v in pc.unique(own).to_pylist()
+                         if v is not None})  # fmt: skip
+        if folder is not None and values and values != [str(folder)]:
+            raise DataValidationError(
+                f"{uri}: {fragment.path} is in the folder symbol={folder}, but its own "
+                f"'symbol' column holds {values[:_ROWS_SHOWN]}: the folder's name would "
+                "relabel its rows; move the file to its symbol's folder, or write it without "
+                "the 'symbol' column")
 
 
 def _files(fs: pafs.FileSystem, path: str) -> list[str]:

@@ -134,6 +134,38 @@ def test_numeric_looking_hive_symbols_stay_text(bars, tmp_path):
     assert len(load_bars(str(tmp_path / "nested"))) == 24
 
 
+def test_a_symbol_folder_holding_another_symbols_rows_is_refused(bars, tmp_path):
+    """Files that keep their own `symbol` column in `symbol=X/` folders: Arrow reads the
+    folder's X in place of the column, so BBB's rows filed under symbol=AAA trained as
+    AAA. Files that agree with their folder read as before."""
+    df = bars(("AAA", "BBB"), n=6)
+    for symbol in ("AAA", "BBB"):
+        (tmp_path / f"symbol={symbol}").mkdir()
+        df[df["symbol"] == symbol].to_parquet(tmp_path / f"symbol={symbol}" / "part-0.parquet")
+    assert list_symbols(str(tmp_path)) == ["AAA", "BBB"]
+    assert len(load_bars(str(tmp_path), symbols=["AAA"])) == 6
+    df[df["symbol"] == "BBB"].to_parquet(tmp_path / "symbol=AAA" / "part-1.parquet")
+    for call in (lambda p: load_bars(p, symbols=["AAA"]), list_symbols):
+        with pytest.raises(DataValidationError, match=re.escape(
+                f"{tmp_path / 'symbol=AAA' / 'part-1.parquet'} is in the folder symbol=AAA, but "
+                "its own 'symbol' column holds ['BBB']: the folder's name would relabel its "
+                "rows; move the file to its symbol's folder")):
+            call(str(tmp_path))
+
+
+def test_symbol_folders_whose_files_keep_an_integer_symbol_column_are_refused(bars, tmp_path):
+    """`symbol=0700/` folders of files with their own integer `symbol` column: Arrow cannot
+    merge the two types (a traceback before)."""
+    for folder, code in (("0700", 700), ("9988", 9988)):
+        (tmp_path / f"symbol={folder}").mkdir()
+        bars((str(code),), n=5).assign(symbol=code).to_parquet(
+            tmp_path / f"symbol={folder}" / "part-0.parquet")
+    with pytest.raises(ValueError, match=r"not a readable Parquet file or dataset \(Unable to "
+                       r"merge: Field symbol has incompatible types.*; a column is both in the "
+                       r"files and in the folder names \(key=value\): write the files without"):
+        list_symbols(str(tmp_path))
+
+
 def test_integer_symbol_column_in_parquet_reads_as_text(bars, tmp_path):
     """Numeric codes (7203, 600519) stored as an integer column: symbols are text, as from
     CSV, and a symbol filter matches the code as the column spells it."""
