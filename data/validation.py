@@ -463,6 +463,9 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) ->
 
 # what a number written for people carries: thousands separators, currency signs, spaces
 _DECORATION = re.compile(r"[,\s$€£¥]")
+# a number with a decimal comma: one comma followed by other than three digits (67,71;
+# 1.234,56), which no thousands separator is
+_DECIMAL_COMMA = re.compile(r"-?\d{1,3}(\.\d{3})*,(\d{1,2}|\d{4,})|-?\d+,(\d{1,2}|\d{4,})")
 
 
 def _numeric(values: pd.Series, col: str) -> tuple:
@@ -483,7 +486,16 @@ def _numeric(values: pd.Series, col: str) -> tuple:
     example = values.iloc[pos]
     fix = "fix or remove them at the source"
     plain = pd.to_numeric(_DECORATION.sub("", str(example)), errors="coerce")
-    if isinstance(example, str) and pd.notna(plain):
+    text = values[bad].astype(str).str.strip()
+    comma = text.str.fullmatch(_DECIMAL_COMMA)
+    if comma.any():  # 67,71 or 1.234,56: a comma before other than 3 digits is no separator
+        pos = int(np.flatnonzero(bad)[int(np.flatnonzero(comma.to_numpy(bool))[0])])
+        example = values.iloc[pos]
+        number = float(str(example).strip().replace(".", "").replace(",", "."))
+        fix = (f"the numbers are written with a decimal comma ({example!r} is {number:.15g}): "
+               "write them with a decimal point at the source (pandas: "
+               "pd.read_csv(..., decimal=','), with sep=';' if that separates the fields)")
+    elif isinstance(example, str) and pd.notna(plain):
         fix = (f"write plain numbers ({float(plain):.15g}) without thousands separators or "
                "currency signs at the source (pandas: pd.read_csv(..., thousands=','), or "
                "strip the signs)")
@@ -519,6 +531,10 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
     time is at local midnight: `_drop_zone`); unparseable values raise, and so do numbers:
     pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if len(values) and values.isna().all():  # an empty CSV column reads as float NaN
+            raise DataValidationError(
+                f"{source}: column {col!r} is empty (no value in its "
+                f"{counted(len(values), 'row')}); fill it with the rows' dates at the source")
         example = values.dropna().iloc[0] if values.notna().any() else values.iloc[0]
         raise DataValidationError(
             f"{source}: column {col!r} holds numbers (e.g. {example!r}), not dates; store "

@@ -795,6 +795,33 @@ def test_every_non_numeric_column_is_told_at_once_with_the_separator_hint(tmp_pa
     assert "e.g. '$1.05' at row 0; write plain numbers (1.05)" in text
 
 
+def test_an_empty_date_column_is_called_empty_not_numbers(tmp_path):
+    """A CSV date column with no value reads as float NaN: it was said to hold numbers
+    (e.g. nan) and told to convert YYYYMMDD or epoch seconds."""
+    path = tmp_path / "f.csv"
+    path.write_text("symbol,date,open,high,low,close,volume\nAAA,,1,1,1,1,1\nAAA,,1,1,1,1,1\n")
+    with pytest.raises(DataValidationError) as err:
+        load_bars(str(path))
+    assert str(err.value) == (f"{path}: column 'date' is empty (no value in its 2 rows); fill it "
+                              "with the rows' dates at the source")
+
+
+def test_decimal_commas_are_told_to_read_with_decimal_comma_not_thousands(tmp_path):
+    """'67,71' was told to drop the comma (6771, 100 times the price); a comma followed by
+    other than three digits is a decimal comma."""
+    path = tmp_path / "f.csv"
+    path.write_text('symbol,date,open,high,low,close,volume\n'
+                    'AAA,2020-01-02,"67,71","68,5","1.066,9",67,"1,000"\n')
+    with pytest.raises(DataValidationError) as err:
+        load_bars(str(path))
+    text = str(err.value)
+    assert "column 'open' is not numeric: 1 value does not parse, e.g. '67,71' at row 0; the " \
+           "numbers are written with a decimal comma ('67,71' is 67.71): write them with a " \
+           "decimal point at the source (pandas: pd.read_csv(..., decimal=',')" in text
+    assert "'68,5' is 68.5" in text and "'1.066,9' is 1066.9" in text
+    assert "e.g. '1,000' at row 0; write plain numbers (1000) without thousands" in text
+
+
 def test_a_bytes_symbol_column_says_how_to_decode_it(bars):
     df = bars(("AAA",), n=5)
     df["symbol"] = df["symbol"].str.encode("utf-8")
