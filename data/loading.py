@@ -35,6 +35,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 from data.storage import resolve_uri
 from data.validation import (
     BAR_COLUMNS,
+    SORTED_ROWS,
     UNTIMED_ROWS,
     DataValidationError,
     check_columns,
@@ -237,13 +238,28 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
                          + (f" (its rows run from {span[0]} to {span[1]})" if span else "")
                          + "; check the file and the start/end dates")
     _check_separate_time(found, frame, time_col, uri)
+    unsorted = frame
     frame = frame.sort_values(["symbol", time_col], kind="stable")
+    moved = _moved_rows(unsorted, frame)
     frame = frame.reset_index(drop=True)
+    if moved:  # validation counts them as its `sorted` repair (its own sort moves none now)
+        frame.attrs[SORTED_ROWS] = moved
     if untimed:  # where the rows without a time are in the file (the sort moved them):
         # validation names them
         frame.attrs[UNTIMED_ROWS] = {s: w for s, w in untimed.items()
                                      if s in set(frame["symbol"])}
     return frame
+
+
+def _moved_rows(unsorted: pd.DataFrame, frame: pd.DataFrame) -> dict[str, int]:
+    """symbol -> its rows whose place among the symbol's rows the sort changed (a file in
+    (date, symbol) order moves none), from the frame before and after a stable sort."""
+    if (frame.index.to_numpy() == unsorted.index.to_numpy()).all():  # nothing moved at all
+        return {}
+    before = unsorted.groupby("symbol", sort=False).cumcount()
+    moved = frame.groupby("symbol", sort=False).cumcount().ne(before[frame.index])
+    counts = moved.groupby(frame["symbol"], sort=False).sum()
+    return {str(symbol): int(n) for symbol, n in counts.items() if n}
 
 
 def _rows_text(mask: pd.Series | Sequence[bool], name: str | None = None) -> str:

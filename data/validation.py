@@ -119,6 +119,7 @@ __all__ = [
     "BAR_COLUMNS",
     "BAR_REPAIRS",
     "LOB_REPAIRS",
+    "SORTED_ROWS",
     "UNTIMED_ROWS",
     "DataValidationError",
     "ValidationReport",
@@ -283,7 +284,7 @@ def validate_bars(
     report.gaps = _long_gaps(frame, "date")
     report.splits = _split_like_moves(frame)
     report.stale = _stale_runs(frame)
-    return _finish(frame, counts, report)
+    return _finish(frame, counts, report, df.attrs.get(SORTED_ROWS))
 
 
 def validate_lob(
@@ -324,7 +325,8 @@ def validate_lob(
     frame = frame[~(faulty & ~too_many.to_numpy())].reset_index(drop=True)
     _flag_min_rows(bad, frame, min_rows)
     frame = _resolve(frame, bad, on_error, report)
-    frame, report = _finish(frame, {"sorted": frame.pop("_moved")}, report)
+    frame, report = _finish(frame, {"sorted": frame.pop("_moved")}, report,
+                            df.attrs.get(SORTED_ROWS))
     for symbol, n in dropped.items():
         if symbol not in report.dropped:
             report.repairs.setdefault(symbol, {})["snapshots_dropped"] = int(n)
@@ -642,6 +644,8 @@ def _refuse_zone_names(caught: list, values: pd.Series, col: str, source: str) -
 # `DataFrame.attrs` key that `data.loading` sets on a loaded frame: symbol -> where its
 # rows without a time are in the file ("rows 5, 9"), as the loader's sort moved them
 UNTIMED_ROWS = "untimed_rows"
+# the same for symbol -> how many of its rows the loader's sort moved (the `sorted` repair)
+SORTED_ROWS = "sorted_rows"
 
 
 def _flag_untimed(bad, frame, time_col, in_file: dict[str, str]) -> None:
@@ -857,12 +861,18 @@ def _resolve(frame, bad, on_error, report) -> pd.DataFrame:
     return frame[~frame["symbol"].isin(bad.keys())].reset_index(drop=True)
 
 
-def _finish(frame, counts, report) -> tuple[pd.DataFrame, ValidationReport]:
+def _finish(frame, counts, report, sorted_in_file=None) -> tuple[pd.DataFrame, ValidationReport]:
+    """`sorted_in_file`: symbol -> rows the loader's sort moved (`SORTED_ROWS`), added to
+    the `sorted` repair of the symbols kept."""
     table = pd.DataFrame({k: v.astype(np.int64) for k, v in counts.items()})
     per_symbol = table.groupby(frame["symbol"]).sum()
     report.repairs = {
         s: {k: int(v) for k, v in row.items() if v} for s, row in per_symbol.iterrows() if row.any()
     }
+    for symbol, n in (sorted_in_file or {}).items():
+        if symbol in per_symbol.index:
+            repairs = report.repairs.setdefault(symbol, {})
+            repairs["sorted"] = repairs.get("sorted", 0) + int(n)
     report.rows_out = len(frame)
     frame = frame.drop(columns="_pos")
     return frame, report

@@ -227,10 +227,11 @@ def test_repairs_are_applied_and_counted(bars, write_frame, fmt):
 
     clean, report = validate_bars(load_bars(write_frame(shuffled, fmt)))
     assert "AAA" not in report.repairs  # AAA needed nothing
-    assert report.repairs["BBB"] == {
-        "open_filled": 2, "high_low_filled": 1, "bracket_widened": 1, "zero_volume": 1
+    assert report.repairs["BBB"] == {  # sorted: every row of the reversed BBB moved (in
+        "open_filled": 2, "high_low_filled": 1, "bracket_widened": 1, "zero_volume": 1,
+        "sorted": 300,  # load_bars' sort, counted through SORTED_ROWS)
     }
-    assert report.totals()["sorted"] == 0  # load_bars already sorts
+    assert report.totals()["sorted"] == 300
     bbb = clean[clean["symbol"] == "BBB"].reset_index(drop=True)
     assert bbb.loc[50, "open"] == pytest.approx(expected_prev_close)
     assert bbb.loc[0, "open"] == bbb.loc[0, "close"]  # no previous close: its own close
@@ -793,6 +794,22 @@ def test_every_non_numeric_column_is_told_at_once_with_the_separator_hint(tmp_pa
     assert "column 'volume' is not numeric: 1 value does not parse, e.g. '158,168,416' at row " \
            "0; write plain numbers (158168416) without thousands separators" in text
     assert "e.g. '$1.05' at row 0; write plain numbers (1.05)" in text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_rows_the_loader_sorted_are_counted_as_the_sorted_repair(bars, write_frame, fmt):
+    """The loader sorts by (symbol, date) before validation, whose `sorted` count was then
+    always 0 (`quantray data inspect` of a shuffled file said so). A file in (date, symbol)
+    order has its rows in order within each symbol: nothing to count."""
+    df = bars(("AAA", "BBB"), n=10)
+    by_date = df.sort_values(["date", "symbol"], kind="stable")
+    _, report = validate_bars(load_bars(write_frame(by_date, fmt, "by_date")))
+    assert all("sorted" not in r for r in report.repairs.values()), report.repairs
+    swapped = df.iloc[[1, 0, *range(2, 12), 13, 12, 15, 14, *range(16, 20)]]  # AAA 1, BBB 2
+    _, report = validate_bars(load_bars(write_frame(swapped, fmt, "swapped")))
+    assert {s: r.get("sorted") for s, r in report.repairs.items()} == {"AAA": 2, "BBB": 4}
+    _, report = validate_bars(load_bars(write_frame(swapped, fmt, "swapped"), symbols=["BBB"]))
+    assert {s: r.get("sorted") for s, r in report.repairs.items()} == {"BBB": 4}
 
 
 def test_an_empty_date_column_is_called_empty_not_numbers(tmp_path):
