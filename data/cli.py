@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_label_split_flags(parser: argparse.ArgumentParser) -> None:
     """A job's target.threshold and split.{n_folds,train,val,test,purge,embargo}, with its
     defaults: `quantray data prepare` and `quantray train` take the same flags."""
-    parser.add_argument("--n-folds", type=int, default=3, help="walk_forward folds (default 3)")
+    parser.add_argument("--n-folds", type=int, default=None,
+                        help="walk_forward folds (default 3; with --split walk_forward only)")
     parser.add_argument("--threshold", default="auto",
                         help="flat band: auto, one return such as 0.002, or one per horizon"
                         " (comma-separated) (default auto)")
@@ -79,6 +80,17 @@ _FLAGS = {"target.horizons": "--horizons", "target.threshold": "--threshold",
           "split.n_folds": "--n-folds", "split.train": "--train", "split.val": "--val",
           "split.test": "--test", "split.purge": "--purge", "split.embargo": "--embargo",
           "split": "--train/--val/--test"}  # fmt: skip
+
+
+def n_folds_of(split: str, n_folds: int | None) -> int:
+    """--n-folds for `split` (3 when not given); refused with a holdout split, which it does
+    not change (it was ignored without a word)."""
+    if n_folds is None:
+        return 3
+    if split != "walk_forward":
+        raise ValueError(f"--n-folds {n_folds}: folds are for --split walk_forward (this split "
+                         f"is {split}); add --split walk_forward, or leave --n-folds out")
+    return n_folds
 
 
 def check_as_a_job(*, horizons: tuple[int, ...], seq_len: int, split: str, n_folds: int,
@@ -130,6 +142,8 @@ def _guarded(action: str, handler: Callable[[argparse.Namespace], int]) -> Calla
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except BrokenPipeError:  # `| head` closed the pipe: no error of the input
+            raise
         except (ValueError, OSError) as exc:  # bad input; anything else is a bug: traceback
             message = " ".join(str(exc).split())
             print(f"quantray data {action}: error: {message}", file=sys.stderr)
@@ -260,7 +274,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     settings: dict[str, Any] = {
         "horizons": parse_horizons(args.horizons), "seq_len": args.seq_len,
-        "split": args.split, "n_folds": args.n_folds,
+        "split": args.split, "n_folds": n_folds_of(args.split, args.n_folds),
         "threshold": parse_threshold(args.threshold), "train": args.train, "val": args.val,
         "test": args.test, "purge": parse_purge(args.purge), "embargo": args.embargo,
     }  # fmt: skip

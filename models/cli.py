@@ -187,7 +187,7 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     req = _parse(args)
-    from data.cli import check_as_a_job, parse_purge, parse_threshold
+    from data.cli import check_as_a_job, n_folds_of, parse_purge, parse_threshold
     from data.loading import list_symbols, load_bars, load_lob, spelling_hint, split_spellings
     from data.prepare import PrepareConfig, prepare_frame
     from models.api import train_symbols
@@ -195,7 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     try:  # the flags a job's spec has: its limits and messages (as `data prepare`)
         settings: dict[str, Any] = {
             "horizons": req["horizons"], "seq_len": req["seq_len"], "split": req["split"],
-            "n_folds": args.n_folds, "threshold": parse_threshold(args.threshold),
+            "n_folds": n_folds_of(req["split"], args.n_folds),
+            "threshold": parse_threshold(args.threshold),
             "train": args.train, "val": args.val, "test": args.test,
             "purge": parse_purge(args.purge), "embargo": args.embargo,
         }  # fmt: skip

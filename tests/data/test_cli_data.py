@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -174,6 +175,18 @@ def test_prepare_takes_a_jobs_threshold_and_split_and_warns_on_an_empty_class(ca
     assert rc == 0 and "warning AAPL: threshold [0.05, 0.002] leaves a class under 5%" in out
 
 
+def test_a_reader_that_closes_the_pipe_stops_the_command_quietly(tmp_path):
+    """`quantray data inspect ... | head -1`: the closed pipe was reported as an input error
+    ("error: [Errno 32] Broken pipe", status 2), or by the interpreter at exit."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "data", "inspect",
+                           "sample:sp500", "--symbols", "AAPL"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
 @pytest.mark.parametrize("flags, words", [
     (("--threshold", "wide"), "--threshold 'wide': use auto"),
     (("--threshold", "0.1,0.2,0.3"), "--threshold: 3 thresholds for 4 horizons"),
@@ -213,6 +226,8 @@ def test_cli_module_imports_only_the_stdlib():
      "--n-folds: 1 is out of range: use an integer in [2, 20] (a job's split.n_folds)"),
     (("--horizons", "1,5000"), "--horizons: 5000 is out of range: use an integer in [1, 4096]"),
     (("--horizons", "1,2,3,4,5,6,7,8,9"), "--horizons: 9 horizons; at most 8"),
+    (("--n-folds", "7"), "--n-folds 7: folds are for --split walk_forward (this split is "
+                         "holdout); add --split walk_forward, or leave --n-folds out"),
 ])  # fmt: skip
 def test_prepare_refuses_what_a_job_refuses_with_the_jobs_message(capsys, flags, words):
     """`data prepare` took seq_len 600 or 2, one walk-forward fold and horizons of 5000

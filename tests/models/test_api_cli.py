@@ -335,6 +335,8 @@ def test_cli_names_every_missing_column_at_once(capsys, tmp_path):
     (("--horizons", "1,5000"), "--horizons: 5000 is out of range: use an integer in [1, 4096]"),
     (("--train", "0.8"), "--train/--val/--test: train + val + test = 1.1; make them sum to 1"),
     (("--threshold", "0.1,0.2"), "--threshold: 2 thresholds for 4 horizons"),
+    (("--n-folds", "5"), "--n-folds 5: folds are for --split walk_forward (this split is "
+                         "holdout); add --split walk_forward, or leave --n-folds out"),
 ])  # fmt: skip
 def test_cli_refuses_what_a_job_refuses(capsys, flags, words):
     code, out, err = _train(capsys, "--data", "sample:sp500", "--symbols", "AAPL", "--models",
