@@ -66,6 +66,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES
 
 from data.sessions import missed_trading_time
 from data.validation_report import (
@@ -463,6 +464,7 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) ->
     return frame
 
 
+_NA_TEXT = frozenset(STR_NA_VALUES)
 # what a number written for people carries: thousands separators, currency signs, spaces
 _DECORATION = re.compile(r"[,\s$€£¥]")
 # a number with a decimal comma: one comma followed by other than three digits (67,71;
@@ -480,6 +482,9 @@ def _numeric(values: pd.Series, col: str) -> tuple:
                     "type at the source")
     if pd.api.types.is_numeric_dtype(values):
         return values, None
+    # the text a CSV read takes as missing ('NaN', 'NA', 'null', ''), missing here too: a
+    # Parquet column of strings holding them was refused whole
+    values = values.mask(values.isin(_NA_TEXT))
     converted = pd.to_numeric(values, errors="coerce")
     bad = converted.isna() & values.notna()
     if not bad.any():

@@ -812,6 +812,22 @@ def test_rows_the_loader_sorted_are_counted_as_the_sorted_repair(bars, write_fra
     assert {s: r.get("sorted") for s, r in report.repairs.items()} == {"BBB": 4}
 
 
+def test_missing_value_text_in_a_string_price_column_reads_as_csv_reads_it(bars, tmp_path):
+    """'NaN' in a Parquet column of strings refused the whole file as not numeric, while
+    the same CSV read it as a missing value and dropped only that symbol."""
+    df = bars(("AAA", "BBB"), n=300)
+    df["close"] = df["close"].map(repr).astype(object)
+    df.loc[5, "close"] = "NaN"  # AAA's
+    df.to_csv(tmp_path / "f.csv", index=False)
+    df.to_parquet(tmp_path / "f.parquet")
+    results = []
+    for name in ("f.csv", "f.parquet"):
+        clean, report = validate_bars(load_bars(str(tmp_path / name)), on_error="drop")
+        results.append((sorted(clean["symbol"].unique()), report.dropped))
+    assert results[0] == results[1]
+    assert results[0][0] == ["BBB"] and "1 row with NaN close" in results[0][1]["AAA"]
+
+
 def test_an_empty_date_column_is_called_empty_not_numbers(tmp_path):
     """A CSV date column with no value reads as float NaN: it was said to hold numbers
     (e.g. nan) and told to convert YYYYMMDD or epoch seconds."""
