@@ -174,8 +174,8 @@ def test_counted():
 def test_a_count_of_one_reads_in_the_singular(bars):
     df = bars(("AAA", "BBB"), n=40)
     df["close"] = df["close"].astype(object)
-    df.loc[3, "close"] = "n/a"
-    with pytest.raises(DataValidationError, match="1 value does not parse, e.g. 'n/a'"):
+    df.loc[3, "close"] = "n/k"  # not a missing-value text ('n/a' reads as missing, as in CSV)
+    with pytest.raises(DataValidationError, match="1 value does not parse, e.g. 'n/k'"):
         validate_bars(df)
     df = bars(("AAA", "BBB"), n=40)
     df.loc[5, "high"] = np.nan
