@@ -275,6 +275,15 @@ async def cancel_job(
 )  # fmt: skip
 def resume_job(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> JobPublic:
     job = _get(state, job_id, principal)
+    uri = str((job.spec.get("dataset") or {}).get("uri", ""))
+    try:  # the data roots of now: the setting (or a link in the root) may have changed
+        state.policy.check_location(uri)
+    except InputError as exc:
+        raise ApiError(409, "conflict", (
+            f"job {job.id} cannot be resumed: its {exc.message} (checked again on resume: "
+            "QUANTRAY_DATA_ROOTS or the path changed since it was submitted); an operator "
+            "can allow the data again, or submit a spec whose dataset.uri is allowed"),
+            exc.errors) from None
     # a spec that is not there would fail its driver at once (storage down: a 503)
     if not state.files.has_spec(job.id):
         raise ApiError(409, "conflict", (

@@ -194,6 +194,51 @@ def test_resume_refuses_a_job_whose_files_are_not_in_this_storage(api: Any) -> N
         assert c.post(f"/v1/jobs/{job_id}/resume").json()["status"] == "queued"
 
 
+def test_resume_checks_the_dataset_against_the_data_roots_of_now(tmp_path: Any) -> None:
+    """A job submitted while its data's directory was allowed, resumed after the operator
+    took it out of QUANTRAY_DATA_ROOTS: the resume ran the driver on the data all the
+    same (a new submit of the same spec was refused). Refused now, and the job is left as
+    it was; with the root allowed again it resumes."""
+    import pandas as pd
+
+    from tests.service.conftest import make_settings, start_api
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    days = pd.bdate_range("2012-01-02", periods=1500)
+    pd.DataFrame({"symbol": "AAA", "date": days, **dict.fromkeys(
+        ("open", "high", "low", "close", "volume"), 1.0)}).to_parquet(data / "bars.parquet")
+    spec = {**SPEC, "dataset": {"uri": str(data / "bars.parquet"), "symbols": ["AAA"]}}
+    home = tmp_path / "home"
+    server, api = start_api(make_settings(home, data_roots=(f"file://{data}",)),
+                            {"alice": False})
+    try:
+        with api.client() as c:
+            job_id = c.post("/v1/jobs", json=spec).json()["id"]
+            assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    finally:
+        server.__exit__()
+    for roots, allowed in (((f"file://{other}",), False), ((f"file://{data}",), True)):
+        server, again = start_api(make_settings(home, data_roots=roots), {})
+        again.keys = api.keys
+        try:
+            with again.client() as c:
+                resp = c.post(f"/v1/jobs/{job_id}/resume")
+                status = c.get(f"/v1/jobs/{job_id}").json()["status"]
+        finally:
+            server.__exit__()
+        if allowed:
+            assert resp.status_code == 200 and status == "queued", resp.text
+            continue
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["message"].startswith(
+            f"job {job_id} cannot be resumed: its dataset.uri: ")
+        assert "outside the allowed data roots" in resp.json()["message"]
+        assert [e["field"] for e in resp.json()["errors"]] == ["dataset.uri"]
+        assert status == "cancelled"
+
+
 def test_the_artifact_listing_of_a_job_without_files_does_not_point_at_itself(
     api: Any,
 ) -> None:
