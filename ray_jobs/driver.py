@@ -298,11 +298,17 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
             # Units that ended while the results were being written (a probe saw two end a
             # second after the summary, which then said 7 of 9 where storage had 9): once
             # more, so that the results count every unit stored as ended by then.
-            if reported is not None and _ended_units(storage, known) > reported:
+            statuses = _stored_statuses(storage)
+            if reported is not None and _ended_units(statuses, known) > reported:
                 try:
                     _write_partial(spec, storage, known, time.time() - t0)
+                    statuses = _stored_statuses(storage) or statuses
                 except Exception as rewrite_exc:  # noqa: BLE001 - the first results stand
                     log.warning("rewriting the results after the stop: %s", rewrite_exc)
+            # ... and in the last progress.json (written on the way out), which counted
+            # only the units whose end reached the driver before the stop: 8 done where
+            # the summary and storage said 9
+            _count_stored_ends(tracker, statuses, known)
             raise exc from (None if exc is raised else raised)
 
 
@@ -390,6 +396,7 @@ class _Known:
     prep_errors: dict[str, str] | None = None
     ensembles: dict[str, list[dict[str, Any]]] | None = None
     data_warnings: dict[str, str] = field(default_factory=dict)
+    done_before: set[str] = field(default_factory=set)  # units an earlier attempt finished
 
 
 def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _Known,
@@ -426,7 +433,7 @@ def _run(spec: JobSpec, storage: JobStorage, tracker: ProgressTracker, known: _K
     except ValueError as exc:  # no symbol to plan; unit ids that clash
         raise _input_error(tracker, exc) from exc
     statuses = storage.unit_statuses()
-    done = done_ids(statuses)
+    done = known.done_before = done_ids(statuses)
     todo = plan.pending(done)
     tracker.plan_units({u.unit_id: u.kind for u in plan.units}, already_done=done,
                        prior_s=_deep_prior(spec, todo, placement.slots))
@@ -528,14 +535,34 @@ def _write_partial(spec: JobSpec, storage: JobStorage, known: _Known,
     return int(summary["units_reported"])
 
 
-def _ended_units(storage: JobStorage, known: _Known) -> int:
-    """The plan's units with a stored status (done or failed); 0 when unreadable."""
+def _stored_statuses(storage: JobStorage) -> dict[str, dict[str, Any]]:
+    """The stored unit statuses after a stop; {} when unreadable."""
     try:
-        statuses = storage.unit_statuses()
+        return storage.unit_statuses()
     except Exception as exc:  # noqa: BLE001 - the results already written stand
         log.warning("re-reading the unit statuses after the stop: %s", exc)
-        return 0
+        return {}
+
+
+def _ended_units(statuses: dict[str, dict[str, Any]], known: _Known) -> int:
+    """The plan's units with a stored status (done or failed)."""
     return sum(1 for u in known.plan.units if u.unit_id in statuses) if known.plan else 0
+
+
+def _count_stored_ends(tracker: ProgressTracker, statuses: dict[str, dict[str, Any]],
+                       known: _Known) -> None:
+    """Count in `tracker` the plan's units whose stored status (done or failed) it has not
+    heard of: they ended while the driver stopped. Units done before this attempt are
+    counted already (`skipped_on_resume`)."""
+    for unit in known.plan.units if known.plan else ():
+        status = statuses.get(unit.unit_id)
+        if (status is None or unit.unit_id in known.done_before
+                or tracker.outcome(unit.unit_id) is not None):
+            continue
+        if status.get("state") == "done":
+            tracker.unit_done(unit.unit_id)
+        else:
+            tracker.unit_failed(unit.unit_id, str(status.get("error") or "failed"))
 
 
 def _tune(spec: JobSpec, plan: Plan, todo: Plan, prepared: dict[str, Any],

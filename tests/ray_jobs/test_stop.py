@@ -79,6 +79,45 @@ def test_run_job_treats_a_stop_surfacing_as_systemerror_as_a_cancel(
         driver.run_job(spec, storage, progress_interval_s=60)
 
 
+def test_the_last_progress_of_a_stopped_job_counts_the_units_stored_as_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit that ended while the driver stopped (its status stored, its end never heard
+    by the tracker) was in the stopped summary but not in the last progress.json: 8 done
+    where the summary said 9. Units of an earlier attempt count once (skipped_on_resume)."""
+    from ray_jobs.planner import plan
+
+    spec = JobSpec.from_dict({"name": "s", "dataset": {"uri": "sample:sp500", "symbols": 2},
+                              "models": ["ols", "ridge"]})  # fmt: skip
+    storage = JobStorage(f"file://{tmp_path}", "s")
+    units = [u.unit_id for u in plan(spec, ["AAPL", "ABT"]).units]
+    storage.write_unit_status(units[0], {"state": "done"})  # an earlier attempt's
+
+    def run_then_stop(spec, storage, tracker, known, t0) -> dict:
+        known.plan = plan(spec, ["AAPL", "ABT"])
+        known.done_before = {units[0]}
+        tracker.plan_units({u.unit_id: u.kind for u in known.plan.units},
+                           already_done=known.done_before)
+        tracker.unit_started(units[1])
+        tracker.unit_done(units[1])
+        storage.write_unit_status(units[1], {"state": "done"})
+        for unit, state in ((units[2], "done"), (units[3], "failed")):  # ended, unheard
+            storage.write_unit_status(unit, {"state": state, "error": "bad data"})
+        stop.request_stop(signal.SIGTERM)
+        return {}
+
+    monkeypatch.setattr(driver, "remove_leaked_placement_groups", lambda: [])
+    monkeypatch.setattr(driver, "_run", run_then_stop)
+    monkeypatch.setattr(driver, "_write_partial", lambda *a: 4)
+    with pytest.raises(JobCancelled):
+        driver.run_job(spec, storage, progress_interval_s=60)
+    progress = storage.read_progress()
+    assert progress["phase"] == "stopped"
+    assert {k: progress["units"][k] for k in ("total", "done", "failed", "skipped_on_resume")} \
+        == {"total": 4, "done": 3, "failed": 1, "skipped_on_resume": 1}
+    assert progress["failures"] == [{"unit_id": units[3], "error": "bad data"}]
+
+
 def test_a_stop_while_the_report_is_written_lets_it_finish_and_is_recorded() -> None:
     """The chaos probe cancelled a job in its reporting phase: the SIGTERM cut the
     leaderboard short, and the partial rewrite lost the ensemble rows already written.
