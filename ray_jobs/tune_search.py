@@ -15,7 +15,10 @@ A search interrupted before that (a killed driver) goes on where it stopped when
 rerun: its Tune experiment (`ray/search-{model}`) is restored with `Tuner.restore`, so its
 finished trials (ASHA-stopped ones included) keep their results and are not trained again,
 while the trials that were running, pending or errored are restarted from scratch under
-their own ids (a trial keeps no checkpoint). The trainable is passed again, with this
+their own ids (a trial keeps no checkpoint). Which trials had finished is what the stored
+experiment state says: Tune saves it every `STATE_SAVE_S` seconds here (its own default is
+10 s or more), so a trial that ended in the last seconds before the interruption runs
+again. The trainable is passed again, with this
 driver's object refs to the prepared data (the killed driver's refs are dead). What a
 restored search samples: Tune restores its `BasicVariantGenerator` (sample counter,
 concurrency limit and RNG state, saved with the trial list), so the trials not created
@@ -56,6 +59,8 @@ REFIT_PATIENCE = 10_000  # refit trains a fixed number of epochs: no early stopp
 # so later trials could wait for that CPU until the 600 s ran out. Killed, the actor takes
 # its controller with it, and the OrphanSweeper frees the worker group.
 TRIAL_STOP_GRACE_S = 15
+# seconds between two saves of a search's experiment state (a few trials' JSON: cheap)
+STATE_SAVE_S = 2
 
 
 def tune_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -212,6 +217,10 @@ def search_model(
     metric, mode = spec.tune.metric, spec.tune.mode
     # Read by Tune's controller when `fit` starts (in this process); a user's value wins.
     os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", str(TRIAL_STOP_GRACE_S))
+    # How stale the stored experiment state may be: a trial that ended after its last save
+    # is restarted by a resume. Tune's "auto" saves every max(10 s, 19 x a save's time),
+    # and a trial that had ended 14 s before a cancel was trained again on resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_S))
     concurrent = slots if spec.tune.max_concurrent == "auto" else int(spec.tune.max_concurrent)
     trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"CPU": TRIAL_CPU})
     param_space = tune_space(space)
