@@ -106,7 +106,10 @@ def _get(state: AppState, job_id: str, principal: Principal) -> JobRecord:
         raise ApiError(404, "not_found", f"{exc}: check the id (`quantray list`)") from None
 
 
-def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
+def _public(state: AppState, job: JobRecord, *, detail: bool, with_spec: bool | None = None
+            ) -> JobPublic:
+    """The job as the API shows it; `detail`: with its progress and spec (`with_spec`
+    overrides the latter)."""
     progress, progress_error = None, None
     if detail and job.status != "queued":
         if state.inline_file_reads or state.status_progress is None:  # a local file
@@ -135,7 +138,7 @@ def _public(state: AppState, job: JobRecord, *, detail: bool) -> JobPublic:
         dashboard_url=state.dashboard_url(job.ray_submission_id),
         progress=progress,
         progress_error=progress_error,
-        with_spec=detail,
+        with_spec=detail if with_spec is None else with_spec,
     )
 
 
@@ -199,7 +202,8 @@ async def create_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return _public(state, job, detail=False)
+    # the spec as stored (defaults filled in), as GET, cancel and resume show it
+    return _public(state, job, detail=False, with_spec=True)
 
 
 @router.get("", response_model=JobsPublic, responses=_ERRORS, summary="List your jobs")

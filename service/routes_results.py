@@ -73,7 +73,8 @@ def _unsafe(exc: UnsafePath, field_path: str) -> ApiError:
 
 def wants_csv(accept: str) -> bool:
     """Whether an Accept header prefers text/csv to JSON (the default): CSV needs a q above
-    0 and above application/json's, so `text/csv;q=0.9, application/json` gets JSON."""
+    0 and above application/json's, so `text/csv;q=0.9, application/json` gets JSON; the
+    ranges `text/*`, `application/*` and `*/*` stand for the types they cover."""
     weights: dict[str, float] = {}
     for part in accept.split(","):
         media, *params = [p.strip() for p in part.split(";")]
@@ -86,8 +87,12 @@ def wants_csv(accept: str) -> bool:
                 except ValueError:
                     q = 0.0
         weights[media.lower()] = max(weights.get(media.lower(), 0.0), q)
-    csv = weights.get("text/csv", 0.0)
-    return csv > 0 and csv > weights.get("application/json", 0.0)
+    # a media range counts where the type itself is not named: `text/*` asks for CSV (the
+    # one text type here), `application/*` and `*/*` for JSON, the default
+    csv = weights.get("text/csv", weights.get("text/*", 0.0))
+    json = weights.get("application/json",
+                       max(weights.get("application/*", 0.0), weights.get("*/*", 0.0)))
+    return csv > 0 and csv > json
 
 
 def _filter(table: pa.Table, filters: dict[str, Any]) -> pa.Table:

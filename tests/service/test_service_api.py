@@ -35,7 +35,7 @@ def test_submit_returns_queued_job_with_links_and_writes_spec(api: Any) -> None:
         assert job["links"]["results"] == f"/v1/jobs/{job['id']}/results"
         detail = c.get(f"/v1/jobs/{job['id']}").json()
     stored = json.loads((api.storage / "jobs" / job["id"] / "spec.json").read_text())
-    assert stored == detail["spec"]
+    assert stored == detail["spec"] == job["spec"]  # the POST's answer had spec: null
     assert stored["dataset"]["uri"] == "sample:sp500" and stored["models"] == ["ols", "lstm"]
 
 

@@ -320,7 +320,10 @@ def test_dataset_probe_names_a_file_that_is_not_parquet(tmp_path: Path, stray: s
     ("accept", "csv"),
     [("text/csv", True), ("application/json", False), ("", False), ("*/*", False),
      ("text/csv;q=0.9, application/json", False), ("application/json;q=0.5, text/csv", True),
-     ("text/csv;q=0", False), ("TEXT/CSV", True), ("text/csv, application/json", False)],
+     ("text/csv;q=0", False), ("TEXT/CSV", True), ("text/csv, application/json", False),
+     ("text/*", True), ("text/*, application/json", False), ("text/*, */*;q=0.1", True),
+     ("text/*;q=0.5, */*", False), ("application/*", False),
+     ("text/*;q=0.9, application/*;q=0.5", True)],
 )  # fmt: skip
 def test_results_format_follows_the_accept_weights(accept: str, csv: bool) -> None:
     from service.routes_results import wants_csv
