@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
@@ -31,10 +32,12 @@ async def reject_unknown_query(request: Request) -> None:
     if dependant is None or not request.query_params:
         return
     allowed: set[str] = set()
+    many: set[str] = set()  # the parameters that take several values (symbol=A&symbol=B)
     stack = [dependant]
     while stack:
         d = stack.pop()
         allowed.update(p.alias for p in d.query_params)
+        many.update(p.alias for p in d.query_params if _takes_many(p.field_info.annotation))
         stack.extend(d.dependencies)
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
@@ -42,6 +45,24 @@ async def reject_unknown_query(request: Request) -> None:
         raise ApiError(422, "invalid", f"unknown query parameter(s) {unknown}; this route takes: "
                        f"{takes}", [{"field": f"query.{u}", "message": "not a parameter of this "
                                      "route"} for u in unknown])  # fmt: skip
+    # one value kept of several (limit=1&limit=5 read as 5, prefix=A&prefix=B as B) would
+    # answer another question than the one asked
+    repeated = sorted(k for k in set(request.query_params) - many
+                      if len(request.query_params.getlist(k)) > 1)
+    if repeated:
+        raise ApiError(422, "invalid", f"query parameter(s) {repeated} given more than once; "
+                       "each takes one value", [{"field": f"query.{k}", "message": "give it "
+                       "once"} for k in repeated])  # fmt: skip
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter's annotation is a list (or tuple, set), optional or not."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin in (Union, UnionType):
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return annotation in (list, tuple, set, frozenset)
 
 
 class ApiKeyAuth(HTTPBearer):
@@ -70,6 +91,10 @@ async def get_principal(request: Request) -> Principal:
             "(an admin creates keys with `quantray keys create --name NAME`)",
             headers=_CHALLENGE,
         )  # fmt: skip
+    if len(request.headers.getlist("authorization")) > 1:  # which key is meant?
+        raise ApiError(400, "malformed", "Authorization header given more than once: send "
+                       "one 'Authorization: Bearer <API key>'",
+                       [{"field": "header.Authorization", "message": "give it once"}])
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(

@@ -191,6 +191,9 @@ async def create_job(
                            json_schema_extra=_IDEMPOTENCY_SCHEMA)
     ] = None,
 ) -> JobPublic:
+    if len(request.headers.getlist("idempotency-key")) > 1:  # only the first was used
+        raise ApiError(400, "malformed", "Idempotency-Key given more than once: send one key",
+                       [{"field": "header.Idempotency-Key", "message": "give it once"}])
     if idempotency_key is not None and not _IDEMPOTENCY_RE.match(idempotency_key):
         why = "use 1-200 visible ASCII characters (no spaces), e.g. a UUID"
         raise ApiError(400, "malformed", f"Idempotency-Key {idempotency_key[:40]!r}: {why}",

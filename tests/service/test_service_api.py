@@ -333,6 +333,18 @@ def test_results_summary_plots_artifacts(api: Any, qr: Any) -> None:
         assert unknown.status_code == 422 and "splitt" in unknown.json()["message"]
         assert unknown.json()["errors"] == [{"field": "query.splitt",
                                              "message": "not a parameter of this route"}]
+        # a one-value parameter given twice was read as one of them (limit=1&limit=5: 5);
+        # the filters take several (symbol=AAA&symbol=BBB: either)
+        twice = c.get(f"/v1/jobs/{job_id}/results",
+                      params=[("limit", 1), ("limit", 5), ("symbol", "AAA"), ("symbol", "BBB")])
+        assert twice.status_code == 422, twice.text
+        assert twice.json()["errors"] == [{"field": "query.limit", "message": "give it once"}]
+        assert "['limit'] given more than once" in twice.json()["message"]
+        both = c.get(f"/v1/jobs/{job_id}/results", params=[("symbol", "AAA"), ("symbol", "BBB")])
+        assert both.status_code == 200 and both.json()["count"] > 0
+        listed = c.get(f"/v1/jobs/{job_id}/artifacts", params=[("prefix", "AAA"),
+                                                               ("prefix", "BBB")])
+        assert listed.status_code == 422 and "['prefix']" in listed.json()["message"]
         assert c.get("/v1/jobs", params={"limit": "abc"}).status_code == 422
         assert c.get("/v1/jobs", params={"page_size": 2}).status_code == 200
         csv = c.get(

@@ -436,11 +436,14 @@ def test_lowercase_symbol_gets_a_case_hint(hostile: Ctx) -> None:
         ({"content": b"name: x", "headers": {"Content-Type": "text/plain"}}, "header.Content-Type"),
         ({"json": SPEC, "headers": {"Idempotency-Key": "has space"}}, "header.Idempotency-Key"),
         ({"json": SPEC, "headers": {"Idempotency-Key": "k" * 201}}, "header.Idempotency-Key"),
+        # two keys: the first was used, the second dropped without a word
+        ({"json": SPEC, "headers": [("Idempotency-Key", "a1"), ("Idempotency-Key", "a2")]},
+         "header.Idempotency-Key"),
         ({"content": b"#" * (LIMIT + 1), "headers": {"Content-Type": "application/yaml"}},
          "body"),
     ],
     ids=["bad-json", "not-utf8", "empty", "text-plain", "key-space", "key-too-long",
-         "too-large"],
+         "key-twice", "too-large"],
 )
 def test_a_malformed_submit_names_the_part_to_fix(
     hostile: Ctx, request_kwargs: dict, field: str
@@ -454,6 +457,20 @@ def test_a_malformed_submit_names_the_part_to_fix(
     errors = resp.json()["errors"]
     assert [e["field"] for e in errors] == [field], resp.json()
     assert errors[0]["message"], resp.json()
+
+
+def test_two_authorization_headers_are_refused(hostile: Ctx) -> None:
+    """The first one was used: a good key first passed, a bogus one first was a 401."""
+    api, _, _ = hostile
+    good = f"Bearer {api.keys['alice']}"
+    with api.client(who=None) as c:
+        for first, second in ((good, "Bearer qr_bogus"), ("Bearer qr_bogus", good)):
+            resp = c.get("/v1/jobs", headers=[("Authorization", first),
+                                              ("Authorization", second)])
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["errors"] == [{"field": "header.Authorization",
+                                              "message": "give it once"}]
+        assert c.get("/v1/jobs", headers={"Authorization": good}).status_code == 200
 
 
 def test_bars_submitted_as_lob_name_dataset_kind(hostile: Ctx) -> None:
