@@ -36,8 +36,10 @@ def symbol_problem(symbol: object) -> str | None:
     """Why `symbol` cannot be a job's symbol, or None: it must be text of 1-32 printable
     characters, without spaces at either end, with a letter or digit to name files by."""
     if isinstance(symbol, bool | int | float):  # YAML: 0700 is octal 448, ON/NO booleans
-        return (f"a symbol is text, and this is a {type(symbol).__name__}: in YAML, quote "
-                "symbols that read as numbers or booleans ('0700', 'ON', 'NO')")
+        kind = type(symbol).__name__
+        return (f"a symbol is text, and this is {'an' if kind[0] in 'aeiou' else 'a'} {kind}: "
+                "in YAML, quote symbols that read as numbers or booleans ('0700', which YAML "
+                "reads as the octal 448; 'ON', 'NO')")
     if not isinstance(symbol, str) or not symbol:
         return "a symbol is non-empty text"
     if len(symbol) > MAX_SYMBOL_CHARS:

@@ -55,6 +55,9 @@ def check_overrides(iss: _Issues, overrides: Any, models: tuple[str, ...]) -> No
                         "it has no training settings; drop this")  # fmt: skip
             elif not is_train and name in train_fields - {"seed"}:
                 iss.add(f"{where}.{key}", f"a training setting: write it as train.{name}")
+            elif key == "train":  # `train: {lr: ...}` is flattened before: not a mapping
+                iss.add(f"{where}.train", f"{value!r}: expected a mapping of training settings, "
+                        "e.g. train: {lr: 0.001, epochs: 20}")
             elif name == "seq_len":
                 iss.add(f"{where}.{key}", "all models of a job share one window: set "
                         "features.seq_len instead")  # fmt: skip

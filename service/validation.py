@@ -372,10 +372,12 @@ class DatasetPolicy:
         window = (f"between {ds.start or 'its start'} and {ds.end or 'its end'}"
                   if ds.start or ds.end else "in the dataset")  # fmt: skip
         field = "dataset.start" if ds.start else ("dataset.end" if ds.end else "dataset.symbols")
+        folds = (f", lower split.n_folds ({spec.split.n_folds}: each fold needs its own "
+                 "test block)" if spec.split.method == "walk_forward" else "")
         _invalid(field, f"no symbol of the job has the {need} rows its preparation needs "
-                 f"{window} (the most: {best} with {counts[best]}){covers}: widen the dates, "
-                 "or shorten features.seq_len, target.horizons, split.purge/embargo or the "
-                 "split")  # fmt: skip
+                 f"{window} (the most: {best} with {counts[best]}){covers}: widen the dates"
+                 f"{folds}, or shorten features.seq_len, target.horizons, split.purge/embargo "
+                 "or the split")  # fmt: skip
 
     def check_location(self, uri: str) -> None:
         """`uri` must name data under a configured root, judged on the path the storage

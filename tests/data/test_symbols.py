@@ -28,7 +28,8 @@ def test_a_symbol_without_letters_or_digits_cannot_name_files(symbol: str) -> No
 def test_symbol_problem_names_what_is_wrong() -> None:
     assert symbol_problem("BRK.B") is None and symbol_problem("AB C") is None
     assert "non-empty text" in symbol_problem("")
-    assert "this is a int" in symbol_problem(7) and "quote" in symbol_problem(True)
+    assert "this is an int" in symbol_problem(7) and "quote" in symbol_problem(True)
+    assert "this is a float" in symbol_problem(7.5) and "octal 448" in symbol_problem(448)
     assert "longer than 32" in symbol_problem("A" * 33)
     assert "control characters" in symbol_problem("A\nB")
     assert "leading/trailing" in symbol_problem("AAPL ")

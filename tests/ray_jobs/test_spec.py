@@ -334,6 +334,10 @@ def test_check_against_registry_catches_bad_model_fields() -> None:
     # An unknown model field is caught at the edge already, from the committed catalog ...
     with pytest.raises(SpecError, match="overrides.lstm.hiden_size: unknown setting of lstm"):
         JobSpec.from_dict(mutated("overrides", {"lstm": {"hiden_size": 64}}))
+    # `train` is known: not a mapping is what is wrong with it (it was "unknown setting")
+    with pytest.raises(SpecError, match=r"overrides\.lstm\.train: 5: expected a mapping of "
+                       r"training settings, e\.g\. train: \{lr: 0\.001"):
+        JobSpec.from_dict(mutated("overrides", {"lstm": {"train": 5}}))
     # ... a bad value of a known field by the registry's config dataclasses.
     bad = JobSpec.from_dict(mutated("overrides", {"lstm": {"hidden_size": 0}}))
     with pytest.raises(SpecError, match=r"overrides\.lstm\.hidden_size: lstm\.hidden_size=0"):

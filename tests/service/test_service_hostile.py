@@ -459,6 +459,21 @@ def test_a_malformed_submit_names_the_part_to_fix(
     assert errors[0]["message"], resp.json()
 
 
+def test_too_many_walk_forward_folds_for_the_data_name_split_n_folds(hostile: Ctx) -> None:
+    """20 folds where the data holds enough for fewer: the refusal listed every lever
+    but the one at fault."""
+    api, _, root = hostile
+    body = spec(**{"dataset.uri": f"{root}/bars.parquet", "dataset.symbols": ["BBB"],
+                   "dataset.end": "2014-06-30", "split.method": "walk_forward",
+                   "split.n_folds": 20})
+    before = api.job_count()
+    with api.client() as c:
+        refused = c.post("/v1/jobs", json=body)
+    _assert_error(refused, 422, "invalid", "lower split.n_folds (20: each fold needs its own "
+                  "test block)")
+    assert api.job_count() == before
+
+
 def test_two_authorization_headers_are_refused(hostile: Ctx) -> None:
     """The first one was used: a good key first passed, a bogus one first was a 401."""
     api, _, _ = hostile
