@@ -337,7 +337,10 @@ def _cross_errors(spec: JobSpec) -> list[tuple[str, str]]:
     if isinstance(tune.symbols, tuple) and isinstance(ds.symbols, tuple):
         extra = [s for s in tune.symbols if s not in ds.symbols]
         if extra:
-            iss.add("tune.symbols", f"{extra} are not in dataset.symbols: pick from those")
+            by_case = {s.casefold(): s for s in ds.symbols}
+            cased = [f"{s} -> {by_case[s.casefold()]}" for s in extra if s.casefold() in by_case]
+            hint = f" (symbols are case-sensitive: {', '.join(cased)}?)" if cased else ""
+            iss.add("tune.symbols", f"{extra} are not in dataset.symbols: pick from those{hint}")
     split = spec.split
     if leak := leaky_gap_problem(split.purge, split.embargo, max(spec.target.horizons)):
         iss.add("split.purge", leak)
