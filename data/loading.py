@@ -353,7 +353,7 @@ def not_parquet_files(dataset: ds.Dataset | None, fs: pafs.FileSystem | None = N
         files = [f"{path.rstrip('/')}/{name}" for name in _files(fs, path)]
     else:
         return ""
-    if len(files) < 2:
+    if len(files) < 2:  # one file: pyarrow's message names it, and it may be no directory
         return ""
     bad = []
     for name in files:

@@ -464,6 +464,7 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) ->
     return frame
 
 
+# the text pandas' CSV reader takes as a missing value ('NaN', 'NA', 'null', '', ...)
 _NA_TEXT = frozenset(STR_NA_VALUES)
 # what a number written for people carries: thousands separators, currency signs, spaces
 _DECORATION = re.compile(r"[,\s$€£¥]")
