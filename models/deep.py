@@ -4,9 +4,13 @@
 Predictions run in batches without gradients on the module's device. Direction models
 give softmax probabilities (n, H, 3). Return models were trained on returns divided by
 the per-horizon training std (`target_scale`); `predict_return` scales back, and
-`predict_proba` treats the forecast as a Gaussian predictive distribution with the
-training residual std and integrates it over the training class bands, the same rule as
-the linear models (see models/linear/base.py), so both land in one leaderboard.
+`predict_proba` treats the forecast as a Gaussian predictive distribution and integrates
+it over the training class bands, the same rule as the linear models (see
+models/linear/base.py), so both land in one leaderboard. Its scale is conditional, as a
+linear model's default: a regression of the log squared training residual on the inputs
+at each sample's time (the tabular row, or a window's last step), so a calm bar gets a
+narrow distribution and can be called flat. With the residual std on every row (models
+saved before the conditional scale) P(flat) never wins: such a model never predicts flat.
 
 Storage, no pickle: `weights.pt` (a state_dict, read with `torch.load(weights_only=True)`)
 and `metadata.json` (model name, configs, dims, data window, scaler, thresholds, versions,
@@ -30,10 +34,11 @@ from torch import nn
 
 from data.prepared import PreparedSymbol
 from models.config import ModelDims, TrainConfig, config_from_dict
+from models.linear.base import LogScale, fit_log_scale
 from models.spec import artifact_errors, check_finite, read_metadata, save_artifact_files
 from models.training import Callback, TrainData, TrainResult, load_checkpoint, train
 from models.training.checkpoint import json_safe
-from models.training.losses import residual_std
+from models.training.losses import return_residuals
 from models.training.precision import resolve_device, seed_everything
 
 WEIGHTS_FILE = "weights.pt"
@@ -59,6 +64,7 @@ class DeepModel:
         info: dict[str, Any],
         target_scale: np.ndarray | None = None,
         resid_std: np.ndarray | None = None,
+        scale: LogScale | None = None,
         result: TrainResult | None = None,
         quantized: bool = False,
     ) -> None:
@@ -72,6 +78,7 @@ class DeepModel:
         ones = np.ones(dims.n_horizons, dtype=np.float32)
         self.target_scale = ones if target_scale is None else np.asarray(target_scale, np.float32)
         self.resid_std = None if resid_std is None else np.asarray(resid_std, np.float64)
+        self.scale = scale  # the conditional scale of a return model (None: resid_std)
         self.thresholds = np.asarray(self.info["thresholds"], dtype=np.float64)  # (H,)
         sizes = {"thresholds": self.thresholds.size, "target_scale": self.target_scale.size}
         if self.resid_std is not None:
@@ -145,7 +152,11 @@ class DeepModel:
         if self.resid_std is None:
             raise ValueError(f"{self.name}: return model without resid_std; refit or re-save it")
         mu = self.predict_return(x).astype(np.float64)  # (n, H)
-        sigma = np.maximum(self.resid_std, 1e-12)[None, :]
+        if self.scale is not None:  # the inputs at each sample's own time
+            x = np.asarray(x, dtype=np.float64)
+            sigma = np.maximum(self.scale(x if x.ndim == 2 else x[:, -1, :]), 1e-12)
+        else:  # a model saved before the conditional scale: the residual std everywhere
+            sigma = np.maximum(self.resid_std, 1e-12)[None, :]
         tau = self.thresholds[None, :]
         p_down, p_up = ndtr((-tau - mu) / sigma), ndtr((mu - tau) / sigma)
         p_flat = np.clip(1.0 - p_down - p_up, 0.0, 1.0)
@@ -188,6 +199,8 @@ class DeepModel:
                 "seq_len": self.seq_len,
                 "target_scale": self.target_scale.tolist(),
                 "resid_std": None if self.resid_std is None else self.resid_std.tolist(),
+                "scale": None if self.scale is None else {
+                    k: v.tolist() for k, v in self.scale.arrays().items()},
                 "result": result,
                 "history": self.history,
                 "versions": {p: version(p) for p in ("torch", "numpy", "quantray")},
@@ -240,7 +253,8 @@ class DeepModel:
                       for k, v in meta["result"].items()}
             result = TrainResult(history=meta.get("history", []), **values)
         reserved = {"kind", "model", "input_kind", "task", "config", "train_config", "dims",
-                    "seq_len", "target_scale", "resid_std", "result", "history", "versions"}
+                    "seq_len", "target_scale", "resid_std", "scale", "result", "history",
+                    "versions"}
         return cls(
             name,
             module,
@@ -251,6 +265,8 @@ class DeepModel:
             info={k: v for k, v in meta.items() if k not in reserved},
             target_scale=np.asarray(meta["target_scale"], dtype=np.float32),
             resid_std=None if meta["resid_std"] is None else np.asarray(meta["resid_std"]),
+            scale=LogScale.from_arrays({k: np.asarray(v, dtype=np.float64)
+                                        for k, v in (meta.get("scale") or {}).items()}),
             result=result,
         )  # fmt: skip
 
@@ -305,7 +321,11 @@ def fit_deep(
     if isinstance(resume_from, str | os.PathLike):
         state = load_checkpoint(resume_from)
     result = train(module, data, cfg, task=task, callbacks=callbacks, resume_state=state)
-    resid_std = residual_std(module, data, "train") if task == "return" else None
+    resid_std = scale = None
+    if task == "return":  # the predictive distribution's scale, as a linear model's
+        residuals, features = return_residuals(module, data, "train")
+        resid_std = residuals.std(axis=0, ddof=1)
+        scale, _ = fit_log_scale(features, residuals.T)
     return DeepModel(
         name,
         module,
@@ -316,5 +336,6 @@ def fit_deep(
         info=data_info(prepared, preset),
         target_scale=data.target_scale.numpy(),
         resid_std=resid_std,
+        scale=scale,
         result=result,
     )

@@ -52,6 +52,7 @@ def quantize_model(model: DeepModel) -> DeepModel:
         info=model.info,
         target_scale=model.target_scale,
         resid_std=model.resid_std,
+        scale=model.scale,
         result=model.result,
         quantized=True,
     )

@@ -125,19 +125,24 @@ def evaluate(
 
 
 @torch.no_grad()
-def residual_std(
+def return_residuals(
     module: nn.Module, data: TrainData, split: str, batch_size: int = 4096
-) -> np.ndarray:
-    """(H,) std of a return model's residuals on `split`, back in return units."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """A return model's residuals on `split`, back in return units, (N, H), and each
+    sample's features at its own time (N, F): the tabular row, or a window's last step."""
     if data.task != "return":
-        raise ValueError("residual_std needs TrainData built for task='return'")
+        raise ValueError("return_residuals needs TrainData built for task='return'")
     was_training = module.training
     module.eval()
     s = data.splits[split]
-    preds = []
-    for i in range(0, len(s), batch_size):
-        pos = torch.arange(i, min(i + batch_size, len(s)), device=data.device)
-        preds.append(module(data.batch(split, pos)[0]).float())
+    preds, feats = [], []
+    with torch.no_grad():
+        for i in range(0, len(s), batch_size):
+            pos = torch.arange(i, min(i + batch_size, len(s)), device=data.device)
+            x = data.batch(split, pos)[0]
+            preds.append(module(x).float())
+            feats.append((x if x.dim() == 2 else x[:, -1, :]).float())
     module.train(was_training)
     resid = (s.y - torch.cat(preds)) * data.target_scale.to(data.device)  # (N, H)
-    return resid.std(dim=0).cpu().numpy().astype(np.float64)
+    return (resid.cpu().numpy().astype(np.float64),
+            torch.cat(feats).cpu().numpy().astype(np.float64))
