@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 OUTPUTS = ("table", "json", "csv")
@@ -61,7 +62,8 @@ def register(subparsers: Any) -> None:
                    help="skip the ensemble_equal / ensemble_f1 rows")
     p.add_argument("--output", default="table", help=f"one of {', '.join(OUTPUTS)}")
     p.add_argument("--save-dir", metavar="DIR",
-                   help="save every fitted model under DIR/SYMBOL/MODEL")
+                   help="save every fitted model under DIR/SYMBOL/MODEL (with walk-forward"
+                        " folds DIR/SYMBOL/foldK/MODEL)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="BLAS and torch threads (default 1: daily-bar models are small, and"
                         " more threads were 5x slower on 2 cores; docs/benchmarks.md)")
@@ -127,6 +129,12 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
     if args.save_dir:  # one folder per symbol: two that share a safe name would overwrite
         from data.symbols import name_clashes, safe_symbol
 
+        here = Path(args.save_dir)
+        taken = next((p for p in (here, *here.parents) if p.exists()), None)
+        if taken is not None and not taken.is_dir():  # every unit trained, then failed to save
+            raise UsageError(f"--save-dir {args.save_dir}: {taken} is a file, not a directory; "
+                             "give a directory (it is created if missing)")
+
         try:
             clashes = name_clashes(req["symbols"])
         except ValueError as exc:
@@ -167,6 +175,9 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
                              f"{MAX_SEQ_LEN} bars, as a job's features.seq_len")
     for name in req["models"]:
         own = req["overrides"].get(name, {})
+        if get_spec(name).input != "sequence" and "seq_len" in own:  # it was ignored
+            raise UsageError(f"--overrides: {name}.seq_len: {name} reads each bar's features "
+                             "alone (no window), so seq_len does not apply to it; drop it")
         if get_spec(name).input == "sequence" and "seq_len" not in own:
             req["overrides"][name] = {**own, "seq_len": window}
     seq_lens = [window]

@@ -249,9 +249,20 @@ def test_cli_window_matches_a_jobs_default(models, seq_len, window):
           '{"lstm": {"seq_len": 2}}'], "lstm.seq_len=2: use a window of 5 to 512 bars"),
         (["--data", "sample:sp500", "--symbols", "BRK.B,BRK/B", "--models", "ridge",
           "--save-dir", "/tmp/unused"], "would both be saved under 'BRK_B'"),
+        # a window on a model that reads one bar was accepted and ignored
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "mlp,ridge",
+          "--overrides", '{"mlp": {"seq_len": 7}}'],
+         "--overrides: mlp.seq_len: mlp reads each bar's features alone"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ols", "--overrides",
+          '{"ols": {"seq_len": 7}}'], "--overrides: ols.seq_len: ols reads each bar's"),
+        # a file where the folder goes: every unit trained, then failed to save
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--save-dir",
+          "{file}/sub"], "is a file, not a directory; give a directory"),
     ],
 )  # fmt: skip
-def test_cli_bad_input_is_one_line_naming_the_flag(capsys, args, flag):
+def test_cli_bad_input_is_one_line_naming_the_flag(capsys, tmp_path, args, flag):
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("{file}", str(tmp_path / "file")) for a in args]
     code, out, err = _train(capsys, *args)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
