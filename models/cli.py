@@ -83,7 +83,8 @@ def _csv_list(flag: str, value: str | None) -> list[str]:
         raise UsageError(f"{flag} is required, e.g. {flag} AAPL,MSFT")
     items = [v.strip() for v in value.split(",")]
     if any(not v for v in items):
-        raise UsageError(f"{flag}={value!r} has an empty item; use comma-separated names")
+        raise UsageError(f"{flag}={value!r} has an empty item; use comma-separated values, "
+                         f"e.g. {flag} {','.join(v for v in items if v) or 'A,B'}")
     twice = sorted({v for v in items if items.count(v) > 1})
     if twice:
         raise UsageError(f"{flag}={value!r} lists {', '.join(twice)} twice; list each once")

@@ -291,7 +291,8 @@ def learning_curves_plot(
                     label=label, marker="o", markersize=3,  # a 1-epoch curve is a point
                     ls="--" if key == "val_loss" and name in refit else "-")
         refit_note = ", refit on train+val" if name in refit else ""
-        ax.set_title(f"{name} ({len(histories[name])} units{refit_note})")
+        n = len(histories[name])
+        ax.set_title(f"{name} ({n} unit{'' if n == 1 else 's'}{refit_note})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (mean over units)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1"

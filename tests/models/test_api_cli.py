@@ -238,6 +238,9 @@ def test_cli_window_matches_a_jobs_default(models, seq_len, window):
         (["--data", "sample:sp500", "--symbols", "AAPL,ZZZZ", "--models", "ridge"], "--symbols"),
         (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--horizons",
           "1,5,01"], "--horizons='1,5,01' lists 1 twice"),
+        (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--horizons",
+          "1,,5"], "--horizons='1,,5' has an empty item; use comma-separated values, e.g. "
+         "--horizons 1,5"),
         (["--data", "sample:sp500", "--symbols", "AAPL", "--models", "ridge", "--seq-len",
           "5,6"], "--seq-len='5,6': give one window length"),
         # the bounds of a job's features.seq_len
