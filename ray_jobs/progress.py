@@ -245,7 +245,7 @@ class ProgressTracker:
 
     def _ended(self, unit_id: str) -> None:
         k = self._kind(unit_id)
-        k.ended += 1
+        k.ended += unit_id not in self._outcomes  # a unit trained again ends once
         running = self._running.pop(unit_id, None)
         if running is not None and running.training:  # one only starting: in no rate
             now = self._clock()
@@ -256,30 +256,40 @@ class ProgressTracker:
                 k.idle_since = now
 
     def unit_done(self, unit_id: str) -> None:
+        """`unit_id` ended done. A unit that ends again (a run fitted again after a storage
+        outage trains its units anew) is counted once: 17 of 15 units were done."""
         with self._lock:
+            before = self._outcomes.get(unit_id)
             self._ended(unit_id)
+            if before == "done":
+                return
+            if before == "failed":  # failed, then done when trained again
+                self._n_failed -= 1
+                self._failed = [f for f in self._failed if f["unit_id"] != unit_id]
             self._done += 1
             self._outcomes[unit_id] = "done"
 
     def unit_failed(self, unit_id: str, error: str) -> None:
         """`unit_id` failed with `error`; a unit that never started (its data failed)
-        counts as failed but not in its kind's rate."""
+        counts as failed but not in its kind's rate. A unit counted done before fails
+        as `done_unit_failed` says; one that failed before is counted once, its latest
+        error listed."""
         with self._lock:
+            before = self._outcomes.get(unit_id)
             self._ended(unit_id)
-            self._n_failed += 1
+            if before == "done":
+                self._done -= 1
+            if before != "failed":
+                self._n_failed += 1
             self._outcomes[unit_id] = "failed"
+            self._failed = [f for f in self._failed if f["unit_id"] != unit_id]
             self._failed.append({"unit_id": unit_id, "error": error})
             del self._failed[:-MAX_LISTED_FAILURES]
 
     def done_unit_failed(self, unit_id: str, error: str) -> None:
         """`unit_id`, counted done, is failed after all (its chunk task died past its
         retries, and its stored status says failed): one done less, one failed more."""
-        with self._lock:
-            self._done -= 1
-            self._n_failed += 1
-            self._outcomes[unit_id] = "failed"
-            self._failed.append({"unit_id": unit_id, "error": error})
-            del self._failed[:-MAX_LISTED_FAILURES]
+        self.unit_failed(unit_id, error)
 
     def outcome(self, unit_id: str) -> str | None:
         """"done" or "failed" for a unit that ended in this run, else None."""

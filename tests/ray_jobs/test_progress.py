@@ -95,6 +95,33 @@ def test_resumed_units_count_as_done_but_not_in_the_rate() -> None:
     assert tr.eta_s() == 0.0
 
 
+def test_a_unit_trained_again_is_counted_once() -> None:
+    """A run fitted again after a storage outage trains units counted done already: the
+    job showed 17 of 15 units done. A unit that failed and then ends done (or the other
+    way) moves between the counts, listed under its latest outcome only."""
+    tr, clock = make(3)
+    for _ in range(2):
+        tr.unit_started("A")
+        clock.t += 10
+        tr.unit_done("A")
+    units = tr.to_dict()["units"]
+    assert (units["done"], units["failed"], units["running"]) == (1, 0, 0)
+    tr.unit_started("B")
+    tr.unit_failed("B", "NaN loss")
+    tr.unit_started("B")
+    tr.unit_failed("B", "NaN loss again")
+    d = tr.to_dict()
+    assert (d["units"]["done"], d["units"]["failed"]) == (1, 1)
+    assert d["failures"] == [{"unit_id": "B", "error": "NaN loss again"}]
+    tr.unit_started("B")
+    tr.unit_done("B")
+    d = tr.to_dict()
+    assert (d["units"]["done"], d["units"]["failed"], d["failures"]) == (2, 0, [])
+    tr.unit_failed("A", "its status could not be stored")  # done, then failed after all
+    d = tr.to_dict()
+    assert (d["units"]["done"], d["units"]["failed"], d["units"]["pending"]) == (1, 1, 1)
+
+
 def test_eta_sums_each_kind_of_unit_at_its_own_rate() -> None:
     """Linear units end in milliseconds, deep ones take seconds: one rate over both would
     promise the deep phase in no time. Each kind has its own rate; a kind none of whose
