@@ -125,12 +125,15 @@ class Plan:
 
     def summary(self) -> dict[str, int]:
         """Counts of the plan. `units` are the final units (what progress.json and
-        summary.json count); `tune_trials` (search trials) are not among them."""
+        summary.json count); the search's are not among them: `tune_trials` Tune trials
+        (one per model and sample, each training every search symbol: 2 with 2 symbols
+        said 4) and `tune_units` (symbol x model x sample)."""
         return {
             "symbols": len(self.symbols), "units": len(self.units),
             "linear_units": len(self.linear_units), "deep_units": len(self.deep_units),
-            "deep_runs": len(self.deep_groups), "tune_trials": len(self.tune_units),
-            "units_per_run": self.units_per_run,
+            "deep_runs": len(self.deep_groups),
+            "tune_trials": len({(u.model, u.trial) for u in self.tune_units}),
+            "tune_units": len(self.tune_units), "units_per_run": self.units_per_run,
         }  # fmt: skip
 
     def describe(self) -> str:

@@ -127,8 +127,13 @@ def summarize(frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
         entry["share_significant_1pct"] = _clean((sig < 0.01).mean()) if sig.notna().any() else None
         ic_sig = pd.to_numeric(group["ic_p_value"], errors="coerce") if "ic_p_value" in group \
             else pd.Series(dtype=float)
+        # a return forecaster (its rmse is defined) has a share, 0 when its forecast was
+        # constant on every symbol (no ic anywhere); a classifier has none
+        forecasts = ic_sig.notna().any() or any(
+            pd.to_numeric(group[c], errors="coerce").notna().any()
+            for c in ("rmse", "r2") if c in group)
         entry["share_ic_significant_1pct"] = (_clean((ic_sig < 0.01).mean())
-                                              if ic_sig.notna().any() else None)
+                                              if forecasts else None)
         models.append(entry)
     return {
         "split": split,

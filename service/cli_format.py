@@ -108,6 +108,8 @@ def job_summary(job: dict[str, Any]) -> str:
         lines.append(f"progress:  {progress_line(job)}")
         if phase_note(job):
             lines.append(f"phase:     {phase_note(job)}")
+        if job.get("progress_error"):  # the storage is down: that progress is an old one
+            lines.append(f"stale:     {job['progress_error']}")
     elif job.get("progress_error"):  # storage down: say so rather than show nothing
         lines.append(f"progress:  unreadable: {job['progress_error']}")
     if job.get("message"):

@@ -163,6 +163,8 @@ def test_walk_forward_folds_and_tune_trials() -> None:
     assert {u.model for u in p.tune_units} == {"lstm", "cnn"}
     assert p.tune_units[0].unit_id == "S000__lstm__f0__t000"
     assert len(p.all_units) == s.unit_count()
+    # Tune trials: one per model and sample, each training both search symbols (it said 16)
+    assert (p.summary()["tune_trials"], p.summary()["tune_units"]) == (2 * 4, 2 * 2 * 4)
 
 
 def test_plan_summary_counts_units_as_progress_and_summary_do() -> None:

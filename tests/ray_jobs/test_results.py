@@ -198,3 +198,9 @@ def test_each_summary_metric_counts_the_symbols_behind_its_mean() -> None:
     assert lasso["accuracy"] == {"mean": pytest.approx(0.5), "std": pytest.approx(0.1), "n": 3}
     assert lasso["ic"] == {"mean": pytest.approx(0.2), "std": None, "n": 1}
     assert lasso["share_ic_significant_1pct"] == pytest.approx(1 / 3)
+    # constant on every symbol: no ic test anywhere, and none significant (it said None,
+    # as for a classifier, which has no return forecast: no rmse)
+    f["ic"], f["ic_p_value"], f["rmse"] = np.nan, np.nan, [0.01, 0.02, 0.03]
+    assert summarize(f)["models"][0]["share_ic_significant_1pct"] == 0.0
+    f["rmse"] = np.nan
+    assert summarize(f)["models"][0]["share_ic_significant_1pct"] is None

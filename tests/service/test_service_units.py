@@ -127,6 +127,23 @@ def test_progress_parsing(qr: Any) -> None:
         parse_progress([1, 2])
 
 
+def test_status_shows_that_the_progress_shown_is_stale() -> None:
+    """While the storage does not answer the API shows the last progress read, with a
+    `progress_error` saying so; `quantray status` showed the old progress (and its ETA)
+    alone."""
+    from service.cli_format import job_summary
+
+    job = {"id": "qr-0123456789abcdef", "name": "j", "status": "running", "owner": "a",
+           "attempt": 0, "created_at": "t", "ray": {},
+           "progress": {"units_total": 15, "units_done": 6, "eta_seconds": 63},
+           "progress_error": "the job storage (s3://b/p) does not answer since 21:05:17"}
+    lines = job_summary(job).splitlines()
+    assert any(line.startswith("progress:  ") and "6/15 units" in line for line in lines)
+    assert "stale:     the job storage (s3://b/p) does not answer since 21:05:17" in lines
+    job["progress"] = None
+    assert "progress:  unreadable: the job storage" in job_summary(job)
+
+
 def test_progress_bar_and_table() -> None:
     job = {
         "status": "running",
