@@ -783,14 +783,18 @@ def test_missing_columns_are_told_all_at_once_with_what_to_do(columns, hints):
     assert "the file must have columns" not in str(err.value)
 
 
-def test_every_non_numeric_column_is_told_at_once_with_the_separator_hint(tmp_path):
+def _csv_error(tmp_path, *rows: str) -> str:
+    """load_bars' error for a CSV of `rows` under the bars header (tmp_path / 'f.csv')."""
     path = tmp_path / "f.csv"
-    path.write_text('symbol,date,open,high,low,close,volume\n'
-                    'AAA,2020-01-02,1,1.1,0.9,$1.05,"158,168,416"\n')
+    path.write_text("symbol,date,open,high,low,close,volume\n" + "".join(f"{r}\n" for r in rows))
     with pytest.raises(DataValidationError) as err:
         load_bars(str(path))
-    text = str(err.value)
-    assert text.startswith(f"{path}: column 'close' is not numeric")
+    return str(err.value)
+
+
+def test_every_non_numeric_column_is_told_at_once_with_the_separator_hint(tmp_path):
+    text = _csv_error(tmp_path, 'AAA,2020-01-02,1,1.1,0.9,$1.05,"158,168,416"')
+    assert text.startswith(f"{tmp_path / 'f.csv'}: column 'close' is not numeric")
     assert "column 'volume' is not numeric: 1 value does not parse, e.g. '158,168,416' at row " \
            "0; write plain numbers (158168416) without thousands separators" in text
     assert "e.g. '$1.05' at row 0; write plain numbers (1.05)" in text
@@ -831,23 +835,15 @@ def test_missing_value_text_in_a_string_price_column_reads_as_csv_reads_it(bars,
 def test_an_empty_date_column_is_called_empty_not_numbers(tmp_path):
     """A CSV date column with no value reads as float NaN: it was said to hold numbers
     (e.g. nan) and told to convert YYYYMMDD or epoch seconds."""
-    path = tmp_path / "f.csv"
-    path.write_text("symbol,date,open,high,low,close,volume\nAAA,,1,1,1,1,1\nAAA,,1,1,1,1,1\n")
-    with pytest.raises(DataValidationError) as err:
-        load_bars(str(path))
-    assert str(err.value) == (f"{path}: column 'date' is empty (no value in its 2 rows); fill it "
-                              "with the rows' dates at the source")
+    text = _csv_error(tmp_path, "AAA,,1,1,1,1,1", "AAA,,1,1,1,1,1")
+    assert text == (f"{tmp_path / 'f.csv'}: column 'date' is empty (no value in its 2 rows); "
+                    "fill it with the rows' dates at the source")
 
 
 def test_decimal_commas_are_told_to_read_with_decimal_comma_not_thousands(tmp_path):
     """'67,71' was told to drop the comma (6771, 100 times the price); a comma followed by
     other than three digits is a decimal comma."""
-    path = tmp_path / "f.csv"
-    path.write_text('symbol,date,open,high,low,close,volume\n'
-                    'AAA,2020-01-02,"67,71","68,5","1.066,9",67,"1,000"\n')
-    with pytest.raises(DataValidationError) as err:
-        load_bars(str(path))
-    text = str(err.value)
+    text = _csv_error(tmp_path, 'AAA,2020-01-02,"67,71","68,5","1.066,9",67,"1,000"')
     assert "column 'open' is not numeric: 1 value does not parse, e.g. '67,71' at row 0; the " \
            "numbers are written with a decimal comma ('67,71' is 67.71): write them with a " \
            "decimal point at the source (pandas: pd.read_csv(..., decimal=',')" in text
