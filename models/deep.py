@@ -37,6 +37,7 @@ from models.config import ModelDims, TrainConfig, config_from_dict
 from models.linear.base import LogScale, fit_log_scale
 from models.spec import artifact_errors, check_finite, read_metadata, save_artifact_files
 from models.training import Callback, TrainData, TrainResult, load_checkpoint, train
+from models.training.batching import at_sample_time
 from models.training.checkpoint import json_safe
 from models.training.losses import return_residuals
 from models.training.precision import resolve_device, seed_everything
@@ -153,8 +154,7 @@ class DeepModel:
             raise ValueError(f"{self.name}: return model without resid_std; refit or re-save it")
         mu = self.predict_return(x).astype(np.float64)  # (n, H)
         if self.scale is not None:  # the inputs at each sample's own time
-            x = np.asarray(x, dtype=np.float64)
-            sigma = np.maximum(self.scale(x if x.ndim == 2 else x[:, -1, :]), 1e-12)
+            sigma = np.maximum(self.scale(at_sample_time(np.asarray(x, np.float64))), 1e-12)
         else:  # a model saved before the conditional scale: the residual std everywhere
             sigma = np.maximum(self.resid_std, 1e-12)[None, :]
         tau = self.thresholds[None, :]

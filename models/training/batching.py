@@ -186,6 +186,12 @@ class TrainData:
         return self.inputs(s.end_rows[positions]), s.y[positions]
 
 
+def at_sample_time(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Each sample's inputs at its own time, (n, F): a tabular batch as it is, a batch of
+    windows (n, L, F) by its last step (an array or a tensor)."""
+    return x[:, -1, :] if x.ndim == 3 else x
+
+
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """[start, stop) of each batch over n samples. A trailing batch of one sample is
     dropped, because BatchNorm cannot train on it and its gradient is pure noise."""

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.training.batching import TrainData
+from models.training.batching import TrainData, at_sample_time
 from models.training.precision import Precision
 
 N_CLASSES = 3
@@ -136,12 +136,11 @@ def return_residuals(
     module.eval()
     s = data.splits[split]
     preds, feats = [], []
-    with torch.no_grad():
-        for i in range(0, len(s), batch_size):
-            pos = torch.arange(i, min(i + batch_size, len(s)), device=data.device)
-            x = data.batch(split, pos)[0]
-            preds.append(module(x).float())
-            feats.append((x if x.dim() == 2 else x[:, -1, :]).float())
+    for i in range(0, len(s), batch_size):
+        pos = torch.arange(i, min(i + batch_size, len(s)), device=data.device)
+        x = data.batch(split, pos)[0]
+        preds.append(module(x).float())
+        feats.append(at_sample_time(x).float())
     module.train(was_training)
     resid = (s.y - torch.cat(preds)) * data.target_scale.to(data.device)  # (N, H)
     return (resid.cpu().numpy().astype(np.float64),
