@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -141,6 +142,24 @@ class ApiClient:
         headers = {"Accept": "text/csv" if csv else "application/json"}
         return self.request("GET", job_path(job_id, "/results"), params=params,
                             headers=headers)
+
+    def summary(self, job_id: str) -> dict:
+        return self.request("GET", job_path(job_id, "/summary")).json()
+
+    def plots(self, job_id: str) -> list[str]:
+        return list(self.request("GET", job_path(job_id, "/plots")).json()["plots"])
+
+    def plot(self, job_id: str, name: str) -> bytes:
+        return self.request("GET", job_path(job_id, f"/plots/{quote(name, safe='')}")).content
+
+    def artifacts(self, job_id: str, prefix: str = "") -> list[dict]:
+        params = {"prefix": prefix} if prefix else {}
+        return list(self.request("GET", job_path(job_id, "/artifacts"), params=params)
+                    .json()["files"])
+
+    def artifact(self, job_id: str, path: str) -> bytes:
+        return self.request("GET", job_path(job_id, f"/artifacts/{quote(path, safe='/')}")
+                            ).content
 
     def models(self) -> dict:
         return self.request("GET", "/v1/models").json()

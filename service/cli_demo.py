@@ -61,7 +61,7 @@ def _dashboard_url(client, job_id: str, wait_s: float = DASHBOARD_WAIT_S) -> str
 
 def _demo(args: argparse.Namespace) -> int:
     from service.api_client import ApiClient, ApiClientError
-    from service.cli_format import table
+    from service.cli_format import summary_text
     from service.cli_jobs import _follow  # Ctrl-C ends the demo (and its server) as is
 
     spec = Path(args.spec)
@@ -98,7 +98,7 @@ def _demo(args: argparse.Namespace) -> int:
                       f"{dashboard}", file=sys.stderr)
             code = _follow(client, job_id, 2.0)
             summary = client.request("GET", f"/v1/jobs/{job_id}/summary").json()
-            _print_summary(summary, table)
+            print("\n" + summary_text(summary))
             plots = client.request("GET", f"/v1/jobs/{job_id}/plots").json()
             names = [p["name"] if isinstance(p, dict) else p for p in plots.get("plots", plots)]
             print(f"\nplots ({api}/v1/jobs/{job_id}/plots/NAME, files under "
@@ -128,27 +128,3 @@ def _demo(args: argparse.Namespace) -> int:
                 proc.kill()
 
 
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _print_summary(summary: dict, table) -> None:
-    rows = []
-    for e in summary.get("models", []):
-        def mean(key: str, e=e) -> str:
-            v = (e.get(key) or {}).get("mean")
-            return "-" if v is None else f"{v:.3f}"
-
-        rows.append({"model": e["model"], "h": e["horizon"], "symbols": e["n_symbols"],
-                     "accuracy": mean("accuracy"), "baseline": mean("baseline_accuracy"),
-                     "macro_f1": mean("macro_f1"), "r2": mean("r2"), "ic": mean("ic"),
-                     "sig<1%": _share(e.get("share_significant_1pct")),
-                     "ic<1%": _share(e.get("share_ic_significant_1pct"))})
-    print(f"\nsummary over {summary.get('symbols')} symbols, {summary.get('split')} split "
-          f"(mean over symbols; sig<1% = share of symbols beating the majority-class "
-          f"baseline at p < 0.01; ic<1% = share whose return forecast has an IC above 0 at "
-          f"p < 0.01):")
-    print(table(rows, list(rows[0]) if rows else ["model"]))
-    failed = summary.get("failed_units") or []
-    if failed:
-        print(f"\n{len(failed)} units failed, e.g. {failed[0]}")

@@ -147,3 +147,32 @@ def preset_rows(model: dict[str, Any]) -> list[dict[str, Any]]:
         row["settings"] = ", ".join(f"{k}={v}" for k, v in values.items() if k != "train")
         rows.append(row)
     return rows
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """summary.json as a table: the mean over symbols per model x horizon beside the
+    baseline, the shares of significant tests, and the failed units if any."""
+    rows = []
+    for e in summary.get("models", []):
+        def mean(key: str, e: dict[str, Any] = e) -> str:
+            v = (e.get(key) or {}).get("mean")
+            return "-" if v is None else f"{v:.3f}"
+
+        rows.append({"model": e["model"], "h": e["horizon"], "symbols": e["n_symbols"],
+                     "accuracy": mean("accuracy"), "baseline": mean("baseline_accuracy"),
+                     "macro_f1": mean("macro_f1"), "r2": mean("r2"), "ic": mean("ic"),
+                     "sig<1%": _share(e.get("share_significant_1pct")),
+                     "ic<1%": _share(e.get("share_ic_significant_1pct"))})
+    lines = [f"summary over {summary.get('symbols')} symbols, {summary.get('split')} split "
+             "(mean over symbols; sig<1% = share of symbols beating the majority-class "
+             "baseline at p < 0.01; ic<1% = share whose return forecast has an IC above 0 at "
+             "p < 0.01):",
+             table(rows, list(rows[0]) if rows else ["model"])]
+    failed = summary.get("failed_units") or []
+    if failed:
+        lines.append(f"\n{len(failed)} units failed, e.g. {failed[0]}")
+    return "\n".join(lines)

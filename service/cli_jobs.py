@@ -1,4 +1,5 @@
-"""`quantray submit|status|list|results|cancel|resume|logs|models`: HTTP clients of the API.
+"""`quantray submit|status|list|results|summary|plots|artifacts|cancel|resume|logs|models`:
+HTTP clients of the API.
 
 The API is `--api` or QUANTRAY_API (default http://127.0.0.1:8000; a trailing /v1 is
 dropped); the key is `--api-key` or QUANTRAY_API_KEY. Both options may also come before the
@@ -99,6 +100,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=_positive, help="at most this many rows")
     p.add_argument("--offset", type=_bounded(int, 0), default=0, help="skip this many rows first")
     p.set_defaults(func=_results)
+
+    p = subparsers.add_parser("summary", parents=[common], help="a job's summary: the mean "
+                              "over symbols per model x horizon, beside the baseline")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="print summary.json as it is")
+    p.set_defaults(func=_summary)
+
+    p = subparsers.add_parser("plots", parents=[common], help="a job's plots: their names, or "
+                              "the PNG files with --out")
+    p.add_argument("job_id")
+    p.add_argument("--out", metavar="DIR", help="save every plot into DIR (created)")
+    p.set_defaults(func=_plots)
+
+    p = subparsers.add_parser("artifacts", parents=[common], help="a job's stored files (models, "
+                              "predictions, metrics): list them, or fetch one with --get")
+    p.add_argument("job_id")
+    p.add_argument("--prefix", default="", help="only the files under this path, e.g. AAPL/lstm")
+    p.add_argument("--get", metavar="PATH", help="fetch this file (a path the listing shows)")
+    p.add_argument("--out", metavar="FILE", help="with --get: save it here (default: stdout)")
+    p.set_defaults(func=_artifacts)
 
     for name, helptext in (("cancel", "stop a job (keeps partial results)"),
                            ("resume", "requeue a failed/cancelled/interrupted job")):  # fmt: skip
@@ -301,6 +322,62 @@ def _results(args: argparse.Namespace) -> int:
         if args.limit and total is not None and args.offset + args.limit < int(total):
             print(f"rows {args.offset + 1}-{args.offset + args.limit} of {total} "
                   f"(next: --offset {args.offset + args.limit})", file=sys.stderr)
+
+    return _run(args, go)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from service.cli_format import summary_text
+
+    def go(client: Any) -> None:
+        summary = client.summary(args.job_id)
+        print(json.dumps(summary, indent=2) if args.json else summary_text(summary))
+
+    return _run(args, go)
+
+
+def _plots(args: argparse.Namespace) -> int:
+    def go(client: Any) -> int:
+        names = client.plots(args.job_id)
+        if not args.out:
+            print("\n".join(names) if names else "(no plots)")
+            return 0
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"quantray plots: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        for name in names:
+            (out / name).write_bytes(client.plot(args.job_id, name))
+            print(out / name)
+        return 0
+
+    return _run(args, go)
+
+
+def _artifacts(args: argparse.Namespace) -> int:
+    from service.cli_format import table
+
+    def go(client: Any) -> int:
+        if args.get is None:
+            if args.out:
+                print("quantray artifacts: --out goes with --get PATH", file=sys.stderr)
+                return 2
+            files = client.artifacts(args.job_id, args.prefix)
+            print(table(files, ("path", "size")) if files else "(no files)")
+            return 0
+        data = client.artifact(args.job_id, args.get)
+        if args.out:
+            try:
+                Path(args.out).write_bytes(data)
+            except OSError as exc:
+                print(f"quantray artifacts: --out {args.out}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                return 1
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
 
     return _run(args, go)
 

@@ -55,6 +55,41 @@ def _play_ray(fake: Any, storage: Path, stop: threading.Event, qr: Any) -> None:
         time.sleep(0.02)
 
 
+def _summary_plots_and_artifacts(capsys: pytest.CaptureFixture, job_dir: Path, job_id: str,
+                                 tmp_path: Path) -> None:
+    """`quantray summary|plots|artifacts`: the API's /summary, /plots and /artifacts had
+    no CLI command."""
+    summary = {"split": "test", "symbols": 2, "failed_units": [], "models": [
+        {"model": "ridge", "horizon": 1, "n_symbols": 2, "accuracy": {"mean": 0.55},
+         "baseline_accuracy": {"mean": 0.5}, "share_significant_1pct": 0.5}]}
+    (job_dir / "results" / "summary.json").write_text(json.dumps(summary))
+    (job_dir / "results" / "plots").mkdir(parents=True)
+    (job_dir / "results" / "plots" / "comparison.png").write_bytes(b"\x89PNG fake")
+    unit = job_dir / "units" / "AAA" / "ols" / "f0"
+    unit.mkdir(parents=True)
+    (unit / "metrics.json").write_text('{"accuracy": 0.51}')
+
+    code, out, _ = _run(capsys, "summary", job_id)
+    assert code == 0 and out.startswith("summary over 2 symbols, test split")
+    assert out.splitlines()[2].split() == ["ridge", "1", "2", "0.550", "0.500", "-", "-", "-",
+                                           "50%", "-"]
+    code, out, _ = _run(capsys, "summary", job_id, "--json")
+    assert json.loads(out) == summary
+    code, out, _ = _run(capsys, "plots", job_id)
+    assert (code, out) == (0, "comparison.png\n")
+    code, out, _ = _run(capsys, "plots", job_id, "--out", str(tmp_path / "p"))
+    assert code == 0 and (tmp_path / "p" / "comparison.png").read_bytes() == b"\x89PNG fake"
+    code, out, _ = _run(capsys, "artifacts", job_id, "--prefix", "AAA/ols")
+    assert code == 0 and out.splitlines()[1].split()[0] == "AAA/ols/f0/metrics.json"
+    code, out, _ = _run(capsys, "artifacts", job_id, "--get", "AAA/ols/f0/metrics.json",
+                        "--out", str(tmp_path / "m.json"))
+    assert code == 0 and json.loads((tmp_path / "m.json").read_text()) == {"accuracy": 0.51}
+    code, _, err = _run(capsys, "artifacts", job_id, "--get", "AAA/ols/f0/nope.json")
+    assert code == 1 and "HTTP 404" in err and "nope.json" in err
+    code, _, err = _run(capsys, "artifacts", job_id, "--out", str(tmp_path / "x"))
+    assert code == 2 and "--out goes with --get PATH" in err
+
+
 def test_cli_against_the_api(
     tmp_path: Path,
     fake_ray: tuple[Any, str],
@@ -116,6 +151,7 @@ def test_cli_against_the_api(
         ]
         code, out, _ = _run(capsys, "logs", job_id)
         assert out == f"log of {job_id}\n"
+        _summary_plots_and_artifacts(capsys, api.storage / "jobs" / job_id, job_id, tmp_path)
         code, out, _ = _run(capsys, "models")
         assert code == 0 and "ols" in out and "linear" in out
 
