@@ -342,16 +342,14 @@ def _check_separate_time(found: list[str], frame: pd.DataFrame, time_col: str, u
 
 
 def not_parquet_files(dataset: ds.Dataset | None, fs: pafs.FileSystem | None = None,
-                      path: str = "") -> str:
-    """The files of a Parquet directory (`dataset`, or the directory `path` on `fs` when
-    no dataset could be made of it) that are not Parquet (a README, a CSV copy: no `PAR1`
+                      files: Sequence[str] = ()) -> str:
+    """The files of a Parquet directory (`dataset`'s, or `files` on `fs` when no dataset
+    could be made of the directory) that are not Parquet (a README, a CSV copy: no `PAR1`
     magic at both ends), as text for an error; "" if there are none. Read on an error path
     only: pyarrow's own message may not name the file."""
     if dataset is not None:
         fs, files = dataset.filesystem, list(getattr(dataset, "files", []))
-    elif fs is not None:
-        files = [f"{path.rstrip('/')}/{name}" for name in _files(fs, path)]
-    else:
+    elif fs is None:
         return ""
     if len(files) < 2:  # one file: pyarrow's message names it, and it may be no directory
         return ""
@@ -653,16 +651,18 @@ def parquet_dataset(fs: pafs.FileSystem, path: str, uri: str) -> ds.Dataset:
             dataset = ds.dataset(path, filesystem=fs, format="parquet",
                                  partitioning=ds.HivePartitioning.discover(schema=text))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        csv = _csv_files(fs, path)
-        if csv and len(csv) == len(_files(fs, path)):
+        files = _files(fs, path)  # one listing for both hints
+        csv = [name for name in files if name.lower().endswith(_CSV)]
+        if csv and len(csv) == len(files):
             raise ValueError(
                 f"{uri}: a directory is read as a Parquet dataset, and it holds CSV files "
                 f"(e.g. {csv[0]}), which are not read from a directory: concatenate them into "
                 "one .csv/.csv.gz file, or convert them to Parquet") from exc
         both = ("; a column is both in the files and in the folder names (key=value): "
                 "write the files without it" if isinstance(exc, pa.ArrowTypeError) else "")
-        raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc})"
-                         f"{not_parquet_files(None, fs, path)}{both}") from exc
+        stray = not_parquet_files(None, fs, [f"{path.rstrip('/')}/{n}" for n in files])
+        raise ValueError(f"{uri}: not a readable Parquet file or dataset ({exc}){stray}"
+                         f"{both}") from exc
     if not dataset.files:
         raise FileNotFoundError(f"{uri}: directory holds no Parquet files")
     if "symbol" in keys.names:
@@ -701,11 +701,6 @@ def _files(fs: pafs.FileSystem, path: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     return sorted(i.path[len(path):].lstrip("/") for i in infos if i.type == pafs.FileType.File
                   and not i.base_name.startswith(("_", ".")))
-
-
-def _csv_files(fs: pafs.FileSystem, path: str) -> list[str]:
-    """The CSV files under directory `path` (names relative to it), [] for a file."""
-    return [name for name in _files(fs, path) if name.lower().endswith(_CSV)]
 
 
 def csv_compression(path: str) -> str | None:
