@@ -97,11 +97,13 @@ def ensemble_rows(
     stats = [fit_stats(m) for m in members.values()]
     seconds = [s["train_seconds"] for s in stats]
     params = [count_params(m) for m in members.values()]
+    n_h = len(prepared.horizons)  # per horizon: a linear member counts that horizon's own
     summary = {
         "train_seconds": None if None in seconds else float(sum(seconds)),
         "epochs": None,
         "best_epoch": None,
-        "params": None if None in params else int(sum(params)),
+        "params": None if None in params else tuple(
+            sum(p[j] if isinstance(p, tuple) else p for p in params) for j in range(n_h)),
     }
     weights = {w: ensemble_weights(members, prepared, w) for w in weightings}
     rows: list[dict[str, Any]] = []

@@ -53,8 +53,13 @@ def model_inputs(fitted: Any, prepared: PreparedSymbol, split: str) -> np.ndarra
     return np.ascontiguousarray(prepared.X_seq[idx][:, -length:, :], dtype=np.float32)
 
 
-def count_params(fitted: Any) -> int | None:
-    """Number of fitted parameters, from `n_params` or the torch module's parameters."""
+def count_params(fitted: Any) -> int | tuple[int, ...] | None:
+    """Number of fitted parameters: one per horizon (`params_by_horizon`: a linear model
+    is a regression per horizon), else `n_params` or the torch module's parameters (one
+    network forecasts every horizon)."""
+    per_horizon = getattr(fitted, "params_by_horizon", None)
+    if per_horizon is not None:
+        return tuple(int(n) for n in per_horizon)
     n = getattr(fitted, "n_params", None)
     if n is not None:
         return int(n)
@@ -106,6 +111,8 @@ def prediction_rows(
     for j, h in enumerate(prepared.horizons):
         row = empty_row(symbol, model_name, h, split, prepared.fold)
         row.update(stats)
+        if isinstance(row.get("params"), tuple):  # a regression per horizon: its own count
+            row["params"] = row["params"][j]
         row.update(direction_metrics(prepared.y_class[idx, j], classes[:, j],
                                      prepared.y_class[train, j], horizon=h))
         if returns is not None:

@@ -50,10 +50,10 @@ def leaderboard_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.Data
 
 def _ensemble_stats(frame: pd.DataFrame) -> None:
     """An ensemble row's train_seconds and params: the sums over its members (the
-    symbol's and fold's units that ended without an error), as `quantray train`'s
-    `models.ensemble` gives them; null when a member has none. Its rows are computed from
-    stored predictions, without the members' fit statistics."""
-    needed = {"symbol", "model", "fold", "error", "train_seconds", "params"}
+    symbol's and fold's units that ended without an error; params at the row's horizon),
+    as `quantray train`'s `models.ensemble` gives them; null when a member has none. Its
+    rows are computed from stored predictions, without the members' fit statistics."""
+    needed = {"symbol", "model", "fold", "horizon", "error", "train_seconds", "params"}
     if not needed <= set(frame.columns) or frame.empty:
         return
     model = frame["model"].astype("string")
@@ -61,9 +61,10 @@ def _ensemble_stats(frame: pd.DataFrame) -> None:
     if not ensemble.any():
         return
     members = frame[~ensemble & frame["error"].isna().to_numpy()]
-    per_unit = members.groupby(["symbol", "fold", "model"], dropna=False)[
+    # per horizon: a linear member's params are that horizon's regression's own
+    key = ["symbol", "fold", "horizon"]
+    per_unit = members.groupby([*key, "model"], dropna=False)[
         ["train_seconds", "params"]].first()
-    key = ["symbol", "fold"]
     sums = per_unit.groupby(level=key, dropna=False).agg(
         lambda v: v.sum() if v.notna().all() else np.nan)
     at = pd.MultiIndex.from_frame(frame.loc[ensemble, key])

@@ -189,6 +189,11 @@ class LinearModel:
         return int(np.count_nonzero(self.coef)) + int(self.intercept.size)
 
     @property
+    def params_by_horizon(self) -> tuple[int, ...]:
+        """Each horizon's own regression: its non-zero coefficients and its intercept."""
+        return tuple(int(n) + 1 for n in np.count_nonzero(self.coef, axis=1))
+
+    @property
     def train_seconds(self) -> float:
         return float(self.info.get("train_seconds", 0.0))
 

@@ -96,7 +96,7 @@ def test_ensemble_of_identical_members_equals_the_member():
         ref = single[(r["split"], r["horizon"])]
         assert r["accuracy"] == ref["accuracy"] and r["macro_f1"] == ref["macro_f1"]
         assert r["ic"] == pytest.approx(ref["ic"])  # both members forecast returns
-        assert r["params"] == 2 * ridge.n_params
+        assert r["params"] == 2 * ridge.params_by_horizon[p.horizons.index(r["horizon"])]
 
 
 def test_ensemble_mixing_a_classifier_has_no_return_metrics():

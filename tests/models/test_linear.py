@@ -286,6 +286,19 @@ def test_learns_a_planted_linear_signal(name):
     assert h1["accuracy"] > h1["baseline_accuracy"] + 0.05 and h1["ic"] > 0.2
 
 
+def test_params_are_each_horizons_own_regression():
+    """A lasso that shrinks a horizon without signal to its intercept: that horizon's rows
+    say 1 parameter, not the model's total over horizons (the README's count per row)."""
+    p = make_prepared(seed=1)
+    noise = np.random.default_rng(101).standard_normal(p.y_return.shape[0])
+    p.y_return[:, 1] = (0.01 * noise).astype(np.float32)  # h=5: no relation to the inputs
+    model = fit_linear("lasso", p)
+    rows = leaderboard_rows("SYN", "lasso", model, p, splits=("val", "test"))
+    by_h = {r["horizon"]: r["params"] for r in rows}
+    assert by_h == {1: np.count_nonzero(model.coef[0]) + 1, 5: 1}
+    assert by_h[1] > 1 and sum(by_h.values()) == model.n_params
+
+
 @pytest.mark.parametrize("name", ["ols", "ridge", "lasso"])
 def test_save_load_round_trip_without_pickle(name, tmp_path):
     p = make_prepared()

@@ -72,3 +72,18 @@ def test_ensemble_rows_carry_their_members_summed_fit_statistics() -> None:
     # the members' own rows are unchanged
     ols = frame[(frame["symbol"] == "AAA") & (frame["model"] == "ols") & (frame["fold"] == 0)]
     assert set(ols["params"]) == {5} and set(ols["train_seconds"]) == {1.0}
+
+
+def test_an_ensemble_row_sums_its_linear_members_params_at_its_horizon() -> None:
+    """A linear model is a regression per horizon, its rows' params that horizon's own
+    (lasso may shrink one to its intercept): an ensemble's row sums them at its horizon."""
+    rows = []
+    for h, ols_params in ((1, 17), (5, 1)):
+        for model, params in (("ols", ols_params), ("lstm", 100)):
+            row = empty_row("AAA", model, h, "test", 0)
+            row.update(train_seconds=1.0, params=params)
+            rows.append(row)
+        rows.append(empty_row("AAA", "ensemble_equal", h, "test", 0))
+    frame = leaderboard_frame(rows, LEADERBOARD_COLUMNS)
+    ens = frame[frame["model"] == "ensemble_equal"].set_index("horizon")
+    assert ens.loc[1, "params"] == 117 and ens.loc[5, "params"] == 101
