@@ -47,17 +47,27 @@ def _short_path(path: str) -> str:
     return path if len(path) <= 2 * ECHO_CHARS else f"{path[:ECHO_CHARS]}..."
 
 
+# Problems a SpecError lists; more are counted in one last entry. A 1 MB body of 70,000
+# unknown fields made a 20 MB answer, each entry naming every allowed field again.
+MAX_SPEC_ERRORS = 50
+
+
 class SpecError(ValueError):
     """An invalid job spec: `errors` is a list of (field path, message) pairs; quoted values
-    and paths of absurd length are shortened (`shorten_echoes`)."""
+    and paths of absurd length are shortened (`shorten_echoes`). `listed` (and the message)
+    holds the first MAX_SPEC_ERRORS of them and a count of the rest."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = [(_short_path(str(p)), shorten_echoes(m)) for p, m in errors]
-        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.errors))
+        self.listed = self.errors[:MAX_SPEC_ERRORS]
+        if len(self.errors) > MAX_SPEC_ERRORS:
+            self.listed.append(("", f"and {len(self.errors) - MAX_SPEC_ERRORS} more problems "
+                                "not listed: fix these and check again"))
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.listed))
 
     def to_list(self) -> list[dict[str, str]]:
         """`[{"loc": path, "msg": message}, ...]`, the body of a 422 response."""
-        return [{"loc": path, "msg": msg} for path, msg in self.errors]
+        return [{"loc": path, "msg": msg} for path, msg in self.listed]
 
 
 class _Issues:

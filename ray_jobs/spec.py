@@ -29,6 +29,7 @@ from ray_jobs.spec_overrides import (
     check_overrides,
     flatten_train,
     fully_fixed_searches,
+    train_given_twice,
 )
 from ray_jobs.spec_sections import (
     _NAME_RE,
@@ -122,6 +123,7 @@ class JobSpec:
         if isinstance(self.models, list):
             _set(self, "models", tuple(self.models))
         if isinstance(self.overrides, dict):  # a copy in canonical dotted form
+            errors += train_given_twice(self.overrides)
             _set(self, "overrides", {m: flatten_train(v) for m, v in self.overrides.items()})
         errors += _top_level_errors(self)
         if not errors:

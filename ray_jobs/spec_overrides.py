@@ -99,6 +99,19 @@ def fully_fixed_searches(overrides: dict[str, Any], deep_models: tuple[str, ...]
             if spaces.get(m) and spaces[m] <= set(overrides.get(m) or {})]  # fmt: skip
 
 
+def train_given_twice(overrides: Any) -> list[tuple[str, str]]:
+    """Training settings given both as `train.<field>` and inside `train: {...}` of one
+    model: (path, message) each. Flattened, one spelling silently replaced the other."""
+    if not isinstance(overrides, dict):
+        return []
+    return [(f"overrides.{model}.train.{key}", (
+                f"given twice, as train.{key}: {values[f'train.{key}']!r} and inside "
+                f"train: {{{key}: {nested[key]!r}}}: keep one"))
+            for model, values in overrides.items() if isinstance(values, dict)
+            for nested in [values.get("train")] if isinstance(nested, dict)
+            for key in nested if f"train.{key}" in values]  # fmt: skip
+
+
 def flatten_train(values: Any) -> Any:
     """`{"train": {"lr": x}, ...}` -> `{"train.lr": x, ...}`; anything else unchanged."""
     if not isinstance(values, dict):

@@ -3,6 +3,7 @@ handlers: every error body is `{"error", "message", "errors": [{"field", "messag
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from service.job_files import StorageUnreadable
@@ -41,6 +43,18 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds {limit} bytes")
         self.limit = limit
+
+
+class ErrorResponse(JSONResponse):
+    """An error's JSON answer. Text it echoes that UTF-8 cannot encode (a lone surrogate a
+    check quoted back) is sent \\u-escaped (`ensure_ascii`), never failed with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
 
 
 def error_body(code: str, message: str, errors: list[dict[str, str]] | None = None) -> dict:
@@ -128,19 +142,19 @@ def install_handlers(app: FastAPI) -> None:
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return JSONResponse(
+        return ErrorResponse(
             error_body(exc.code, exc.message, exc.errors), exc.status, headers=exc.headers
         )
 
     async def too_large(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BodyTooLarge)
-        return JSONResponse(too_large_body(exc.limit), 413)
+        return ErrorResponse(too_large_body(exc.limit), 413)
 
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [_field_error(e) for e in exc.errors()]
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse(error_body("invalid", f"invalid request: {summary}", errors), 422)
+        return ErrorResponse(error_body("invalid", f"invalid request: {summary}", errors), 422)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -153,14 +167,14 @@ def install_handlers(app: FastAPI) -> None:
                 headers = {**(headers or {}), "Allow": ", ".join(allowed)}
                 message = f"{request.method} is not allowed on {request.url.path}: use " \
                     f"{', '.join(allowed)}"  # fmt: skip
-        return JSONResponse(error_body(code, message), exc.status_code, headers=headers)
+        return ErrorResponse(error_body(code, message), exc.status_code, headers=headers)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         # The last resort, in Starlette's ServerErrorMiddleware: an error raised outside
         # `UnexpectedErrorMiddleware` (in an outer middleware). Starlette re-raises it after
         # this answer and uvicorn then closes the connection: say so, so that a pooled
         # client does not reuse it (its next request would fail with a reset).
-        return JSONResponse(internal_error_body(exc), 500, headers={"Connection": "close"})
+        return ErrorResponse(internal_error_body(exc), 500, headers={"Connection": "close"})
 
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
@@ -223,9 +237,20 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            if started:
+                raise
+            # the client left before its body was read: no fault of the server's (a 500 and
+            # a traceback said so). 499, nginx's "client closed request", for /metrics; the
+            # answer itself reaches no one.
+            log.info("client disconnected before sending its whole request: %s %r",
+                     scope.get("method"), scope.get("path"))  # fmt: skip
+            await ErrorResponse(error_body("client_disconnected", "the client disconnected "
+                                           "before sending its whole request"), 499)(
+                scope, receive, send)
         except Exception as exc:
             if started:
                 raise
             log.error("unhandled error in %s %r", scope.get("method"), scope.get("path"),
                       exc_info=exc)  # fmt: skip
-            await JSONResponse(internal_error_body(exc), 500)(scope, receive, send)
+            await ErrorResponse(internal_error_body(exc), 500)(scope, receive, send)

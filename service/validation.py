@@ -233,9 +233,29 @@ def _field(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _unpaired_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone UTF-16 surrogate (JSON's "\\ud800"): no UTF-8 text can,
+    nor an answer, a database row or a file name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _spelled(text: str) -> str:
+    """`text` with any lone surrogate written as its escape, printable in an answer."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_SURROGATE_MESSAGE = ("holds an unpaired UTF-16 surrogate (a lone \\ud800-\\udfff escape), "
+                      "which is not text: send valid Unicode")
+
+
 def _shape_errors(data: Any) -> list[dict[str, str]]:
     """What no spec field can hold, each with its field: a mapping key that is not text
-    (YAML's `yes:`, `1:`, `~:`), and an integer too long to be anything's value."""
+    (YAML's `yes:`, `1:`, `~:`), an integer too long to be anything's value, and a key or
+    string with a lone surrogate (JSON's `"\\ud800"`; it failed the answer with a 500)."""
     errors: list[dict[str, str]] = []
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
@@ -243,6 +263,10 @@ def _shape_errors(data: Any) -> list[dict[str, str]]:
         if isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(key, str) and not isinstance(key, _NonTextKey):
+                    if _unpaired_surrogate(key):
+                        errors.append({"field": _field(path, _spelled(key)),
+                                       "message": f"this key {_SURROGATE_MESSAGE}"})
+                        continue
                     stack.append((_field(path, key), item))
                     continue
                 spelled, kind = _key_text(key)
@@ -251,6 +275,8 @@ def _shape_errors(data: Any) -> list[dict[str, str]]:
                     f"('{spelled}': ...) or correct the field name")})
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and _unpaired_surrogate(value):
+            errors.append({"field": path or "body", "message": f"this text {_SURROGATE_MESSAGE}"})
         elif isinstance(value, int) and not isinstance(value, bool):
             digits = value.digits if isinstance(value, _TooLongInt) else None
             about = ""
@@ -282,13 +308,14 @@ def spec_from_data(data: Any) -> JobSpec:
             [{"field": "", "message": "expected a mapping"}],
         )
     shape = _shape_errors(data)
-    if shape:
-        text = "; ".join(f"{e['field']}: {e['message']}" for e in shape)
-        raise InputError("invalid", f"invalid job spec: {text}", shape)
+    if shape:  # as a SpecError lists them: the first MAX_SPEC_ERRORS, then a count
+        listed = SpecError([(e["field"], e["message"]) for e in shape])
+        raise InputError("invalid", f"invalid job spec: {listed}",
+                         [{"field": path, "message": msg} for path, msg in listed.listed])
     try:
         return JobSpec.from_dict(data)
     except SpecError as exc:
-        errors = [{"field": path, "message": msg} for path, msg in exc.errors]
+        errors = [{"field": path, "message": msg} for path, msg in exc.listed]
         raise InputError("invalid", f"invalid job spec: {exc}", errors) from None
     except (TypeError, ValueError, RecursionError) as exc:
         # A shape the spec's own checks did not anticipate (e.g. a list where a scalar goes).
@@ -388,6 +415,9 @@ class DatasetPolicy:
             _, path = resolve_uri(uri)
         except ValueError as exc:
             _invalid("dataset.uri", str(exc))
+        if "\x00" in path:  # no file name holds one (os.path.realpath raised on it: a 500)
+            _invalid("dataset.uri", f"{uri!r} holds a NUL character (maybe percent-encoded "
+                     "as %00), which no file name can: give the dataset's path")  # fmt: skip
         raw = uri.replace("\\", "/").split("?", 1)[0].split("/")
         if ".." in raw or ".." in path.split("/"):
             _invalid("dataset.uri", f"{uri!r} contains '..' (maybe percent-encoded): give a "

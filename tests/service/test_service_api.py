@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -477,6 +479,39 @@ def test_a_resumed_job_shows_no_progress_of_its_previous_attempt(api: Any, qr: A
         fresh = c.get(f"/v1/jobs/{job_id}").json()
     assert stale["status"] == "running" and stale["progress"] is None
     assert fresh["progress"]["units_done"] == 3 and fresh["progress"]["units_running"] == 1
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(
+        api: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A POST whose client closed before sending its declared body was an ERROR traceback
+    and a 500 in /metrics: it is a 499 (the client closed the request), logged at INFO."""
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 100\r\nAuthorization: Bearer "
+                     + api.keys["alice"].encode() + b"\r\n\r\n{}")
+        time.sleep(0.3)  # the route is reading the body
+    closed = '{method="POST",route="/v1/jobs",status="499"} 1.0'
+    deadline = time.monotonic() + 10
+    with api.client() as c:
+        while f"_count{closed}" not in (text := c.get("/metrics").text):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+    assert 'status="500"' not in text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    with api.client() as c:  # the server goes on
+        assert c.post("/v1/jobs", json=SPEC).status_code == 201
+
+
+def test_an_error_answer_escapes_what_utf8_cannot_encode() -> None:
+    """Defence in depth: a lone surrogate echoed in an error (the spec checks refuse them
+    first) is sent \\u-escaped, not failed with a 500."""
+    from service.errors import ErrorResponse, error_body
+
+    resp = ErrorResponse(error_body("invalid", "key '\ud800' is unknown"), 422)
+    assert json.loads(resp.body) == {"error": "invalid", "message": "key '\ud800' is unknown",
+                                     "errors": []}
+    assert b"\\ud800" in resp.body
 
 
 def test_metrics_models_health_openapi(api: Any) -> None:

@@ -216,6 +216,38 @@ CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
         "too_large",
         "limit",
     ),
+    (  # JSON's escape of a lone surrogate: no UTF-8 text, nor an answer, holds it (a 500)
+        "lone-surrogate-key",
+        {"content": b'{"name": "x", "dataset": {"uri": "sample:sp500"}, "models": ["ols"], '
+                    b'"\\ud800": 1}', "headers": JSON},
+        422,
+        "invalid",
+        "unpaired UTF-16 surrogate",
+    ),
+    (
+        "lone-surrogate-override",
+        {"content": b'{"name": "x", "dataset": {"uri": "sample:sp500"}, "models": ["lstm"], '
+                    b'"overrides": {"lstm": {"\\udfff": 1}}}', "headers": JSON},
+        422,
+        "invalid",
+        "overrides.lstm.\\udfff: this key holds an unpaired",
+    ),
+    (
+        "lone-surrogate-uri",
+        {"content": b'{"name": "x", "dataset": {"uri": "/data/\\ud800.csv"}, '
+                    b'"models": ["ols"]}', "headers": JSON},
+        422,
+        "invalid",
+        "dataset.uri: this text holds an unpaired",
+    ),
+    (
+        "train-setting-given-twice",
+        _json(spec(overrides={"lstm": {"train.epochs": 2, "train": {"epochs": 3}}})),
+        422,
+        "invalid",
+        "overrides.lstm.train.epochs: given twice, as train.epochs: 2 and inside train: "
+        "{epochs: 3}: keep one",
+    ),
     (
         "bad-idempotency-key",
         {
@@ -254,10 +286,28 @@ def test_bad_submission_is_refused_and_changes_nothing(
     assert api.stored_files() == before_files
 
 
+def test_thousands_of_problems_are_answered_with_the_first_fifty_and_a_count(
+        hostile: Ctx) -> None:
+    """70,000 unknown fields in a 1 MB body made a 20 MB answer, each naming every allowed
+    field again: the first 50 are listed, then how many more there are."""
+    api, _, _ = hostile
+    body = {**SPEC, **{f"k{i}": i for i in range(5000)}}
+    with api.client() as c:
+        resp = c.post("/v1/jobs", json=body)
+    _assert_error(resp, 422, "invalid", "and 4950 more problems not listed")
+    assert len(resp.json()["errors"]) == 51 and len(resp.content) < 20_000
+    with api.client() as c:  # the same for keys no field can hold (YAML's `1:`)
+        resp = c.post("/v1/jobs", **_yaml("name: x\n" + "".join(f"{i}: 1\n" for i in range(80))))
+    _assert_error(resp, 422, "invalid", "and 30 more problems not listed")
+    assert len(resp.json()["errors"]) == 51
+
+
 @pytest.mark.parametrize(
     ("uri", "symbols", "text"),
     [
         ("{root}/missing.parquet", 1, "cannot read dataset"),
+        ("{root}/bars\x00.parquet", 1, "holds a NUL character"),  # realpath raised: a 500
+        ("file://{root}/bars.parquet%00", 1, "holds a NUL character"),
         ("file://{root}/bars.parquet", ["AAA", "ZZZ"], "not in"),
         ("{root}/bars.parquet", 3, "has 2"),
         ("file://{root}/escape/passwd", 1, "outside the allowed data roots"),
@@ -270,6 +320,8 @@ def test_bad_submission_is_refused_and_changes_nothing(
     ],
     ids=[
         "missing-file",
+        "nul",
+        "encoded-nul",
         "missing-symbol",
         "too-few-symbols",
         "symlink-escape",
