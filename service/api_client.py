@@ -150,6 +150,7 @@ class ApiClient:
         return list(self.request("GET", job_path(job_id, "/plots")).json()["plots"])
 
     def plot(self, job_id: str, name: str) -> bytes:
+        _inside_the_job(name, "plot name", "plots")
         return self.request("GET", job_path(job_id, f"/plots/{quote(name, safe='')}")).content
 
     def artifacts(self, job_id: str, prefix: str = "") -> list[dict]:
@@ -158,6 +159,7 @@ class ApiClient:
                     .json()["files"])
 
     def artifact(self, job_id: str, path: str) -> bytes:
+        _inside_the_job(path, "artifact path", "artifacts")
         return self.request("GET", job_path(job_id, f"/artifacts/{quote(path, safe='/')}")
                             ).content
 
@@ -173,6 +175,16 @@ def job_path(job_id: str, rest: str = "") -> str:
     if problem is not None:
         raise ApiClientError(problem)
     return f"/v1/jobs/{job_id}{rest}"
+
+
+def _inside_the_job(path: str, what: str, command: str) -> None:
+    """`ApiClientError` for a `.` or `..` segment: httpx normalises the URL's path, so
+    `--get ../summary` fetched the job's /summary (and `../../qr-B/...` another job's file)
+    where the API itself refuses such a path."""
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            raise ApiClientError(f"{what} {path!r} contains {segment!r}: give a path inside "
+                                 f"the job, as `quantray {command} ID` lists them")
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # One path segment: starts with a letter, digit or _ (so never "." or ".." or a hidden
 # file; `_GSPC` is where ^GSPC's files are, `data.symbols.safe_symbol`).
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]{0,199}$")
+# A whole artifact path: S3's keys hold at most 1,024 bytes, a local path ~4,096 (a
+# longer one, `ENAMETOOLONG`, read as the storage being down: a 503 "retry")
+MAX_RELPATH = 1024
 PLOT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.png$"
 _PLOT_RE = re.compile(PLOT_NAME_PATTERN)
 CHUNK_BYTES = 1 << 16
@@ -61,6 +64,9 @@ def safe_relpath(path: str, *, what: str = "artifact path") -> str:
     one round of URL decoding)."""
     if not path:
         raise UnsafePath(f"{what} is empty")
+    if len(path) > MAX_RELPATH:
+        raise UnsafePath(f"{what} {path[:60]!r}... is {len(path):,} characters long; no job "
+                         f"file's path is longer than {MAX_RELPATH:,}")
     if path.startswith("/"):
         raise UnsafePath(f"{what} {path!r} is absolute; give a path relative to the job")
     for bad, why in (("\\", "a backslash"), ("%", "a percent-encoded character"), ("\x00", "NUL")):

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from service.api_client import ApiClient, ApiClientError
 from service.app import create_app
 from service.cli import main
 
@@ -88,6 +89,12 @@ def _summary_plots_and_artifacts(capsys: pytest.CaptureFixture, job_dir: Path, j
     assert code == 1 and "HTTP 404" in err and "nope.json" in err
     code, _, err = _run(capsys, "artifacts", job_id, "--out", str(tmp_path / "x"))
     assert code == 2 and "--out goes with --get PATH" in err
+    # httpx normalises `..` away: `--get ../summary` printed the job's /summary, exit 0
+    for path in ("../summary", f"../../{job_id}/artifacts/AAA/ols/f0/metrics.json"):
+        code, out, err = _run(capsys, "artifacts", job_id, "--get", path)
+        assert (code, out) == (1, "") and "contains '..': give a path inside the job" in err
+    with pytest.raises(ApiClientError, match=r"plot name '\.\.' contains '\.\.'.*quantray plots"):
+        ApiClient("http://127.0.0.1:9", None).plot(job_id, "..")  # refused before sending
 
 
 def test_cli_against_the_api(
