@@ -158,10 +158,8 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     except ApiClientError as exc:
         print(f"quantray {args.command}: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # The reader went away (`quantray results ID | head`): stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    # a reader that went away (`quantray results ID | head`): `service.cli.main`, 141 as
+    # for every command
 
 
 def _read_spec(path: str) -> tuple[bytes, str]:

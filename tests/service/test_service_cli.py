@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,6 +182,18 @@ def test_cli_against_the_api(
         stop.set()
         player.join(timeout=5)
         server.__exit__()
+
+
+def test_an_api_command_whose_reader_closed_the_pipe_stops_quietly(api: Any) -> None:
+    """`quantray models | head -1`: the API commands exited 0 on a closed pipe, the data
+    commands 141 (128 + SIGPIPE, as a shell reports a command a pipe stopped): 141 both."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "models", "--api", api.url,
+                           "--api-key", api.keys["alice"]], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
 
 
 def test_cli_reports_an_unreachable_api(
