@@ -31,6 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
+# Settings that would put the demo's job elsewhere than its own local head, database and
+# storage under --home (an operator's shell still set up for a cluster and S3): the demo
+# printed result paths under --home while its files went to S3 and its row to PostgreSQL.
+ELSEWHERE = ("QUANTRAY_RAY_ADDRESS", "QUANTRAY_STORAGE_URI", "QUANTRAY_DATABASE_URL",
+             "QUANTRAY_MAX_RUNNING_JOBS", "QUANTRAY_ENTRYPOINT_PYTHON")
+
+
+def server_env(environ: dict[str, str] | os._Environ, home: Path,
+               port: int) -> tuple[dict[str, str], list[str]]:
+    """The demo server's environment: this one with the demo's home, loopback address and
+    auth off, without the ELSEWHERE settings; and the names of those it left out."""
+    env = {k: v for k, v in environ.items() if k not in ELSEWHERE}
+    env.update({"QUANTRAY_HOME": str(home), "QUANTRAY_HOST": "127.0.0.1",
+                "QUANTRAY_PORT": str(port), "QUANTRAY_AUTH": "off"})
+    return env, [k for k in ELSEWHERE if k in environ]
+
+
 def _wait_ready(client, proc: subprocess.Popen, log: Path) -> None:
     from service.api_client import ApiClientError
 
@@ -75,9 +92,10 @@ def _demo(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
     api = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "QUANTRAY_HOME": str(home), "QUANTRAY_HOST": "127.0.0.1",
-           "QUANTRAY_PORT": str(port), "QUANTRAY_AUTH": "off"}
-    env.pop("QUANTRAY_RAY_ADDRESS", None)  # the demo brings its own local head
+    env, ignored = server_env(os.environ, home, port)
+    if ignored:
+        print(f"quantray demo: its state stays under {home}: ignoring {', '.join(ignored)} "
+              "from the environment (`quantray serve` uses them)", file=sys.stderr)
     log = home / "serve.log"
     print(f"quantray demo: starting the API and a local Ray head (log: {log}) ...",
           file=sys.stderr)

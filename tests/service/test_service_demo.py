@@ -80,3 +80,39 @@ def test_demo_outside_the_repository_says_where_to_run_it(monkeypatch, tmp_path,
         "repository root, or give one with --spec FILE\n")
     assert main(["demo", "--spec", "mine.yaml"]) == 2  # a spec of one's own: no such hint
     assert capsys.readouterr().err == "quantray demo: no such spec file 'mine.yaml'\n"
+
+
+def test_the_demo_server_keeps_its_state_under_its_home(monkeypatch, tmp_path,
+                                                        capsys) -> None:
+    """A shell still set up for a cluster and S3: the demo printed result paths under
+    --home while its files went to S3 and its row to PostgreSQL. Its server is given none
+    of the settings that put a job elsewhere, and the demo says which it ignored."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    real_popen = subprocess.Popen
+    seen: dict = {}
+
+    def dying_server(argv, **kwargs):
+        seen.update(kwargs["env"])
+        return real_popen([sys.executable, "-c", "raise SystemExit(1)"], **kwargs)
+
+    monkeypatch.setattr(cli_demo.subprocess, "Popen", dying_server)
+    monkeypatch.setenv("QUANTRAY_STORAGE_URI", "s3://prod/q?endpoint_override=http://h:9000")
+    monkeypatch.setenv("QUANTRAY_DATABASE_URL", "postgresql://db/prod")
+    monkeypatch.setenv("QUANTRAY_RAY_ADDRESS", "http://cluster:8265")
+    monkeypatch.setenv("QUANTRAY_PAGE_SIZE", "7")  # not where the job goes: kept
+    spec = tmp_path / "demo.yaml"
+    spec.write_text("name: d\n")
+    parser = argparse.ArgumentParser()
+    cli_demo.register(parser.add_subparsers())
+    args = parser.parse_args(["demo", "--spec", str(spec), "--home", str(tmp_path / "h")])
+    with pytest.raises(SystemExit, match="the server exited"):
+        args.func(args)
+    assert not {"QUANTRAY_STORAGE_URI", "QUANTRAY_DATABASE_URL", "QUANTRAY_RAY_ADDRESS"} & set(seen)
+    assert seen["QUANTRAY_HOME"] == str(tmp_path / "h") and seen["QUANTRAY_PAGE_SIZE"] == "7"
+    assert (f"its state stays under {tmp_path / 'h'}: ignoring QUANTRAY_RAY_ADDRESS, "
+            "QUANTRAY_STORAGE_URI, QUANTRAY_DATABASE_URL from the environment"
+            in capsys.readouterr().err)
