@@ -103,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.db import make_engine
     from service.local_ray import LocalRayHead
+    from service.ray_client import RayAuthError
     from service.settings import Settings, SettingsError
 
     logging.basicConfig(
@@ -154,7 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
             # have uvicorn format one per request.
             access_log=args.log_level in ("debug", "info"),
         )  # fmt: skip
-    except SettingsError as exc:
+    except (SettingsError, RayAuthError) as exc:  # RayAuthError: a token file not there
         print(f"quantray serve: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -224,6 +224,15 @@ def test_serve_refuses_bad_settings(
     code, _, err = _run(capsys, "serve", "--no-ray")
     assert code == 2 and "QUANTRAY_STORAGE_URI='file://relative/dir': file URI " \
         "'file://relative/dir' names host 'relative': use file:///abs/path" in err, err
+    monkeypatch.delenv("QUANTRAY_STORAGE_URI")
+    # a token file that is not there: one line, not a traceback
+    monkeypatch.setenv("QUANTRAY_RAY_ADDRESS", "http://127.0.0.1:9")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "nonexistent"))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("QUANTRAY_RAY_AUTH_TOKEN", raising=False)
+    code, _, err = _run(capsys, "serve", "--port", "0")
+    assert code == 2 and err.startswith(f"quantray serve: RAY_AUTH_TOKEN_PATH="
+                                        f"'{tmp_path / 'nonexistent'}' does not exist"), err
 
 
 def test_cli_api_url_without_scheme_is_named(
