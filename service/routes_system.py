@@ -43,12 +43,14 @@ async def readyz(state: StateDep) -> JSONResponse:
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    for name, probe in (("database", database), ("storage", state.files.check)):
+    for name, probe, setting in (("database", database, "QUANTRAY_DATABASE_URL"),
+                                 ("storage", state.files.check, "QUANTRAY_STORAGE_URI")):
         try:
             await run_in_threadpool(probe)
             checks[name] = "ok"
         except Exception as exc:  # any failure means "not ready"; report it, do not raise
-            checks[name] = f"down: {type(exc).__name__}: {exc}"
+            fix = "" if setting in str(exc) else f" (check {setting} and its server)"
+            checks[name] = f"down: {type(exc).__name__}: {exc}{fix}"
     if state.ray is None:  # Settings.require_ray: only a queue-only server has no Ray
         checks["ray"] = ("not used: this server only queues jobs (QUANTRAY_MAX_RUNNING_JOBS=0, "
                          "no QUANTRAY_RAY_ADDRESS); another server runs them")

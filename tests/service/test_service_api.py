@@ -612,6 +612,28 @@ def test_storage_that_cannot_be_written_is_a_503_naming_it_and_stores_nothing(
     assert "no-such-bucket" in ready.json()["checks"]["storage"]
 
 
+def test_readyz_names_the_setting_of_a_storage_endpoint_that_does_not_answer(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A refused S3 endpoint: /readyz said only pyarrow's "AWS Error NETWORK_CONNECTION",
+    where a missing bucket names QUANTRAY_STORAGE_URI: both name it."""
+    from tests.service.conftest import make_settings, start_api
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    uri = "s3://b/store?endpoint_override=http://127.0.0.1:9&region=us-east-1&scheme=http"
+    server, api = start_api(make_settings(tmp_path, storage_uri=uri), {"alice": False})
+    try:
+        with api.client() as c:
+            ready = c.get("/readyz")
+    finally:
+        server.__exit__()
+    assert ready.status_code == 503 and ready.json()["down"] == ["storage"]
+    storage = ready.json()["checks"]["storage"]
+    assert storage.startswith("down: OSError") and "127.0.0.1:9" in storage
+    assert storage.endswith("(check QUANTRAY_STORAGE_URI and its server)")
+
+
 def test_an_unexpected_error_is_a_json_500(api: Any, monkeypatch: Any) -> None:
     from service import routes_jobs
 
