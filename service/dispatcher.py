@@ -174,6 +174,7 @@ def with_stop_grace(runtime_env: dict) -> dict:
 
 
 MESSAGE_TAIL = 2000  # characters of a crashed driver's log kept in the job's message
+LINE_SLACK = 500  # ... and up to this many more, to begin at the start of a line
 
 
 def killed_by(exit_code: int | None) -> str | None:
@@ -198,7 +199,13 @@ def _log_tail(message: str | None, job: str = "ID") -> str:
         return "no message"
     if len(message) <= MESSAGE_TAIL:
         return message
-    return f"... {message[-MESSAGE_TAIL:]} (the whole log: GET /v1/jobs/{job}/logs)"
+    start = len(message) - MESSAGE_TAIL
+    # from the start of the line the cut falls in ("...nit status ... cannot be parsed" was
+    # a line cut mid-word), unless that line is long itself
+    line_start = message.rfind("\n", 0, start) + 1
+    if start - line_start <= LINE_SLACK:
+        start = line_start
+    return f"... {message[start:]} (the whole log: GET /v1/jobs/{job}/logs)"
 
 
 # "ray_jobs.storage.StorageError: write s3://...", "ValueError: ..." (a traceback's end)
