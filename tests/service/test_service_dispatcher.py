@@ -188,7 +188,11 @@ def test_failed_job_message_is_a_summary_not_the_log(qr: Any) -> None:
     out = map_ray_state(_info("FAILED", log), cancel_requested=False, progress=crashed)
     assert out.status == "failed" and "ValueError: the real cause" in out.message
     assert len(out.message) < 2200 and "/logs" in out.message
-    assert "... progress line\n" in out.message  # from a line's start, not cut mid-word
+    # from a line's start, not cut mid-word
+    for cause in ("ValueError: the real cause", "ValueError: the real cause!!"):
+        info = _info("FAILED", "progress line\n" * 3000 + cause)
+        out = map_ray_state(info, cancel_requested=False, progress=crashed)
+        assert "... progress line\n" in out.message and out.message.count("progress") == 141
     # a driver that could not even plan (exit 2) says why in its progress: that is the job's
     unusable = parse_progress({**qr.progress_doc(0, 0, ()), "phase": "failed",
                                "message": "the job's dataset cannot be used: not found"})
