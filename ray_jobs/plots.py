@@ -132,7 +132,7 @@ def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "te
         ax.set_xticks([])
         ax.set_yticks([])
     else:
-        _lines(ax, r2, colors)
+        _lines(ax, r2, colors, legend=False)  # the figure's legend names every model
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("horizon (bars)")
         ax.set_ylabel("R² (mean over symbols)")
@@ -143,13 +143,16 @@ def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "te
     if not acc.empty:
         base = ok.groupby("horizon")["baseline_accuracy"].mean()
         ax.plot(base.index, base.values, color="black", ls="--", lw=2, label="baseline")
-    ax.set_title(f"Direction accuracy by horizon ({split}, mean over symbols)")
+    ax.set_title(f"Accuracy, 3 classes down/flat/up, by horizon ({split}, mean over "
+                 "symbols)", fontsize=10)
     ax.set_xlabel("horizon (bars)")
     ax.set_ylabel("accuracy")
 
     ax = axes[1, 0]
     f1 = _by_horizon(ok, "macro_f1", all_models)
     _lines(ax, f1, colors, legend=False)
+    if not f1.empty:
+        _no_skill_f1(ax)
     ax.set_title(f"Macro-F1 by horizon ({split}, mean over symbols)")
     ax.set_xlabel("horizon (bars)")
     ax.set_ylabel("macro-F1")
@@ -161,10 +164,12 @@ def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "te
         pos = np.arange(len(f1.index))
         bars = ax.bar(pos, vals.values, color=[colors[m] for m in best.values])
         ax.set_xticks(pos, [str(h) for h in f1.index])
-        ax.set_ylim(0, float(np.nanmax(vals.values)) * 1.2)  # room for the labels
+        top = max(float(np.nanmax(vals.values)), NO_SKILL_MACRO_F1)
+        ax.set_ylim(0, top * 1.2)  # room for the labels
         for bar, name in zip(bars, best.values, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), name,
                     ha="center", va="bottom", fontsize=8, rotation=20)
+        _no_skill_f1(ax)
     ax.set_title("Best model per horizon (mean macro-F1, ensembles too)")
     ax.set_xlabel("horizon (bars)")
     ax.set_ylabel("macro-F1")
@@ -174,6 +179,19 @@ def comparison_figure(frame: pd.DataFrame, r2_models: set[str], split: str = "te
         fig.legend(handles, labels, loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     return fig
+
+
+# Macro-F1 has no baseline column (README, "Models, presets and metrics"): a guess at the
+# class frequencies scores about 1/3 with the auto threshold's three even classes, and a
+# mean under it is no skill, whichever model is "best" (the demo's were all 0.25-0.32)
+NO_SKILL_MACRO_F1 = 1 / 3
+
+
+def _no_skill_f1(ax: Any) -> None:
+    ax.axhline(NO_SKILL_MACRO_F1, color="grey", lw=1.2, ls=":", label="_no_skill")
+    ax.annotate("1/3: about a no-skill guess (auto threshold)", (0.01, NO_SKILL_MACRO_F1),
+                xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+                fontsize=7, color="dimgrey", va="bottom")
 
 
 def folds_plot(frame: pd.DataFrame, split: str = "test") -> bytes:
@@ -248,7 +266,7 @@ def heatmap_figure(frame: pd.DataFrame, split: str = "test", metric: str = "macr
     data = table.to_numpy(dtype=float)
     im = ax.imshow(data, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=45, ha="right")
-    ax.set_yticks(range(len(table.index)), list(table.index), fontsize=6)
+    ax.set_yticks(range(len(table.index)), list(table.index), fontsize=6 if n_sym > 30 else 8)
     folds = ok["fold"].nunique() if "fold" in ok else 1
     title = f"{split} {metric} (mean over horizons{' and folds' if folds > 1 else ''})"
     if cut:
@@ -259,24 +277,36 @@ def heatmap_figure(frame: pd.DataFrame, split: str = "test", metric: str = "macr
     if unscored > 0:
         title += f"\n{unscored} symbols without a {split} score (failed) not shown"
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.6 if n_sym > 10 else 0.9)
+    fig.colorbar(im, ax=ax, shrink=0.6 if n_sym > 10 else 0.9).set_label(f"{split} {metric}")
     return fig
 
 
 def learning_curves_plot(
     histories: dict[str, list[list[dict[str, Any]]]], refit: set[str] = frozenset()
 ) -> bytes:
+    return _png(learning_curves_figure(histories, refit))
+
+
+def learning_curves_figure(
+    histories: dict[str, list[list[dict[str, Any]]]], refit: set[str] = frozenset()
+) -> Any:
     """histories: model -> list (one per unit) of per-epoch dicts with train_loss/val_loss;
-    `refit`: models refit on train+val after a search, whose val loss is in-sample."""
+    `refit`: models refit on train+val after a search, whose val loss is in-sample.
+
+    Each loss is the mean over the units that trained that epoch. Early stopping ends units
+    at different epochs, and the worst tend to stop first: a mean over fewer units fell
+    where every unit's loss rose. So the line is solid while every unit trains (one set of
+    units), dotted after, and the units still training are drawn on the right axis."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
     names = sorted(histories)
     cols = min(3, max(1, len(names)))
     rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.3 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         val_label = "val_loss (in-sample: refit on train+val)" if name in refit else "val_loss"
+        training = None
         for key, color, label in (("train_loss", "tab:blue", "train_loss"),
                                   ("val_loss", "tab:orange", val_label)):
             curves = [[e.get(key) for e in h if e.get(key) is not None] for h in histories[name]]
@@ -287,17 +317,34 @@ def learning_curves_plot(
             padded = np.full((len(curves), length), np.nan)
             for i, c in enumerate(curves):
                 padded[i, : len(c)] = c
-            ax.plot(np.arange(1, length + 1), np.nanmean(padded, axis=0), color=color,
-                    label=label, marker="o", markersize=3,  # a 1-epoch curve is a point
-                    ls="--" if key == "val_loss" and name in refit else "-")
+            mean = np.nanmean(padded, axis=0)
+            counts = np.isfinite(padded).sum(axis=0)
+            training = counts if training is None else np.maximum(training, counts)
+            epochs = np.arange(1, length + 1)
+            every = int(np.argmin(counts == len(curves))) if counts.min() < len(curves) \
+                else length  # epochs every unit trained (a prefix: all start at epoch 1)
+            dashed = key == "val_loss" and name in refit
+            ax.plot(epochs[:every], mean[:every], color=color, label=label, marker="o",
+                    markersize=3, ls="--" if dashed else "-")  # a 1-epoch curve is a point
+            if every < length:  # from the last epoch of all units on: fewer units
+                ax.plot(epochs[every - 1:], mean[every - 1:], color=color, ls=":",
+                        marker="o", markersize=2, alpha=0.8)
         refit_note = ", refit on train+val" if name in refit else ""
         n = len(histories[name])
         ax.set_title(f"{name} ({n} unit{'' if n == 1 else 's'}{refit_note})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (mean over units)")
+        ax.set_ylabel("loss (mean over units training)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1"
+        if training is not None and training.min() < training.max():  # some stopped early
+            right = ax.twinx()
+            right.step(np.arange(1, len(training) + 1), training, where="mid", color="grey",
+                       lw=1, alpha=0.6)
+            right.set_ylim(0, training.max() * 1.05)
+            right.set_ylabel("units still training (grey)", fontsize=7, color="grey")
+            right.tick_params(axis="y", labelsize=7, colors="grey")
+            ax.plot([], [], color="black", ls=":", label="dotted: fewer units (stopped early)")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    return _png(fig)
+    return fig

@@ -8,9 +8,16 @@ import io
 import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
-from ray_jobs.plots import comparison_figure, heatmap_figure, heatmap_plot, learning_curves_plot
+from ray_jobs.plots import (
+    comparison_figure,
+    heatmap_figure,
+    heatmap_plot,
+    learning_curves_figure,
+    learning_curves_plot,
+)
 
 
 def _frame(models: list[str], error: str | None = None) -> pd.DataFrame:
@@ -43,6 +50,11 @@ def test_a_model_has_one_colour_in_every_panel() -> None:
                               strict=True) if t.get_text() != "baseline"}  # fmt: skip
     assert legend == everyone  # the shared legend tells the truth for every panel
     assert list(acc.get_xticks()) == [1, 5, 10, 20]
+    assert r2.get_legend() is None  # the figure's one legend, not a second in a panel
+    # macro-F1 has no baseline column: its panels show where no skill lies (~1/3)
+    for ax in (f1, fig.axes[3]):
+        assert [line.get_ydata()[0] for line in ax.get_lines()
+                if line.get_label() == "_no_skill"] == [pytest.approx(1 / 3)]
 
 
 def test_heatmap_of_a_job_with_no_finished_unit_shows_a_message() -> None:
@@ -54,6 +66,27 @@ def test_heatmap_of_a_job_with_no_finished_unit_shows_a_message() -> None:
     assert heatmap_plot(failed)[:8] == b"\x89PNG\r\n\x1a\n"
     assert learning_curves_plot({"lstm": [[{"train_loss": 1.0, "val_loss": 1.1}]]})[:4] == \
         b"\x89PNG"
+
+
+def test_learning_curves_do_not_pass_off_fewer_units_as_the_same_ones() -> None:
+    """Early stopping ends the worst units first: the mean over those still training fell
+    where every unit's val loss rose. The mean is solid while every unit trains, dotted
+    after, and the right axis says how many units are left."""
+    def unit(epochs: int, start: float) -> list[dict]:  # every unit's val loss rises
+        return [{"train_loss": 1.0, "val_loss": start + 0.01 * e} for e in range(epochs)]
+
+    histories = {"lstm": [unit(2, 2.0), unit(2, 2.0), unit(4, 1.0)]}
+    ax, right = learning_curves_figure(histories).axes
+    lines = {(line.get_color(), line.get_linestyle()): line for line in ax.get_lines()}
+    solid, dotted = lines[("tab:orange", "-")], lines[("tab:orange", ":")]
+    assert list(solid.get_xdata()) == [1, 2]  # the epochs all three units trained
+    assert np.allclose(solid.get_ydata(), [5 / 3, 5 / 3 + 0.01])
+    assert list(dotted.get_xdata()) == [2, 3, 4]  # one unit left: the mean "falls"
+    assert list(right.get_lines()[0].get_ydata()) == [3, 3, 1, 1]
+    assert "dotted: fewer units (stopped early)" in [t.get_text() for t in ax.get_legend().texts]
+    # units that all train every epoch: one solid line, no right axis
+    (ax,) = learning_curves_figure({"mlp": [unit(3, 1.0), unit(3, 2.0)]}).axes
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "-"]
 
 
 def test_r2_panel_of_a_return_target_job_draws_its_deep_models() -> None:
