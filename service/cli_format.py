@@ -159,8 +159,14 @@ def summary_text(summary: dict[str, Any]) -> str:
     rows = []
     for e in summary.get("models", []):
         def mean(key: str, e: dict[str, Any] = e) -> str:
-            v = (e.get(key) or {}).get("mean")
-            return "-" if v is None else f"{v:.3f}"
+            stats = e.get(key) or {}
+            v, n = stats.get("mean"), stats.get("n")
+            if v is None:
+                return "-"
+            # fewer symbols than the row's (lasso shrunk to a constant has no IC): say so
+            fewer = isinstance(n, int) and isinstance(e.get("n_symbols"), int) and \
+                n < e["n_symbols"]
+            return f"{v:.3f} ({n})" if fewer else f"{v:.3f}"
 
         rows.append({"model": e["model"], "h": e["horizon"], "symbols": e["n_symbols"],
                      "accuracy": mean("accuracy"), "baseline": mean("baseline_accuracy"),
@@ -168,9 +174,10 @@ def summary_text(summary: dict[str, Any]) -> str:
                      "sig<1%": _share(e.get("share_significant_1pct")),
                      "ic<1%": _share(e.get("share_ic_significant_1pct"))})
     lines = [f"summary over {summary.get('symbols')} symbols, {summary.get('split')} split "
-             "(mean over symbols; sig<1% = share of symbols beating the majority-class "
-             "baseline at p < 0.01; ic<1% = share whose return forecast has an IC above 0 at "
-             "p < 0.01):",
+             "(mean over symbols, with its count in brackets where fewer symbols have the "
+             "metric; sig<1% = share of tests, one per symbol and fold, beating the "
+             "majority-class baseline at p < 0.01; ic<1% = share whose return forecast has "
+             "an IC above 0 at p < 0.01):",
              table(rows, list(rows[0]) if rows else ["model"])]
     failed = summary.get("failed_units") or []
     if failed:

@@ -52,6 +52,23 @@ def test_the_share_of_significant_ics_is_summarized_beside_the_accuracy_one() ->
     assert table[3].split()[-2:] == ["0%", "67%"] and table[3].startswith("ridge")
 
 
+def test_the_printed_summary_gives_a_metrics_own_count_where_fewer_symbols_have_it() -> None:
+    """A lasso shrunk to a constant on some symbols has no IC there: its IC mean over 2
+    symbols sat beside ridge's over 3 with nothing to tell them apart (`quantray summary`,
+    the demo). And `sig<1%` is a share of symbol x fold tests, not of symbols."""
+    from service.cli_format import summary_text
+
+    acc = {(s, m, 0): 0.4 for s in ("AAA", "BBB", "CCC") for m in ("lasso", "ridge")}
+    f = frame(acc)
+    f["ic"] = [0.05, 0.02, 0.01, 0.03, np.nan, 0.04]  # rows: AAA lasso, AAA ridge, ...
+    text = summary_text(summarize(f))
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[2:]}
+    ic = text.splitlines()[1].split().index("IC")
+    assert rows["lasso"][ic:ic + 2] == ["0.030", "(2)"]  # AAA 0.05, BBB 0.01
+    assert rows["ridge"][ic:ic + 2] == ["0.030", "0%"]  # all 3 symbols: no count
+    assert "share of tests, one per symbol and fold" in text
+
+
 def test_a_report_over_deleted_job_files_names_the_storage(tmp_path) -> None:
     """Units without a status at the report: when the job's own files are gone too (its
     bucket removed or replaced while it ran: a missing bucket lists as empty), the error
