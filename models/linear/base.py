@@ -26,8 +26,9 @@ so it lands inside the flat band almost always; the band probabilities keep the 
 thresholds and still use the sign and size of the forecast.
 
 Storage, no pickle anywhere: `metadata.json` (name, kind, config, horizons, thresholds,
-feature names, fit summary), `stats.json` (per-horizon coefficient tables by feature name)
-and `arrays.npz` (coefficients, intercepts, residuals and estimator statistics), read back
+scaler, feature names, data window, fit summary, versions), `stats.json` (per-horizon
+coefficient tables by feature name) and `arrays.npz` (coefficients, intercepts,
+residuals and estimator statistics), read back
 with `np.load(allow_pickle=False)`. The JSON files are compact, one line each
 (`python -m json.tool` indents them): a sweep writes them for every unit.
 """
@@ -268,6 +269,8 @@ class LinearModel:
             "summary": self.summary,
             "history": self.history,
             "versions": dict(_versions()),
+            # a readable copy (as a deep model's metadata.json has); arrays.npz is read back
+            "thresholds": [float(t) for t in np.ravel(self.thresholds)],
             **self.info,
         }
         return {ARRAYS_FILE: buf.getvalue(), METADATA_FILE: _json_bytes(meta),

@@ -310,6 +310,8 @@ def test_save_load_round_trip_without_pickle(name, tmp_path):
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["kind"] == "linear" and meta["model"] == name and meta["horizons"] == [1, 5]
     assert meta["data_window"]["test"]["n"] == p.splits["test"].size
+    # as the README says of both kinds: a readable copy of the class thresholds
+    assert meta["thresholds"] == pytest.approx([float(t) for t in p.thresholds])
     loaded = load_linear(str(tmp_path))
     x = p.X[p.splits["test"]]
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
