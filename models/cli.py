@@ -323,8 +323,9 @@ TABLE = (  # (column, header, format)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Aligned text table of the main leaderboard columns ('-' where a metric is None);
-    with rows of several folds (walk-forward), a fold column after the split."""
+    """Aligned text table of the main leaderboard columns ('-' where a metric is None, or
+    NaN: undefined, as a constant forecast's IC); with rows of several folds
+    (walk-forward), a fold column after the split."""
     table = TABLE
     if len({row.get("fold") for row in rows}) > 1:
         at = [col for col, _, _ in TABLE].index("split") + 1
@@ -332,7 +333,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     cells = [[h for _, h, _ in table]]
     for row in rows:
         cells.append([
-            "-" if row.get(col) is None else fmt.format(row[col]) for col, _, fmt in table
+            "-" if _clean(row.get(col)) is None else fmt.format(row[col])
+            for col, _, fmt in table
         ])
     widths = [max(len(r[i]) for r in cells) for i in range(len(table))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

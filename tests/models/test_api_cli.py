@@ -383,3 +383,17 @@ def test_cli_split_and_threshold_flags_prepare_as_data_prepare(capsys, monkeypat
     assert json.loads(capsys.readouterr()[0])["config"] == configs[0].to_dict()
     assert (configs[0].threshold, configs[0].purge, configs[0].embargo, configs[0].train) == (
         0.0, 2, 1, 0.5)
+
+
+def test_the_table_shows_an_undefined_metric_as_not_applicable_ones_do():
+    """A constant forecast's IC is NaN (undefined): the table printed `nan` there and `-`
+    for a metric the model does not have; both are `-`."""
+    from models.cli import format_table
+    from models.metrics import empty_row
+
+    row = empty_row("AAL", "lasso", 1, "test", 0)
+    row.update(accuracy=0.4, r2=-0.01, ic=float("nan"), ic_p_value=float("nan"))
+    header, line = format_table([row]).splitlines()
+    cells = dict(zip(header.split(), line.split(), strict=False))
+    assert cells["acc"] == "0.400" and cells["ic"] == "-" and cells["ic_p"] == "-"
+    assert "nan" not in line
