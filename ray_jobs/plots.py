@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -306,7 +307,11 @@ def learning_curves_figure(
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.3 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         val_label = "val_loss (in-sample: refit on train+val)" if name in refit else "val_loss"
-        training = None
+        # units training at each epoch: from the histories' lengths (a NaN val loss is an
+        # epoch trained, not a unit gone)
+        lengths = np.array([len(h) for h in histories[name] if h], dtype=int)
+        training = ((lengths[:, None] > np.arange(lengths.max(initial=0))).sum(axis=0)
+                    if lengths.size else np.zeros(0, dtype=int))
         for key, color, label in (("train_loss", "tab:blue", "train_loss"),
                                   ("val_loss", "tab:orange", val_label)):
             curves = [[e.get(key) for e in h if e.get(key) is not None] for h in histories[name]]
@@ -317,12 +322,11 @@ def learning_curves_figure(
             padded = np.full((len(curves), length), np.nan)
             for i, c in enumerate(curves):
                 padded[i, : len(c)] = c
-            mean = np.nanmean(padded, axis=0)
-            counts = np.isfinite(padded).sum(axis=0)
-            training = counts if training is None else np.maximum(training, counts)
+            with warnings.catch_warnings():  # an epoch whose every value is NaN: a gap
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(padded, axis=0)
             epochs = np.arange(1, length + 1)
-            every = int(np.argmin(counts == len(curves))) if counts.min() < len(curves) \
-                else length  # epochs every unit trained (a prefix: all start at epoch 1)
+            every = min(len(c) for c in curves)  # the epochs every unit trained
             dashed = key == "val_loss" and name in refit
             ax.plot(epochs[:every], mean[:every], color=color, label=label, marker="o",
                     markersize=3, ls="--" if dashed else "-")  # a 1-epoch curve is a point
@@ -335,7 +339,7 @@ def learning_curves_figure(
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (mean over units training)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1"
-        if training is not None and training.min() < training.max():  # some stopped early
+        if training.size and training.min() < training.max():  # some stopped early
             right = ax.twinx()
             right.step(np.arange(1, len(training) + 1), training, where="mid", color="grey",
                        lw=1, alpha=0.6)

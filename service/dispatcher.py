@@ -205,7 +205,8 @@ def _log_tail(message: str | None, job: str = "ID") -> str:
     line_start = message.rfind("\n", 0, start) + 1
     if start - line_start <= LINE_SLACK:
         start = line_start
-    return f"... {message[start:]} (the whole log: GET /v1/jobs/{job}/logs)"
+    cut = "... " if start > 0 else ""
+    return f"{cut}{message[start:]} (the whole log: GET /v1/jobs/{job}/logs)"
 
 
 # "ray_jobs.storage.StorageError: write s3://...", "ValueError: ..." (a traceback's end)

@@ -87,6 +87,12 @@ def test_learning_curves_do_not_pass_off_fewer_units_as_the_same_ones() -> None:
     # units that all train every epoch: one solid line, no right axis
     (ax,) = learning_curves_figure({"mlp": [unit(3, 1.0), unit(3, 2.0)]}).axes
     assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "-"]
+    # a NaN val loss is an epoch trained, not a unit gone: the line stays whole
+    nan_first = unit(3, 1.0)
+    nan_first[0]["val_loss"] = float("nan")
+    (ax,) = learning_curves_figure({"gru": [nan_first, unit(3, 2.0)]}).axes
+    val = [line for line in ax.get_lines() if line.get_color() == "tab:orange"]
+    assert [list(line.get_xdata()) for line in val] == [[1, 2, 3]]
 
 
 def test_r2_panel_of_a_return_target_job_draws_its_deep_models() -> None:

@@ -104,6 +104,8 @@ def test_the_demo_server_keeps_its_state_under_its_home(monkeypatch, tmp_path,
     monkeypatch.setenv("QUANTRAY_DATABASE_URL", "postgresql://db/prod")
     monkeypatch.setenv("QUANTRAY_RAY_ADDRESS", "http://cluster:8265")
     monkeypatch.setenv("QUANTRAY_PAGE_SIZE", "7")  # not where the job goes: kept
+    for name in ("QUANTRAY_MAX_RUNNING_JOBS", "QUANTRAY_ENTRYPOINT_PYTHON"):
+        monkeypatch.delenv(name, raising=False)  # the message below names exactly three
     spec = tmp_path / "demo.yaml"
     spec.write_text("name: d\n")
     parser = argparse.ArgumentParser()

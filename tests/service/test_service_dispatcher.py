@@ -193,6 +193,10 @@ def test_failed_job_message_is_a_summary_not_the_log(qr: Any) -> None:
         info = _info("FAILED", "progress line\n" * 3000 + cause)
         out = map_ray_state(info, cancel_requested=False, progress=crashed)
         assert "... progress line\n" in out.message and out.message.count("progress") == 141
+    # a log that the line's start brings back whole is not said to be cut
+    whole = "x" * 300 + "\n" + "ValueError: " + "y" * 1900
+    out = map_ray_state(_info("FAILED", whole), cancel_requested=False, progress=crashed)
+    assert "..." not in out.message and whole in out.message
     # a driver that could not even plan (exit 2) says why in its progress: that is the job's
     unusable = parse_progress({**qr.progress_doc(0, 0, ()), "phase": "failed",
                                "message": "the job's dataset cannot be used: not found"})
