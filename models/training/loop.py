@@ -62,7 +62,9 @@ class TrainResult:
     best_metric: float
     monitor: str  # name of best_metric: "val_loss" (direction) or "val_mse" (return)
     history: list[dict[str, Any]]
-    train_seconds: float  # wall time of this call
+    # wall time of this call, plus the training time (epochs and callbacks) of the epochs a
+    # resumed run had trained before its checkpoint: a unit's whole training, not the rest
+    train_seconds: float
     samples_per_sec: float  # training samples per second of epoch time (validation included)
     overhead_fraction: float  # share of epoch + callback time outside model compute
     stop_reason: str  # "epochs" | "early_stopping" | "callback" | "already_finished"
@@ -121,6 +123,7 @@ def train(
     history: list[dict[str, Any]] = []
     best_weights: dict[str, torch.Tensor] | None = None
     start_epoch, finished, stop_reason = 0, False, "epochs"
+    resumed_seconds = 0.0
 
     if resume_state is None:
         seed_everything(cfg.seed)
@@ -144,6 +147,8 @@ def train(
         # snapshot must not come back at the end
         best_weights = resume_state["best_weights"] if cfg.restore_best else None
         history = copy.deepcopy(list(resume_state["history"]))
+        resumed_seconds = sum(h.get("epoch_seconds", 0.0) + h.get("callback_seconds", 0.0)
+                              for h in history)
         start_epoch = int(resume_state["epoch"]) + 1
         finished = bool(resume_state.get("finished", False))
         stop_reason = "already_finished" if finished else stop_reason
@@ -259,7 +264,8 @@ def train(
         module.load_state_dict(best_weights)
     elif not cfg.restore_best and history:  # the weights kept are the last epoch's
         stopper.best_epoch, stopper.best = history[-1]["epoch"], history[-1]["val_metric"]
-    return _result(history, stopper, monitor, stop_reason, started, device, precision.name)
+    return _result(history, stopper, monitor, stop_reason, started - resumed_seconds, device,
+                   precision.name)
 
 
 def _result(
@@ -267,7 +273,7 @@ def _result(
     stopper: EarlyStopping,
     monitor: str,
     stop_reason: str,
-    started: float,
+    started: float,  # perf_counter() at the start, earlier by a resumed run's time before
     device: torch.device,
     precision: str,
 ) -> TrainResult:

@@ -137,3 +137,18 @@ def test_early_stopping_counts_its_patience_across_a_resume(tmp_path):
     assert resumed.stop_reason == "early_stopping"
     assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
     assert resumed.best_metric == pytest.approx(full.best_metric, rel=1e-6)
+
+
+def test_a_resumed_runs_train_seconds_count_the_epochs_before_its_checkpoint(tmp_path):
+    """A unit resumed at epoch 9 of 40 reported only the 31 epochs after the resume (37 s
+    of 48 s): its train_seconds add the checkpoint's epochs (their epoch and callback
+    time), here made long so that this call's own few milliseconds cannot pass for them."""
+    cfg = TrainConfig(epochs=4, batch_size=32, patience=10)
+    ckpt = CheckpointEvery(tmp_path)
+    run(cfg, callbacks=[ckpt, StopAfter(2)])
+    state = load_checkpoint(tmp_path)
+    for h in state["history"]:
+        h["epoch_seconds"], h["callback_seconds"] = 100.0, 5.0
+    _, resumed = run(cfg, resume_state=state)
+    assert resumed.epochs_run == 4
+    assert 210.0 < resumed.train_seconds < 210.0 + 60.0
