@@ -354,7 +354,7 @@ class _ReportEachEpoch:
                       **{SCORE: -val_loss if math.isfinite(val_loss) else -math.inf})
         # A directory of its own: with ASYNC upload Ray uploads it in the background and
         # deletes it afterwards, so the loop does not wait for storage.
-        d = tempfile.mkdtemp(prefix="quantray-ckpt-")
+        d = tempfile.mkdtemp(prefix=CKPT_PREFIX)
         save_checkpoint(d, trainer_state())
         with open(os.path.join(d, UNIT_FILE), "w", encoding="utf-8") as f:
             json.dump({"unit_id": self.unit.unit_id, "epoch": epoch}, f)
@@ -395,8 +395,42 @@ def _max_epochs(unit: Unit, spec: JobSpec, refit: dict[str, dict[str, Any]]) -> 
         return None
 
 
+CKPT_PREFIX = "quantray-ckpt-"
+# A checkpoint directory left this long is one whose upload was cut off (its worker killed
+# mid-upload: Ray deletes it only after the upload); an upload takes seconds to minutes.
+STALE_CKPT_S = 3600.0
+
+
+def remove_stale_checkpoint_dirs(tmp: str | None = None, max_age_s: float = STALE_CKPT_S,
+                                 now: float | None = None) -> int:
+    """Remove this node's `quantray-ckpt-*` directories untouched for `max_age_s` (each run
+    sweeps once as it starts): a worker killed mid-upload left ~2 MB each in /tmp for good.
+    Returns how many were removed."""
+    import shutil
+
+    tmp = tmp or tempfile.gettempdir()
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(CKPT_PREFIX)]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(tmp, name)
+        try:
+            if now - os.stat(path).st_mtime < max_age_s or not os.path.isdir(path):
+                continue
+            shutil.rmtree(path)
+            removed += 1
+        except OSError:  # another run removed it, or it is not ours to remove
+            continue
+    return removed
+
+
 def _train_group(cfg: dict[str, Any]) -> None:
     """Per-worker loop: the run's units one after another, each stored when it ends."""
+    if removed := remove_stale_checkpoint_dirs():
+        log.info("removed %d checkpoint directories of uploads cut off earlier", removed)
     spec = JobSpec.from_dict(cfg["spec"])
     storage = JobStorage(cfg["storage_uri"], cfg["job_id"])
     relay, run_name = cfg["relay"], cfg["run_name"]

@@ -231,3 +231,25 @@ def test_cuda_settings_on_a_cluster_without_gpus_end_the_job_with_exit_2(
     assert progress["phase"] == "failed", progress
     assert "mlp: train.device='cuda:0'; lstm: train.amp='bf16' need(s) one" in progress["message"]
     assert not storage.exists("status/AAPL__ols__f0.json")  # nothing trained
+
+
+def test_a_run_removes_checkpoint_directories_whose_upload_was_cut_off(tmp_path) -> None:
+    """A worker killed mid-upload left its `quantray-ckpt-*` directory (~2 MB) in /tmp for
+    good (Ray deletes it only after the upload): each run sweeps the stale ones as it
+    starts, leaving a fresh one (an upload in flight) and anything else alone."""
+    import os
+
+    from ray_jobs.deep_runs import STALE_CKPT_S, remove_stale_checkpoint_dirs
+
+    now = time.time()
+    for name, age in (("quantray-ckpt-old", STALE_CKPT_S + 60), ("quantray-ckpt-new", 5.0),
+                      ("other-old", STALE_CKPT_S + 60)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "checkpoint.pt").write_bytes(b"x")
+        os.utime(d, (now - age, now - age))
+    (tmp_path / "quantray-ckpt-file").write_text("not a directory")
+    os.utime(tmp_path / "quantray-ckpt-file", (now - 2 * STALE_CKPT_S,) * 2)
+    assert remove_stale_checkpoint_dirs(str(tmp_path), now=now) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "other-old", "quantray-ckpt-file", "quantray-ckpt-new"]
