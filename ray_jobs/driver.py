@@ -53,6 +53,11 @@ class JobSpecMismatch(ValueError):
     pass
 
 
+class JobDataChanged(JobSpecMismatch):
+    """The job's dataset is not what its first run read: its finished units were trained
+    on other data, so neither skipping them nor rerunning them alone would be honest."""
+
+
 class JobInputError(ValueError):
     """The job's dataset cannot be planned at all (a missing or unreadable file, columns
     that are not bars or LOB, no usable symbol), or its settings cannot run on this
@@ -125,6 +130,35 @@ def store_spec(spec: JobSpec, storage: JobStorage) -> None:
             )
         return
     storage.write_spec(spec.to_dict())
+
+
+DATASET_JSON = "dataset.json"  # the dataset's fingerprint when the job first ran
+
+
+def dataset_changes(spec: JobSpec, storage: JobStorage) -> str | None:
+    """Why a rerun or resume may not go on with the job's dataset as it is now (its files
+    differ from the fingerprint its first run stored), or None: the first run stores the
+    fingerprint. A dataset that cannot be looked at now is not judged here: the job reports
+    that itself when it reads it."""
+    from data.fingerprint import dataset_fingerprint, describe_changes, fingerprint_changes
+
+    try:
+        now = dataset_fingerprint(spec.dataset.uri)
+    except (OSError, ValueError) as exc:
+        log.warning("the dataset's fingerprint: %s", exc)
+        return None
+    if not storage.exists(DATASET_JSON):
+        storage.write_json(DATASET_JSON, now)
+        return None
+    changes = fingerprint_changes(storage.read_json(DATASET_JSON), now)
+    if not changes:
+        return None
+    return (f"job {storage.job_id}: its dataset {spec.dataset.uri} changed since the job "
+            f"first ran ({describe_changes(changes)}), so the units it finished were "
+            "trained on other data: to train on the data as it is now, start a new job "
+            "(through the service: submit the spec again; with `python -m ray_jobs.run "
+            "--spec`: another `name` in the spec, or --job-name); to go on with this job, "
+            "put the data back as it was")
 
 
 def load_or_plan(spec: JobSpec, symbols: list[str], storage: JobStorage, *, slots: int) -> Plan:
@@ -264,7 +298,14 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
     `attempt` (the service's count of resumes) is stamped on progress.json."""
     t0 = time.time()
     store_spec(spec, storage)
+    changed = dataset_changes(spec, storage)
     finished = finished_summary(storage)
+    if changed is not None:  # said by the entrypoint, which exits with status 2
+        if finished is None:  # the service reads this attempt's reason from progress.json
+            tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
+            tracker.set_phase("failed", changed)
+            storage.write_progress(tracker.to_dict())
+        raise JobDataChanged(changed)
     if finished is not None:  # a resume of a job that succeeded: nothing to train or write
         return _already_finished(storage, *finished, attempt)
     # A job stopped mid-training may have leaked a Train placement group that would starve

@@ -4,6 +4,7 @@ earlier attempt left."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ from ray_jobs.storage import JobStorage
 from tests.ray_jobs._jobs import tiny_spec
 
 
-def _finished_job(tmp_path: Path) -> tuple[JobSpec, JobStorage]:
+def _finished_job(tmp_path: Path, uri: str = "sample:sp500") -> tuple[JobSpec, JobStorage]:
     """The files of a job that succeeded: spec, plan, done statuses, report, progress."""
-    spec = JobSpec.from_dict(tiny_spec("done", ["ols", "lstm"]))
+    body = tiny_spec("done", ["ols", "lstm"])
+    body["dataset"]["uri"] = uri
+    spec = JobSpec.from_dict(body)
     storage = JobStorage((tmp_path / "store").as_uri(), "done")
     storage.write_spec(spec.to_dict())
     plan = make_plan(spec, ["AAPL", "ABT"], slots=1)
@@ -74,6 +77,66 @@ def test_a_job_not_provably_finished_runs_again(tmp_path: Path, change: str) -> 
     else:
         (tmp_path / "store" / "jobs" / "done" / "status" / "ABT__ols__f0.json").unlink()
     assert driver.finished_summary(storage) is None
+
+
+def _own_dataset(tmp_path: Path) -> Path:
+    from data.sample import sample_path
+
+    data = tmp_path / "bars.parquet"
+    shutil.copyfile(sample_path("sp500"), data)
+    return data
+
+
+def _files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_rerun_on_changed_data_is_refused_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished: bool
+) -> None:
+    """Rerunning a spec after its data file was overwritten said "already finished" and
+    pointed at the results of the old data (a resume would have mixed units trained on
+    either): the first run stores the dataset's fingerprint, and a later run on other data
+    is refused, naming the file and what to do. A job that had not finished says why in
+    this attempt's progress.json (the service's job message); nothing else is written."""
+    data = _own_dataset(tmp_path)
+    spec, storage = _finished_job(tmp_path, str(data))
+    if not finished:
+        storage.write_progress({"phase": "failed", "attempt": 0})
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the job was run on changed data")
+
+    monkeypatch.setattr(driver, "_run", must_not_run)
+    monkeypatch.setattr(driver, "remove_leaked_placement_groups", must_not_run)
+    if finished:  # the first rerun, on the same data: a no-op that stores the fingerprint
+        driver.run_job(spec, storage, attempt=1)
+    else:
+        assert driver.dataset_changes(spec, storage) is None
+    assert storage.exists(driver.DATASET_JSON)
+    shutil.copyfile(data, tmp_path / "copy.parquet")  # the same data copied in again
+    (tmp_path / "copy.parquet").replace(data)
+    assert driver.dataset_changes(spec, storage) is None
+
+    data.write_bytes(data.read_bytes()[:-100] + b"x" * 100)  # then other data
+    root = tmp_path / "store" / "jobs" / "done"
+    before = _files(root)
+    with pytest.raises(driver.JobDataChanged) as raised:
+        driver.run_job(spec, storage, attempt=2)
+    message = str(raised.value)
+    assert f"its dataset {data} changed since the job first ran (bars.parquet's content " \
+           "differs" in message and "start a new job" in message, message
+    after = _files(root)
+    progress = root / "progress.json"
+    if finished:
+        assert after == before  # its results, progress and fingerprint stand
+    else:
+        assert {p: b for p, b in after.items() if p != progress} == \
+               {p: b for p, b in before.items() if p != progress}
+        assert storage.read_progress()["phase"] == "failed"
+        assert storage.read_progress()["message"] == message
+        assert storage.read_progress()["attempt"] == 2
 
 
 def test_a_direct_rerun_keeps_the_earlier_runs_driver_logs(tmp_path: Path) -> None:
