@@ -25,6 +25,7 @@ OUTPUTS = ("table", "json", "csv")
 TASKS = ("direction", "return")
 PRESETS = ("fast", "balanced", "quality")
 SPLIT_METHODS = ("holdout", "walk_forward")
+MAX_SHOWN = 32  # characters of a symbol an error shows
 
 
 class UsageError(ValueError):
@@ -128,7 +129,7 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
         "overrides": {},
     }
     if args.save_dir:  # one folder per symbol: two that share a safe name would overwrite
-        from data.symbols import name_clashes, safe_symbol
+        from data.symbols import name_clashes, safe_symbol, symbol_problem
 
         here = Path(args.save_dir)
         taken = next((p for p in (here, *here.parents) if p.exists()), None)
@@ -136,6 +137,15 @@ def _parse(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--save-dir {args.save_dir}: {taken} is a file, not a directory; "
                              "give a directory (it is created if missing)")
 
+        # a job's rule for symbols that name files: a 300-character one trained, then
+        # failed to save (File name too long)
+        for symbol in req["symbols"]:
+            if problem := symbol_problem(symbol):
+                shown = (f"{symbol[:MAX_SHOWN]!r}... ({len(symbol)} characters)"
+                         if len(symbol) > MAX_SHOWN else repr(symbol))
+                raise UsageError(f"--symbols: {shown} cannot name its folder in --save-dir, "
+                                 f"as a job refuses it: {problem}; rename it in the data, or "
+                                 "train it without --save-dir")
         try:
             clashes = name_clashes(req["symbols"])
         except ValueError as exc:

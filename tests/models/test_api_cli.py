@@ -272,6 +272,31 @@ def test_cli_bad_input_is_one_line_naming_the_flag(capsys, tmp_path, args, flag)
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in err
 
 
+def test_cli_save_dir_refuses_a_symbol_too_long_to_name_a_folder_before_training(
+        capsys, tmp_path):
+    """A 300-character symbol trained, then every unit failed to save (OSError: File name
+    too long). With --save-dir the CLI refuses it up front, by a job's rule (at most 32
+    characters), naming the symbol and what to do; without --save-dir it still trains."""
+    from tests.data.conftest import make_bars
+
+    long = "L" * 300
+    path = tmp_path / "long.parquet"
+    make_bars((long, "OK"), n=400).to_parquet(path)
+    flags = ["--data", str(path), "--symbols", f"{long},OK", "--models", "ols", "--horizons",
+             "1", "--seq-len", "10", "--output", "json"]
+    code, out, err = _train(capsys, *flags, "--save-dir", str(tmp_path / "saved"))
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"--symbols: '{'L' * 32}'... (300 characters) cannot name its folder in " \
+           "--save-dir" in lines[0]
+    assert "longer than 32 characters; rename it in the data, or train it without " \
+           "--save-dir" in lines[0]
+    assert not (tmp_path / "saved").exists()  # nothing trained, nothing saved
+    code, out, _ = _train(capsys, *flags)
+    assert code == 0 and {r["symbol"] for r in json.loads(out)} == {long, "OK"}
+
+
 def test_cli_module_imports_only_the_standard_library():
     code = (
         "import sys\n"
