@@ -16,8 +16,17 @@ def safe_symbol(symbol: str) -> str:
     parts of a unit id, and no part is `.` or `..` or holds a `/`."""
     safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9-]", "_", symbol)).rstrip("_")
     if not safe.strip("_-"):
-        raise ValueError(f"symbol {symbol!r} has no letter or digit to name its files by")
+        raise ValueError(f"symbol {symbol!r} {_unnamed(symbol)}")
     return safe
+
+
+def _unnamed(symbol: str) -> str:
+    """Why `symbol` names no file: it has no ASCII letter or digit. `日本株` and `ÄÖ` have
+    letters, only not ASCII ones; "has no letter or digit" was wrong of them."""
+    why = "has no ASCII letter or digit (A-Z, a-z, 0-9) to name its files by"
+    if any(c.isalnum() for c in symbol):
+        why += ": its letters and digits are not ASCII, and file names keep only ASCII ones"
+    return why
 
 
 def name_clashes(symbols: Iterable[str]) -> dict[str, str]:
@@ -47,5 +56,5 @@ def symbol_problem(symbol: object) -> str | None:
     if not symbol.isprintable() or symbol != symbol.strip():
         return "holds control characters or leading/trailing spaces"
     if not re.sub(r"[^A-Za-z0-9]", "", symbol):
-        return "has no ASCII letter or digit to name its files by"
+        return _unnamed(symbol)
     return None

@@ -297,6 +297,38 @@ def test_cli_save_dir_refuses_a_symbol_too_long_to_name_a_folder_before_training
     assert code == 0 and {r["symbol"] for r in json.loads(out)} == {long, "OK"}
 
 
+def test_a_symbol_of_non_ascii_letters_is_refused_with_one_accurate_reason_in_cli_and_job(
+        capsys, tmp_path):
+    """`日本株` has letters, only no ASCII one to name files by: `train --save-dir` said it
+    had "no letter or digit", a job "no ASCII letter or digit". Both now give one reason,
+    which says its letters are not ASCII."""
+    from data.symbols import safe_symbol
+    from ray_jobs.spec import JobSpec, SpecError
+    from tests.data.conftest import make_bars
+
+    path = tmp_path / "jp.parquet"
+    make_bars(("日本株", "OK"), n=400).to_parquet(path)
+    code, out, err = _train(capsys, "--data", str(path), "--symbols", "日本株,OK", "--models",
+                            "ols", "--horizons", "1", "--save-dir", str(tmp_path / "saved"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SpecError) as info:
+        JobSpec.from_dict({"name": "jp", "dataset": {"uri": str(path), "symbols": ["日本株"]},
+                           "models": ["ols"]})
+    job = dict(info.value.errors)["dataset.symbols[0]"]
+    reason = ("has no ASCII letter or digit (A-Z, a-z, 0-9) to name its files by: its letters "
+              "and digits are not ASCII, and file names keep only ASCII ones")
+    assert job == f"'日本株' is not a usable symbol: {reason}"
+    assert f"--symbols: '日本株' cannot name its folder in --save-dir, as a job refuses it: " \
+           f"{reason}; rename it in the data, or train it without --save-dir" in err
+    with pytest.raises(ValueError) as raised:
+        safe_symbol("日本株")  # the planner's and the result files' check
+    assert str(raised.value) == f"symbol '日本株' {reason}"
+    # a symbol with no letter at all is not said to have non-ASCII ones
+    with pytest.raises(ValueError, match=r"^symbol '///' has no ASCII letter or digit "
+                                         r"\(A-Z, a-z, 0-9\) to name its files by$"):
+        safe_symbol("///")
+
+
 def test_cli_module_imports_only_the_standard_library():
     code = (
         "import sys\n"

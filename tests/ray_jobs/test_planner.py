@@ -41,7 +41,7 @@ def test_unit_ids_are_stable_and_path_safe() -> None:
     assert Unit("^GSPC", "ols").unit_id == "_GSPC__ols__f0"
     # "__" separates id parts; a symbol never holds it, nor ends in "_".
     assert safe_symbol("A__B") == "A_B" and safe_symbol("A.") == "A"
-    with pytest.raises(ValueError, match="no letter or digit"):
+    with pytest.raises(ValueError, match="no ASCII letter or digit"):
         safe_symbol("^")
     with pytest.raises(ValueError, match=r"'BRK.B' and 'BRK_B' both map to 'BRK_B'"):
         plan(spec(), ["BRK_B", "BRK.B"])
