@@ -87,7 +87,7 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
     than the dataset holds is refused (ValueError), as the service refuses it at submit."""
     import pandas as pd
 
-    from data.loading import list_symbols
+    from data.loading import list_symbols, spelling_hint
     from data.symbols import name_clashes, safe_symbol, symbol_problem
     from data.validation import padded_symbol_errors
 
@@ -112,8 +112,9 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
         left_out.update({s: split[s] for s in first_n if s in split and s not in problems})
         return [s for s in first_n if s not in left_out], left_out
     present = set(available)
-    missing = {
+    missing = {  # 'brk.b' where the file spells 'BRK.B': the hint says so, as `train`'s
         s: split.get(s) or f"symbol {s!r} is not in dataset {spec.dataset.uri}"
+                           f"{spelling_hint([s], available)}"
         for s in spec.dataset.symbols if s not in present or s in split
     }
     return list(spec.dataset.symbols), missing

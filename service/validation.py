@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import yaml
 from yaml.cyaml import CParser  # libyaml: PyYAML's wheels include it
 
+from data.loading import spelling_hint
 from data.storage import resolve_uri
 from ray_jobs.spec import JobSpec, SpecError
 from ray_jobs.spec_text import DuplicateKey, UniqueKeyLoader, loads_json
@@ -368,8 +369,10 @@ class DatasetPolicy:
                 shown = ", ".join(missing[:10]) + (
                     f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
                 )
-                cased = [s for s in missing if isinstance(s, str) and s.upper() in available]
-                hint = f"; symbols are case-sensitive: {cased[0].upper()}?" if cased else ""
+                # the file's spellings that differ by case or spaces ('BRK.B' for 'brk.b'),
+                # in the words of `quantray train` and the driver
+                hint = spelling_hint([s for s in missing if isinstance(s, str)],
+                                     sorted(available))
                 _invalid("dataset.symbols", f"not in {uri!r}: {shown}{hint}")
             job_symbols = list(symbols)
         self.check_rows(spec, job_symbols)

@@ -41,3 +41,17 @@ def test_symbols_n_leaves_out_the_padded_symbol_and_its_twin(tmp_path: Path) -> 
     assert sorted(left_out) == ["AAPL", "AAPL "]
     assert "history is split" in left_out["AAPL"]
     assert pd.Series(list(left_out.values())).str.startswith("data: ").all()
+
+
+def test_a_named_symbol_the_file_spells_otherwise_gets_the_files_spelling(tmp_path: Path) -> None:
+    """`symbols: [brk.b]` on a file that spells it 'BRK.B' said only "not in dataset";
+    `quantray train` names the file's spelling, and now the job does too."""
+    path = tmp_path / "bars.parquet"
+    make_bars(("BRK.B", "MSFT"), n=40).to_parquet(path)
+    spec = JobSpec.from_dict(tiny_spec("case", ["ols"], dataset={
+        "uri": str(path), "symbols": ["brk.b", "MSFT"]}))  # fmt: skip
+    symbols, missing = resolve_symbols(spec)
+    assert symbols == ["brk.b", "MSFT"] and list(missing) == ["brk.b"]
+    assert missing["brk.b"] == (
+        f"symbol 'brk.b' is not in dataset {path}; the file spells 'BRK.B': symbols match "
+        "exactly, case and spaces included")

@@ -473,10 +473,13 @@ def test_tune_symbols_outside_the_jobs_first_n_are_refused(hostile: Ctx) -> None
 
 
 def test_lowercase_symbol_gets_a_case_hint(hostile: Ctx) -> None:
+    """The file's spelling, in the words of `quantray train` and the driver (it said
+    "case-sensitive: AAPL?", and nothing for 'AAPL ' where the file spells 'AAPL')."""
     api, _, _ = hostile
     with api.client() as c:
-        resp = c.post("/v1/jobs", json=spec(**{"dataset.symbols": ["aapl"]}))
-    _assert_error(resp, 422, "invalid", "case-sensitive: AAPL?")
+        resp = c.post("/v1/jobs", json=spec(**{"dataset.symbols": ["aapl", "ABT"]}))
+    _assert_error(resp, 422, "invalid", ": aapl; the file spells 'AAPL': symbols match "
+                  "exactly, case and spaces included")
 
 
 @pytest.mark.parametrize(
