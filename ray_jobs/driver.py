@@ -46,6 +46,7 @@ from ray_jobs.units import fail_unit
 
 log = logging.getLogger("quantray.driver")
 CHUNKS_PER_CPU = 4  # chunk tasks per CPU for preparation and linear fits
+LEFT_OUT_LOGGED = 20  # symbols left out of a job named in its log, at most
 STALL_LOG_S = 120.0  # log what holds the cluster when no chunk task ended for this long
 
 
@@ -110,6 +111,7 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
         left_out = {s: f"data: symbol {s!r} left out: {problems[s]}" for s in first_n
                     if s in problems}  # fmt: skip
         left_out.update({s: split[s] for s in first_n if s in split and s not in problems})
+        _log_left_out(left_out, len(first_n))
         return [s for s in first_n if s not in left_out], left_out
     present = set(available)
     missing = {  # 'brk.b' where the file spells 'BRK.B': the hint says so, as `train`'s
@@ -117,7 +119,22 @@ def resolve_symbols(spec: JobSpec) -> tuple[list[str], dict[str, str]]:
                            f"{spelling_hint([s], available)}"
         for s in spec.dataset.symbols if s not in present or s in split
     }
+    _log_left_out(missing, len(spec.dataset.symbols))
     return list(spec.dataset.symbols), missing
+
+
+def _log_left_out(left_out: dict[str, str], asked: int) -> None:
+    """Name the symbols left out and why in the driver's log, LEFT_OUT_LOGGED at most (a
+    job's log said only "6 symbols"; summary.json's data_errors has every one)."""
+    if not left_out:
+        return
+    log.warning("%d of the job's %d symbols are left out (summary.json's data_errors lists "
+                "each):", len(left_out), asked)
+    for reason in list(left_out.values())[:LEFT_OUT_LOGGED]:
+        log.warning("  %s", reason)
+    if len(left_out) > LEFT_OUT_LOGGED:
+        log.warning("  ... and %d more (see summary.json's data_errors)",
+                    len(left_out) - LEFT_OUT_LOGGED)
 
 
 def store_spec(spec: JobSpec, storage: JobStorage) -> None:

@@ -73,3 +73,28 @@ def test_no_usable_symbol_exits_2(ray_cluster: str, tmp_path: Path) -> None:
     }
     progress = storage.read_progress()
     assert progress["phase"] == "failed" and "no usable symbol" in progress["message"]
+
+
+@pytest.mark.timeout(600)
+def test_symbols_left_out_of_the_first_n_are_named_in_the_drivers_log(
+        ray_cluster: str, tmp_path: Path) -> None:
+    """`symbols: 4` over a 120-character name and one without an ASCII letter: the job
+    trains the other 2, and its log named neither, only "2 symbols" (summary.json's
+    data_errors did). The driver's log, and its stored copy, now name each and why."""
+    bars = _sample(["AAPL", "ABT"])
+    long = "X" * 120
+    odd = pd.concat([bars, bars[bars["symbol"] == "AAPL"].assign(symbol=long),
+                     bars[bars["symbol"] == "ABT"].assign(symbol="日本株")], ignore_index=True)
+    data = tmp_path / "bars.parquet"
+    odd.to_parquet(data, index=False)
+    spec = tiny_spec("left-out", ["ols"], dataset={"uri": str(data), "symbols": 4, **TINY_DATES})
+    proc, storage, log = start_spec(spec, tmp_path, ray_cluster)
+    rc = finish_entrypoint(proc, log, timeout_s=500)
+    assert rc == 0, f"exit status {rc}, expected 0 (the 2 others trained):\n{log_tail(log)}"
+    summary = storage.read_json("results/summary.json")
+    assert set(summary["data_errors"]) == {long, "日本株"}
+    stored = storage.read_bytes("logs/driver-0.log").decode()
+    for text in (log.read_text(), stored):
+        assert "2 of the job's 4 symbols are left out (summary.json's data_errors" in text
+        assert f"data: symbol '{long}' left out: longer than 32 characters" in text
+        assert "data: symbol '日本株' left out: has no ASCII letter or digit" in text
