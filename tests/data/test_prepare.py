@@ -12,9 +12,9 @@ from data.features import BAR_WARMUP
 from data.lob_features import LOB_WARMUP
 from data.prepare import PrepareConfig, prepare_frame, prepare_symbol
 from data.prepared import PreparedSymbol
-from data.splits import min_samples
+from data.splits import holdout_split, min_samples, walk_forward_splits
 from data.synthetic import planted_lob
-from data.targets import forward_log_returns
+from data.targets import fit_thresholds, forward_log_returns
 from data.validation import DataValidationError
 
 SP500 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "sp500_daily.parquet"
@@ -258,3 +258,38 @@ def test_data_window_gives_iso_times_and_counts_per_split() -> None:
                                                    freq="1min"))
     (q,) = prepare_symbol(intraday, CFG)
     assert q.data_window()["train"]["start"].endswith(".5")
+
+
+@pytest.mark.parametrize("split", ["holdout", "walk_forward"])
+def test_prepared_splits_are_the_purged_and_embargoed_splits_of_the_config(split: str) -> None:
+    """purge ("auto" = 8) != embargo (3), so swapping them or dropping either shows."""
+    cfg = PrepareConfig(seq_len=10, horizons=(1, 8), split=split, n_folds=3, embargo=3)
+    folds = prepare_symbol(bars(900, seed=6), cfg)
+    n = folds[0].n_samples
+    expected = ([holdout_split(n, 0.7, 0.15, 0.15, 8, 3)] if split == "holdout"
+                else walk_forward_splits(n, 3, 0.7, 0.15, 8, 3))
+    assert len(folds) == len(expected)
+    for p, want in zip(folds, expected, strict=True):
+        for name in ("train", "val", "test"):
+            np.testing.assert_array_equal(p.splits[name], want[name], err_msg=name)
+        for early, late in (("train", "val"), ("val", "test")):
+            assert p.splits[late][0] - p.splits[early][-1] - 1 == 8 + 3  # exact gap
+            assert p.splits[early][-1] + 8 < p.splits[late][0]  # no label reaches `late`
+
+
+def test_each_walk_forward_fold_fits_its_thresholds_on_its_own_training_labels() -> None:
+    """A later fold's training window holds the earlier folds' test blocks: fold 0 must
+    not take its class thresholds from there."""
+    cfg = PrepareConfig(seq_len=10, horizons=(1, 3), split="walk_forward", n_folds=3)
+    df = bars(900, seed=2)
+    folds = prepare_symbol(df, cfg)
+    for p in folds:
+        np.testing.assert_array_equal(
+            p.thresholds, fit_thresholds(p.y_return[p.splits["train"]], "auto"))
+        np.testing.assert_array_equal(p.y_class, p.classify(p.y_return))
+    assert not np.array_equal(folds[0].thresholds, folds[-1].thresholds)
+    # prices after fold 0's last training label change nothing in fold 0's labels
+    p0 = folds[0]
+    cut = BAR_WARMUP + p0.row0 + int(p0.splits["train"][-1]) + max(cfg.horizons) + 1
+    q0 = prepare_symbol(change_after(df, cut), cfg)[0]
+    np.testing.assert_array_equal(p0.thresholds, q0.thresholds)

@@ -215,3 +215,28 @@ def test_min_samples_is_the_exact_edge(method: str, min_size: int) -> None:
     with pytest.raises(SplitError, match=f"need at least {n}") as err:
         make(n - 1)
     assert err.value.needed == n
+
+
+def _ticks(shares: tuple[float, float, float], n: int, rng: np.random.Generator) -> np.ndarray:
+    """|r| of 1, 2 and 3 tick moves (each level +-2% wide by the price), random signs."""
+    level = rng.choice([1, 2, 3], size=n, p=shares)
+    return 0.001 * level * rng.uniform(0.98, 1.02, n) * rng.choice([-1, 1], n)
+
+
+def test_auto_band_leaves_a_multi_tick_level_for_the_nearer_gap() -> None:
+    rng = np.random.default_rng(11)
+    n = 3000
+    r = np.column_stack([
+        _ticks((0.25, 0.50, 0.25), n, rng),  # gap below the 2-tick level: 25% flat
+        _ticks((0.10, 0.40, 0.50), n, rng),  # gap above it: 50% flat (nearer a third than 10%)
+    ])
+    tau = fit_thresholds(r, "auto")
+    a = np.abs(r)
+    # h0: between the largest 1-tick and the smallest 2-tick move
+    lo0, hi0 = a[a[:, 0] < 0.0015, 0].max(), a[a[:, 0] > 0.0015, 0].min()
+    assert lo0 < tau[0] < hi0 and abs(tau[0] - (lo0 + hi0) / 2) < 1e-9
+    # h1: between the largest 2-tick and the smallest 3-tick move
+    lo1, hi1 = a[a[:, 1] < 0.0025, 1].max(), a[a[:, 1] > 0.0025, 1].min()
+    assert lo1 < tau[1] < hi1 and abs(tau[1] - (lo1 + hi1) / 2) < 1e-9
+    flat = (to_classes(r, tau) == 1).mean(axis=0)
+    np.testing.assert_allclose(flat, [(a[:, 0] < 0.0015).mean(), (a[:, 1] < 0.0025).mean()])

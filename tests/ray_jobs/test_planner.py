@@ -243,3 +243,16 @@ def test_deep_estimate_counts_each_runs_fixed_cost_and_its_units_left() -> None:
     rest = p.pending(u.unit_id for u in p.deep_groups[0].units[:3])
     assert estimate_deep_s(rest.deep_groups, 1, "balanced", overhead_s=20.0) == 3 * 20 + 7 * 15
     assert estimate_deep_s((), 2, "fast") == 0.0
+
+
+def test_walk_forward_runs_never_mix_folds_and_a_repeated_symbol_is_refused() -> None:
+    s = spec(dataset={"uri": "sample:sp500", "symbols": 5}, models=["ols", "lstm", "cnn"],
+             split={"method": "walk_forward", "n_folds": 3}, resources={"units_per_run": 4})
+    p = plan(s, SYMBOLS[:5])
+    assert {u.fold for u in p.deep_units} == {0, 1, 2}
+    assert sorted(p.deep_units) == sorted(u for u in p.units if u.kind == "deep")
+    for g in p.deep_groups:
+        (fold,) = {u.fold for u in g.units}  # one fold per run
+        assert f"__f{fold}__" in g.run_name
+    with pytest.raises(ValueError, match="listed twice"):
+        plan(s, ["S000", "S001", "S000"])

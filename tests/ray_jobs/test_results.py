@@ -221,3 +221,38 @@ def test_each_summary_metric_counts_the_symbols_behind_its_mean() -> None:
     assert summarize(f)["models"][0]["share_ic_significant_1pct"] == 0.0
     f["rmse"] = np.nan
     assert summarize(f)["models"][0]["share_ic_significant_1pct"] is None
+
+
+def _row(symbol: str, model: str, split: str, value: float, fold: int = 0,
+         p_value: float = 0.5) -> dict:
+    row = dict.fromkeys(SUMMARY_METRICS, np.nan)
+    row.update(symbol=symbol, model=model, horizon=1, fold=fold, split=split, error=None,
+               accuracy=value, macro_f1=value, p_value=p_value)
+    return row
+
+
+def test_the_summary_scores_only_the_requested_split() -> None:
+    rows = [_row("AAA", "ols", "val", 0.9), _row("AAA", "ols", "test", 0.4),
+            _row("BBB", "ols", "val", 0.8), _row("BBB", "ols", "test", 0.6),
+            # mlp is better on val, worse on test: it must win nothing on test
+            _row("AAA", "mlp", "val", 0.95), _row("AAA", "mlp", "test", 0.3)]
+    f = pd.DataFrame(rows)
+    test = summarize(f)
+    by = {e["model"]: e for e in test["models"]}
+    assert test["split"] == "test"
+    assert by["ols"]["accuracy"]["mean"] == pytest.approx(0.5)  # (0.4 + 0.6) / 2
+    assert by["mlp"]["accuracy"]["mean"] == pytest.approx(0.3)
+    assert test["wins"] == {"1": {"ols": 2}}
+    val = summarize(f, split="val")
+    assert {e["model"]: e for e in val["models"]}["ols"]["accuracy"]["mean"] == \
+        pytest.approx(0.85)
+    assert val["wins"] == {"1": {"mlp": 1, "ols": 1}}
+
+
+def test_folds_are_averaged_by_their_mean_and_significance_is_at_one_percent() -> None:
+    rows = [_row("AAA", "ols", "test", v, fold=k, p_value=p)
+            for k, (v, p) in enumerate([(0.4, 0.005), (0.5, 0.02), (0.9, np.nan)])]
+    ols = summarize(pd.DataFrame(rows))["models"][0]
+    assert ols["accuracy"]["mean"] == pytest.approx(0.6)  # the mean of 0.4, 0.5, 0.9
+    # 0.005 is significant, 0.02 is not (1%, not 5%), NaN (undefined) is not: 1 of 3
+    assert ols["share_significant_1pct"] == pytest.approx(1 / 3)
