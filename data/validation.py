@@ -42,7 +42,11 @@ Policy (bars, `validate_bars`)
   entry adds "limit_hours" and each gap's "missing_hours".
   And in `report.splits[symbol]`: bars whose open and close both moved by a split's price
   ratio (x1/k or xk, k in `SPLIT_RATIOS`, within `SPLIT_TOLERANCE`) against the previous
-  close: prices perhaps not adjusted for a split. And in `report.stale[symbol]`: runs of
+  close: prices perhaps not adjusted for a split. And in `report.jumps[symbol]`: other bars
+  whose close moved by a factor of `JUMP_FACTOR` (9.5) or more either way against the
+  previous close: a split past 10:1 (20:1, 50:1) or a change of unit (pence to pounds)
+  left in the prices, or, with as large a move back on the next bar, a bad tick (a one-bar
+  spike). And in `report.stale[symbol]`: runs of
   bars without a trade (volume 0, open = high = low = close, one price throughout: a halt,
   or a feed that repeats the last price) of at least max(`STALE_BARS` (10), `STALE_SHARE`
   (1%) of the symbol's bars), whose labels are all flat.
@@ -72,6 +76,7 @@ from data.sessions import missed_trading_time
 from data.validation_report import (
     BAR_REPAIRS,
     GAP_MEDIANS,
+    JUMP_FACTOR,
     LOB_REPAIRS,
     MIN_GAP_DAYS,
     SESSION_GAP_BARS,
@@ -107,6 +112,9 @@ MIN_GAP = pd.Timedelta(days=MIN_GAP_DAYS)
 # NI x0.37, crashes such as CHK x0.67) are on no such ratio.
 SPLIT_RATIOS = (2, 3, 4, 5, 6, 7, 8, 10)
 SPLIT_TOLERANCE = 0.05
+# the ratios a jump past 10 (report.jumps) is named by, when within SPLIT_TOLERANCE: splits
+# seen in large caps (20:1 AMZN and GOOGL 2022, 50:1 CMG 2024) and units (x100: pence)
+JUMP_RATIOS = (10, 15, 20, 25, 30, 40, 50, 100, 1000)
 # zones whose daylight-saving fall-back hour explains duplicate local times (an error hint)
 DST_ZONES = ("America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London",
              "Europe/Berlin", "Australia/Sydney")
@@ -283,7 +291,8 @@ def validate_bars(
         "zero_volume": frame["volume"].eq(0),
     }
     report.gaps = _long_gaps(frame, "date")
-    report.splits = _split_like_moves(frame)
+    report.splits, split_like = _split_like_moves(frame)
+    report.jumps = _big_moves(frame, split_like)
     report.stale = _stale_runs(frame)
     return _finish(frame, counts, report, df.attrs.get(SORTED_ROWS))
 
@@ -754,8 +763,9 @@ def _long_gaps(frame, time_col) -> dict[str, dict]:
     return out
 
 
-def _split_like_moves(frame) -> dict[str, dict]:
-    """symbol -> {"count", "first": [{"at", "before", "after", "ratio", "split"}, ...]} for
+def _split_like_moves(frame) -> tuple[dict[str, dict], np.ndarray]:
+    """(symbol -> {"count", "first": [{"at", "before", "after", "ratio", "split"}, ...]},
+    the rows flagged) for
     the bars whose close AND open, against the previous close, both sit within
     SPLIT_TOLERANCE of a split's price ratio (1/k for a k:1 split, k for a 1:k reverse
     split, k in SPLIT_RATIOS): a move of -50% (or -67%, -75%, or x2, x3 ...) at the open that holds
@@ -775,7 +785,7 @@ def _split_like_moves(frame) -> dict[str, dict]:
             hit |= near
             label[near] = text
     if not hit.any():
-        return {}
+        return {}, hit
     out: dict[str, dict] = {}
     dates, close, prev = frame["date"], frame["close"].to_numpy(), prev.to_numpy()
     for symbol, idx in frame.index[hit].groupby(sym[hit]).items():
@@ -783,7 +793,62 @@ def _split_like_moves(frame) -> dict[str, dict]:
                   "ratio": round(float(q_close[i]), 4), "split": label[i]}
                  for i in idx[:_SHOW]]  # fmt: skip
         out[str(symbol)] = {"count": len(idx), "first": first}
+    return out, hit
+
+
+def _big_moves(frame, skip: np.ndarray) -> dict[str, dict]:
+    """symbol -> {"count", "spikes", "first": [{"at", "before", "after", "ratio", "guess"},
+    ...]} for the bars whose close moved by a factor of JUMP_FACTOR or more either way
+    against the previous close, other than the rows in `skip` (split-like moves, told
+    apart): a split past 10:1 (20:1, 50:1) left unadjusted, a change of unit (pence to
+    pounds: x0.01), or, when the next bar moves as far back, a one-bar spike (a bad tick;
+    one entry, with "back": the next close). A real close moves that far in one bar
+    (x0.105, x9.5) hardly ever: the shared S&P file's largest moves are x0.37 and x2.0.
+    `frame` is sorted by (symbol, date)."""
+    symbols = frame["symbol"].to_numpy()
+    close = frame["close"].to_numpy(np.float64)
+    q = np.full(len(close), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q[1:] = np.where(symbols[1:] == symbols[:-1], close[1:] / close[:-1], np.nan)
+    up, down = q >= JUMP_FACTOR, q <= 1 / JUMP_FACTOR  # NaN (a symbol's first row): neither
+    big = (up | down) & ~skip
+    if not big.any():
+        return {}
+    # a spike: a big move, then one as big back on the next bar (the pair is one entry)
+    back = np.zeros(len(close), bool)
+    back[:-1] = big[:-1] & ((up[:-1] & down[1:]) | (down[:-1] & up[1:])) & ~skip[1:]
+    big[1:] &= ~back[:-1]
+    dates, out = frame["date"], {}
+    for i in np.flatnonzero(big):
+        symbol = str(symbols[i])
+        entry = out.setdefault(symbol, {"count": 0, "spikes": 0, "first": []})
+        entry["count"] += 1
+        entry["spikes"] += int(back[i])
+        if len(entry["first"]) >= _SHOW:
+            continue
+        ratio = float(q[i])
+        entry["first"].append(_jump_item(dates[i], close[i - 1], close[i], ratio, back[i]))
+        if back[i]:
+            entry["first"][-1]["back"] = float(close[i + 1])
     return out
+
+
+def _jump_item(at, before, after, ratio, spike) -> dict:
+    """A jump as reported: a spike is a bad tick; else the split or unit it may be, named
+    when its factor is within SPLIT_TOLERANCE of one of JUMP_RATIOS."""
+    factor = 1 / ratio if ratio < 1 else ratio
+    k = next((k for k in JUMP_RATIOS if abs(factor / k - 1) <= SPLIT_TOLERANCE), None)
+    split = (f"a {k}:1 split" if ratio < 1 else f"a 1:{k} reverse split") if k else "a split"
+    unit = ("a change of unit (pence to pounds, cents to dollars)" if ratio < 1
+            else "a change of unit (pounds to pence, dollars to cents)")
+    if spike:
+        guess = "a bad tick"
+    elif k in (100, 1000):
+        guess = f"{unit} or {split}"
+    else:
+        guess = f"{split} or {unit}"
+    return {"at": _fmt([at]), "before": float(before), "after": float(after),
+            "ratio": float(f"{ratio:.4g}"), "guess": guess}
 
 
 def _stale_runs(frame) -> dict[str, dict]:

@@ -29,6 +29,12 @@ SESSION_GAP_HOURS = 1
 # STALE_SHARE of the symbol's bars is a warning (report.stale): its labels are all flat
 STALE_BARS = 10
 STALE_SHARE = 0.01
+# a bar whose close moved by a factor of JUMP_FACTOR or more either way against the
+# previous close (x0.105 or less, x9.5 or more: 10 less a split's 5% tolerance) is a warning
+# (report.jumps), unless the split check names it: an unadjusted split past 10:1 (20:1,
+# 50:1), a change of unit (pence to pounds, x100) or, with a move back on the next bar, a
+# bad tick
+JUMP_FACTOR = 9.5
 
 
 @dataclass
@@ -38,7 +44,10 @@ class ValidationReport:
     symbol's long gaps between consecutive bars ({"count", "limit_days", "first": the first
     few as {"after", "before", "days"}}; see `data.validation`) and `splits`, its bars
     that moved by a split's price ratio ({"count", "first": [{"at", "before", "after",
-    "ratio", "split"}]}: prices perhaps not adjusted for a split), and `stale`, its long runs of
+    "ratio", "split"}]}: prices perhaps not adjusted for a split), `jumps`, its bars whose
+    close moved by a factor of JUMP_FACTOR or more ({"count", "spikes", "first": [{"at",
+    "before", "after", "ratio", "guess"}, plus "back" for a one-bar spike]}: an unadjusted
+    split past 10:1, a change of unit, a bad tick), and `stale`, its long runs of
     bars without a trade ({"count", "limit_bars", "first": [{"from", "to", "bars"}]}).
     Plain values only, so it
     crosses process boundaries as `to_dict()` and merges across per-symbol validations with
@@ -52,17 +61,21 @@ class ValidationReport:
     dropped: dict[str, str] = field(default_factory=dict)
     gaps: dict[str, dict[str, Any]] = field(default_factory=dict)
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jumps: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> dict[str, str]:
         """symbol -> warning message (kept symbols whose data is suspect, not wrong): its
-        long gaps and its split-like moves, one message."""
+        long gaps, its split-like moves, its jumps and its runs without a trade, one
+        message."""
         out: dict[str, list[str]] = {}
         for s, g in self.gaps.items():
             out.setdefault(s, []).append(gap_warning(s, g))
         for s, m in self.splits.items():
             out.setdefault(s, []).append(split_warning(s, m))
+        for s, j in self.jumps.items():
+            out.setdefault(s, []).append(jump_warning(s, j))
         for s, r in self.stale.items():
             out.setdefault(s, []).append(stale_warning(s, r))
         return {s: "; ".join(out[s]) for s in sorted(out)}
@@ -87,6 +100,7 @@ class ValidationReport:
             "dropped": dict(self.dropped),
             "gaps": {s: dict(g) for s, g in self.gaps.items()},
             "splits": {s: dict(m) for s, m in self.splits.items()},
+            "jumps": {s: dict(j) for s, j in self.jumps.items()},
             "stale": {s: dict(r) for s, r in self.stale.items()}, "warnings": self.warnings,
         }
 
@@ -94,7 +108,8 @@ class ValidationReport:
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
         keys = ("kind", "rows_in", "rows_out", "symbols_in", "repairs", "dropped")
         return cls(**{k: d[k] for k in keys}, gaps=d.get("gaps", {}),
-                   splits=d.get("splits", {}), stale=d.get("stale", {}))
+                   splits=d.get("splits", {}), jumps=d.get("jumps", {}),
+                   stale=d.get("stale", {}))
 
     @classmethod
     def merge(cls, reports: Sequence[ValidationReport]) -> ValidationReport:
@@ -110,6 +125,7 @@ class ValidationReport:
             out.dropped.update(r.dropped)
             out.gaps.update(r.gaps)
             out.splits.update(r.splits)
+            out.jumps.update(r.jumps)
             out.stale.update(r.stale)
         return out
 
@@ -172,6 +188,29 @@ def split_warning(symbol: str, moves: dict[str, Any]) -> str:
             "it see a move that did not happen: adjust the earlier prices (and volumes) for "
             "the split at the source, or choose a date range that does not cross it "
             "(dataset.start/end, --start/--end)")
+
+
+def jump_warning(symbol: str, jumps: dict[str, Any]) -> str:
+    """The message of a symbol's bars whose close moved by a factor of JUMP_FACTOR or more
+    (`ValidationReport.jumps`): an unadjusted split or a change of unit, or a one-bar
+    spike (a bad tick) when the close moved back on the next bar."""
+    n, first, spikes = jumps["count"], jumps["first"], jumps.get("spikes", 0)
+    shown = ", ".join(
+        f"{j['at']} (close {j['before']:.6g} -> {j['after']:.6g}, x{j['ratio']:g}"
+        + (f", back to {j['back']:.6g} on the next bar" if "back" in j else "")
+        + f": {j['guess']}?)" for j in first)
+    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    fixes = []
+    if n > spikes:
+        fixes.append("adjust the earlier prices (and volumes) for the split, or write every "
+                     "price in one unit (pounds, not pence), at the source, or choose a date "
+                     "range that does not cross it (dataset.start/end, --start/--end)")
+    if spikes:
+        fixes.append("correct the bad tick (or remove that bar) at the source")
+    return (f"symbol {symbol!r}: {counted(n, 'bar')} whose close moved by a factor of "
+            f"{JUMP_FACTOR:g} or more against the previous close at {shown}{more}; kept, but "
+            "the returns, volatility and labels across it see a move that did not happen: "
+            + "; ".join(fixes))
 
 
 def stale_warning(symbol: str, runs: dict[str, Any]) -> str:

@@ -617,6 +617,70 @@ def test_shared_file_split_warnings_are_discoverys_split_only(sp500):
         assert report.splits[s]["first"][0]["split"] == "2:1 split"
 
 
+@pytest.mark.parametrize(("factor", "guess"), [
+    (1 / 20, "a 20:1 split or a change of unit (pence to pounds, cents to dollars)"),  # AMZN
+    (1 / 50, "a 50:1 split or a change of unit (pence to pounds, cents to dollars)"),  # CMG
+    (100, "a change of unit (pounds to pence, dollars to cents) or a 1:100 reverse split"),
+    (1000, "a change of unit (pounds to pence, dollars to cents) or a 1:1000 reverse split"),
+    (1 / 13, "a split or a change of unit (pence to pounds, cents to dollars)"),
+], ids=["20:1", "50:1", "x100", "x1000", "x1/13"])
+def test_a_jump_of_ten_times_or_more_is_a_warning(bars, factor, guess):
+    """A 20:1 or 50:1 split, or a x100 / x1000 change of unit, left in the prices passed
+    validation silently (the split check knows ratios up to 10); it is now a warning naming
+    the date, the closes and what it may be, and the symbol is kept unchanged."""
+    df = bars(("AAA", "BBB"), n=60)
+    _split(df, "AAA", 30, 1 / factor)
+    clean, report = validate_bars(df)
+    assert set(clean["symbol"]) == {"AAA", "BBB"} and report.splits == {}
+    assert list(report.jumps) == ["AAA"]
+    (jump,) = report.jumps["AAA"]["first"]
+    assert jump["at"] == "2020-02-12" and jump["guess"] == guess and "back" not in jump
+    assert jump["ratio"] == pytest.approx(factor, rel=0.05)
+    warning = report.warnings["AAA"]
+    assert warning.startswith("symbol 'AAA': 1 bar whose close moved by a factor of 9.5 or "
+                              "more against the previous close at 2020-02-12 (close ")
+    assert f": {guess}?)" in warning
+    assert "adjust the earlier prices (and volumes) for the split, or write every price in " \
+        "one unit" in warning and "bad tick" not in warning
+    assert ValidationReport.from_dict(report.to_dict()).jumps == report.jumps
+    assert ValidationReport.merge([report, ValidationReport()]).jumps == report.jumps
+
+
+def test_a_one_bar_spike_is_one_bad_tick_warning(bars):
+    """One bar with every price x1000 and back on the next bar (a bad tick) is one warning
+    that says so, not two jumps."""
+    df = bars(("AAA",), n=60)
+    i = df.index[20]
+    df.loc[i, ["open", "high", "low", "close"]] *= 1000
+    _, report = validate_bars(df)
+    assert report.jumps["AAA"]["count"] == 1 and report.jumps["AAA"]["spikes"] == 1
+    (jump,) = report.jumps["AAA"]["first"]
+    assert jump["guess"] == "a bad tick" and jump["back"] == df.loc[i + 1, "close"]
+    warning = report.warnings["AAA"]
+    assert f"at {df.loc[i, 'date']:%Y-%m-%d} (close " in warning
+    assert ", back to " in warning and "on the next bar: a bad tick?)" in warning
+    assert warning.endswith("correct the bad tick (or remove that bar) at the source")
+
+
+def test_a_ten_to_one_split_is_told_once_as_a_split(bars):
+    """A 10:1 split is a split-like move (open and close x0.1): not a jump as well."""
+    df = bars(("AAA",), n=60)
+    _split(df, "AAA", 30, 10.0)
+    _, report = validate_bars(df)
+    assert list(report.splits) == ["AAA"] and report.jumps == {}
+
+
+def test_shared_file_and_intraday_bars_have_no_jumps(sp500):
+    """The shared file's largest one-day moves (NI x0.37, LNT's bad print x0.51 and x2.0)
+    are far under a factor of 9.5; neither do minute bars move so far."""
+    from data.synthetic import intraday_bars, session_times
+
+    assert validate_bars(sp500, on_error="drop")[1].jumps == {}
+    minutes = intraday_bars(session_times("2021-03-01", "2021-04-30"), ("AAA", "BBB"),
+                            price=2.0, sigma=0.01, tick=0.01)
+    assert validate_bars(minutes)[1].jumps == {}
+
+
 def test_local_times_repeated_when_daylight_saving_ends_are_named(bars):
     """24-hour bars (crypto) in New York clock time without an offset repeat 01:00 on
     2021-11-07: the duplicate's fix says so and how to write the times; a duplicate at
