@@ -49,7 +49,11 @@ Policy (bars, `validate_bars`)
   spike). And in `report.stale[symbol]`: runs of
   bars without a trade (volume 0, open = high = low = close, one price throughout: a halt,
   or a feed that repeats the last price) of at least max(`STALE_BARS` (10), `STALE_SHARE`
-  (1%) of the symbol's bars), whose labels are all flat.
+  (1%) of the symbol's bars), whose labels are all flat. And in `report.flat[symbol]`:
+  runs of one close with volume traded (a feed that repeats the last price with volume,
+  a suspended or pegged quote; a run with no trade at all is `stale`'s) of at least
+  max(`FLAT_BARS` (20), 1% of the symbol's bars) bars over `FLAT_DAYS` (5) calendar days or
+  more, whose labels are all flat as well.
 - The result holds exactly the contract columns, sorted by (symbol, date), index reset,
   dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
 
@@ -75,6 +79,8 @@ from pandas._libs.parsers import STR_NA_VALUES
 from data.sessions import missed_trading_time
 from data.validation_report import (
     BAR_REPAIRS,
+    FLAT_BARS,
+    FLAT_DAYS,
     GAP_MEDIANS,
     JUMP_FACTOR,
     LOB_REPAIRS,
@@ -294,6 +300,7 @@ def validate_bars(
     report.splits, split_like = _split_like_moves(frame)
     report.jumps = _big_moves(frame, split_like)
     report.stale = _stale_runs(frame)
+    report.flat = _flat_runs(frame)
     return _finish(frame, counts, report, df.attrs.get(SORTED_ROWS))
 
 
@@ -879,6 +886,42 @@ def _stale_runs(frame) -> dict[str, dict]:
         if len(entry["first"]) < _SHOW:
             entry["first"].append({"from": _fmt([dates[first]]),
                                    "to": _fmt([dates[first + size - 1]]), "bars": size})
+    return out
+
+
+def _flat_runs(frame) -> dict[str, dict]:
+    """symbol -> {"count", "limit_bars", "first": [{"from", "to", "bars"}, ...]} for the
+    runs of consecutive bars with one close, whatever their volume, of at least
+    max(FLAT_BARS, STALE_SHARE x the symbol's bars) bars that span FLAT_DAYS calendar days
+    or more, other than runs of bars without a trade only (`_stale_runs` tells those). The
+    days keep intraday bars of a cheap stock, on one tick for an hour, out. `frame` is
+    sorted by (symbol, date) and repaired."""
+    o, h, lo, c, v = (frame[k].to_numpy(np.float64) for k in (*PRICE_COLUMNS, "volume"))
+    symbols = frame["symbol"].to_numpy()
+    same_symbol = symbols[1:] == symbols[:-1]
+    goes_on = np.r_[False, same_symbol & (c[1:] == c[:-1])]
+    starts = np.flatnonzero(~goes_on)
+    sizes = np.diff(np.r_[starts, len(c)])
+    n_rows = frame.groupby("symbol", sort=False)["symbol"].transform("size").to_numpy()
+    limits = np.maximum(FLAT_BARS, np.ceil(STALE_SHARE * n_rows[starts]).astype(np.int64))
+    candidates = np.flatnonzero(sizes >= limits)
+    if not candidates.size:
+        return {}
+    day = frame["date"].dt.normalize().to_numpy()
+    new_day = np.cumsum(np.r_[True, ~same_symbol | (day[1:] != day[:-1])])  # a day's number
+    traded = ~((v == 0) & (o == h) & (h == lo) & (lo == c))
+    dates, out = frame["date"], {}
+    for k in candidates:
+        first, size = int(starts[k]), int(sizes[k])
+        last = first + size - 1
+        if new_day[last] - new_day[first] + 1 < FLAT_DAYS or not traded[first:last + 1].any():
+            continue
+        symbol = str(symbols[first])
+        entry = out.setdefault(symbol, {"count": 0, "limit_bars": int(limits[k]), "first": []})
+        entry["count"] += 1
+        if len(entry["first"]) < _SHOW:
+            entry["first"].append({"from": _fmt([dates[first]]), "to": _fmt([dates[last]]),
+                                   "bars": size})
     return out
 
 

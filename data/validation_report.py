@@ -29,6 +29,13 @@ SESSION_GAP_HOURS = 1
 # STALE_SHARE of the symbol's bars is a warning (report.stale): its labels are all flat
 STALE_BARS = 10
 STALE_SHARE = 0.01
+# a run of bars with one close, whatever their volume (a feed that repeats the last price
+# with volume, a suspended or pegged quote), of at least FLAT_BARS bars and STALE_SHARE of
+# the symbol's bars over FLAT_DAYS calendar days or more is a warning (report.flat): its
+# labels are all flat too. The shared S&P file's longest such run is 4 bars; minute bars of
+# a cheap stock sit on one tick for dozens of bars, but not for days
+FLAT_BARS = 20
+FLAT_DAYS = 5
 # a bar whose close moved by a factor of JUMP_FACTOR or more either way against the
 # previous close (x0.105 or less, x9.5 or more: 10 less a split's 5% tolerance) is a warning
 # (report.jumps), unless the split check names it: an unadjusted split past 10:1 (20:1,
@@ -48,7 +55,8 @@ class ValidationReport:
     close moved by a factor of JUMP_FACTOR or more ({"count", "spikes", "first": [{"at",
     "before", "after", "ratio", "guess"}, plus "back" for a one-bar spike]}: an unadjusted
     split past 10:1, a change of unit, a bad tick), and `stale`, its long runs of
-    bars without a trade ({"count", "limit_bars", "first": [{"from", "to", "bars"}]}).
+    bars without a trade ({"count", "limit_bars", "first": [{"from", "to", "bars"}]}), and
+    `flat`, its long runs of one close with volume traded (same form as `stale`).
     Plain values only, so it
     crosses process boundaries as `to_dict()` and merges across per-symbol validations with
     `merge`."""
@@ -63,12 +71,13 @@ class ValidationReport:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     jumps: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: dict[str, dict[str, Any]] = field(default_factory=dict)
+    flat: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> dict[str, str]:
         """symbol -> warning message (kept symbols whose data is suspect, not wrong): its
-        long gaps, its split-like moves, its jumps and its runs without a trade, one
-        message."""
+        long gaps, its split-like moves, its jumps, its runs without a trade and its runs
+        of one close, one message."""
         out: dict[str, list[str]] = {}
         for s, g in self.gaps.items():
             out.setdefault(s, []).append(gap_warning(s, g))
@@ -78,6 +87,8 @@ class ValidationReport:
             out.setdefault(s, []).append(jump_warning(s, j))
         for s, r in self.stale.items():
             out.setdefault(s, []).append(stale_warning(s, r))
+        for s, r in self.flat.items():
+            out.setdefault(s, []).append(flat_warning(s, r))
         return {s: "; ".join(out[s]) for s in sorted(out)}
 
     @property
@@ -101,7 +112,8 @@ class ValidationReport:
             "gaps": {s: dict(g) for s, g in self.gaps.items()},
             "splits": {s: dict(m) for s, m in self.splits.items()},
             "jumps": {s: dict(j) for s, j in self.jumps.items()},
-            "stale": {s: dict(r) for s, r in self.stale.items()}, "warnings": self.warnings,
+            "stale": {s: dict(r) for s, r in self.stale.items()},
+            "flat": {s: dict(r) for s, r in self.flat.items()}, "warnings": self.warnings,
         }
 
     @classmethod
@@ -109,7 +121,7 @@ class ValidationReport:
         keys = ("kind", "rows_in", "rows_out", "symbols_in", "repairs", "dropped")
         return cls(**{k: d[k] for k in keys}, gaps=d.get("gaps", {}),
                    splits=d.get("splits", {}), jumps=d.get("jumps", {}),
-                   stale=d.get("stale", {}))
+                   stale=d.get("stale", {}), flat=d.get("flat", {}))
 
     @classmethod
     def merge(cls, reports: Sequence[ValidationReport]) -> ValidationReport:
@@ -127,6 +139,7 @@ class ValidationReport:
             out.splits.update(r.splits)
             out.jumps.update(r.jumps)
             out.stale.update(r.stale)
+            out.flat.update(r.flat)
         return out
 
     def summary(self) -> str:
@@ -225,3 +238,18 @@ def stale_warning(symbol: str, runs: dict[str, Any]) -> str:
             "label there flat and the features stale, and a val or test split in it scores "
             "nothing real: choose a date range without it (dataset.start/end, "
             "--start/--end), or remove those bars at the source")
+
+
+def flat_warning(symbol: str, runs: dict[str, Any]) -> str:
+    """The message of a symbol's long runs of one close with volume traded
+    (`ValidationReport.flat`)."""
+    n, first = runs["count"], runs["first"]
+    shown = ", ".join(f"{r['from']} -> {r['to']} ({counted(r['bars'], 'bar')})" for r in first)
+    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    return (f"symbol {symbol!r}: {counted(n, 'run')} of bars whose close does not change "
+            f"(with volume traded) of {runs['limit_bars']} bars or more (at least {FLAT_BARS} "
+            f"bars and {STALE_SHARE:.0%} of its bars, over {FLAT_DAYS} days or more) at "
+            f"{shown}{more}; kept, but a feed that repeats the last price (or a suspended or "
+            "pegged quote) makes every label there flat and the features stale, and a val or "
+            "test split in it scores nothing real: choose a date range without it "
+            "(dataset.start/end, --start/--end), or correct or remove those bars at the source")

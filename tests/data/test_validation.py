@@ -819,6 +819,60 @@ def test_a_series_quoted_by_its_close_only_is_no_halt(bars):
     assert validate_bars(df)[1].stale == {}
 
 
+def _flat(df: pd.DataFrame, symbol: str, first: int, last: int) -> pd.DataFrame:
+    """`symbol`'s rows first..last: one price, volume unchanged (traded)."""
+    rows = df.index[df["symbol"] == symbol][first:last + 1]
+    df.loc[rows, ["open", "high", "low", "close"]] = df.loc[rows[0], "close"]
+    return df
+
+
+def test_a_long_run_of_one_close_with_volume_is_a_warning(bars):
+    """One price through a symbol's last 200 bars with volume went unflagged (the stale
+    check needs volume 0) and made its test split all flat; a run of 19 bars is none, and a
+    halt without trade is told by the stale check alone."""
+    df = bars(("AAA", "BBB", "CCC", "DDD"), n=400)
+    df = _flat(df, "AAA", 200, 399)  # its last 200 bars
+    df = _flat(df, "BBB", 100, 118)  # 19 bars: under FLAT_BARS
+    df = _flat(df, "CCC", 100, 120)  # 21 bars inside
+    df = _halted(df, "DDD", 300, 399)  # no trade: a stale run
+    kept, report = validate_bars(df)
+    assert set(kept["symbol"]) == {"AAA", "BBB", "CCC", "DDD"}
+    assert set(report.flat) == {"AAA", "CCC"} and set(report.stale) == {"DDD"}
+    assert report.flat["AAA"] == {"count": 1, "limit_bars": 20, "first": [
+        {"from": "2020-10-07", "to": "2021-07-13", "bars": 200}]}
+    message = report.warnings["AAA"]
+    assert message.startswith("symbol 'AAA': 1 run of bars whose close does not change (with "
+                              "volume traded) of 20 bars or more")
+    assert "at 2020-10-07 -> 2021-07-13 (200 bars); kept" in message
+    assert "choose a date range without it" in message
+    assert "(21 bars)" in report.warnings["CCC"]
+    assert ValidationReport.from_dict(report.to_dict()).flat == report.flat
+    assert ValidationReport.merge([report, ValidationReport()]).flat == report.flat
+
+
+def test_minute_bars_on_one_tick_for_hours_are_no_flat_run():
+    """A cheap stock's minute bars sit on one cent for over a hundred bars (more than
+    FLAT_BARS and 1% of its bars) within a day: normal, no warning. The same price for a
+    week of minutes is one."""
+    from data.synthetic import intraday_bars, session_times
+
+    df = intraday_bars(session_times("2021-03-01", "2021-03-12"), price=2.0, sigma=0.0005,
+                       tick=0.01)
+    close = df["close"].to_numpy()
+    runs = np.bincount(np.cumsum(np.r_[True, close[1:] != close[:-1]]))
+    assert runs.max() > max(20, 0.01 * len(df))
+    assert validate_bars(df)[1].flat == {}
+    stuck = df["date"].between("2021-03-03", "2021-03-10 10:00")
+    df.loc[stuck, ["open", "high", "low", "close"]] = 2.5  # a price of its own
+    (run,) = validate_bars(df)[1].flat["AAA"]["first"]
+    assert (run["from"], run["to"]) == ("2021-03-03T09:30:00", "2021-03-10T10:00:00")
+
+
+def test_shared_file_has_no_flat_run(sp500):
+    """The shared file's longest run of one close is 4 bars."""
+    assert validate_bars(sp500, on_error="drop")[1].flat == {}
+
+
 @pytest.mark.parametrize(("columns", "hints"), [
     (["ticker", "date", "open", "high", "low", "close", "volume"], ["rename 'ticker' -> 'symbol'"]),
     (["Symbol", "Date", "open", "high", "low", "Adj Close", "volume"],
