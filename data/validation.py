@@ -4,8 +4,11 @@ Policy (bars, `validate_bars`)
 - Frame-level errors always raise `DataValidationError`: missing columns, an empty frame,
   a price/volume column that is not numeric, a date that does not parse or is a number
   (20130208 or epoch seconds would silently read as nanoseconds since 1970) or carries a
-  zone name pandas does not know (`09:30 EST`: it would read as UTC), a row without a
-  symbol. These mean the file is not a bars file, so no symbol can be trusted.
+  zone name pandas does not know (`09:30 EST`: it would read as UTC), is written day and
+  month first with no value that tells which comes first (01/03/2021 .. 12/03/2021: pandas
+  reads them month-first; a field over 12 in any value proves the order of the column,
+  which is then read in it: `_day_month_as_iso`), a row without a symbol. These mean the
+  file is not a bars file, so no symbol can be trusted.
 - Per-symbol errors raise with `on_error="raise"`; with `on_error="drop"` the symbol is
   removed and its error message kept in `report.dropped[symbol]`. Checked in this order
   (the first hit is the reason): spaces at either end of the symbol (`'AAPL '`; its plain
@@ -129,6 +132,10 @@ _SHOW = 5  # offending rows quoted in a message
 _DROP_FIX = "or pass on_error='drop' to skip this symbol"
 # a time of day's UTC offset: 09:30Z, 09:30:00+09:00, 09:30:00.5-0500 (not 03-12-2021)
 _OFFSET = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+# a date written day and month first, year last (01/03/2021, 1.3.2021 09:30, 03-15-21):
+# `_day_month_as_iso`
+_DAY_MONTH = re.compile(r"^\s*(?P<a>\d{1,2})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)"
+                        r"(?P<year>\d{4}|\d{2})(?!\d)(?P<rest>.*)$", re.DOTALL)
 
 __all__ = [
     "BAR_COLUMNS",
@@ -566,11 +573,12 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = _drop_zone(values)
     if not pd.api.types.is_datetime64_dtype(values):
-        parsed = _parse_times(values, None, col, source)
+        text = _day_month_as_iso(values, col, source)
+        parsed = _parse_times(text, None, col, source, values)
         bad = parsed.isna() & values.notna()
         if bad.any():  # pandas infers one format from the first value; ISO strings that
             # mix dates and datetimes (2018-02-07, 2018-02-08 15:30:00) need ISO8601 parsing
-            iso = _parse_times(values, "ISO8601", col, source)
+            iso = _parse_times(text, "ISO8601", col, source, values)
             if (iso.isna() & values.notna()).sum() < bad.sum():
                 parsed, bad = iso, iso.isna() & values.notna()
         if bad.any():
@@ -596,6 +604,63 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
         "date'?); remove those rows or give them their real time at the source", rows=[pos])
 
 
+def _day_month_as_iso(values: pd.Series, col: str, source: str) -> pd.Series:
+    """`values` with dates written day and month first and the year last (01/03/2021,
+    1.3.2021 09:30, 03-15-21) rewritten as ISO (2021-03-01 ...) in the order the column
+    proves, else refused. pandas reads them month-first whatever they are (a European
+    01/03/2021 became 3 January, silently), unless the first value has a day over 12. A
+    value whose first field is over 12 proves day-first for the column, one whose second is
+    proves month-first; neither (every field 12 or less: no way to tell) or both (orders
+    mixed) raise, naming the file, the column, a value and the fix. A two-digit year may
+    come first (yy/mm/dd), so only month-first is proved then. Values of other forms are
+    left as they are; a column whose first value is of another form is not looked at
+    (pandas infers its format from that value, and reads none of these by it)."""
+    present = values.dropna()
+    if not len(present) or not _DAY_MONTH.match(str(present.iloc[0])):
+        return values
+    text = values.astype("string")
+    parts = text.str.extract(_DAY_MONTH)
+    found = parts["a"].notna().to_numpy(bool)
+    a, b, yy = (pd.to_numeric(parts[k]).to_numpy(dtype=float, na_value=np.nan)
+                for k in ("a", "b", "year"))
+    short = found & (yy < 100)
+    # a two-digit year as pandas reads it (strptime's %y): 69-99 are 19xx, 00-68 20xx
+    year = parts["year"].mask(short & (yy < 69), "20" + parts["year"]).mask(
+        short & (yy >= 69), "19" + parts["year"])
+    day_first, month_first = found & (a > 12), found & (b > 12)
+
+    def example(mask):
+        pos = int(np.flatnonzero(mask)[0])
+        return f"{values.iloc[pos]!r} at row {pos}", pos
+
+    fix = (f"write ISO dates (2021-03-01, 2021-03-01 09:30) at the source, or convert the "
+           f"column in pandas first: df[{col!r}] = pd.to_datetime(df[{col!r}], dayfirst=True) "
+           "if the day comes first, dayfirst=False if the month does")
+    if day_first.any() and month_first.any():
+        (first, pos), (second, _) = example(day_first), example(month_first)
+        raise DataValidationError(
+            f"{source}: column {col!r} holds dates written with the day first (e.g. {first}) "
+            f"and dates written with the month first (e.g. {second}); {fix}", rows=[pos])
+    if day_first.any() and short.any():
+        what, pos = example(short)
+        raise DataValidationError(
+            f"{source}: column {col!r} holds dates with a two-digit year (e.g. {what}) whose "
+            "first field is over 12 in some rows: day first (dd/mm/yy) or year first "
+            f"(yy/mm/dd), which cannot be told; {fix}", rows=[pos])
+    if not day_first.any() and not month_first.any() and (found & (a != b)).any():
+        what, pos = example(found & (a != b))
+        x, y = int(a[pos]), int(b[pos])
+        raise DataValidationError(
+            f"{source}: column {col!r} holds dates written with the day and month first (e.g. "
+            f"{what}: {year.iloc[pos]}-{y:02d}-{x:02d} day-first, {year.iloc[pos]}-{x:02d}-"
+            f"{y:02d} month-first), and no value tells which comes first (none has a day over "
+            f"12); pandas would read them month-first; {fix}", rows=[pos])
+    day, month = (parts["a"], parts["b"]) if day_first.any() else (parts["b"], parts["a"])
+    iso = year + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + parts["rest"]
+    return pd.Series(np.where(found, iso.astype(object), values.astype(object)),
+                     index=values.index, dtype=object)
+
+
 def _drop_zone(values: pd.Series) -> pd.Series:
     """Zoned times as naive ones: dates (every time at midnight in its own zone, as daily
     bars are stamped) keep their local date, which UTC would move to the day before east
@@ -617,15 +682,18 @@ def _local_dates(parsed: pd.Series) -> pd.Series | None:
         t, pd.Timestamp) else pd.NaT))
 
 
-def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> pd.Series:
+def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str,
+                 shown: pd.Series | None = None) -> pd.Series:
     """`pd.to_datetime(values, format=fmt)` with unparseable values as NaT; several UTC
     offsets (a zone with daylight saving) are read as UTC. Times with an offset beside
     times without one raise: which zone the latter are in is unknown (pandas would read
-    them as UTC, or in the offset of the time before them)."""
+    them as UTC, or in the offset of the time before them). Messages quote `shown` (the
+    values as written, before `_day_month_as_iso`), else `values`."""
+    shown = values if shown is None else shown
     with warnings.catch_warnings(record=True) as caught:  # mixed offsets: handled below
         warnings.simplefilter("always")
         parsed = pd.to_datetime(values, errors="coerce", format=fmt)
-    _refuse_zone_names(caught, values, col, source)
+    _refuse_zone_names(caught, values, col, source, shown)
     if parsed.dtype == object or fmt is not None:
         text = values.astype("string").str.strip()
         offset = text.str.contains(_OFFSET, regex=True).fillna(False).to_numpy(bool)
@@ -634,7 +702,7 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> p
             i_tz, i_naive = int(np.flatnonzero(offset)[0]), int(np.flatnonzero(naive)[0])
             raise DataValidationError(
                 f"{source}: column {col!r} mixes times with a UTC offset (e.g. "
-                f"{values.iloc[i_tz]!r}) and times without one (e.g. {values.iloc[i_naive]!r} "
+                f"{shown.iloc[i_tz]!r}) and times without one (e.g. {shown.iloc[i_naive]!r} "
                 f"at row {i_naive}); write every time with its offset, or none",
                 rows=[i_naive])
     if parsed.dtype == object:
@@ -644,7 +712,8 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str) -> p
     return parsed
 
 
-def _refuse_zone_names(caught: list, values: pd.Series, col: str, source: str) -> None:
+def _refuse_zone_names(caught: list, values: pd.Series, col: str, source: str,
+                       shown: pd.Series) -> None:
     """Times written with a zone name pandas does not know (`09:30:00 EST`, `JST`, `CET`):
     pandas drops the name and reads the clock time as if it were UTC, hours off, with only
     a FutureWarning. Refuse them, naming the column, a value and its row."""
@@ -656,9 +725,10 @@ def _refuse_zone_names(caught: list, values: pd.Series, col: str, source: str) -
         text = values.astype("string")
         rows = np.flatnonzero(text.eq(m.group(1)).fillna(False).to_numpy(bool))
         at = f" at row {int(rows[0])}" if len(rows) else ""
+        example = shown.iloc[int(rows[0])] if len(rows) else m.group(1)
         raise DataValidationError(
             f"{source}: column {col!r} holds times with the zone name {m.group(2)!r} (e.g. "
-            f"{m.group(1)!r}{at}), which is not read: the time would be taken as UTC, hours "
+            f"{example!r}{at}), which is not read: the time would be taken as UTC, hours "
             "off; write a UTC offset instead (2021-01-04T09:30:00-05:00), or convert the "
             "times to UTC at the source", rows=[int(rows[0])] if len(rows) else None)
 

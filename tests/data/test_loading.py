@@ -261,6 +261,60 @@ def test_iso_strings_mixing_dates_and_datetimes_parse(bars, tmp_path):
                                     pd.Timestamp("2021-01-05 09:40")]
 
 
+def _dated_csv(bars, tmp_path, dates: list[str], name: str = "f") -> str:
+    df = bars(("AAA",), n=len(dates))
+    df["date"] = dates
+    path = tmp_path / f"{name}.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["%d/%m/%Y %H:%M", "%d.%m.%Y", "%d-%m-%Y", "%d/%m/%y"])
+def test_dates_that_read_day_or_month_first_are_refused(bars, tmp_path, fmt):
+    """Day-first times (a European export, 01/03/2021 09:30 .. 12/03/2021) whose days are
+    all 12 or less read month-first, silently: 3 January .. 3 December. Such a column is
+    refused, naming the file, the column, a value, both readings and the fix."""
+    days = pd.bdate_range("2021-03-01", "2021-03-12") + pd.Timedelta(hours=9, minutes=30)
+    path = _dated_csv(bars, tmp_path, list(days.strftime(fmt)))
+    first = days[0].strftime(fmt)
+    with pytest.raises(DataValidationError) as err:
+        load_bars(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: column 'date' holds dates written with the day and "
+                              f"month first (e.g. {first!r} at row 0: ")
+    assert "2021-03-01 day-first, 2021-01-03 month-first" in message
+    assert ("write ISO dates (2021-03-01, 2021-03-01 09:30) at the source, or convert the "
+            "column in pandas first: df['date'] = pd.to_datetime(df['date'], dayfirst=True) "
+            "if the day comes first") in message
+
+
+def test_a_day_over_12_proves_the_order_of_the_whole_column(bars, tmp_path):
+    """One value with a first field over 12 makes a column day-first (it was refused as
+    not dates, or read month-first up to it); one with a second field over 12 month-first
+    (read as before); both in one column are refused."""
+    days = pd.bdate_range("2021-03-08", "2021-03-19")
+    want = list(days)
+    for fmt in ("%d/%m/%Y", "%d.%m.%Y", "%m/%d/%Y", "%m/%d/%y"):
+        path = _dated_csv(bars, tmp_path, list(days.strftime(fmt)))
+        assert load_bars(path)["date"].tolist() == want, fmt
+    timed = days[4:7] + pd.Timedelta(hours=15, minutes=30)  # 12, 15 and 16 March
+    path = _dated_csv(bars, tmp_path, list(timed.strftime("%d/%m/%Y %H:%M:%S")))
+    assert load_bars(path)["date"].tolist() == list(timed)
+    mixed = ["08/03/2021", "15/03/2021", "03/16/2021"]
+    with pytest.raises(DataValidationError, match=re.escape(
+            "holds dates written with the day first (e.g. '15/03/2021' at row 1) and dates "
+            "written with the month first (e.g. '03/16/2021' at row 2)")):
+        load_bars(_dated_csv(bars, tmp_path, mixed))
+
+
+def test_a_two_digit_year_that_may_come_first_is_refused(bars, tmp_path):
+    """21/03/15 is 21 March 2015 day-first or 15 March 2021 year-first: refused."""
+    with pytest.raises(DataValidationError, match=re.escape(
+            "holds dates with a two-digit year (e.g. '21/03/15' at row 0) whose first field "
+            "is over 12 in some rows: day first (dd/mm/yy) or year first (yy/mm/dd)")):
+        load_bars(_dated_csv(bars, tmp_path, ["21/03/15", "22/03/15"]))
+
+
 @pytest.mark.parametrize("second", ["2018-07-03 16:00:00", "2018-07-03"])
 def test_times_with_and_without_utc_offsets_mixed_are_refused(bars, tmp_path, second):
     """A time without an offset beside times with one is in an unknown zone: the load
