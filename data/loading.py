@@ -177,7 +177,7 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
         columns = columns_for(frame.columns)
         check_columns(frame.columns, columns, uri)
         frame = frame.loc[:, columns]
-        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
+        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri, frame["symbol"])
         frame = numeric_columns(frame, columns[2:], uri)
         # the whole file is in memory: positions are the file's rows (0 = the first after
         # the header)
@@ -213,7 +213,7 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
             raise ValueError(f"{uri}: {exc}{why}") from exc
         no_symbol = table.column("symbol").null_count > 0
         frame = _symbols_as_text(table, uri)
-        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri)
+        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri, frame["symbol"])
         frame = numeric_columns(frame, columns[2:], uri)
         if no_symbol:
             _check_no_symbol(frame, time_col, uri, lambda: _parquet_rows(

@@ -7,8 +7,9 @@ Policy (bars, `validate_bars`)
   zone name pandas does not know (`09:30 EST`: it would read as UTC), is written day and
   month first with no value that tells which comes first (01/03/2021 .. 12/03/2021: pandas
   reads them month-first; a field over 12 in any value proves the order of the column,
-  which is then read in it: `_day_month_as_iso`), a row without a symbol. These mean the
-  file is not a bars file, so no symbol can be trusted.
+  which is then read in it: `_day_month_as_iso`), or is zoned and, for one symbol, mostly
+  at local midnight but not all (daily bars and a live, partial bar: `_zone_free`), a row
+  without a symbol. These mean the file is not a bars file, so no symbol can be trusted.
 - Per-symbol errors raise with `on_error="raise"`; with `on_error="drop"` the symbol is
   removed and its error message kept in `report.dropped[symbol]`. Checked in this order
   (the first hit is the reason): spaces at either end of the symbol (`'AAPL '`; its plain
@@ -58,7 +59,8 @@ Policy (bars, `validate_bars`)
   max(`FLAT_BARS` (20), 1% of the symbol's bars) bars over `FLAT_DAYS` (5) calendar days or
   more, whose labels are all flat as well.
 - The result holds exactly the contract columns, sorted by (symbol, date), index reset,
-  dates as datetime64[ns] (tz-aware input converted to naive UTC), prices float64.
+  dates as datetime64[ns] (tz-aware input converted to naive UTC, except a symbol's
+  times all at local midnight: daily bars keep their local dates), prices float64.
 
 LOB frames (`validate_lob`) follow the same scheme with columns `symbol, ts` and
 `{ask,bid}_{price,size}_{1..L}`: errors are missing ts, duplicate (symbol, ts), too few
@@ -387,7 +389,7 @@ def _prepare(df, columns, time_col, numeric, min_rows, on_error):
                "read it as text (e.g. pd.read_csv(..., dtype={'symbol': str}))")
         raise DataValidationError(f"column 'symbol' must hold strings, found "
                                   f"{type(example).__name__} such as {example!r}; {fix}")
-    frame[time_col] = to_datetime_column(frame[time_col], time_col, "frame")
+    frame[time_col] = to_datetime_column(frame[time_col], time_col, "frame", frame["symbol"])
     frame = numeric_columns(frame, numeric, "frame")
     report = ValidationReport(rows_in=len(frame), symbols_in=int(frame["symbol"].nunique()))
     # stable sort; `_moved` marks rows whose place inside their symbol changed
@@ -557,9 +559,11 @@ def _number_time_fix(example: object, col: str) -> str:
             f"pd.to_datetime(df[{col!r}], unit='s') (or 'ms', 'us', 'ns') for epoch times")
 
 
-def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
+def to_datetime_column(values: pd.Series, col: str, source: str,
+                       symbols: pd.Series | None = None) -> pd.Series:
     """`values` as naive datetime64[ns] (tz-aware -> UTC, or the local date where every
-    time is at local midnight: `_drop_zone`); unparseable values raise, and so do numbers:
+    time of a symbol is at local midnight: `_zone_free`; `symbols`, the rows' symbols by
+    position, or None for one series); unparseable values raise, and so do numbers:
     pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         if len(values) and values.isna().all():  # an empty CSV column reads as float NaN
@@ -571,14 +575,14 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
             f"{source}: column {col!r} holds numbers (e.g. {example!r}), not dates; store "
             f"dates or ISO strings such as 2018-02-07, e.g. {_number_time_fix(example, col)}")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = _drop_zone(values)
+        values = _drop_zone(values, symbols, col, source, values)
     if not pd.api.types.is_datetime64_dtype(values):
         text = _day_month_as_iso(values, col, source)
-        parsed = _parse_times(text, None, col, source, values)
+        parsed = _parse_times(text, None, col, source, values, symbols)
         bad = parsed.isna() & values.notna()
         if bad.any():  # pandas infers one format from the first value; ISO strings that
             # mix dates and datetimes (2018-02-07, 2018-02-08 15:30:00) need ISO8601 parsing
-            iso = _parse_times(text, "ISO8601", col, source, values)
+            iso = _parse_times(text, "ISO8601", col, source, values, symbols)
             if (iso.isna() & values.notna()).sum() < bad.sum():
                 parsed, bad = iso, iso.isna() & values.notna()
         if bad.any():
@@ -588,9 +592,9 @@ def to_datetime_column(values: pd.Series, col: str, source: str) -> pd.Series:
                 f"{values.iloc[pos]!r} at row {pos}; use ISO dates such as 2018-02-07",
                 rows=[pos],
             )
-        values = parsed
+        shown, values = values, parsed
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = _drop_zone(values)
+            values = _drop_zone(values, symbols, col, source, shown)
     try:
         return values.astype("datetime64[ns]")
     except pd.errors.OutOfBoundsDatetime:  # a Parquet timestamp[us] or [ms] column
@@ -661,33 +665,77 @@ def _day_month_as_iso(values: pd.Series, col: str, source: str) -> pd.Series:
                      index=values.index, dtype=object)
 
 
-def _drop_zone(values: pd.Series) -> pd.Series:
-    """Zoned times as naive ones: dates (every time at midnight in its own zone, as daily
-    bars are stamped) keep their local date, which UTC would move to the day before east
-    of UTC (Asia/Tokyo) and to 04:00 or 05:00 west of it; other times become UTC."""
-    local = values.dt.tz_localize(None)
-    if (local.dropna() == local.dropna().dt.normalize()).all():
+def _drop_zone(values: pd.Series, symbols: pd.Series | None, col: str, source: str,
+               shown: pd.Series) -> pd.Series:
+    """A tz-aware series as naive times: `_zone_free` of its local clock times and UTC."""
+    return _zone_free(values.dt.tz_localize(None), values.dt.tz_convert("UTC").dt.tz_localize(
+        None), symbols, col, source, shown)
+
+
+def _zone_free(local: pd.Series, utc: pd.Series, symbols: pd.Series | None, col: str,
+               source: str, shown: pd.Series) -> pd.Series:
+    """Zoned times (as naive `local` clock times and naive `utc`) as naive ones, decided
+    per symbol (`symbols` by position; None: one series): dates (every time of the symbol
+    at midnight in its own zone, as daily bars are stamped) keep their local date, which
+    UTC would move to the day before east of UTC (Asia/Tokyo) and to 04:00 or 05:00 west
+    of it; other symbols' times become UTC. A symbol whose times are mostly at local
+    midnight but not all (daily bars and a live, partial bar at 14:35) raises, naming the
+    others: UTC would move every one of its dates back a day east of UTC, and its local
+    dates would drop the others' times of day; unless its times are all at one time of day
+    in UTC (00:00 UTC written in London time, 00:00 or 01:00): those are UTC. Messages quote
+    `shown`, the values as given."""
+    ok = local.notna().to_numpy(bool)
+    midnight = ok & (local == local.dt.normalize()).to_numpy(bool)
+    if midnight[ok].all():
         return local
-    return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if not midnight.any():
+        return utc
+    codes = (np.zeros(len(local), np.int64) if symbols is None
+             else pd.factorize(symbols, use_na_sentinel=False)[0])
+    n_mid = np.bincount(codes, weights=midnight)
+    n_other = np.bincount(codes, weights=ok & ~midnight)
+    of_day = (utc - utc.dt.normalize())[ok].groupby(codes[ok])
+    one_utc_time = (of_day.min() == of_day.max()).reindex(range(len(n_mid)), fill_value=True)
+    odd = (n_mid > n_other) & (n_other > 0) & ~one_utc_time.to_numpy(bool)
+    if odd.any():
+        _refuse_odd_times(odd[codes] & ok & ~midnight, odd[codes] & midnight, symbols, col,
+                          source, shown)
+    dates = n_other == 0
+    return pd.Series(np.where(dates[codes], local.to_numpy(), utc.to_numpy()),
+                     index=local.index)
 
 
-def _local_dates(parsed: pd.Series) -> pd.Series | None:
-    """Times parsed with several UTC offsets (object dtype: a zone with daylight saving)
-    as naive local dates when every one is at midnight in its own offset, else None."""
-    stamps = parsed.dropna()
-    if not len(stamps) or not all(isinstance(t, pd.Timestamp) and t == t.normalize()
-                                  for t in stamps):  # fmt: skip
-        return None
-    return pd.to_datetime(parsed.map(lambda t: t.tz_localize(None) if isinstance(
-        t, pd.Timestamp) else pd.NaT))
+def _refuse_odd_times(others: np.ndarray, midnights: np.ndarray, symbols: pd.Series | None,
+                      col: str, source: str, shown: pd.Series) -> None:
+    """Raise for the times not at local midnight (`others`) of symbols whose other times
+    (`midnights`) are: daily bars and, likely, a live partial bar."""
+    def quoted(pos):
+        value = shown.iloc[pos]
+        return repr(value) if isinstance(value, str) else f"'{value}'"
+
+    pos = np.flatnonzero(others)
+    named = [(f"symbol {symbols.iloc[p]!r} at " if symbols is not None else "") + quoted(p)
+             for p in pos[:_SHOW]]
+    more = f" (+{len(pos) - _SHOW} more)" if len(pos) > _SHOW else ""
+    same = " of the same symbol" if symbols is not None else ""
+    verb = "is" if len(pos) == 1 else "are"
+    raise DataValidationError(
+        f"{source}: column {col!r} holds daily bars stamped at midnight in their zone (e.g. "
+        f"{quoted(int(np.flatnonzero(midnights)[0]))}) and {counted(len(pos), 'time')}{same} "
+        f"that {verb} not: {', '.join(named)}{more} (a live, partial bar?); a midnight stamp "
+        "is read as the bar's local date, which these rows do not have: remove them at the "
+        "source, or stamp every bar of the symbol the same way (all at midnight, or all "
+        "with their time of day)", rows=[int(p) for p in pos])
 
 
 def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str,
-                 shown: pd.Series | None = None) -> pd.Series:
+                 shown: pd.Series | None = None, symbols: pd.Series | None = None
+                 ) -> pd.Series:
     """`pd.to_datetime(values, format=fmt)` with unparseable values as NaT; several UTC
     offsets (a zone with daylight saving) are read as UTC. Times with an offset beside
     times without one raise: which zone the latter are in is unknown (pandas would read
-    them as UTC, or in the offset of the time before them). Messages quote `shown` (the
+    them as UTC, or in the offset of the time before them); times with several offsets
+    are made naive by `_zone_free` (per symbol of `symbols`). Messages quote `shown` (the
     values as written, before `_day_month_as_iso`), else `values`."""
     shown = values if shown is None else shown
     with warnings.catch_warnings(record=True) as caught:  # mixed offsets: handled below
@@ -705,10 +753,11 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str,
                 f"{shown.iloc[i_tz]!r}) and times without one (e.g. {shown.iloc[i_naive]!r} "
                 f"at row {i_naive}); write every time with its offset, or none",
                 rows=[i_naive])
-    if parsed.dtype == object:
-        dates = _local_dates(parsed)
-        parsed = dates if dates is not None else pd.to_datetime(
-            values, errors="coerce", utc=True, format=fmt)
+    if parsed.dtype == object:  # several offsets: each time's own clock time, and UTC
+        local = pd.to_datetime(parsed.map(
+            lambda t: t.tz_localize(None) if isinstance(t, pd.Timestamp) else pd.NaT))
+        utc = pd.to_datetime(values, errors="coerce", utc=True, format=fmt)
+        parsed = _zone_free(local, utc.dt.tz_localize(None), symbols, col, source, shown)
     return parsed
 
 

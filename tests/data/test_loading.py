@@ -248,6 +248,57 @@ def test_zoned_daily_bars_at_local_midnight_keep_their_dates(bars, tmp_path, zon
     assert window["date"].tolist() == list(days[(days >= "2018-03-05") & (days <= "2018-03-13")])
 
 
+def _zoned(df: pd.DataFrame, times, fmt: str, tmp_path) -> str:
+    """`df` with `times` (tz-aware) as its dates, written as Parquet (zoned timestamps) or
+    as a CSV of ISO times with their offsets."""
+    df = df.assign(date=list(times))
+    if fmt == "csv":
+        df["date"] = [t.isoformat() for t in df["date"]]
+        df.to_csv(path := tmp_path / "f.csv", index=False)
+    else:
+        df.to_parquet(path := tmp_path / "f.parquet")
+    return str(path)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/New_York"])
+@pytest.mark.parametrize("fmt", ["parquet-zoned", "csv"])
+def test_a_time_of_day_among_zoned_daily_bars_is_refused_by_name(bars, tmp_path, zone, fmt):
+    """Daily bars at local midnight and one live bar at 14:35: the whole column was read
+    as UTC, every Tokyo date moving back to the day before, silently. Now the odd row is
+    named, with its symbol; another symbol's midnight bars do not hide it."""
+    df = bars(("AAA", "BBB"), n=40)
+    days = pd.bdate_range("2018-02-26", periods=40).tz_localize(zone)
+    times = days.append(days)
+    live = times[-1] + pd.Timedelta(hours=14, minutes=35)
+    path = _zoned(df, times[:-1].append(pd.DatetimeIndex([live])), fmt, tmp_path)
+    with pytest.raises(DataValidationError) as err:
+        load_bars(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: column 'date' holds daily bars stamped at midnight in "
+                              "their zone (e.g. ")
+    assert (f"and 1 time of the same symbol that is not: symbol 'BBB' at "
+            f"'{live.isoformat(sep=' ' if fmt != 'csv' else 'T')}' (a live, partial bar?)"
+            ) in message
+    assert "remove them at the source" in message and err.value.rows == [79]
+
+
+def test_zoned_daily_and_intraday_symbols_are_read_each_their_way(bars, tmp_path):
+    """A daily symbol at local midnight keeps its dates beside an intraday symbol in the
+    same file, whose times (one at midnight each day: 24-hour bars) are UTC; so do daily
+    bars at 00:00 UTC written in London time (00:00 in winter, 01:00 in summer)."""
+    days = pd.bdate_range("2021-03-22", periods=24)
+    hours = pd.date_range("2021-03-22", periods=24, freq="h", tz="Asia/Tokyo")
+    london = days.tz_localize("UTC").tz_convert("Europe/London")  # summer time from 03-28
+    df = bars(("DAY", "HOUR", "LDN"), n=24)
+    path = _zoned(df, days.tz_localize("Asia/Tokyo").append(hours).append(london), "parquet",
+                  tmp_path)
+    out = load_bars(path)
+    assert out.loc[out["symbol"] == "DAY", "date"].tolist() == list(days)
+    assert out.loc[out["symbol"] == "HOUR", "date"].tolist() == list(
+        hours.tz_convert("UTC").tz_localize(None))
+    assert out.loc[out["symbol"] == "LDN", "date"].tolist() == list(days)
+
+
 def test_iso_strings_mixing_dates_and_datetimes_parse(bars, tmp_path):
     """ISO times whose midnights are written as plain dates (2021-01-05 beside
     2021-01-05 09:35:00) are dates, though pandas infers one format from the first."""
