@@ -236,7 +236,8 @@ def _read_symbol_times(
         numbers = pd.to_numeric(times, errors="coerce")
         if numbers.notna().sum() == times.notna().sum():  # the loader infers numbers: refuse
             times = numbers  # 20130208 as pandas reads it, and fail the same way
-    frame[time_column] = to_datetime_column(times, time_column, uri)
+    # per symbol, as the loader decides a zoned column's dates
+    frame[time_column] = to_datetime_column(times, time_column, uri, frame[SYMBOL_COLUMN])
     frame = frame.dropna(subset=[SYMBOL_COLUMN, time_column])
     return {
         str(symbol): np.sort(group.to_numpy(dtype="datetime64[ns]"))

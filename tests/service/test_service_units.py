@@ -417,3 +417,26 @@ def test_status_progress_serves_the_last_read_while_the_storage_is_down() -> Non
         assert error is None and progress is not None
     finally:
         status.close()
+
+
+def test_dataset_probe_reads_zoned_daily_dates_per_symbol_as_the_loader(tmp_path: Path) -> None:
+    """A zoned file with a daily symbol stamped at local midnight (Asia/Tokyo) beside an
+    hourly one: the loader keeps the daily symbol's local dates (decided per symbol), and
+    the submit-time probe must count rows in a job's window on the same dates; it decided
+    for the whole column, so the daily bars sat at 15:00 the day before."""
+    import pandas as pd
+
+    from data.loading import load_bars
+    from service import dataset_probe
+
+    days = pd.bdate_range("2020-01-06", periods=5).tz_localize("Asia/Tokyo")
+    hours = pd.date_range("2020-01-06 09:00", periods=5, freq="h", tz="Asia/Tokyo")
+    frame = pd.DataFrame({"symbol": ["DAY"] * 5 + ["HOUR"] * 5, "date": days.append(hours),
+                          "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5,
+                          "volume": 1000.0})
+    path = tmp_path / "bars.parquet"
+    frame.to_parquet(path)
+    loaded = load_bars(str(path))
+    assert loaded.loc[loaded["symbol"] == "DAY", "date"].dt.hour.eq(0).all()
+    rows = dataset_probe.DatasetProbe().rows_in_window(str(path), "date", "2020-01-07", None)
+    assert rows == {"DAY": 4, "HOUR": 0}  # HOUR: 00:00-04:00 UTC on Jan 6
