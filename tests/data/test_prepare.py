@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from data.features import BAR_WARMUP
 from data.lob_features import LOB_WARMUP
-from data.prepare import PrepareConfig, prepare_frame, prepare_symbol
+from data.prepare import PrepareConfig, label_imbalance, prepare_frame, prepare_symbol
 from data.prepared import PreparedSymbol
 from data.splits import holdout_split, min_samples, walk_forward_splits
 from data.synthetic import planted_lob
@@ -293,3 +294,49 @@ def test_each_walk_forward_fold_fits_its_thresholds_on_its_own_training_labels()
     cut = BAR_WARMUP + p0.row0 + int(p0.splits["train"][-1]) + max(cfg.horizons) + 1
     q0 = prepare_symbol(change_after(df, cut), cfg)[0]
     np.testing.assert_array_equal(p0.thresholds, q0.thresholds)
+
+
+def test_the_recorded_window_holds_each_splits_decision_times(tmp_path: Path) -> None:
+    """meta["window"], which a saved model keeps as its data_meta, records each split's
+    first and last decision time: bar warm-up + seq_len - 1 + the sample index, as
+    data_window() does, not the bar seq_len - 1 rows earlier where the sample's input
+    window begins (train would seem to start 19 bars early here)."""
+    from models.linear import fit_linear
+
+    df = bars(600)
+    (p,) = prepare_symbol(df, CFG)
+    dates = df["date"].to_numpy()
+    window = p.data_window()
+    for split, idx in p.splits.items():
+        first, last = (pd.Timestamp(dates[BAR_WARMUP + p.row0 + int(i)]).isoformat()
+                       for i in (idx[0], idx[-1]))
+        assert p.meta["window"][split] == {"start": first, "end": last,
+                                           "n_samples": idx.size}, split
+        assert (window[split]["start"], window[split]["end"]) == (first, last), split
+    fit_linear("ols", p).save(str(tmp_path))
+    saved = json.loads((tmp_path / "metadata.json").read_text())
+    assert saved["data_meta"]["window"]["train"]["start"] == pd.Timestamp(
+        dates[BAR_WARMUP + p.row0]).isoformat()
+
+
+def test_the_label_warning_judges_the_training_labels_alone() -> None:
+    """The warning says "of the training labels", and it is those a model learns from:
+    prices that barely move through the last training label and swing after it leave
+    training with 100% "flat" at a 1% threshold, while val and test (and all labels
+    together) have every class well filled."""
+    cfg = PrepareConfig(seq_len=20, horizons=(1,), threshold=0.01)
+    df = bars(600)
+    (p,) = prepare_symbol(df, cfg)
+    last_label_bar = BAR_WARMUP + p.row0 + int(p.splits["train"][-1]) + 1
+    rng = np.random.default_rng(1)
+    steps = np.where(np.arange(600) <= last_label_bar, 0.002, 0.03) * rng.standard_normal(600)
+    close = 40 * np.exp(np.cumsum(steps))
+    result = prepare_frame(df.assign(close=close, open=close, high=close * 1.01,
+                                     low=close * 0.99), cfg)
+    (q,) = result.prepared["AAA"]
+    np.testing.assert_array_equal(q.splits["train"], p.splits["train"])
+    assert "training labels: h=1 (tau 0.01): 0.0% down / 100.0% flat / 0.0% up" in (
+        result.warnings.get("AAA", ""))
+    assert label_imbalance(q.y_class, q.horizons, q.thresholds) is None  # all labels: fine
+    later = np.concatenate([q.splits["val"], q.splits["test"]])
+    assert np.bincount(q.y_class[later, 0], minlength=3).min() / later.size > 0.2

@@ -240,3 +240,18 @@ def test_auto_band_leaves_a_multi_tick_level_for_the_nearer_gap() -> None:
     assert lo1 < tau[1] < hi1 and abs(tau[1] - (lo1 + hi1) / 2) < 1e-9
     flat = (to_classes(r, tau) == 1).mean(axis=0)
     np.testing.assert_allclose(flat, [(a[:, 0] < 0.0015).mean(), (a[:, 1] < 0.0025).mean()])
+
+
+def test_split_sizes_are_exact_where_the_fractions_products_round_down() -> None:
+    """n * fraction is floored, and some products land a hair under a whole number
+    (100 * (0.7 + 0.2) = 89.99999999999999, 350 * 0.7 = 244.99999999999997): a plain
+    floor would move a sample from one split to the next. The sizes are those of exact
+    arithmetic."""
+    sizes = {name: idx.size for name, idx in holdout_split(100, 0.7, 0.2, 0.1, 0, 0).items()}
+    assert sizes == {"train": 70, "val": 20, "test": 10}
+    sizes = {name: idx.size for name, idx in holdout_split(1000, 0.7, 0.1, 0.2, 0, 0).items()}
+    assert sizes == {"train": 700, "val": 100, "test": 200}
+    (fold,) = walk_forward_splits(350, 1, 0.7, 0.15, 0, 0)
+    assert fold["train"][-1] == 244 and fold["val"][0] == 245  # 245 train samples
+    assert {name: idx.size for name, idx in fold.items()} == {"train": 245, "val": 52,
+                                                              "test": 53}

@@ -553,3 +553,24 @@ def test_r2_gives_no_constant_forecast_skill():
     assert return_metrics(y, np.full_like(y, y.mean()), 0.0)["r2"] == pytest.approx(0.0)
     skilled = y + rng.normal(0, y.std() / 2, y.size)  # a forecast with skill still scores
     assert return_metrics(y, skilled, far_train_mean, horizon=20)["r2"] > 0.5
+
+
+def test_a_model_right_on_every_sample_gets_the_exact_binomial_p():
+    """Every sample right: the hit series is constant, its design effect is 1 (the
+    docstring: no variance to inflate), and the p-value is the plain binomial's,
+    base ** n, not one on fewer effective samples."""
+    y = np.tile([0, 1, 2, 1, 0], 6)  # 30 samples, baseline 12 / 30
+    hits = np.ones(30, dtype=bool)
+    assert design_effect(hits, hac_lags(30, 5)) == 1.0
+    m = direction_metrics(y, y, y, horizon=5)
+    assert m["accuracy"] == 1.0 and m["baseline_accuracy"] == pytest.approx(0.4)
+    assert m["p_value"] == pytest.approx(0.4**30, rel=1e-9)
+    assert effective_binomial_p(hits, 0.4, horizon=5) == binomial_p_greater(30, 30, 0.4)
+
+
+def test_a_perfect_ic_has_p_value_zero():
+    """ic = 1 (the forecast is the realized return, or a positive multiple of it) is
+    defined, not among the module's undefined cases: t is infinite and p is 0, not NaN."""
+    y = np.random.default_rng(4).normal(0, 0.02, 200)
+    assert ic_p_value(y, y) == 0.0 and ic_p_value(y, 2 * y) == 0.0
+    assert return_metrics(y, y, 0.0)["ic_p_value"] == 0.0

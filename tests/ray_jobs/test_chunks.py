@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data.prepared import PreparedSymbol
 from ray_jobs.driver import chunk_symbols
 from ray_jobs.ensembles import ensemble_rows_from_predictions, symbol_ensemble_rows
 from ray_jobs.planner import Unit
@@ -231,3 +232,64 @@ def test_a_linear_unit_rides_out_a_storage_outage_and_fails_on_a_permanent_error
     waits.clear()
     tasks._run_linear_unit(Unit("A", "ridge", 0), None, spec, None, {}, chunk)
     assert len(calls) == 4 and waits == [0.0] and len(failed) == 2
+
+
+def _linear_frames(p: PreparedSymbol, models: tuple[str, ...] = ("ols", "ridge")) -> dict:
+    """model -> the prediction columns a job stores for a linear model fitted on `p`."""
+    from models.linear import fit_linear
+    from ray_jobs.units import predict_splits, prediction_columns
+
+    return {m: prediction_columns(p, predict_splits(fit_linear(m, p), p, ("val", "test")))
+            for m in models}
+
+
+def test_walk_forward_ensembles_get_one_unit_id_per_fold() -> None:
+    """Each walk-forward fold of a symbol has its own ensembles: their rows carry that
+    fold and the planner's unit id for it (AAPL__ensemble_equal__f2), so the folds'
+    ensemble rows never share a unit id, as the trained units' rows do not."""
+    from data.loading import load_bars
+    from data.prepare import PrepareConfig, prepare_symbol
+
+    cfg = PrepareConfig(seq_len=10, horizons=(1, 5), split="walk_forward", n_folds=3)
+    folds = prepare_symbol(load_bars("sample:sp500", symbols=["AAPL"]), cfg)
+    seen: set[str] = set()
+    for p in folds:
+        rows = ensemble_rows_from_predictions("AAPL", p, _linear_frames(p))
+        assert rows and {r["fold"] for r in rows} == {p.fold}
+        ids = {r["unit_id"] for r in rows}
+        assert ids == {Unit("AAPL", f"ensemble_{w}", p.fold).unit_id for w in ("equal", "f1")}
+        assert not ids & seen
+        seen |= ids
+    assert "AAPL__ensemble_equal__f2" in seen and len(seen) == 2 * 3
+
+
+def test_a_symbol_with_one_usable_model_gets_no_ensemble(tmp_path: Path) -> None:
+    """An ensemble needs at least two members (the module's rule): where only one model of
+    a symbol (or of a fold) finished, there is no ensemble row, not a one-member
+    "ensemble" that repeats that model's scores under another name, and the stored
+    predictions are not read for it."""
+    from tests.models.test_ensemble import make_prepared
+
+    p = make_prepared()
+    assert ensemble_rows_from_predictions("ENS", p, _linear_frames(p, ("ridge",))) == []
+    storage = JobStorage(tmp_path.as_uri(), "one")  # nothing stored: a read would fail
+    assert symbol_ensemble_rows("ENS", p, {"ridge": Unit("ENS", "ridge").rel_dir}, storage) == []
+    assert len(ensemble_rows_from_predictions("ENS", p, _linear_frames(p))) == 2 * 2 * 2
+
+
+def test_predictions_stored_for_other_samples_are_refused_not_realigned() -> None:
+    """The members' stored predictions are matched to the prepared split by sample index.
+    Predictions of other samples (a split moved 3 samples earlier, as another embargo
+    gives) are an error naming the split, not silently paired by position (samples
+    507-509 would have taken sample 510's predictions)."""
+    from dataclasses import replace
+
+    from tests.models.test_ensemble import make_prepared
+
+    p = make_prepared()
+    frames = _linear_frames(p)
+    for split in ("val", "test"):
+        moved = replace(p, splits={**p.splits, split: p.splits[split] - 3})
+        with pytest.raises(ValueError,
+                           match=f"stored {split} predictions do not match the prepared split"):
+            ensemble_rows_from_predictions("ENS", moved, frames)

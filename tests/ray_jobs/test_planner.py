@@ -256,3 +256,35 @@ def test_walk_forward_runs_never_mix_folds_and_a_repeated_symbol_is_refused() ->
         assert f"__f{fold}__" in g.run_name
     with pytest.raises(ValueError, match="listed twice"):
         plan(s, ["S000", "S001", "S000"])
+
+
+def test_tune_symbols_null_searches_every_symbol_and_a_list_those_named() -> None:
+    """tune.symbols: null searches on all the job's symbols (as the spec counts them in
+    unit_count), an int on the first N, a list on the symbols it names."""
+    base = {"dataset": {"uri": "sample:sp500", "symbols": 4}, "models": ["ridge", "lstm"]}
+    everyone = spec(**base, tune={"num_samples": 2, "symbols": None})
+    p = plan(everyone, SYMBOLS[:4])
+    assert [u.symbol for u in p.tune_units] == [s for s in SYMBOLS[:4] for _ in range(2)]
+    assert len(p.all_units) == everyone.unit_count() == 4 * 2 + 4 * 2
+    first = plan(spec(**base, tune={"num_samples": 2, "symbols": 3}), SYMBOLS[:4])
+    assert {u.symbol for u in first.tune_units} == set(SYMBOLS[:3])
+    named = plan(spec(**{**base, "dataset": {"uri": "sample:sp500", "symbols": SYMBOLS[:4]}},
+                      tune={"num_samples": 2, "symbols": ["S002"]}), SYMBOLS[:4])
+    assert {u.symbol for u in named.tune_units} == {"S002"}
+
+
+def test_walk_forward_units_come_symbol_by_symbol() -> None:
+    """Job order (the planner's docstring; plan.json lists the units in it and the driver
+    walks them in it) is symbol by symbol with walk-forward folds too: each symbol's
+    models, each model's folds, not one pass over the symbols per fold."""
+    models = ["ols", "ridge", "lstm"]
+    s = spec(dataset={"uri": "sample:sp500", "symbols": 3}, models=models,
+             split={"method": "walk_forward", "n_folds": 3}, resources={"units_per_run": 2})
+    p = plan(s, SYMBOLS[:3])
+    assert [(u.symbol, u.model, u.fold) for u in p.units] == [
+        (sym, m, f) for sym in SYMBOLS[:3] for m in models for f in range(3)]
+    assert [u.unit_id for u in p.linear_units[:3]] == [
+        "S000__ols__f0", "S000__ols__f1", "S000__ols__f2"]
+    # the deep runs still hold one fold each, symbol by symbol within it
+    assert [[u.unit_id for u in g.units] for g in p.deep_groups[:2]] == [
+        ["S000__lstm__f0", "S001__lstm__f0"], ["S002__lstm__f0"]]
