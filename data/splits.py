@@ -27,7 +27,7 @@ import numpy as np
 from data.wording import counted
 
 Bounds = dict[str, tuple[int, int]]  # split name -> [start, stop) sample range
-_EPS = 1e-9  # n * fraction is floored after this nudge so 0.7 * 100 is 70, not 69
+_EPS = 1e-9  # n * fraction is floored after this nudge so 100 * (0.7 + 0.2) is 90, not 89
 
 
 class SplitError(ValueError):

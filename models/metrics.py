@@ -314,6 +314,8 @@ def _ic_test(a: np.ndarray, b: np.ndarray, ic: float, horizon: int) -> float:
         return math.nan
     if ic >= 1.0:
         return 0.0
+    if ic <= -1.0:  # one-sided (ic > 0): a forecast exactly opposite has no edge at all
+        return 1.0
     t = ic * math.sqrt((n_eff - 2) / (1.0 - ic * ic))
     return float(stdtr(n_eff - 2, -t))
 

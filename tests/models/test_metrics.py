@@ -574,3 +574,13 @@ def test_a_perfect_ic_has_p_value_zero():
     y = np.random.default_rng(4).normal(0, 0.02, 200)
     assert ic_p_value(y, y) == 0.0 and ic_p_value(y, 2 * y) == 0.0
     assert return_metrics(y, y, 0.0)["ic_p_value"] == 0.0
+
+
+def test_an_exactly_opposite_forecast_has_p_value_one_and_does_not_raise():
+    """ic = -1 (the forecast is the realized return negated) divided by zero in the t
+    statistic, though degenerate inputs never raise: the test is one-sided (ic > 0), so
+    p is 1."""
+    y = np.array([0.01, -0.01, 0.01, -0.02, 0.03])
+    assert ic_p_value(y, -y) == 1.0
+    metrics = return_metrics(y, -y, 0.0)
+    assert metrics["ic"] == pytest.approx(-1.0) and metrics["ic_p_value"] == 1.0
