@@ -25,23 +25,28 @@ CLASS_COLUMNS = ("down", "flat", "up")
 Columns = Mapping[str, Any]  # a predictions table: a DataFrame or column name -> array
 
 
-def _rows_of(cols: Columns, prepared: PreparedSymbol, split: str) -> np.ndarray:
-    """Positions of `split`'s rows in `cols`, in the order of `prepared.splits[split]`."""
+def _rows_of(cols: Columns, prepared: PreparedSymbol, split: str, model: str = "a member"
+             ) -> np.ndarray:
+    """Positions of `split`'s rows in `cols`, in the order of `prepared.splits[split]`;
+    rows of other samples raise, naming `model` and the fold (the ensemble error is filed
+    under the symbol alone)."""
     positions = np.flatnonzero(np.asarray(cols["split"]) == split)
     samples = np.asarray(cols["sample"])[positions]
     idx = prepared.splits[split]
     if samples.size != idx.size or not np.array_equal(np.sort(samples), np.sort(idx)):
-        raise ValueError(f"stored {split} predictions do not match the prepared split")
+        raise ValueError(f"{model}'s stored {split} predictions (fold {prepared.fold}) do "
+                         "not match the prepared split: its unit was trained on other data "
+                         "or dates; train it again")
     order = np.argsort(samples)
     return positions[order[np.searchsorted(samples, idx, sorter=order)]]
 
 
 def _member_arrays(
-    cols: Columns, prepared: PreparedSymbol, split: str
+    cols: Columns, prepared: PreparedSymbol, split: str, model: str = "a member"
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(n, H, 3) probabilities, (n, H) returns | None and (n, H) classes of one member on
     one split, in the order of `prepared.splits[split]`."""
-    rows = _rows_of(cols, prepared, split)
+    rows = _rows_of(cols, prepared, split, model)
     hs = prepared.horizons
     proba = np.stack(
         [np.stack([np.asarray(cols[f"p_{c}_h{h}"])[rows] for c in CLASS_COLUMNS], -1)
@@ -90,11 +95,12 @@ def ensemble_rows_from_predictions(
     n_m, n_h = len(frames), len(prepared.horizons)
     weights = {"equal": np.full((n_m, n_h), 1.0 / n_m)}
     if all("val" in set(np.asarray(f["split"])) for f in frames.values()):
-        preds = [_member_arrays(f, prepared, "val")[2] for f in frames.values()]
+        preds = [_member_arrays(f, prepared, "val", m)[2] for m, f in frames.items()]
         weights["f1"] = f1_weights(prepared.y_class[prepared.splits["val"]], preds)
     else:  # a refit member: no out-of-sample val (module docstring)
         splits = tuple(s for s in splits if s != "val")
-    arrays = {s: [_member_arrays(f, prepared, s) for f in frames.values()] for s in splits}
+    arrays = {s: [_member_arrays(f, prepared, s, m) for m, f in frames.items()]
+              for s in splits}
     stats = {"train_seconds": None, "epochs": None, "best_epoch": None, "params": None}
     rows: list[dict[str, Any]] = []
     for split in splits:

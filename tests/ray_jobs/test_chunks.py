@@ -280,7 +280,7 @@ def test_a_symbol_with_one_usable_model_gets_no_ensemble(tmp_path: Path) -> None
 def test_predictions_stored_for_other_samples_are_refused_not_realigned() -> None:
     """The members' stored predictions are matched to the prepared split by sample index.
     Predictions of other samples (a split moved 3 samples earlier, as another embargo
-    gives) are an error naming the split, not silently paired by position (samples
+    gives) are an error naming the member and the split, not silently paired by position (samples
     507-509 would have taken sample 510's predictions)."""
     from dataclasses import replace
 
@@ -291,5 +291,6 @@ def test_predictions_stored_for_other_samples_are_refused_not_realigned() -> Non
     for split in ("val", "test"):
         moved = replace(p, splits={**p.splits, split: p.splits[split] - 3})
         with pytest.raises(ValueError,
-                           match=f"stored {split} predictions do not match the prepared split"):
+                           match=f"^ols's stored {split} predictions \\(fold 0\\) do not "
+                                 "match the prepared split"):
             ensemble_rows_from_predictions("ENS", moved, frames)
