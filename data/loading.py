@@ -177,7 +177,9 @@ def _load(uri, columns_for, time_col, symbols, start, end, check_spellings=True
         columns = columns_for(frame.columns)
         check_columns(frame.columns, columns, uri)
         frame = frame.loc[:, columns]
-        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri, frame["symbol"])
+        # another symbol's odd times (a live bar among daily ones) refuse only itself
+        frame[time_col] = to_datetime_column(frame[time_col], time_col, uri, frame["symbol"],
+                                             symbols)
         frame = numeric_columns(frame, columns[2:], uri)
         # the whole file is in memory: positions are the file's rows (0 = the first after
         # the header)

@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -560,11 +560,13 @@ def _number_time_fix(example: object, col: str) -> str:
 
 
 def to_datetime_column(values: pd.Series, col: str, source: str,
-                       symbols: pd.Series | None = None) -> pd.Series:
+                       symbols: pd.Series | None = None,
+                       asked: Collection[str] | None = None) -> pd.Series:
     """`values` as naive datetime64[ns] (tz-aware -> UTC, or the local date where every
     time of a symbol is at local midnight: `_zone_free`; `symbols`, the rows' symbols by
-    position, or None for one series); unparseable values raise, and so do numbers:
-    pandas would read 20130208 or epoch seconds as nanoseconds since 1970."""
+    position, or None for one series; `asked`, the symbols whose odd zoned times may
+    refuse the column, None: all); unparseable values raise, and so do numbers: pandas
+    would read 20130208 or epoch seconds as nanoseconds since 1970."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         if len(values) and values.isna().all():  # an empty CSV column reads as float NaN
             raise DataValidationError(
@@ -575,14 +577,14 @@ def to_datetime_column(values: pd.Series, col: str, source: str,
             f"{source}: column {col!r} holds numbers (e.g. {example!r}), not dates; store "
             f"dates or ISO strings such as 2018-02-07, e.g. {_number_time_fix(example, col)}")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = _drop_zone(values, symbols, col, source, values)
+        values = _drop_zone(values, symbols, col, source, values, asked)
     if not pd.api.types.is_datetime64_dtype(values):
         text = _day_month_as_iso(values, col, source)
-        parsed = _parse_times(text, None, col, source, values, symbols)
+        parsed = _parse_times(text, None, col, source, values, symbols, asked)
         bad = parsed.isna() & values.notna()
         if bad.any():  # pandas infers one format from the first value; ISO strings that
             # mix dates and datetimes (2018-02-07, 2018-02-08 15:30:00) need ISO8601 parsing
-            iso = _parse_times(text, "ISO8601", col, source, values, symbols)
+            iso = _parse_times(text, "ISO8601", col, source, values, symbols, asked)
             if (iso.isna() & values.notna()).sum() < bad.sum():
                 parsed, bad = iso, iso.isna() & values.notna()
         if bad.any():
@@ -594,7 +596,7 @@ def to_datetime_column(values: pd.Series, col: str, source: str,
             )
         shown, values = values, parsed
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = _drop_zone(values, symbols, col, source, shown)
+            values = _drop_zone(values, symbols, col, source, shown, asked)
     try:
         return values.astype("datetime64[ns]")
     except pd.errors.OutOfBoundsDatetime:  # a Parquet timestamp[us] or [ms] column
@@ -622,19 +624,23 @@ def _day_month_as_iso(values: pd.Series, col: str, source: str) -> pd.Series:
     present = values.dropna()
     if not len(present) or not _DAY_MONTH.match(str(present.iloc[0])):
         return values
-    text = values.astype("string")
-    parts = text.str.extract(_DAY_MONTH)
+    # each distinct value once (a daily file repeats its dates once per symbol: the S&P
+    # file's 619k rows took 3 s, row by row)
+    codes, uniques = pd.factorize(values)
+    distinct = np.asarray(uniques, dtype=object)
+    parts = pd.Series(distinct).astype("string").str.extract(_DAY_MONTH)
     found = parts["a"].notna().to_numpy(bool)
     a, b, yy = (pd.to_numeric(parts[k]).to_numpy(dtype=float, na_value=np.nan)
                 for k in ("a", "b", "year"))
     short = found & (yy < 100)
-    # a two-digit year as pandas reads it (strptime's %y): 69-99 are 19xx, 00-68 20xx
+    # a two-digit year by strptime's %y rule: 69-99 are 19xx, 00-68 20xx (pandas' own
+    # inference read 12/31/70 as 2070)
     year = parts["year"].mask(short & (yy < 69), "20" + parts["year"]).mask(
         short & (yy >= 69), "19" + parts["year"])
     day_first, month_first = found & (a > 12), found & (b > 12)
 
-    def example(mask):
-        pos = int(np.flatnonzero(mask)[0])
+    def example(mask):  # `mask` over the distinct values: the first row with one
+        pos = int(np.flatnonzero((codes >= 0) & mask[np.maximum(codes, 0)])[0])
         return f"{values.iloc[pos]!r} at row {pos}", pos
 
     fix = (f"write ISO dates (2021-03-01, 2021-03-01 09:30) at the source, or convert the "
@@ -653,27 +659,30 @@ def _day_month_as_iso(values: pd.Series, col: str, source: str) -> pd.Series:
             f"(yy/mm/dd), which cannot be told; {fix}", rows=[pos])
     if not day_first.any() and not month_first.any() and (found & (a != b)).any():
         what, pos = example(found & (a != b))
-        x, y = int(a[pos]), int(b[pos])
+        k = codes[pos]
+        x, y = int(a[k]), int(b[k])
         raise DataValidationError(
             f"{source}: column {col!r} holds dates written with the day and month first (e.g. "
-            f"{what}: {year.iloc[pos]}-{y:02d}-{x:02d} day-first, {year.iloc[pos]}-{x:02d}-"
+            f"{what}: {year.iloc[k]}-{y:02d}-{x:02d} day-first, {year.iloc[k]}-{x:02d}-"
             f"{y:02d} month-first), and no value tells which comes first (none has a day over "
             f"12); pandas would read them month-first; {fix}", rows=[pos])
     day, month = (parts["a"], parts["b"]) if day_first.any() else (parts["b"], parts["a"])
     iso = year + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + parts["rest"]
-    return pd.Series(np.where(found, iso.astype(object), values.astype(object)),
-                     index=values.index, dtype=object)
+    converted = np.where(found, iso.astype(object), distinct)
+    return pd.Series(np.where(codes >= 0, converted[np.maximum(codes, 0)],
+                              values.to_numpy(dtype=object)), index=values.index, dtype=object)
 
 
 def _drop_zone(values: pd.Series, symbols: pd.Series | None, col: str, source: str,
-               shown: pd.Series) -> pd.Series:
+               shown: pd.Series, asked: Collection[str] | None = None) -> pd.Series:
     """A tz-aware series as naive times: `_zone_free` of its local clock times and UTC."""
     return _zone_free(values.dt.tz_localize(None), values.dt.tz_convert("UTC").dt.tz_localize(
-        None), symbols, col, source, shown)
+        None), symbols, col, source, shown, asked)
 
 
 def _zone_free(local: pd.Series, utc: pd.Series, symbols: pd.Series | None, col: str,
-               source: str, shown: pd.Series) -> pd.Series:
+               source: str, shown: pd.Series, asked: Collection[str] | None = None
+               ) -> pd.Series:
     """Zoned times (as naive `local` clock times and naive `utc`) as naive ones, decided
     per symbol (`symbols` by position; None: one series): dates (every time of the symbol
     at midnight in its own zone, as daily bars are stamped) keep their local date, which
@@ -682,9 +691,13 @@ def _zone_free(local: pd.Series, utc: pd.Series, symbols: pd.Series | None, col:
     midnight but not all (daily bars and a live, partial bar at 14:35) raises, naming the
     others: UTC would move every one of its dates back a day east of UTC, and its local
     dates would drop the others' times of day; unless its times are all at one time of day
-    in UTC (00:00 UTC written in London time, 00:00 or 01:00): those are UTC. Messages quote
-    `shown`, the values as given."""
+    in UTC (00:00 UTC written in London time, 00:00 or 01:00): those are UTC. A column whose
+    clock times are UTC's (zone UTC, or London in winter) has nothing to decide. Only the
+    symbols in `asked` (None: all) are refused: a CSV is read whole, and another symbol's
+    live bar refused the symbols asked for. Messages quote `shown`, the values as given."""
     ok = local.notna().to_numpy(bool)
+    if (local[ok] == utc[ok]).all():
+        return utc
     midnight = ok & (local == local.dt.normalize()).to_numpy(bool)
     if midnight[ok].all():
         return local
@@ -697,6 +710,9 @@ def _zone_free(local: pd.Series, utc: pd.Series, symbols: pd.Series | None, col:
     of_day = (utc - utc.dt.normalize())[ok].groupby(codes[ok])
     one_utc_time = (of_day.min() == of_day.max()).reindex(range(len(n_mid)), fill_value=True)
     odd = (n_mid > n_other) & (n_other > 0) & ~one_utc_time.to_numpy(bool)
+    if asked is not None and symbols is not None:
+        odd &= pd.Series(symbols.to_numpy()).groupby(codes).first().isin(set(asked)).reindex(
+            range(len(odd)), fill_value=False).to_numpy(bool)
     if odd.any():
         _refuse_odd_times(odd[codes] & ok & ~midnight, odd[codes] & midnight, symbols, col,
                           source, shown)
@@ -729,8 +745,8 @@ def _refuse_odd_times(others: np.ndarray, midnights: np.ndarray, symbols: pd.Ser
 
 
 def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str,
-                 shown: pd.Series | None = None, symbols: pd.Series | None = None
-                 ) -> pd.Series:
+                 shown: pd.Series | None = None, symbols: pd.Series | None = None,
+                 asked: Collection[str] | None = None) -> pd.Series:
     """`pd.to_datetime(values, format=fmt)` with unparseable values as NaT; several UTC
     offsets (a zone with daylight saving) are read as UTC. Times with an offset beside
     times without one raise: which zone the latter are in is unknown (pandas would read
@@ -754,10 +770,14 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str,
                 f"at row {i_naive}); write every time with its offset, or none",
                 rows=[i_naive])
     if parsed.dtype == object:  # several offsets: each time's own clock time, and UTC
-        local = pd.to_datetime(parsed.map(
-            lambda t: t.tz_localize(None) if isinstance(t, pd.Timestamp) else pd.NaT))
+        codes, uniques = pd.factorize(parsed)  # once per distinct time (619k rows: 5 s)
+        clock = pd.DatetimeIndex([t.tz_localize(None) if isinstance(t, pd.Timestamp)
+                                  else pd.NaT for t in uniques])  # fmt: skip
+        local = pd.Series(clock.take(codes, allow_fill=True, fill_value=pd.NaT),
+                          index=values.index)
         utc = pd.to_datetime(values, errors="coerce", utc=True, format=fmt)
-        parsed = _zone_free(local, utc.dt.tz_localize(None), symbols, col, source, shown)
+        parsed = _zone_free(local, utc.dt.tz_localize(None), symbols, col, source, shown,
+                            asked)
     return parsed
 
 

@@ -299,6 +299,44 @@ def test_zoned_daily_and_intraday_symbols_are_read_each_their_way(bars, tmp_path
     assert out.loc[out["symbol"] == "LDN", "date"].tolist() == list(days)
 
 
+def test_daily_bars_at_utc_midnight_in_london_time_stay_utc_through_the_winter(bars,
+                                                                              tmp_path):
+    """00:00 UTC written in London time is local midnight in winter, 01:00 in summer: a
+    file mostly in winter is mostly at local midnight, and was refused as daily bars with
+    live bars among them; its times all at one UTC time of day make them UTC dates."""
+    days = pd.bdate_range("2021-01-04", "2021-04-09")  # summer time from 03-28
+    df = bars(("LDN",), n=len(days))
+    path = _zoned(df, days.tz_localize("UTC").tz_convert("Europe/London"), "parquet",
+                  tmp_path)
+    assert load_bars(path)["date"].tolist() == list(days)
+
+
+@pytest.mark.parametrize("fmt", ["parquet-zoned", "csv"])
+def test_a_utc_column_has_no_local_date_to_decide(bars, tmp_path, fmt):
+    """Times zoned UTC are their own local times: daily bars at 00:00 UTC and one at 09:00
+    load as they are (as the same times without a zone do), not refused as a live bar."""
+    days = pd.bdate_range("2021-01-04", periods=30)
+    times = days[:-1].append(pd.DatetimeIndex([days[-1] + pd.Timedelta(hours=9)]))
+    path = _zoned(bars(("AAA",), n=30), times.tz_localize("UTC"), fmt, tmp_path)
+    assert load_bars(path)["date"].tolist() == list(times)
+
+
+def test_another_symbols_live_bar_in_a_csv_does_not_refuse_the_symbols_asked_for(bars,
+                                                                                  tmp_path):
+    """A CSV is read whole: LIVE's odd bar among its Tokyo midnights refused GOOD too,
+    though a Parquet file's pushdown left LIVE out (and a job's chunk, retried a symbol at
+    a time, failed every symbol). Only the symbols asked for are judged."""
+    days = pd.bdate_range("2018-02-26", periods=40).tz_localize("Asia/Tokyo")
+    live = days[-1] + pd.Timedelta(hours=14, minutes=35)
+    path = _zoned(bars(("GOOD", "LIVE"), n=40), days.append(days[:-1]).append(
+        pd.DatetimeIndex([live])), "csv", tmp_path)
+    good = load_bars(path, symbols=["GOOD"])
+    assert good["date"].tolist() == list(days.tz_localize(None))
+    for symbols in (["LIVE"], ["GOOD", "LIVE"], None):
+        with pytest.raises(DataValidationError, match="symbol 'LIVE' at '2018-04-20T14:35"):
+            load_bars(path, symbols=symbols)
+
+
 def test_iso_strings_mixing_dates_and_datetimes_parse(bars, tmp_path):
     """ISO times whose midnights are written as plain dates (2021-01-05 beside
     2021-01-05 09:35:00) are dates, though pandas infers one format from the first."""
