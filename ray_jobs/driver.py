@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from data.wording import counted
 from ray_jobs import stop
 from ray_jobs.cluster_gc import LeakSweeper, describe_holders, remove_leaked_placement_groups
 from ray_jobs.placement import DeepPlacement, deep_placement
@@ -155,9 +156,11 @@ DATASET_JSON = "dataset.json"  # the dataset's fingerprint when the job first ra
 
 def dataset_changes(spec: JobSpec, storage: JobStorage) -> str | None:
     """Why a rerun or resume may not go on with the job's dataset as it is now (its files
-    differ from the fingerprint its first run stored), or None: the first run stores the
-    fingerprint. A dataset that cannot be looked at now is not judged here: the job reports
-    that itself when it reads it."""
+    differ from the fingerprint its first run stored, and some unit finished on the data
+    as it was), or None: the first run stores the fingerprint, and so does a run after a
+    change when no unit had finished (a job whose every unit failed on bad data is resumed
+    once the data is fixed, as the service advises). A dataset that cannot be looked at
+    now is not judged here: the job reports that itself when it reads it."""
     from data.fingerprint import dataset_fingerprint, describe_changes, fingerprint_changes
 
     try:
@@ -171,12 +174,40 @@ def dataset_changes(spec: JobSpec, storage: JobStorage) -> str | None:
     changes = fingerprint_changes(storage.read_json(DATASET_JSON), now)
     if not changes:
         return None
+    what = describe_changes(changes)
+    finished = len(done_ids(storage.unit_statuses()))
+    if not finished:  # nothing was trained on the data as it was
+        log.info("the dataset %s changed since the job first ran (%s); no unit had finished, "
+                 "so the job goes on with the data as it is now", spec.dataset.uri, what)
+        storage.write_json(DATASET_JSON, now)
+        return None
     return (f"job {storage.job_id}: its dataset {spec.dataset.uri} changed since the job "
-            f"first ran ({describe_changes(changes)}), so the units it finished were "
-            "trained on other data: to train on the data as it is now, start a new job "
+            f"first ran ({what}), so the {counted(finished, 'unit')} it finished "
+            f"{'was' if finished == 1 else 'were'} trained on other data: to train on the "
+            "data as it is now, start a new job "
             "(through the service: submit the spec again; with `python -m ray_jobs.run "
             "--spec`: another `name` in the spec, or --job-name); to go on with this job, "
             "put the data back as it was")
+
+
+def _refused_progress(storage: JobStorage, attempt: int, message: str) -> dict[str, Any]:
+    """progress.json of an attempt refused before it trained: `failed` with `message`, and
+    the units the earlier attempts finished or failed (their errors listed), as they were."""
+    tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
+    try:
+        plan = Plan.from_dict(storage.read_json("plan.json"))
+        statuses = storage.unit_statuses()
+    except Exception as exc:  # noqa: BLE001 - the refusal's reason comes first
+        log.warning("the earlier attempts' units are not in this progress: %s", exc)
+    else:
+        tracker.plan_units({u.unit_id: u.kind for u in plan.units},
+                           already_done=done_ids(statuses))
+        for unit in plan.units:
+            status = statuses.get(unit.unit_id) or {}
+            if status.get("state") == "failed":
+                tracker.unit_failed(unit.unit_id, str(status.get("error") or "failed"))
+    tracker.set_phase("failed", message)
+    return tracker.to_dict()
 
 
 def load_or_plan(spec: JobSpec, symbols: list[str], storage: JobStorage, *, slots: int) -> Plan:
@@ -320,9 +351,7 @@ def run_job(spec: JobSpec, storage: JobStorage, *, progress_interval_s: float = 
     finished = finished_summary(storage)
     if changed is not None:  # said by the entrypoint, which exits with status 2
         if finished is None:  # the service reads this attempt's reason from progress.json
-            tracker = ProgressTracker(job_id=storage.job_id, attempt=attempt)
-            tracker.set_phase("failed", changed)
-            storage.write_progress(tracker.to_dict())
+            storage.write_progress(_refused_progress(storage, attempt, changed))
         raise JobDataChanged(changed)
     if finished is not None:  # a resume of a job that succeeded: nothing to train or write
         return _already_finished(storage, *finished, attempt)

@@ -71,7 +71,7 @@ def map_ray_state(
         return Outcome(
             "failed",
             f"{progress.units_failed} of {total} units failed; partial results kept"
-            + _data_failures(progress.errors),
+            + _data_failures(progress.errors, progress.units_done or 0),
             tuple(progress.errors),
         )
     if info.status == "SUCCEEDED":
@@ -148,17 +148,26 @@ def map_ray_state(
     raise ValueError(f"unknown Ray job status {info.status!r}")
 
 
-def _data_failures(errors: list[dict] | tuple[dict, ...]) -> str:
+def _data_failures(errors: list[dict] | tuple[dict, ...], done: int = 0) -> str:
     """What to do about units that failed on their symbol's data: a resume retries them on
-    the same data, so they fail again until the data is fixed."""
+    the same data, so they fail again until the data is fixed; and once it is, a resume is
+    refused if other units finished (trained on the data as it was: `ray_jobs.driver.
+    dataset_changes`), so the fixed symbols go in a new job."""
     symbols = sorted({str(e.get("unit_id", "")).split("__")[0] for e in errors
                       if str(e.get("error", "")).startswith("data:")})  # fmt: skip
     if not symbols:
         return ""
-    return (f"; the data of {', '.join(symbols[:5])}{' ...' if len(symbols) > 5 else ''} "
-            "could not be used (see each unit's error: bad rows, or too few in the job's "
-            "dates): a resume retries those units on the same data and dates, so fix the "
-            "data first, or submit a job with wider dates or without those symbols")
+    which = f"the data of {', '.join(symbols[:5])}{' ...' if len(symbols) > 5 else ''}"
+    why = ("could not be used (see each unit's error: bad rows, or too few in the job's "
+           "dates)")
+    if not done:
+        return (f"; {which} {why}: a resume retries those units on the data as it is then, "
+                "so fix the data first, then resume, or submit a job with wider dates or "
+                "without those symbols")
+    return (f"; {which} {why}: a resume retries those units on the same data and dates, "
+            "and is refused once the data changed (its other units were trained on it as it "
+            "was), so fix the data and submit a job for those symbols, or one with wider "
+            "dates or without them")
 
 
 STOP_GRACE_S = 30  # a cancelled driver writes its partial results before Ray's SIGKILL

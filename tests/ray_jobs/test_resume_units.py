@@ -127,6 +127,7 @@ def test_a_rerun_on_changed_data_is_refused_and_changes_nothing(
     message = str(raised.value)
     assert f"its dataset {data} changed since the job first ran (bars.parquet's content " \
            "differs" in message and "start a new job" in message, message
+    assert "so the 4 units it finished were trained on other data" in message
     after = _files(root)
     progress = root / "progress.json"
     if finished:
@@ -134,9 +135,41 @@ def test_a_rerun_on_changed_data_is_refused_and_changes_nothing(
     else:
         assert {p: b for p, b in after.items() if p != progress} == \
                {p: b for p, b in before.items() if p != progress}
-        assert storage.read_progress()["phase"] == "failed"
-        assert storage.read_progress()["message"] == message
-        assert storage.read_progress()["attempt"] == 2
+        progress_doc = storage.read_progress()
+        assert progress_doc["phase"] == "failed" and progress_doc["message"] == message
+        assert progress_doc["attempt"] == 2
+        assert progress_doc["units"]["total"] == progress_doc["units"]["done"] == 4
+
+
+def test_a_job_whose_units_all_failed_goes_on_with_its_fixed_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service tells a job whose units failed on bad data to fix the data, then
+    resume: with no unit finished, nothing was trained on the data as it was, so the
+    changed data is the job's from then on. Once a unit finished, the change is refused,
+    and this attempt's progress keeps the earlier units' outcomes and errors."""
+    data = _own_dataset(tmp_path)
+    spec, storage = _finished_job(tmp_path, str(data))
+    assert driver.dataset_changes(spec, storage) is None
+    stored = storage.read_json(driver.DATASET_JSON)
+    units = sorted(storage.unit_statuses())
+    for unit_id in units:
+        storage.write_unit_status(unit_id, {"state": "failed", "error": "data: bad prints"})
+    data.write_bytes(data.read_bytes()[:-100] + b"x" * 100)  # the data fixed
+    with caplog.at_level(logging.INFO, logger="quantray.driver"):
+        assert driver.dataset_changes(spec, storage) is None
+    assert "no unit had finished, so the job goes on with the data as it is now" in caplog.text
+    assert storage.read_json(driver.DATASET_JSON) != stored  # the fixed data's, from now on
+    assert driver.dataset_changes(spec, storage) is None
+
+    storage.write_unit_status(units[0], {"state": "done", "rows": []})
+    data.write_bytes(data.read_bytes()[:-100] + b"y" * 100)
+    message = driver.dataset_changes(spec, storage)
+    assert message is not None and "so the 1 unit it finished was trained on other" in message
+    doc = driver._refused_progress(storage, 3, message)
+    assert doc["phase"] == "failed" and doc["attempt"] == 3
+    assert doc["units"]["done"] == 1 and doc["units"]["failed"] == 3
+    assert {f["error"] for f in doc["failures"]} == {"data: bad prints"}
 
 
 def test_a_direct_rerun_keeps_the_earlier_runs_driver_logs(tmp_path: Path) -> None:

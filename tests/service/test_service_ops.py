@@ -129,8 +129,22 @@ def test_units_failed_on_data_say_resume_will_not_help_until_fixed(
     assert message.startswith("3 of 6 units failed; partial results kept"), message
     assert "the data of BAD could not be used (see each unit's error" in message
     assert "AAPL" not in message
-    assert "so fix the data first, or submit a job with wider dates or without those " \
-        "symbols" in message
+    # AAPL's units finished on the data as it was: a resume on fixed data is refused
+    assert "and is refused once the data changed (its other units were trained on it as " \
+        "it was), so fix the data and submit a job for those symbols, or one with wider " \
+        "dates or without them" in message
+
+
+def test_units_that_all_failed_on_data_say_to_fix_it_then_resume() -> None:
+    """No unit finished: nothing was trained on the data as it was, so the job resumed
+    after the fix runs on the fixed data (`ray_jobs.driver.dataset_changes`)."""
+    from service.dispatcher import _data_failures
+
+    bad = [{"unit_id": "BAD__ols__f0", "error": "data: DataValidationError: bad prints"}]
+    text = _data_failures(bad, done=0)
+    assert text.startswith("; the data of BAD could not be used")
+    assert "so fix the data first, then resume, or submit a job" in text
+    assert "refused" not in text and "refused" in _data_failures(bad, done=2)
 
 
 def test_cli_status_shows_why_progress_is_missing(
