@@ -561,3 +561,19 @@ def test_a_yaml_name_read_as_a_boolean_or_number_is_told_to_quote_it() -> None:
         JobSpec.from_yaml(f"name: 'a b'\n{base}")
     assert "YAML" not in str(err.value)
     assert JobSpec.from_yaml(f"name: 'on'\n{base}").name == "on"
+
+
+def test_folds_with_a_holdout_split_are_refused_as_the_cli_refuses_them() -> None:
+    """`split: {method: holdout, n_folds: 4}` ran one holdout and dropped the folds without
+    a word (`quantray data prepare --split holdout --n-folds 4` refuses it). The default 3,
+    which every stored spec.json holds, stays accepted: resumes of those jobs read it."""
+    body = {"name": "x", "dataset": {"uri": "sample:sp500", "symbols": 2}, "models": ["ols"]}
+    with pytest.raises(SpecError) as err:
+        JobSpec.from_dict({**body, "split": {"method": "holdout", "n_folds": 4}})
+    assert str(err.value) == ("split.n_folds: 4: folds are for method walk_forward (this "
+                              "split is one holdout); set method: walk_forward, or leave "
+                              "n_folds out")
+    stored = JobSpec.from_dict(body).to_dict()
+    assert stored["split"]["n_folds"] == 3 and JobSpec.from_dict(stored).split.folds == 1
+    assert JobSpec.from_dict({**body, "split": {"method": "walk_forward", "n_folds": 4}}
+                             ).split.folds == 4
