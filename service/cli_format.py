@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from data.wording import counted
+
+MESSAGE_SHOWN = 300  # characters of a symbol's data error or warning in the summary
+
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
 # `--wait`'s line fits the terminal (it is redrawn in place with "\r", which a line that
 # wraps defeats): the phase note is cut to fit, or left out where less than NOTE_MIN fits.
@@ -179,7 +183,20 @@ def summary_text(summary: dict[str, Any]) -> str:
              "majority-class baseline at p < 0.01; ic<1% = share whose return forecast has "
              "an IC above 0 at p < 0.01):",
              table(rows, list(rows[0]) if rows else ["model"])]
+    notes = []
     failed = summary.get("failed_units") or []
     if failed:
-        lines.append(f"\n{len(failed)} units failed, e.g. {failed[0]}")
+        notes.append(f"{len(failed)} units failed, e.g. {failed[0]}")
+    # symbols left out (no unit: in no table row) and data kept with a warning (a 20:1
+    # split left in the prices) were in summary.json alone
+    for key, what in (("data_errors", "could not be used"),
+                      ("data_warnings", "were kept with a data warning")):
+        found = summary.get(key) or {}
+        if found:
+            symbol, message = min(found.items())
+            cut = message if len(message) <= MESSAGE_SHOWN else message[:MESSAGE_SHOWN] + "..."
+            notes.append(f"{counted(len(found), 'symbol')} {what} (each in summary.json's "
+                         f"{key}: `quantray summary ID --json`), e.g. {symbol}: {cut}")
+    if notes:
+        lines.append("\n" + "\n".join(notes))
     return "\n".join(lines)

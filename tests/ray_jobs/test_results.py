@@ -256,3 +256,24 @@ def test_folds_are_averaged_by_their_mean_and_significance_is_at_one_percent() -
     assert ols["accuracy"]["mean"] == pytest.approx(0.6)  # the mean of 0.4, 0.5, 0.9
     # 0.005 is significant, 0.02 is not (1%, not 5%), NaN (undefined) is not: 1 of 3
     assert ols["share_significant_1pct"] == pytest.approx(1 / 3)
+
+
+def test_the_printed_summary_names_symbols_left_out_and_data_warnings() -> None:
+    """A symbol left out of `symbols: N` (its name clashes with another's) has no unit, so
+    no row in the table, and a 20:1 split's warning was in summary.json alone: `quantray
+    summary` and the demo said "summary over 2 symbols" and nothing more."""
+    from service.cli_format import MESSAGE_SHOWN, summary_text
+
+    summary = summarize(frame({(s, "ols", 0): 0.4 for s in ("AAA", "BRK.B")}))
+    assert "could not be used" not in summary_text(summary)
+    summary["data_errors"] = {"BRK_B": "data: symbol 'BRK_B' left out: it and 'BRK.B' both "
+                                       "name their files 'BRK_B'; rename one in the data"}
+    summary["data_warnings"] = {"AAA": "x" * 1000, "ZZZ": "a jump"}
+    notes = summary_text(summary).split("\n\n")[-1].splitlines()
+    assert notes[0] == ("1 symbol could not be used (each in summary.json's data_errors: "
+                        "`quantray summary ID --json`), e.g. BRK_B: data: symbol 'BRK_B' left "
+                        "out: it and 'BRK.B' both name their files 'BRK_B'; rename one in the "
+                        "data")
+    assert notes[1].startswith("2 symbols were kept with a data warning (each in "
+                               "summary.json's data_warnings")
+    assert notes[1].endswith(f"e.g. AAA: {'x' * MESSAGE_SHOWN}...")
