@@ -226,11 +226,16 @@ def jump_warning(symbol: str, jumps: dict[str, Any]) -> str:
             + "; ".join(fixes))
 
 
-def stale_warning(symbol: str, runs: dict[str, Any]) -> str:
-    """The message of a symbol's long runs of bars without a trade (`ValidationReport.stale`)."""
+def _runs_shown(runs: dict[str, Any]) -> tuple[int, str, str]:
+    """(count, the first runs as text, "(+N more)" or "") of a `stale` or `flat` entry."""
     n, first = runs["count"], runs["first"]
     shown = ", ".join(f"{r['from']} -> {r['to']} ({counted(r['bars'], 'bar')})" for r in first)
-    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    return n, shown, f" (+{n - len(first)} more)" if n > len(first) else ""
+
+
+def stale_warning(symbol: str, runs: dict[str, Any]) -> str:
+    """The message of a symbol's long runs of bars without a trade (`ValidationReport.stale`)."""
+    n, shown, more = _runs_shown(runs)
     return (f"symbol {symbol!r}: {counted(n, 'run')} of bars without a trade (volume 0, open = "
             f"high = low = close, one price throughout) of {runs['limit_bars']} bars or more "
             f"(at least {STALE_BARS} bars and {STALE_SHARE:.0%} of its bars) at {shown}{more}; "
@@ -243,9 +248,7 @@ def stale_warning(symbol: str, runs: dict[str, Any]) -> str:
 def flat_warning(symbol: str, runs: dict[str, Any]) -> str:
     """The message of a symbol's long runs of one close with volume traded
     (`ValidationReport.flat`)."""
-    n, first = runs["count"], runs["first"]
-    shown = ", ".join(f"{r['from']} -> {r['to']} ({counted(r['bars'], 'bar')})" for r in first)
-    more = f" (+{n - len(first)} more)" if n > len(first) else ""
+    n, shown, more = _runs_shown(runs)
     return (f"symbol {symbol!r}: {counted(n, 'run')} of bars whose close does not change "
             f"(with volume traded) of {runs['limit_bars']} bars or more (at least {FLAT_BARS} "
             f"bars and {STALE_SHARE:.0%} of its bars, over {FLAT_DAYS} days or more) at "
