@@ -770,9 +770,13 @@ def _parse_times(values: pd.Series, fmt: str | None, col: str, source: str,
                 f"at row {i_naive}); write every time with its offset, or none",
                 rows=[i_naive])
     if parsed.dtype == object:  # several offsets: each time's own clock time, and UTC
-        codes, uniques = pd.factorize(parsed)  # once per distinct time (619k rows: 5 s)
+        # once per distinct value as written (619k rows: 5 s row by row); not per parsed
+        # time, which is one for 23:00+00:00 and 00:00+01:00, whose clock times differ
+        codes, uniques = pd.factorize(values)
+        seen, at = np.unique(codes, return_index=True)  # each value's first row
+        first = at[seen >= 0]
         clock = pd.DatetimeIndex([t.tz_localize(None) if isinstance(t, pd.Timestamp)
-                                  else pd.NaT for t in uniques])  # fmt: skip
+                                  else pd.NaT for t in parsed.iloc[first]])  # fmt: skip
         local = pd.Series(clock.take(codes, allow_fill=True, fill_value=pd.NaT),
                           index=values.index)
         utc = pd.to_datetime(values, errors="coerce", utc=True, format=fmt)

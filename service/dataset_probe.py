@@ -236,8 +236,10 @@ def _read_symbol_times(
         numbers = pd.to_numeric(times, errors="coerce")
         if numbers.notna().sum() == times.notna().sum():  # the loader infers numbers: refuse
             times = numbers  # 20130208 as pandas reads it, and fail the same way
-    # per symbol, as the loader decides a zoned column's dates
-    frame[time_column] = to_datetime_column(times, time_column, uri, frame[SYMBOL_COLUMN])
+    # per symbol, as the loader decides a zoned column's dates; a symbol's odd times (a
+    # live bar among its daily ones) fail that symbol in the job, not every job on the file
+    frame[time_column] = to_datetime_column(times, time_column, uri, frame[SYMBOL_COLUMN],
+                                            asked=())
     frame = frame.dropna(subset=[SYMBOL_COLUMN, time_column])
     return {
         str(symbol): np.sort(group.to_numpy(dtype="datetime64[ns]"))

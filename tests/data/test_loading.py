@@ -798,3 +798,19 @@ def test_a_plain_http_endpoint_named_without_its_scheme_is_told_how_to_name_it()
         server.close()
     assert f"write endpoint_override=http://127.0.0.1:{port} (or add &scheme=http)" in str(
         err.value), str(err.value)
+
+
+def test_one_instant_written_in_two_offsets_keeps_each_rows_clock_time(tmp_path) -> None:
+    """Times were worked out once per distinct instant: 23:00+00:00 (an hourly UTC symbol)
+    and 00:00+01:00 (a Paris daily bar) are one instant, so the daily symbol took the
+    hourly one's clock time and every one of its dates moved back a day, silently. Each
+    distinct value as written has its own clock time."""
+    from data.validation import to_datetime_column
+
+    values = pd.Series([None, "2021-02-28T23:00:00+00:00", "2021-03-01T00:00:00+01:00",
+                        "2021-03-02T00:00:00+01:00", "2021-03-03T00:00:00+01:00"])
+    symbols = pd.Series(["CAC", "BTC", "CAC", "CAC", "CAC"])
+    out = to_datetime_column(values, "date", "x.csv", symbols)
+    assert out.isna().tolist() == [True, False, False, False, False]
+    assert out[1:].tolist() == [pd.Timestamp("2021-02-28 23:00"), pd.Timestamp("2021-03-01"),
+                                pd.Timestamp("2021-03-02"), pd.Timestamp("2021-03-03")]

@@ -440,3 +440,24 @@ def test_dataset_probe_reads_zoned_daily_dates_per_symbol_as_the_loader(tmp_path
     assert loaded.loc[loaded["symbol"] == "DAY", "date"].dt.hour.eq(0).all()
     rows = dataset_probe.DatasetProbe().rows_in_window(str(path), "date", "2020-01-07", None)
     assert rows == {"DAY": 4, "HOUR": 0}  # HOUR: 00:00-04:00 UTC on Jan 6
+
+
+def test_dataset_probe_is_not_refused_by_another_symbols_live_bar(tmp_path: Path) -> None:
+    """A Tokyo CSV whose symbol LIVE has a 14:35 bar among its midnights: a job on GOOD
+    alone loads it (the loader judges the symbols asked for), but the submit-time probe,
+    which reads every symbol, refused every job on the file with LIVE's error. The probe
+    judges none: a job asking for LIVE fails that symbol alone, with its reason."""
+    import pandas as pd
+
+    from service import dataset_probe
+
+    days = pd.bdate_range("2018-02-26", periods=10).tz_localize("Asia/Tokyo")
+    live = days[-1] + pd.Timedelta(hours=14, minutes=35)
+    times = days.append(days[:-1]).append(pd.DatetimeIndex([live]))
+    frame = pd.DataFrame({"symbol": ["GOOD"] * 10 + ["LIVE"] * 10,
+                          "date": [t.isoformat() for t in times], "open": 10.0,
+                          "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1000.0})
+    path = tmp_path / "bars.csv"
+    frame.to_csv(path, index=False)
+    rows = dataset_probe.DatasetProbe().rows_in_window(str(path), "date", "2018-03-01", None)
+    assert rows["GOOD"] == 7  # Mar 1, 2, 5-9: its local dates
