@@ -196,11 +196,6 @@ class SplitSpec:
             iss.add("", f"train + val + test = {sum(fractions):.6g}; make them sum to 1")
         lo = 2 if self.method == "walk_forward" else 1
         _int_in(iss, "n_folds", self.n_folds, lo, MAX_FOLDS)
-        if (self.method == "holdout" and isinstance(self.n_folds, int)
-                and self.n_folds != SplitSpec.n_folds):  # ignored without a word; 3 is the
-            # default every stored spec.json holds
-            iss.add("n_folds", f"{self.n_folds}: folds are for method walk_forward (this "
-                    "split is one holdout); set method: walk_forward, or leave n_folds out")
         if self.purge != "auto":
             _int_in(iss, "purge", self.purge, 0, MAX_HORIZON, " (or 'auto')")
         _int_in(iss, "embargo", self.embargo, 0, MAX_EMBARGO)
@@ -209,3 +204,14 @@ class SplitSpec:
     @property
     def folds(self) -> int:
         return self.n_folds if self.method == "walk_forward" else 1
+
+    def new_spec_problems(self) -> list[tuple[str, str]]:
+        """(field, message) for what a spec submitted now may not hold, though a stored
+        spec.json (read back by every resume, and so never refused) may: `n_folds` other
+        than 1 or the default with a holdout split, which ran one holdout and dropped the
+        folds without a word (`quantray data prepare` refuses --n-folds there)."""
+        if self.method == "holdout" and self.n_folds not in (1, SplitSpec.n_folds):
+            return [("split.n_folds", f"{self.n_folds}: folds are for method walk_forward "
+                     "(this split is one holdout); set method: walk_forward, or leave "
+                     "n_folds out")]
+        return []

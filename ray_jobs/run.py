@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             text = Path(args.spec).read_text(encoding="utf-8")
             spec = (JobSpec.from_json(text) if args.spec.endswith(".json")
                     else JobSpec.from_yaml(text))
+            if problems := spec.split.new_spec_problems():  # a new spec's, not a stored one's
+                raise SpecError(problems)
             if args.smoke_test:
                 spec = spec.smoke()
             job_id = args.job_name or f"{spec.name}-{spec.fingerprint()[:8]}"

@@ -314,7 +314,10 @@ def spec_from_data(data: Any) -> JobSpec:
         raise InputError("invalid", f"invalid job spec: {listed}",
                          [{"field": path, "message": msg} for path, msg in listed.listed])
     try:
-        return JobSpec.from_dict(data)
+        spec = JobSpec.from_dict(data)
+        if problems := spec.split.new_spec_problems():  # a new job's, not a stored one's
+            raise SpecError(problems)
+        return spec
     except SpecError as exc:
         errors = [{"field": path, "message": msg} for path, msg in exc.listed]
         raise InputError("invalid", f"invalid job spec: {exc}", errors) from None

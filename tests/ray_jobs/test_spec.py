@@ -563,17 +563,30 @@ def test_a_yaml_name_read_as_a_boolean_or_number_is_told_to_quote_it() -> None:
     assert JobSpec.from_yaml(f"name: 'on'\n{base}").name == "on"
 
 
-def test_folds_with_a_holdout_split_are_refused_as_the_cli_refuses_them() -> None:
+def test_folds_with_a_holdout_split_are_refused_as_the_cli_refuses_them(tmp_path: Path) -> None:
     """`split: {method: holdout, n_folds: 4}` ran one holdout and dropped the folds without
-    a word (`quantray data prepare --split holdout --n-folds 4` refuses it). The default 3,
-    which every stored spec.json holds, stays accepted: resumes of those jobs read it."""
+    a word (`quantray data prepare --split holdout --n-folds 4` refuses it): a spec given
+    now is refused, by the service and by `ray_jobs.run --spec`. A stored spec.json that
+    holds it (accepted before) still reads back, so its job resumes; 1 and the default 3
+    (every stored holdout spec holds 3) are fine."""
+    from service.validation import InputError, spec_from_data
+
     body = {"name": "x", "dataset": {"uri": "sample:sp500", "symbols": 2}, "models": ["ols"]}
-    with pytest.raises(SpecError) as err:
-        JobSpec.from_dict({**body, "split": {"method": "holdout", "n_folds": 4}})
-    assert str(err.value) == ("split.n_folds: 4: folds are for method walk_forward (this "
-                              "split is one holdout); set method: walk_forward, or leave "
-                              "n_folds out")
-    stored = JobSpec.from_dict(body).to_dict()
-    assert stored["split"]["n_folds"] == 3 and JobSpec.from_dict(stored).split.folds == 1
-    assert JobSpec.from_dict({**body, "split": {"method": "walk_forward", "n_folds": 4}}
-                             ).split.folds == 4
+    old = {**body, "split": {"method": "holdout", "n_folds": 4}}
+    with pytest.raises(InputError) as err:
+        spec_from_data(old)
+    assert err.value.errors == [{"field": "split.n_folds", "message": (
+        "4: folds are for method walk_forward (this split is one holdout); set method: "
+        "walk_forward, or leave n_folds out")}]
+    path = tmp_path / "old.yaml"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "ray_jobs.run", "--spec", str(path),
+                          "--storage", (tmp_path / "store").as_uri()],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 2 and "split.n_folds: 4: folds are for method walk_forward" \
+        in run.stderr, run.stderr
+    assert JobSpec.from_dict(old).split.folds == 1  # a stored one reads back
+    for n_folds in (1, 3):
+        assert spec_from_data({**body, "split": {"method": "holdout", "n_folds": n_folds}})
+    assert spec_from_data({**body, "split": {"method": "walk_forward", "n_folds": 4}}
+                          ).split.folds == 4
