@@ -179,6 +179,9 @@ def dataset_changes(spec: JobSpec, storage: JobStorage) -> str | None:
     if not finished:  # nothing was trained on the data as it was
         log.info("the dataset %s changed since the job first ran (%s); no unit had finished, "
                  "so the job goes on with the data as it is now", spec.dataset.uri, what)
+        if storage.exists("tune"):  # a search's best config or trials on the data as it was
+            log.info("its Tune searches start afresh: their results were on the data as it was")
+            storage.delete_dir("tune")
         storage.write_json(DATASET_JSON, now)
         return None
     return (f"job {storage.job_id}: its dataset {spec.dataset.uri} changed since the job "

@@ -190,11 +190,13 @@ def summary_text(summary: dict[str, Any]) -> str:
     # symbols left out (no unit: in no table row) and data kept with a warning (a 20:1
     # split left in the prices) were in summary.json alone
     for key, what in (("data_errors", "could not be used"),
-                      ("data_warnings", "were kept with a data warning")):
-        found = summary.get(key) or {}
-        if found:
-            symbol, message = min(found.items())
+                      ("data_warnings", "kept with a data warning")):
+        found = summary.get(key)
+        if found and isinstance(found, dict):  # symbol -> message (an older job's may lack it)
+            symbol, message = min((str(k), str(v)) for k, v in found.items())
             cut = message if len(message) <= MESSAGE_SHOWN else message[:MESSAGE_SHOWN] + "..."
+            if key == "data_warnings":
+                what = f"{'was' if len(found) == 1 else 'were'} {what}"
             notes.append(f"{counted(len(found), 'symbol')} {what} (each in summary.json's "
                          f"{key}: `quantray summary ID --json`), e.g. {symbol}: {cut}")
     if notes:

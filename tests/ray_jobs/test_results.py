@@ -277,3 +277,8 @@ def test_the_printed_summary_names_symbols_left_out_and_data_warnings() -> None:
     assert notes[1].startswith("2 symbols were kept with a data warning (each in "
                                "summary.json's data_warnings")
     assert notes[1].endswith(f"e.g. AAA: {'x' * MESSAGE_SHOWN}...")
+    summary["data_warnings"] = {"AAA": None}  # one, and an older job's odd shapes: no crash
+    assert "1 symbol was kept with a data warning" in summary_text(summary)
+    for odd in (["BRK_B"], "BRK_B", {"BRK_B": 7}):
+        summary["data_errors"] = odd
+        summary_text(summary)

@@ -146,7 +146,8 @@ def test_a_job_whose_units_all_failed_goes_on_with_its_fixed_data(
 ) -> None:
     """The service tells a job whose units failed on bad data to fix the data, then
     resume: with no unit finished, nothing was trained on the data as it was, so the
-    changed data is the job's from then on. Once a unit finished, the change is refused,
+    changed data is the job's from then on (a search's stored best config, found on the
+    old data, is dropped: the search runs again). Once a unit finished, the change is refused,
     and this attempt's progress keeps the earlier units' outcomes and errors."""
     data = _own_dataset(tmp_path)
     spec, storage = _finished_job(tmp_path, str(data))
@@ -155,10 +156,13 @@ def test_a_job_whose_units_all_failed_goes_on_with_its_fixed_data(
     units = sorted(storage.unit_statuses())
     for unit_id in units:
         storage.write_unit_status(unit_id, {"state": "failed", "error": "data: bad prints"})
+    storage.write_json("tune/lstm/best.json", {"params": {"hidden_size": 8}})  # old data's
+    storage.write_json("tune/lstm/search.json", {"model": "lstm"})
     data.write_bytes(data.read_bytes()[:-100] + b"x" * 100)  # the data fixed
     with caplog.at_level(logging.INFO, logger="quantray.driver"):
         assert driver.dataset_changes(spec, storage) is None
     assert "no unit had finished, so the job goes on with the data as it is now" in caplog.text
+    assert not storage.exists("tune")  # its searches start afresh, on the fixed data
     assert storage.read_json(driver.DATASET_JSON) != stored  # the fixed data's, from now on
     assert driver.dataset_changes(spec, storage) is None
 
