@@ -12,15 +12,17 @@ Fault tolerance:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -369,17 +371,26 @@ class _ReportEachEpoch:
                                 "run_name": self.run_name})
 
 
-def _latest_checkpoint() -> tuple[str | None, str | None, int | None]:
-    """(unit id, local dir, epoch) of the run's latest checkpoint, if any."""
+@contextlib.contextmanager
+def _latest_checkpoint() -> Iterator[tuple[str | None, str | None, int | None]]:
+    """(unit id, local dir, epoch) of the run's latest checkpoint, if any, downloaded for
+    the run's life and removed after it: `Checkpoint.to_directory()` alone left a copy in
+    /tmp (`checkpoint_tmp_*`) at every resume, for good. Named `CKPT_PREFIX...`, so a copy
+    a killed worker leaves is swept as stale."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return None, None, None
-    local = ckpt.to_directory()
-    with open(os.path.join(local, UNIT_FILE), encoding="utf-8") as f:
-        info = json.load(f)
-    return info["unit_id"], local, int(info["epoch"])
+        yield None, None, None
+        return
+    local = tempfile.mkdtemp(prefix=f"{CKPT_PREFIX}resume-")
+    try:
+        ckpt.to_directory(local)
+        with open(os.path.join(local, UNIT_FILE), encoding="utf-8") as f:
+            info = json.load(f)
+        yield info["unit_id"], local, int(info["epoch"])
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def _max_epochs(unit: Unit, spec: JobSpec, refit: dict[str, dict[str, Any]]) -> int | None:
@@ -434,24 +445,24 @@ def _train_group(cfg: dict[str, Any]) -> None:
     spec = JobSpec.from_dict(cfg["spec"])
     storage = JobStorage(cfg["storage_uri"], cfg["job_id"])
     relay, run_name = cfg["relay"], cfg["run_name"]
-    resume_unit, resume_dir, resume_epoch = _latest_checkpoint()
-    for unit_dict in cfg["units"]:
-        unit = Unit(**unit_dict)
-        status_rel = f"status/{unit.unit_id}.json"
-        if storage.exists(status_rel):
-            status = storage.read_json(status_rel)
-            if status.get("state") == "done" or status.get("attempt") == cfg["attempt"]:
-                continue  # finished, or failed earlier in this attempt: not retrained
-        folds = ray.get(cfg["prepared"][unit.symbol])
-        resume = resume_dir if resume_unit == unit.unit_id else None
-        relay.push.remote({"type": "start", "unit_id": unit.unit_id, "run_name": run_name,
-                           "max_epochs": _max_epochs(unit, spec, cfg["refit"])})
-        extra = {"run_name": run_name, "attempt": cfg["attempt"],
-                 "resumed_from_epoch": resume_epoch if resume else None}
-        rows = run_unit(unit, folds[unit.fold], spec, storage,
-                        callbacks=[_ReportEachEpoch(unit, run_name, relay)],
-                        resume_from=resume, extra=extra, refit=cfg["refit"].get(unit.model),
-                        propagate=(ray.exceptions.RayError,))
-        error = next((r["error"] for r in rows if r.get("error")), None)
-        relay.push.remote({"type": "failed" if error else "done", "unit_id": unit.unit_id,
-                           "error": error or ""})
+    with _latest_checkpoint() as (resume_unit, resume_dir, resume_epoch):
+        for unit_dict in cfg["units"]:
+            unit = Unit(**unit_dict)
+            status_rel = f"status/{unit.unit_id}.json"
+            if storage.exists(status_rel):
+                status = storage.read_json(status_rel)
+                if status.get("state") == "done" or status.get("attempt") == cfg["attempt"]:
+                    continue  # finished, or failed earlier in this attempt: not retrained
+            folds = ray.get(cfg["prepared"][unit.symbol])
+            resume = resume_dir if resume_unit == unit.unit_id else None
+            relay.push.remote({"type": "start", "unit_id": unit.unit_id, "run_name": run_name,
+                               "max_epochs": _max_epochs(unit, spec, cfg["refit"])})
+            extra = {"run_name": run_name, "attempt": cfg["attempt"],
+                     "resumed_from_epoch": resume_epoch if resume else None}
+            rows = run_unit(unit, folds[unit.fold], spec, storage,
+                            callbacks=[_ReportEachEpoch(unit, run_name, relay)],
+                            resume_from=resume, extra=extra, refit=cfg["refit"].get(unit.model),
+                            propagate=(ray.exceptions.RayError,))
+            error = next((r["error"] for r in rows if r.get("error")), None)
+            relay.push.remote({"type": "failed" if error else "done", "unit_id": unit.unit_id,
+                               "error": error or ""})

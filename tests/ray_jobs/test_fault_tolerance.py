@@ -233,6 +233,42 @@ def test_cuda_settings_on_a_cluster_without_gpus_end_the_job_with_exit_2(
     assert not storage.exists("status/AAPL__ols__f0.json")  # nothing trained
 
 
+def test_a_resumed_runs_checkpoint_copy_is_removed_when_the_run_ends(tmp_path, monkeypatch
+                                                                     ) -> None:
+    """A resumed run downloaded its latest checkpoint with `Checkpoint.to_directory()`,
+    which copied it to /tmp/checkpoint_tmp_* and left it there for good (a CI run left 9,
+    up to 0.9 MB each). The copy is named as the run's own upload directories (so a killed
+    worker's is swept as stale) and removed when the run ends, however it ends."""
+    import json
+    import os
+    import tempfile
+
+    import ray.train
+
+    from ray_jobs import deep_runs
+
+    src = tmp_path / "epoch_0003"
+    src.mkdir()
+    (src / deep_runs.UNIT_FILE).write_text(json.dumps({"unit_id": "AAPL__lstm__f0",
+                                                       "epoch": 3}))
+    (src / "checkpoint.pt").write_bytes(b"weights")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(ray.train, "get_checkpoint",
+                        lambda: ray.train.Checkpoint.from_directory(str(src)))
+    with pytest.raises(RuntimeError, match="the unit failed"):
+        with deep_runs._latest_checkpoint() as (unit_id, local, epoch):
+            assert (unit_id, epoch) == ("AAPL__lstm__f0", 3)
+            assert os.path.basename(local).startswith(deep_runs.CKPT_PREFIX)
+            assert open(os.path.join(local, "checkpoint.pt"), "rb").read() == b"weights"
+            raise RuntimeError("the unit failed")
+    assert os.listdir(tmp_path / "tmp") == [] and not os.path.exists(local)
+    assert src.is_dir()  # the run's own checkpoint stays
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
+    with deep_runs._latest_checkpoint() as latest:
+        assert latest == (None, None, None)
+
+
 def test_a_run_removes_checkpoint_directories_whose_upload_was_cut_off(tmp_path) -> None:
     """A worker killed mid-upload left its `quantray-ckpt-*` directory (~2 MB) in /tmp for
     good (Ray deletes it only after the upload): each run sweeps the stale ones as it
