@@ -417,8 +417,6 @@ def remove_stale_checkpoint_dirs(tmp: str | None = None, max_age_s: float = STAL
     """Remove this node's `quantray-ckpt-*` directories untouched for `max_age_s` (each run
     sweeps once as it starts): a worker killed mid-upload left ~2 MB each in /tmp for good.
     Returns how many were removed."""
-    import shutil
-
     tmp = tmp or tempfile.gettempdir()
     now = time.time() if now is None else now
     removed = 0
