@@ -306,8 +306,9 @@ def validate_bars(
         "zero_volume": frame["volume"].eq(0),
     }
     report.gaps = _long_gaps(frame, "date")
-    report.splits, split_like = _split_like_moves(frame)
-    report.jumps = _big_moves(frame, split_like)
+    prev = _previous_close(frame)
+    report.splits, split_like = _split_like_moves(frame, prev)
+    report.jumps = _big_moves(frame, prev, split_like)
     report.stale = _stale_runs(frame)
     report.flat = _flat_runs(frame)
     return _finish(frame, counts, report, df.attrs.get(SORTED_ROWS))
@@ -703,16 +704,15 @@ def _zone_free(local: pd.Series, utc: pd.Series, symbols: pd.Series | None, col:
         return local
     if not midnight.any():
         return utc
-    codes = (np.zeros(len(local), np.int64) if symbols is None
-             else pd.factorize(symbols, use_na_sentinel=False)[0])
+    codes, names = ((np.zeros(len(local), np.int64), None) if symbols is None
+                    else pd.factorize(symbols, use_na_sentinel=False))
     n_mid = np.bincount(codes, weights=midnight)
     n_other = np.bincount(codes, weights=ok & ~midnight)
     of_day = (utc - utc.dt.normalize())[ok].groupby(codes[ok])
     one_utc_time = (of_day.min() == of_day.max()).reindex(range(len(n_mid)), fill_value=True)
     odd = (n_mid > n_other) & (n_other > 0) & ~one_utc_time.to_numpy(bool)
-    if asked is not None and symbols is not None:
-        odd &= pd.Series(symbols.to_numpy()).groupby(codes).first().isin(set(asked)).reindex(
-            range(len(odd)), fill_value=False).to_numpy(bool)
+    if asked is not None and names is not None:
+        odd &= pd.Index(names).isin(list(asked))
     if odd.any():
         _refuse_odd_times(odd[codes] & ok & ~midnight, odd[codes] & midnight, symbols, col,
                           source, shown)
@@ -913,7 +913,16 @@ def _long_gaps(frame, time_col) -> dict[str, dict]:
     return out
 
 
-def _split_like_moves(frame) -> tuple[dict[str, dict], np.ndarray]:
+def _previous_close(frame) -> np.ndarray:
+    """Each bar's previous close of the same symbol (NaN on a symbol's first bar); `frame`
+    is sorted by (symbol, date)."""
+    symbols, close = frame["symbol"].to_numpy(), frame["close"].to_numpy(np.float64)
+    prev = np.full(len(close), np.nan)
+    prev[1:] = np.where(symbols[1:] == symbols[:-1], close[:-1], np.nan)
+    return prev
+
+
+def _split_like_moves(frame, prev: np.ndarray) -> tuple[dict[str, dict], np.ndarray]:
     """(symbol -> {"count", "first": [{"at", "before", "after", "ratio", "split"}, ...]},
     the rows flagged) for
     the bars whose close AND open, against the previous close, both sit within
@@ -921,11 +930,11 @@ def _split_like_moves(frame) -> tuple[dict[str, dict], np.ndarray]:
     split, k in SPLIT_RATIOS): a move of -50% (or -67%, -75%, or x2, x3 ...) at the open that holds
     to the close looks like prices that were not adjusted for a split. Real moves that
     large are rare, and rarely land on such a ratio at both ends of the bar; `frame` is
-    sorted by (symbol, date) and repaired (no NaN open)."""
+    sorted by (symbol, date) and repaired (no NaN open); `prev`: `_previous_close`."""
     sym = frame["symbol"]
-    prev = frame.groupby(sym, sort=False)["close"].shift(1)  # NaN on each symbol's first row
-    q_close = (frame["close"] / prev).to_numpy(np.float64)
-    q_open = (frame["open"] / prev).to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q_close = frame["close"].to_numpy(np.float64) / prev
+        q_open = frame["open"].to_numpy(np.float64) / prev
     hit = np.zeros(len(frame), bool)
     label = np.full(len(frame), "", dtype=object)
     for k in SPLIT_RATIOS:
@@ -937,7 +946,7 @@ def _split_like_moves(frame) -> tuple[dict[str, dict], np.ndarray]:
     if not hit.any():
         return {}, hit
     out: dict[str, dict] = {}
-    dates, close, prev = frame["date"], frame["close"].to_numpy(), prev.to_numpy()
+    dates, close = frame["date"], frame["close"].to_numpy()
     for symbol, idx in frame.index[hit].groupby(sym[hit]).items():
         first = [{"at": _fmt([dates[i]]), "before": float(prev[i]), "after": float(close[i]),
                   "ratio": round(float(q_close[i]), 4), "split": label[i]}
@@ -946,7 +955,7 @@ def _split_like_moves(frame) -> tuple[dict[str, dict], np.ndarray]:
     return out, hit
 
 
-def _big_moves(frame, skip: np.ndarray) -> dict[str, dict]:
+def _big_moves(frame, prev: np.ndarray, skip: np.ndarray) -> dict[str, dict]:
     """symbol -> {"count", "spikes", "first": [{"at", "before", "after", "ratio", "guess"},
     ...]} for the bars whose close moved by a factor of JUMP_FACTOR or more either way
     against the previous close, other than the rows in `skip` (split-like moves, told
@@ -954,12 +963,11 @@ def _big_moves(frame, skip: np.ndarray) -> dict[str, dict]:
     pounds: x0.01), or, when the next bar moves as far back, a one-bar spike (a bad tick;
     one entry, with "back": the next close). A real close moves that far in one bar
     (x0.105, x9.5) hardly ever: the shared S&P file's largest moves are x0.37 and x2.0.
-    `frame` is sorted by (symbol, date)."""
+    `frame` is sorted by (symbol, date); `prev`: `_previous_close`."""
     symbols = frame["symbol"].to_numpy()
     close = frame["close"].to_numpy(np.float64)
-    q = np.full(len(close), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q[1:] = np.where(symbols[1:] == symbols[:-1], close[1:] / close[:-1], np.nan)
+        q = close / prev
     up, down = q >= JUMP_FACTOR, q <= 1 / JUMP_FACTOR  # NaN (a symbol's first row): neither
     big = (up | down) & ~skip
     if not big.any():
@@ -1016,20 +1024,8 @@ def _stale_runs(frame) -> dict[str, dict]:
     starts = np.flatnonzero(idle & ~goes_on)  # each run's first row
     run = np.cumsum(idle & ~goes_on)  # a run's id (1, 2, ...) on its rows, which are idle
     sizes = np.bincount(run[idle], minlength=starts.size + 1)[1:]
-    # per row: its symbol's bar count; a run is long at max(STALE_BARS, STALE_SHARE x that)
-    n_rows = frame.groupby("symbol", sort=False)["symbol"].transform("size").to_numpy()
-    limits = np.maximum(STALE_BARS, np.ceil(STALE_SHARE * n_rows[starts]).astype(np.int64))
-    long = np.flatnonzero(sizes >= limits)  # vectorized: a close-only series (volume 0)
-    dates, out = frame["date"], {}  # makes every bar a run of its own
-    for k in long:
-        first, size = int(starts[k]), int(sizes[k])
-        symbol = str(symbols[first])
-        entry = out.setdefault(symbol, {"count": 0, "limit_bars": int(limits[k]), "first": []})
-        entry["count"] += 1
-        if len(entry["first"]) < _SHOW:
-            entry["first"].append({"from": _fmt([dates[first]]),
-                                   "to": _fmt([dates[first + size - 1]]), "bars": size})
-    return out
+    # vectorized: a close-only series (volume 0) makes every bar a run of its own
+    return _runs_report(frame, _long_runs(frame, starts, sizes, STALE_BARS))
 
 
 def _flat_runs(frame) -> dict[str, dict]:
@@ -1045,26 +1041,38 @@ def _flat_runs(frame) -> dict[str, dict]:
     goes_on = np.r_[False, same_symbol & (c[1:] == c[:-1])]
     starts = np.flatnonzero(~goes_on)
     sizes = np.diff(np.r_[starts, len(c)])
-    n_rows = frame.groupby("symbol", sort=False)["symbol"].transform("size").to_numpy()
-    limits = np.maximum(FLAT_BARS, np.ceil(STALE_SHARE * n_rows[starts]).astype(np.int64))
-    candidates = np.flatnonzero(sizes >= limits)
-    if not candidates.size:
+    runs = _long_runs(frame, starts, sizes, FLAT_BARS)
+    if not runs:
         return {}
     day = frame["date"].dt.normalize().to_numpy()
     new_day = np.cumsum(np.r_[True, ~same_symbol | (day[1:] != day[:-1])])  # a day's number
     traded = ~((v == 0) & (o == h) & (h == lo) & (lo == c))
-    dates, out = frame["date"], {}
-    for k in candidates:
-        first, size = int(starts[k]), int(sizes[k])
-        last = first + size - 1
-        if new_day[last] - new_day[first] + 1 < FLAT_DAYS or not traded[first:last + 1].any():
-            continue
-        symbol = str(symbols[first])
-        entry = out.setdefault(symbol, {"count": 0, "limit_bars": int(limits[k]), "first": []})
+    return _runs_report(frame, [(first, last, limit) for first, last, limit in runs
+                                if new_day[last] - new_day[first] + 1 >= FLAT_DAYS
+                                and traded[first:last + 1].any()])
+
+
+def _long_runs(frame, starts: np.ndarray, sizes: np.ndarray, floor: int
+               ) -> list[tuple[int, int, int]]:
+    """(first row, last row, limit) of the runs (their first rows and sizes) at least
+    max(`floor`, STALE_SHARE x their symbol's bars) long."""
+    n_rows = frame.groupby("symbol", sort=False)["symbol"].transform("size").to_numpy()
+    limits = np.maximum(floor, np.ceil(STALE_SHARE * n_rows[starts]).astype(np.int64))
+    return [(int(starts[k]), int(starts[k] + sizes[k] - 1), int(limits[k]))
+            for k in np.flatnonzero(sizes >= limits)]
+
+
+def _runs_report(frame, runs: Iterable[tuple[int, int, int]]) -> dict[str, dict]:
+    """symbol -> {"count", "limit_bars", "first": the first _SHOW as {"from", "to",
+    "bars"}} of `runs` ((first row, last row, limit) each)."""
+    symbols, dates, out = frame["symbol"].to_numpy(), frame["date"], {}
+    for first, last, limit in runs:
+        entry = out.setdefault(str(symbols[first]), {"count": 0, "limit_bars": limit,
+                                                     "first": []})
         entry["count"] += 1
         if len(entry["first"]) < _SHOW:
             entry["first"].append({"from": _fmt([dates[first]]), "to": _fmt([dates[last]]),
-                                   "bars": size})
+                                   "bars": last - first + 1})
     return out
 
 
